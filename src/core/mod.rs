@@ -1,0 +1,4 @@
+//! rdm's kernel-free core: code that needs no kernel, shared by the module,
+//! `rdmsetup` and the host tests.
+
+pub mod dm_ioctl;
