@@ -395,11 +395,11 @@ impl<'a> NameList<'a> {
     /// Iterates over the reply payload (the buffer from `data_start` on).
     /// An empty list is encoded as one entry with `dev == 0`.
     pub fn new(payload: &'a [u8]) -> NameList<'a> {
-        let empty = read_u64(payload, 0).is_none_or(|dev| dev == 0);
-        NameList {
-            payload,
-            at: if empty { None } else { Some(0) },
-        }
+        let at = match read_u64(payload, 0) {
+            Some(dev) if dev != 0 => Some(0),
+            _ => None,
+        };
+        NameList { payload, at }
     }
 
     fn entry_at(&self, at: usize) -> Option<(NameEntry<'a>, u32)> {
@@ -410,7 +410,11 @@ impl<'a> NameList<'a> {
         let name = c_str(p.get(name_at..)?)?;
         // The event number and flags follow the name, 8-byte aligned.
         let extra = (name_at + name.len() + 1).next_multiple_of(8);
-        let end = if next == 0 { p.len() } else { at + next as usize };
+        let end = if next == 0 {
+            p.len()
+        } else {
+            at + next as usize
+        };
         let (mut event_nr, mut uuid) = (None, None);
         if extra + 8 <= end {
             event_nr = read_u32(p, extra);

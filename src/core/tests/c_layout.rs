@@ -70,6 +70,10 @@ fn bindgen_layout_equals_the_c_header() {
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(c.len(), rust.len());
     for (key, value) in rust {
-        assert_eq!(c[&key], value, "{key}: C says {}, Rust says {value}", c[&key]);
+        assert_eq!(
+            c[&key], value,
+            "{key}: C says {}, Rust says {value}",
+            c[&key]
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! buffer growth and errno reporting every command shares.
 
 use nix::errno::Errno;
-use rdm_core::dm_ioctl::{Command, Header, HEADER_SIZE, STRUCT_SIZE};
 use rdm_core::dm_ioctl::sys::DM_BUFFER_FULL_FLAG;
+use rdm_core::dm_ioctl::{Command, Header, HEADER_SIZE, STRUCT_SIZE};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -39,11 +39,9 @@ impl fmt::Display for Error {
                 cmd.name()
             ),
             Error::Ioctl(cmd, e) => write!(f, "{}: {} ({e:?})", cmd.name(), e.desc()),
-            Error::TooLarge(cmd) => write!(
-                f,
-                "{}: reply larger than {MAX_BUFFER} bytes",
-                cmd.name()
-            ),
+            Error::TooLarge(cmd) => {
+                write!(f, "{}: reply larger than {MAX_BUFFER} bytes", cmd.name())
+            }
         }
     }
 }
@@ -112,7 +110,9 @@ impl Control {
                 buf.as_mut_ptr(),
             )
         };
-        Errno::result(ret).map(drop).map_err(|e| Error::Ioctl(cmd, e))
+        Errno::result(ret)
+            .map(drop)
+            .map_err(|e| Error::Ioctl(cmd, e))
     }
 
     /// The driver's interface version (`DM_VERSION`).

@@ -16,7 +16,11 @@ use std::process::ExitCode;
 const DEFAULT_CONTROL: &str = "/dev/rdm-control";
 
 #[derive(Parser)]
-#[command(name = "rdmsetup", version, about = "Control tool for rdm mapped devices")]
+#[command(
+    name = "rdmsetup",
+    version,
+    about = "Control tool for rdm mapped devices"
+)]
 struct Cli {
     /// Control device to talk to.
     #[arg(long, global = true, env = "RDM_CONTROL", default_value = DEFAULT_CONTROL)]
@@ -67,10 +71,8 @@ fn ls(cli: &Cli) -> Result<(), Error> {
     for entry in NameList::new(reply.payload()) {
         found = true;
         let (major, minor) = decode_dev(entry.dev);
-        println!(
-            "{}\t({major}, {minor})",
-            String::from_utf8_lossy(entry.name)
-        );
+        // dmsetup's format: "name<TAB>(major:minor)".
+        println!("{}\t({major}:{minor})", String::from_utf8_lossy(entry.name));
     }
     if !found {
         println!("No devices found");

@@ -1,0 +1,7 @@
+//! rdm's `rust/` layer: safe abstractions over kernel interfaces that the
+//! 6.12 `kernel` crate does not wrap. Every `unsafe` of the module lives
+//! here (and in the C helper object `helpers.c` beside it); nothing here
+//! knows about device-mapper.
+
+pub mod capability;
+pub mod miscdevice;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs rdm's VM tests (test_<kind>_NN.sh beside this file, or those named) and
+# prints TAP 13 as the kselftest runner does, ending with the line
+# "N passed, N failed, N skipped". Exits 1 if any test failed.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here" || exit 1
+if [ $# -gt 0 ]; then
+	tests=("$@")
+else
+	tests=(test_*_[0-9][0-9].sh)
+fi
+echo "TAP version 13"
+echo "1..${#tests[@]}"
+pass=0 fail=0 skip=0 n=0
+for t in "${tests[@]}"; do
+	n=$((n + 1))
+	t=$(basename "$t")
+	echo "# selftests: rdm: $t"
+	start=$SECONDS
+	timeout -k 10 "${RDM_TEST_TIMEOUT:-600}" "./$t" 2>&1 | sed -u 's/^\([^#]\)/# \1/; s/^$/#/'
+	rc=${PIPESTATUS[0]}
+	took=$((SECONDS - start))
+	# Leave no module behind for the next test.
+	grep -q '^rdm ' /proc/modules && rmmod rdm 2>/dev/null
+	case $rc in
+	0) pass=$((pass + 1)); echo "ok $n selftests: rdm: $t (${took}s)" ;;
+	4) skip=$((skip + 1)); echo "ok $n selftests: rdm: $t # SKIP" ;;
+	*) fail=$((fail + 1)); echo "not ok $n selftests: rdm: $t # exit=$rc" ;;
+	esac
+done
+echo "vm: $pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
