@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: GPL-2.0
+# rdm: the two commands are `make demo` and `make check` (see README.md).
+# Every target sets up what it needs (packages, the cached test kernel).
+#
+#   make            build rdm.ko and the tools (rdmsetup, rdm-ioctl-probe)
+#   make demo       boot the test VM and show rdm at work
+#   make check      host tests + VM tests, ending in "N passed, N failed"
+#   make clippy     rebuild rdm.ko with CLIPPY=1
+#   make fmt        format the module and the host crates
+#   make bindings   regenerate src/core/dm_ioctl_sys.rs from the kernel header
+#   make kernel     only set up and build the cached test kernel
+#   make clean
+
+LLVM ?= -19
+KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
+# Module sources for rustfmt (cargo fmt covers the host crates).
+MODULE_RS := src/rdm_main.rs
+
+.PHONY: all module tools kernel demo check clippy fmt fmt-check bindings clean
+
+all: module tools
+
+kernel:
+	@$(KERNEL_BUILD) >/dev/null
+
+module:
+	@kdir=$$($(KERNEL_BUILD)) && $(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) modules
+
+tools: kernel
+	@cargo build --quiet --release --workspace
+
+clippy:
+	@kdir=$$($(KERNEL_BUILD)) && rm -f src/rdm_main.o rust/helpers.o && \
+		$(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) CLIPPY=1 W=1 modules
+
+fmt:
+	@cargo fmt --all
+	@rustfmt --edition 2021 $(MODULE_RS)
+
+fmt-check:
+	@cargo fmt --all --check
+	@rustfmt --edition 2021 --check $(MODULE_RS)
+
+bindings:
+	@scripts/gen-bindings "$$($(KERNEL_BUILD))"
+
+demo: all
+	@scripts/vm-run --disks 2 -- scripts/demo
+
+check:
+	@scripts/check
+
+clean:
+	@kdir=$$($(KERNEL_BUILD)) && $(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) clean
+	@cargo clean
