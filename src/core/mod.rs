@@ -2,3 +2,4 @@
 //! `rdmsetup` and the host tests.
 
 pub mod dm_ioctl;
+pub mod payload;
