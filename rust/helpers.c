@@ -30,6 +30,7 @@ struct rdm_misc {
 	struct miscdevice misc;
 	struct file_operations fops;
 	const struct file_operations *inner;
+	void *ctx;
 	struct kref ref;
 };
 
@@ -66,12 +67,13 @@ static int rdm_misc_release(struct inode *inode, struct file *file)
 /*
  * Registers a misc device named @name (with /dev node @nodename, or @name
  * when NULL) at @minor (MISC_DYNAMIC_MINOR for any) whose file operations
- * are @fops, which must be static. @name and @nodename must outlive the
- * registration. Returns the registration or an ERR_PTR.
+ * are @fops, which must be static; @ctx is handed to the open callback
+ * (rdm_misc_ctx()). @name, @nodename and @ctx must outlive the registration.
+ * Returns the registration or an ERR_PTR.
  */
 struct rdm_misc *rdm_misc_register(const char *name, const char *nodename,
 				   int minor, umode_t mode,
-				   const struct file_operations *fops)
+				   const struct file_operations *fops, void *ctx)
 {
 	struct rdm_misc *m = kzalloc(sizeof(*m), GFP_KERNEL);
 	int ret;
@@ -80,6 +82,7 @@ struct rdm_misc *rdm_misc_register(const char *name, const char *nodename,
 		return ERR_PTR(-ENOMEM);
 	kref_init(&m->ref);
 	m->inner = fops;
+	m->ctx = ctx;
 	m->fops = *fops;
 	m->fops.owner = THIS_MODULE;
 	m->fops.open = rdm_misc_open;
@@ -107,6 +110,17 @@ void rdm_misc_deregister(struct rdm_misc *m)
 	kref_put(&m->ref, rdm_misc_free);
 }
 
+/*
+ * The context of the misc device @file was opened through; valid in the
+ * open callback (misc_open() leaves the miscdevice in private_data).
+ */
+void *rdm_misc_ctx(struct file *file)
+{
+	struct miscdevice *misc = file->private_data;
+
+	return container_of(misc, struct rdm_misc, misc)->ctx;
+}
+
 /* The minor a registration got (the dynamic one, when it asked for any). */
 int rdm_misc_minor(const struct rdm_misc *m)
 {
@@ -115,3 +129,252 @@ int rdm_misc_minor(const struct rdm_misc *m)
 
 /* MISC_DYNAMIC_MINOR is a macro. */
 const int rdm_misc_dynamic_minor = MISC_DYNAMIC_MINOR;
+
+/* ---- rust/block.rs: bio-based gendisks, bios, underlying block devices ---- */
+
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/srcu.h>
+#include <linux/wait_bit.h>
+
+/* blk_alloc_disk() is a macro (it makes a lock class per call site). */
+struct gendisk *rdm_alloc_disk(struct queue_limits *lim)
+{
+	return blk_alloc_disk(lim, NUMA_NO_NODE);
+}
+
+/*
+ * Fills in a disk from rdm_alloc_disk() and adds it: one minor at
+ * @major:@minor named @name, served by @fops with @private_data. Returns 0
+ * or an errno; on error the caller still owns (and puts) the disk.
+ */
+int rdm_add_disk(struct gendisk *disk, const struct block_device_operations *fops,
+		 void *private_data, int major, int minor, const char *name)
+{
+	disk->major = major;
+	disk->first_minor = minor;
+	disk->minors = 1;
+	disk->fops = fops;
+	disk->private_data = private_data;
+	disk->flags |= GENHD_FL_NO_PART;
+	strscpy(disk->disk_name, name, DISK_NAME_LEN);
+	return add_disk(disk);
+}
+
+/* The private data of a disk. */
+void *rdm_disk_private(struct gendisk *disk)
+{
+	return disk->private_data;
+}
+
+/* The dev_t of a disk, in huge_encode_dev() form as dm reports it. */
+u64 rdm_disk_devt(struct gendisk *disk)
+{
+	return huge_encode_dev(disk_devt(disk));
+}
+
+static blk_mode_t rdm_open_mode(bool write)
+{
+	return write ? BLK_OPEN_READ | BLK_OPEN_WRITE : BLK_OPEN_READ;
+}
+
+/* Opens a block device by path, exclusively for @holder. */
+struct file *rdm_bdev_open_path(const char *path, bool write, void *holder)
+{
+	return bdev_file_open_by_path(path, rdm_open_mode(write), holder, NULL);
+}
+
+/* Opens a block device by huge_encode_dev() number, exclusively for @holder. */
+struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder)
+{
+	return bdev_file_open_by_dev(huge_decode_dev(dev), rdm_open_mode(write), holder, NULL);
+}
+
+u64 rdm_bdev_devt(struct file *f)
+{
+	return huge_encode_dev(file_bdev(f)->bd_dev);
+}
+
+u64 rdm_bdev_nr_sectors(struct file *f)
+{
+	return bdev_nr_sectors(file_bdev(f));
+}
+
+unsigned int rdm_bdev_logical_block_size(struct file *f)
+{
+	return bdev_logical_block_size(file_bdev(f));
+}
+
+/* Stacks the limits of @f's device, mapped from @offset, onto @lim. */
+void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
+			   const char *pfx)
+{
+	queue_limits_stack_bdev(lim, file_bdev(f), offset, pfx);
+}
+
+int rdm_bdev_link_holder(struct file *f, struct gendisk *disk)
+{
+	return bd_link_disk_holder(file_bdev(f), disk);
+}
+
+void rdm_bdev_unlink_holder(struct file *f, struct gendisk *disk)
+{
+	bd_unlink_disk_holder(file_bdev(f), disk);
+}
+
+/* A bio's operation (REQ_OP_*) and whether it asks for a cache flush first. */
+unsigned int rdm_bio_op(const struct bio *bio)
+{
+	return bio_op(bio);
+}
+
+bool rdm_bio_is_preflush(const struct bio *bio)
+{
+	return bio->bi_opf & REQ_PREFLUSH;
+}
+
+void rdm_bio_set_dev(struct bio *bio, struct file *f)
+{
+	bio_set_dev(bio, file_bdev(f));
+}
+
+/* Ends @bio, with an I/O error if @error; keeps an error already recorded. */
+void rdm_bio_end(struct bio *bio, bool error)
+{
+	if (error && !bio->bi_status)
+		bio->bi_status = BLK_STS_IOERR;
+	bio_endio(bio);
+}
+
+void rdm_bio_zero_fill(struct bio *bio)
+{
+	zero_fill_bio(bio);
+}
+
+void rdm_bio_inc_remaining(struct bio *bio)
+{
+	bio_inc_remaining(bio);
+}
+
+/*
+ * Splits the first @sectors off @bio: returns the front part, chained to
+ * @bio so that @bio completes after it; the caller resubmits @bio.
+ */
+struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs)
+{
+	struct bio *split = bio_split(bio, sectors, GFP_NOIO, bs);
+
+	if (IS_ERR(split))
+		return split;
+	bio_chain(split, bio);
+	return split;
+}
+
+/*
+ * Clones @bio from @bs for @f's device: the clone ends through @end_io
+ * with @private. The front pad of @bs holds the caller's per-clone data.
+ */
+struct bio *rdm_bio_clone(struct bio *bio, struct file *f, struct bio_set *bs,
+			  bio_end_io_t *end_io, void *private)
+{
+	struct bio *clone = bio_alloc_clone(f ? file_bdev(f) : bio->bi_bdev, bio,
+					    GFP_NOIO, bs);
+
+	if (!clone)
+		return NULL;
+	clone->bi_end_io = end_io;
+	clone->bi_private = private;
+	return clone;
+}
+
+/* An empty REQ_PREFLUSH write for @f's device, ending like rdm_bio_clone(). */
+struct bio *rdm_bio_alloc_flush(struct file *f, struct bio_set *bs,
+				bio_end_io_t *end_io, void *private)
+{
+	struct bio *bio = bio_alloc_bioset(file_bdev(f), 0,
+					   REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
+					   GFP_NOIO, bs);
+
+	if (!bio)
+		return NULL;
+	bio->bi_end_io = end_io;
+	bio->bi_private = private;
+	return bio;
+}
+
+/* Records @from's error (if any) in @to. */
+void rdm_bio_copy_error(struct bio *to, const struct bio *from)
+{
+	if (from->bi_status && !to->bi_status)
+		to->bi_status = from->bi_status;
+}
+
+/* ---- rust/srcu.rs ---- */
+
+struct srcu_struct *rdm_srcu_alloc(void)
+{
+	struct srcu_struct *s = kzalloc(sizeof(*s), GFP_KERNEL);
+
+	if (s && init_srcu_struct(s)) {
+		kfree(s);
+		s = NULL;
+	}
+	return s;
+}
+
+void rdm_srcu_free(struct srcu_struct *s)
+{
+	cleanup_srcu_struct(s);
+	kfree(s);
+}
+
+int rdm_srcu_read_lock(struct srcu_struct *s)
+{
+	return srcu_read_lock(s);
+}
+
+void rdm_srcu_read_unlock(struct srcu_struct *s, int idx)
+{
+	srcu_read_unlock(s, idx);
+}
+
+void rdm_srcu_synchronize(struct srcu_struct *s)
+{
+	synchronize_srcu(s);
+}
+
+/* ---- rust/param.rs: module parameters (6.12's module! has none) ---- */
+
+static bool dm_compat;
+module_param(dm_compat, bool, 0444);
+MODULE_PARM_DESC(dm_compat,
+		 "Register as device-mapper (misc 10:236 /dev/mapper/control, block major \"device-mapper\") so unmodified dmsetup drives rdm; fails if dm-mod is loaded");
+
+bool rdm_param_dm_compat(void)
+{
+	return dm_compat;
+}
+
+/* ---- rust/wait.rs ---- */
+
+void rdm_wait_var_zero(unsigned long *var)
+{
+	wait_var_event(var, READ_ONCE(*var) == 0);
+}
+
+void rdm_wake_up_var(void *var)
+{
+	wake_up_var(var);
+}
+
+/* ---- rust/module.rs ---- */
+
+void rdm_module_get(void)
+{
+	__module_get(THIS_MODULE);
+}
+
+void rdm_module_put(void)
+{
+	module_put(THIS_MODULE);
+}

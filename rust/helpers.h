@@ -6,16 +6,67 @@
 #ifndef RDM_RUST_HELPERS_H
 #define RDM_RUST_HELPERS_H
 
+#include <linux/blkdev.h>
 #include <linux/fs.h>
 #include <linux/types.h>
+
+struct srcu_struct;
 
 /* rust/miscdevice.rs */
 struct rdm_misc;
 struct rdm_misc *rdm_misc_register(const char *name, const char *nodename,
 				   int minor, umode_t mode,
-				   const struct file_operations *fops);
+				   const struct file_operations *fops, void *ctx);
+void *rdm_misc_ctx(struct file *file);
 void rdm_misc_deregister(struct rdm_misc *m);
 int rdm_misc_minor(const struct rdm_misc *m);
 extern const int rdm_misc_dynamic_minor;
+
+
+
+/* rust/block.rs */
+struct gendisk *rdm_alloc_disk(struct queue_limits *lim);
+int rdm_add_disk(struct gendisk *disk, const struct block_device_operations *fops,
+		 void *private_data, int major, int minor, const char *name);
+void *rdm_disk_private(struct gendisk *disk);
+u64 rdm_disk_devt(struct gendisk *disk);
+struct file *rdm_bdev_open_path(const char *path, bool write, void *holder);
+struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder);
+u64 rdm_bdev_devt(struct file *f);
+u64 rdm_bdev_nr_sectors(struct file *f);
+unsigned int rdm_bdev_logical_block_size(struct file *f);
+void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
+			   const char *pfx);
+int rdm_bdev_link_holder(struct file *f, struct gendisk *disk);
+void rdm_bdev_unlink_holder(struct file *f, struct gendisk *disk);
+unsigned int rdm_bio_op(const struct bio *bio);
+bool rdm_bio_is_preflush(const struct bio *bio);
+void rdm_bio_set_dev(struct bio *bio, struct file *f);
+void rdm_bio_end(struct bio *bio, bool error);
+void rdm_bio_zero_fill(struct bio *bio);
+void rdm_bio_inc_remaining(struct bio *bio);
+struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);
+struct bio *rdm_bio_clone(struct bio *bio, struct file *f, struct bio_set *bs,
+			  bio_end_io_t *end_io, void *private);
+void rdm_bio_copy_error(struct bio *to, const struct bio *from);
+struct bio *rdm_bio_alloc_flush(struct file *f, struct bio_set *bs,
+				bio_end_io_t *end_io, void *private);
+
+/* rust/srcu.rs */
+struct srcu_struct *rdm_srcu_alloc(void);
+void rdm_srcu_free(struct srcu_struct *s);
+int rdm_srcu_read_lock(struct srcu_struct *s);
+void rdm_srcu_read_unlock(struct srcu_struct *s, int idx);
+void rdm_srcu_synchronize(struct srcu_struct *s);
+
+/* rust/param.rs */
+bool rdm_param_dm_compat(void);
+/* rust/wait.rs */
+void rdm_wait_var_zero(unsigned long *var);
+void rdm_wake_up_var(void *var);
+
+/* rust/module.rs */
+void rdm_module_get(void);
+void rdm_module_put(void);
 
 #endif /* RDM_RUST_HELPERS_H */

@@ -11,8 +11,9 @@ use core::{marker::PhantomData, mem::MaybeUninit, ptr::NonNull};
 use kernel::{
     bindings,
     error::{from_err_ptr, Error, Result},
-    ffi::{c_char, c_int, c_long, c_uint, c_ulong},
+    ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void},
     str::CStr,
+    sync::{Arc, ArcBorrow},
     types::ForeignOwnable,
 };
 
@@ -33,7 +34,9 @@ extern "C" {
         minor: c_int,
         mode: bindings::umode_t,
         fops: *const bindings::file_operations,
+        ctx: *mut c_void,
     ) -> *mut RdmMisc;
+    fn rdm_misc_ctx(file: *mut bindings::file) -> *mut c_void;
     fn rdm_misc_deregister(misc: *mut RdmMisc);
     fn rdm_misc_minor(misc: *const RdmMisc) -> c_int;
     static rdm_misc_dynamic_minor: c_int;
@@ -66,11 +69,14 @@ pub struct MiscDeviceOptions {
 /// Each open file owns a `Ptr`; the ioctl handler borrows it. The VFS never
 /// runs `ioctl` concurrently with, or after, the file's `release`.
 pub trait MiscDevice: 'static {
+    /// State shared by every open file, given at registration.
+    type Context: Send + Sync + 'static;
+
     /// The per-open-file state.
     type Ptr: ForeignOwnable + Send + Sync;
 
     /// Called on `open()`: makes the file's state.
-    fn open() -> Result<Self::Ptr>;
+    fn open(ctx: ArcBorrow<'_, Self::Context>) -> Result<Self::Ptr>;
 
     /// Called on the file's last close, with the state `open` made.
     fn release(device: Self::Ptr) {
@@ -93,6 +99,8 @@ pub trait MiscDevice: 'static {
 /// file operations are `VTable::<T>::FOPS`; it is deregistered only by `Drop`.
 pub struct MiscDeviceRegistration<T: MiscDevice> {
     misc: NonNull<RdmMisc>,
+    /// The context the C side points to; outlives the registration.
+    ctx: *const T::Context,
     _t: PhantomData<T>,
 }
 
@@ -106,13 +114,14 @@ unsafe impl<T: MiscDevice> Sync for MiscDeviceRegistration<T> {}
 
 impl<T: MiscDevice> MiscDeviceRegistration<T> {
     /// Registers a misc device; its node appears in `/dev` (devtmpfs).
-    pub fn register(opts: MiscDeviceOptions) -> Result<Self> {
+    pub fn register(opts: MiscDeviceOptions, ctx: Arc<T::Context>) -> Result<Self> {
         let minor = match opts.minor {
             // SAFETY: a constant the C helper defines and never writes.
             Minor::Dynamic => unsafe { rdm_misc_dynamic_minor },
             Minor::Fixed(m) => c_int::from(m),
         };
         let nodename = opts.nodename.map_or(core::ptr::null(), |n| n.as_char_ptr());
+        let ctx = Arc::into_raw(ctx);
         // SAFETY: `name` and `nodename` are `'static` NUL-terminated strings
         // and `FOPS` is a `'static` table, so all outlive the registration,
         // as rdm_misc_register() requires.
@@ -123,13 +132,23 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
                 minor,
                 opts.mode,
                 VTable::<T>::build(),
+                ctx.cast_mut().cast(),
             )
         };
-        let misc = from_err_ptr(misc)?;
+        let misc = match from_err_ptr(misc) {
+            Ok(m) => m,
+            Err(e) => {
+                // SAFETY: registration failed, so the C side kept no copy
+                // of `ctx`, which came from `into_raw` above.
+                drop(unsafe { Arc::from_raw(ctx) });
+                return Err(e);
+            }
+        };
         // INVARIANT: from_err_ptr() passed it, so it is a live registration.
         let misc = NonNull::new(misc).ok_or(kernel::error::code::ENOMEM)?;
         Ok(Self {
             misc,
+            ctx,
             _t: PhantomData,
         })
     }
@@ -147,6 +166,10 @@ impl<T: MiscDevice> Drop for MiscDeviceRegistration<T> {
         // place that deregisters it. Files still open keep their own
         // reference in the C helper, so their operations stay valid.
         unsafe { rdm_misc_deregister(self.misc.as_ptr()) };
+        // SAFETY: no open can start after deregistration, and opens that
+        // ran are done (misc_deregister() takes misc_mtx, which misc_open()
+        // holds across our open callback); `ctx` came from `into_raw`.
+        drop(unsafe { Arc::from_raw(self.ctx) });
     }
 }
 
@@ -181,7 +204,10 @@ unsafe extern "C" fn fops_open<T: MiscDevice>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    match T::open() {
+    // SAFETY: misc_open() left the miscdevice in `private_data` and the
+    // registration (with its context) is live while it runs our open.
+    let ctx = unsafe { ArcBorrow::from_raw(rdm_misc_ctx(file).cast::<T::Context>()) };
+    match T::open(ctx) {
         Ok(device) => {
             // SAFETY: `file` is valid and not yet shared (see above); misc's
             // own use of `private_data` ended before it called us.

@@ -3,5 +3,9 @@
 //! here (and in the C helper object `helpers.c` beside it); nothing here
 //! knows about device-mapper.
 
+pub mod block;
 pub mod capability;
 pub mod miscdevice;
+pub mod module;
+pub mod srcu;
+pub mod wait;

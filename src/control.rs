@@ -4,17 +4,31 @@
 //!
 //! Mirrors `ctl_ioctl()` of `drivers/md/dm-ioctl.c`: permission, ioctl
 //! type, the version handshake (which also writes rdm's version back), then
-//! the command lookup and one bounded copy of the caller's buffer. No lock
-//! is held while user memory is touched.
+//! the command lookup, one bounded copy of the caller's buffer, the command,
+//! and one copy of the result back. No lock is held while user memory is
+//! touched: commands work on the kernel copy.
 
+use crate::device::{DevState, Key, MappedDevice, Name, Registry, NAME_MAX, UUID_MAX};
 use crate::kx::capability::capable_sys_admin;
 use crate::kx::miscdevice::{Minor, MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
 use crate::rdm_core::dm_ioctl::{
-    self, check_data_size, check_version, decode_version, encode_version, Command, Header,
-    ParamError, HEADER_SIZE, VERSION, VERSION_BYTES,
+    self, c_str, check_data_size, check_version, decode_dev, decode_version, encode_version,
+    Command, Header, ParamError, HEADER_SIZE, VERSION, VERSION_BYTES,
+};
+use crate::rdm_core::payload::{payload_str, ByteWriter, ResultWriter, TargetMsg};
+use crate::rdm_core::table::valid_name;
+use crate::table::Table;
+use crate::target::{BStr, TARGET_TYPES};
+use core::sync::atomic::{AtomicU32, Ordering};
+use dm_ioctl::sys::{
+    DM_ACTIVE_PRESENT_FLAG, DM_BUFFER_FULL_FLAG, DM_DATA_OUT_FLAG, DM_DEFERRED_REMOVE,
+    DM_INACTIVE_PRESENT_FLAG, DM_PERSISTENT_DEV_FLAG, DM_QUERY_INACTIVE_TABLE_FLAG,
+    DM_READONLY_FLAG, DM_SECURE_DATA_FLAG, DM_STATUS_TABLE_FLAG, DM_SUSPEND_FLAG,
+    DM_UEVENT_GENERATED_FLAG, DM_UUID_FLAG,
 };
 use kernel::c_str;
 use kernel::prelude::*;
+use kernel::sync::{Arc, ArcBorrow};
 use kernel::uaccess::UserSlice;
 
 /// The registered control device.
@@ -23,42 +37,73 @@ pub(crate) struct ControlDevice {
 }
 
 impl ControlDevice {
-    /// Registers `/dev/rdm-control`.
-    pub(crate) fn register() -> Result<Self> {
-        let misc = MiscDeviceRegistration::register(MiscDeviceOptions {
-            name: c_str!("rdm-control"),
-            nodename: None,
-            minor: Minor::Dynamic,
-            mode: 0o600,
+    /// Registers the control device: `/dev/rdm-control`, or in dm_compat
+    /// mode misc 10:236 `device-mapper` at `/dev/mapper/control`.
+    pub(crate) fn register(registry: Arc<Registry>, compat: bool) -> Result<Self> {
+        let opts = if compat {
+            MiscDeviceOptions {
+                name: c_str!("device-mapper"),
+                nodename: Some(c_str!("mapper/control")),
+                minor: Minor::Fixed(236),
+                mode: 0o600,
+            }
+        } else {
+            MiscDeviceOptions {
+                name: c_str!("rdm-control"),
+                nodename: None,
+                minor: Minor::Dynamic,
+                mode: 0o600,
+            }
+        };
+        let misc = MiscDeviceRegistration::register(opts, registry).inspect_err(|e| {
+            if compat && *e == EBUSY {
+                pr_err!("dm_compat=1: misc minor 236 is taken: the kernel's dm-mod is loaded (unload it, or load rdm without dm_compat)\n");
+            }
         })?;
         Ok(ControlDevice { _misc: misc })
     }
 }
 
+/// An open control file.
+pub(crate) struct ControlFile {
+    registry: Arc<Registry>,
+    /// The global event number this file last armed (DM_DEV_ARM_POLL).
+    armed_event: AtomicU32,
+}
+
 struct Control;
 
 impl MiscDevice for Control {
-    type Ptr = ();
+    type Context = Registry;
+    type Ptr = Arc<ControlFile>;
 
-    fn open() -> Result<()> {
-        Ok(())
+    fn open(registry: ArcBorrow<'_, Registry>) -> Result<Arc<ControlFile>> {
+        let registry: Arc<Registry> = registry.into();
+        let armed = registry.global_event.load(Ordering::Acquire);
+        Ok(Arc::new(
+            ControlFile {
+                registry,
+                armed_event: AtomicU32::new(armed),
+            },
+            GFP_KERNEL,
+        )?)
     }
 
-    fn ioctl(_file: (), request: u32, arg: usize) -> Result<isize> {
-        ctl_ioctl(request, arg)?;
+    fn ioctl(file: ArcBorrow<'_, ControlFile>, request: u32, arg: usize) -> Result<isize> {
+        ctl_ioctl(&file, request, arg)?;
         Ok(0)
     }
 }
 
 /// A request's buffer, copied in once after its header was checked.
 struct Params {
+    /// The header as received; commands update it for the reply.
     header: Header,
     /// The whole buffer (`data_size` bytes), header included.
-    #[expect(dead_code, reason = "read by the commands of the next issue")]
     buf: KVVec<u8>,
 }
 
-fn ctl_ioctl(request: u32, arg: usize) -> Result {
+fn ctl_ioctl(file: &ControlFile, request: u32, arg: usize) -> Result {
     if !capable_sys_admin() {
         return Err(EACCES);
     }
@@ -75,8 +120,16 @@ fn ctl_ioctl(request: u32, arg: usize) -> Result {
     if cmd == Command::Version {
         return Ok(());
     }
-    let params = copy_params(arg, version)?;
-    dispatch(cmd, params)
+    let mut params = copy_params(arg, version)?;
+    validate_params(cmd, &mut params.header)?;
+    // dm-ioctl.c: a reply is the header alone unless a command writes more.
+    params.header.data_size = HEADER_SIZE as u32;
+    dispatch(file, cmd, &mut params)?;
+    let size = (params.header.data_size as usize).min(params.buf.len());
+    params.header.encode(&mut params.buf).ok_or(EINVAL)?;
+    UserSlice::new(arg, size)
+        .writer()
+        .write_slice(&params.buf[..size])
 }
 
 /// The version handshake of dm's `check_version()`: reads the caller's
@@ -114,11 +167,437 @@ fn reject(e: ParamError) -> Error {
     EINVAL
 }
 
-fn dispatch(cmd: Command, params: Params) -> Result {
+/// dm-ioctl.c's `validate_params()`: output-only flags are cleared; a
+/// command that names a device names it by name or by uuid, not both; and
+/// (stricter than dm, which truncates) both fields must hold a NUL.
+fn validate_params(cmd: Command, h: &mut Header) -> Result {
+    h.flags &=
+        !(DM_BUFFER_FULL_FLAG | DM_UEVENT_GENERATED_FLAG | DM_SECURE_DATA_FLAG | DM_DATA_OUT_FLAG);
+    if matches!(
+        cmd,
+        Command::RemoveAll | Command::ListDevices | Command::ListVersions
+    ) {
+        return Ok(());
+    }
+    if c_str(&h.name).is_none() || c_str(&h.uuid).is_none() {
+        pr_err!("{}: device name or uuid not NUL-terminated\n", cmd.name());
+        return Err(EINVAL);
+    }
+    let (name, uuid) = (name_of(h), uuid_of(h));
+    if cmd == Command::DevCreate {
+        if name.is_empty() {
+            pr_err!("name not supplied when creating device\n");
+            return Err(EINVAL);
+        }
+    } else if !name.is_empty() && !uuid.is_empty() && cmd != Command::GetTargetVersion {
+        pr_err!("{}: only supply one of name or uuid\n", cmd.name());
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+fn name_of(h: &Header) -> &[u8] {
+    c_str(&h.name).unwrap_or(&[])
+}
+
+fn uuid_of(h: &Header) -> &[u8] {
+    c_str(&h.uuid).unwrap_or(&[])
+}
+
+fn key_of(h: &Header) -> Result<Key<'_>> {
+    match (name_of(h), uuid_of(h)) {
+        ([], []) if h.dev != 0 => Ok(Key::Dev(h.dev)),
+        ([], []) => {
+            pr_err!("no device name, uuid or number given\n");
+            Err(EINVAL)
+        }
+        ([], uuid) => Ok(Key::Uuid(uuid)),
+        (name, _) => Ok(Key::Name(name)),
+    }
+}
+
+fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
+    let reg = &*file.registry;
+    match cmd {
+        Command::Version => Ok(()),
+        Command::RemoveAll => remove_all(reg, p),
+        Command::ListDevices => list_devices(reg, p),
+        Command::DevCreate => dev_create(reg, p),
+        Command::DevRemove => dev_remove(reg, p),
+        Command::DevRename => dev_rename(reg, p),
+        Command::DevSuspend => dev_suspend(reg, p),
+        Command::DevStatus => with_device(reg, p, |_, _, _| Ok(())),
+        Command::DevWait => dev_wait(reg, p),
+        Command::TableLoad => table_load(reg, p),
+        Command::TableClear => table_clear(reg, p),
+        Command::TableDeps => table_deps(reg, p),
+        Command::TableStatus => table_status(reg, p),
+        Command::ListVersions | Command::GetTargetVersion => list_versions(p, cmd),
+        Command::TargetMsg => target_msg(reg, p),
+        Command::DevArmPoll => {
+            let now = reg.global_event.load(Ordering::Acquire);
+            file.armed_event.store(now, Ordering::Release);
+            Ok(())
+        }
+        Command::DevSetGeometry => {
+            pr_err!("DM_DEV_SET_GEOMETRY is not supported\n");
+            Err(ENOTTY)
+        }
+    }
+}
+
+/// Fills the header with a device's state, as dm's `__dev_status()`.
+fn dev_status(md: &MappedDevice, st: &DevState, name: &Name, uuid: &Name, h: &mut Header) {
+    h.flags &=
+        !(DM_SUSPEND_FLAG | DM_READONLY_FLAG | DM_ACTIVE_PRESENT_FLAG | DM_INACTIVE_PRESENT_FLAG);
+    if st.suspended {
+        h.flags |= DM_SUSPEND_FLAG;
+    }
+    h.dev = st.disk.as_ref().map_or(0, |d| d.devt());
+    h.open_count = md.open_count();
+    h.event_nr = md.event_nr();
+    h.target_count = 0;
+    let query_inactive = h.flags & DM_QUERY_INACTIVE_TABLE_FLAG != 0;
+    if let Some(t) = &st.active {
+        h.flags |= DM_ACTIVE_PRESENT_FLAG;
+        if !query_inactive {
+            h.target_count = t.entries.len() as u32;
+        }
+    }
+    if st.read_only || st.active.as_ref().is_some_and(|t| t.read_only) {
+        h.flags |= DM_READONLY_FLAG;
+    }
+    if let Some(t) = &st.inactive {
+        h.flags |= DM_INACTIVE_PRESENT_FLAG;
+        if query_inactive {
+            h.target_count = t.entries.len() as u32;
+        }
+    }
+    let _ = dm_ioctl::set_c_str(&mut h.name, name.as_bytes());
+    let _ = dm_ioctl::set_c_str(&mut h.uuid, uuid.as_bytes());
+}
+
+/// Looks the device up, runs `f` under its state lock, then reports its
+/// status in the header.
+fn with_device(
+    reg: &Registry,
+    p: &mut Params,
+    f: impl FnOnce(&MappedDevice, &mut DevState, &mut Params) -> Result,
+) -> Result {
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    let mut st = md.state.lock();
+    if st.disk.is_none() {
+        return Err(ENXIO);
+    }
+    f(&md, &mut st, p)?;
+    dev_status(&md, &st, &name, &uuid, &mut p.header);
+    Ok(())
+}
+
+fn lookup(reg: &Registry, h: &Header) -> Result<(Arc<MappedDevice>, Name, Name)> {
+    let key = key_of(h)?;
+    reg.get(&key).inspect_err(|_| match key {
+        Key::Name(n) => pr_err!("device {} doesn't exist\n", BStr(n)),
+        Key::Uuid(u) => pr_err!("device with uuid {} doesn't exist\n", BStr(u)),
+        Key::Dev(d) => {
+            let (ma, mi) = decode_dev(d);
+            pr_err!("device {ma}:{mi} doesn't exist\n")
+        }
+    })
+}
+
+fn checked_name(s: &[u8], max: usize, what: &str) -> Result<Name> {
+    if !valid_name(s) {
+        pr_err!(
+            "invalid device {what} \"{}\": must be printable, without '/', not . or ..\n",
+            BStr(s)
+        );
+        return Err(EINVAL);
+    }
+    Name::new(s, max).ok_or_else(|| {
+        pr_err!("device {what} longer than {max} characters\n");
+        EINVAL
+    })
+}
+
+fn dev_create(reg: &Registry, p: &mut Params) -> Result {
+    let h = &p.header;
+    let name = checked_name(name_of(h), NAME_MAX, "name")?;
+    if name.as_bytes() == b"control" {
+        pr_err!("device name cannot be \"control\"\n");
+        return Err(EINVAL);
+    }
+    let uuid = match uuid_of(h) {
+        [] => Name::EMPTY,
+        u => checked_name(u, UUID_MAX, "uuid")?,
+    };
+    let want_minor = (h.flags & DM_PERSISTENT_DEV_FLAG != 0).then(|| decode_dev(h.dev).1);
+    let read_only = h.flags & DM_READONLY_FLAG != 0;
+    let md = reg.create(name, uuid, want_minor, read_only)?;
+    let st = md.state.lock();
+    dev_status(&md, &st, &name, &uuid, &mut p.header);
+    Ok(())
+}
+
+fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
+    let key = key_of(&p.header)?;
+    match reg.remove(&key) {
+        Ok((md, name, uuid)) => {
+            p.header.event_nr = md.event_nr();
+            let _ = dm_ioctl::set_c_str(&mut p.header.name, name.as_bytes());
+            let _ = dm_ioctl::set_c_str(&mut p.header.uuid, uuid.as_bytes());
+            p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+            Ok(())
+        }
+        Err(e) if e == EBUSY => {
+            let deferred = p.header.flags & DM_DEFERRED_REMOVE != 0;
+            pr_err!(
+                "unable to remove open device{}\n",
+                if deferred {
+                    " (deferred remove is not supported yet)"
+                } else {
+                    ""
+                }
+            );
+            Err(EBUSY)
+        }
+        Err(e) => {
+            lookup(reg, &p.header)?;
+            Err(e)
+        }
+    }
+}
+
+fn remove_all(reg: &Registry, _p: &mut Params) -> Result {
+    // Snapshot the names, then remove each one that is not open: no
+    // teardown runs under the registry lock.
+    let mut names = KVec::new();
+    for e in reg.devices.lock().iter().flatten() {
+        names.push(e.name, GFP_KERNEL)?;
+    }
+    for name in names.iter() {
+        if let Err(e) = reg.remove(&Key::Name(name.as_bytes())) {
+            if e == EBUSY {
+                pr_warn!(
+                    "remove_all: {} is open, left in place\n",
+                    BStr(name.as_bytes())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_devices(reg: &Registry, p: &mut Params) -> Result {
+    let with_uuid = p.header.flags & DM_UUID_FLAG != 0;
+    let devices = reg.devices.lock();
+    let mut w = ResultWriter::new(&mut p.buf);
+    if devices.iter().flatten().next().is_none() {
+        w.empty_name_list();
+    }
+    for e in devices.iter().flatten() {
+        let devt = e.md.state.lock().disk.as_ref().map_or(0, |d| d.devt());
+        let uuid = (!e.uuid.is_empty()).then(|| e.uuid.as_bytes());
+        if !w.name_entry(devt, e.name.as_bytes(), e.md.event_nr(), uuid, with_uuid) {
+            break;
+        }
+    }
+    finish(&mut p.header, &w);
+    Ok(())
+}
+
+/// Records a result's size, or that it did not fit.
+fn finish(h: &mut Header, w: &ResultWriter<'_>) {
+    h.data_start = crate::rdm_core::payload::RESULT_START as u32;
+    if w.full() {
+        h.flags |= DM_BUFFER_FULL_FLAG;
+    } else {
+        h.data_size = w.used() as u32;
+    }
+}
+
+fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
+    let set_uuid = p.header.flags & DM_UUID_FLAG != 0;
+    let new = payload_str(&p.buf, p.header.data_start).map_err(|e| {
+        pr_err!("DM_DEV_RENAME: new name: {e}\n");
+        EINVAL
+    })?;
+    let new = if set_uuid {
+        checked_name(new, UUID_MAX, "uuid")?
+    } else {
+        checked_name(new, NAME_MAX, "name")?
+    };
+    let key = key_of(&p.header)?;
+    let md = reg.rename(&key, new, set_uuid)?;
+    let (name, uuid) = {
+        let (_, n, u) = reg.get(&Key::Name(if set_uuid {
+            name_of(&p.header)
+        } else {
+            new.as_bytes()
+        }))?;
+        (n, u)
+    };
+    let st = md.state.lock();
+    dev_status(&md, &st, &name, &uuid, &mut p.header);
+    p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    Ok(())
+}
+
+fn dev_suspend(reg: &Registry, p: &mut Params) -> Result {
+    let suspend = p.header.flags & DM_SUSPEND_FLAG != 0;
+    with_device(reg, p, |md, st, _| {
+        if suspend {
+            md.suspend(st);
+            Ok(())
+        } else {
+            md.resume(st)
+        }
+    })
+}
+
+fn dev_wait(reg: &Registry, p: &mut Params) -> Result {
+    let (md, _, _) = lookup(reg, &p.header)?;
+    md.wait_event(p.header.event_nr)?;
+    table_status(reg, p)
+}
+
+fn table_load(reg: &Registry, p: &mut Params) -> Result {
+    let (md, name, _) = lookup(reg, &p.header)?;
+    let read_only = p.header.flags & DM_READONLY_FLAG != 0 || md.state.lock().read_only;
+    // Built with no lock held: it opens devices and may sleep.
+    let table = Table::build(name.as_bytes(), &p.header, &p.buf, read_only)?;
+    with_device(reg, p, move |_, st, _| {
+        st.inactive = Some(table);
+        Ok(())
+    })
+}
+
+fn table_clear(reg: &Registry, p: &mut Params) -> Result {
+    with_device(reg, p, |_, st, _| {
+        st.inactive = None;
+        Ok(())
+    })
+}
+
+/// The table a query is about: the inactive one with QUERY_INACTIVE_TABLE.
+fn queried(st: &DevState, h: &Header) -> Option<Arc<Table>> {
+    if h.flags & DM_QUERY_INACTIVE_TABLE_FLAG != 0 {
+        st.inactive.clone()
+    } else {
+        st.active.clone()
+    }
+}
+
+fn table_deps(reg: &Registry, p: &mut Params) -> Result {
+    with_device(reg, p, |_, st, p| {
+        let mut devs = KVec::new();
+        if let Some(t) = queried(st, &p.header) {
+            for d in t.devices.iter() {
+                devs.push(d.devt(), GFP_KERNEL)?;
+            }
+        }
+        let mut w = ResultWriter::new(&mut p.buf);
+        w.deps(&devs);
+        finish(&mut p.header, &w);
+        Ok(())
+    })
+}
+
+fn table_status(reg: &Registry, p: &mut Params) -> Result {
+    with_device(reg, p, |_, st, p| {
+        let table_lines = p.header.flags & DM_STATUS_TABLE_FLAG != 0;
+        let t = queried(st, &p.header);
+        let mut w = ResultWriter::new(&mut p.buf);
+        let mut count = 0;
+        if let Some(t) = &t {
+            for e in t.entries.iter() {
+                let ok = w.target_status(e.start, e.len, e.ty.name.as_bytes(), |out| {
+                    let mut bw = ByteWriter::new(out);
+                    let target = e.target.get();
+                    let r = if table_lines {
+                        target.table(&mut bw)
+                    } else {
+                        target.status(&mut bw)
+                    };
+                    r.ok()?;
+                    bw.finish()
+                });
+                if !ok {
+                    break;
+                }
+                count += 1;
+            }
+        }
+        finish(&mut p.header, &w);
+        let _ = count;
+        Ok(())
+    })
+}
+
+fn list_versions(p: &mut Params, cmd: Command) -> Result {
+    let only = (cmd == Command::GetTargetVersion).then(|| {
+        let mut n = [0u8; dm_ioctl::sys::DM_NAME_LEN as usize];
+        n.copy_from_slice(&p.header.name);
+        n
+    });
+    let mut w = ResultWriter::new(&mut p.buf);
+    let mut found = false;
+    for t in TARGET_TYPES.iter() {
+        if let Some(n) = &only {
+            if c_str(n) != Some(t.name.as_bytes()) {
+                continue;
+            }
+        }
+        found = true;
+        if !w.target_version(t.name.as_bytes(), t.version) {
+            break;
+        }
+    }
+    finish(&mut p.header, &w);
+    if !found {
+        if let Some(n) = &only {
+            pr_err!(
+                "unknown target type \"{}\"\n",
+                BStr(c_str(n).unwrap_or(&[]))
+            );
+        }
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+fn target_msg(reg: &Registry, p: &mut Params) -> Result {
+    let msg = TargetMsg::decode(&p.buf, p.header.data_start).map_err(|e| {
+        pr_err!("DM_TARGET_MSG: {e}\n");
+        EINVAL
+    })?;
+    let sector = msg.sector;
+    let (md, name, _) = lookup(reg, &p.header)?;
+    let st = md.state.lock();
+    let Some(t) = &st.active else {
+        pr_err!(
+            "{}: target message to a device with no active table\n",
+            BStr(name.as_bytes())
+        );
+        return Err(EINVAL);
+    };
+    let Some(e) = t.entry_at(sector) else {
+        pr_err!(
+            "{}: target message sector {sector} is outside the table\n",
+            BStr(name.as_bytes())
+        );
+        return Err(EINVAL);
+    };
+    let mut words = msg
+        .message
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    let first = words.next().unwrap_or(&[]);
     pr_err!(
-        "{}: not implemented yet (data_size {})\n",
-        cmd.name(),
-        params.header.data_size
+        "{}: target {} does not accept message \"{}\"\n",
+        BStr(name.as_bytes()),
+        e.ty.name,
+        BStr(first)
     );
-    Err(ENOTTY)
+    Err(EINVAL)
 }

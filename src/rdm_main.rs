@@ -16,6 +16,9 @@ pub mod rdm_core;
 pub mod kx;
 
 mod control;
+mod device;
+mod table;
+mod target;
 
 module! {
     type: Rdm,
@@ -26,15 +29,35 @@ module! {
 }
 
 struct Rdm {
+    // Dropped in this order: no new control file, then the block major.
     _control: control::ControlDevice,
+    _major: kx::block::BlockMajor,
 }
 
 impl kernel::Module for Rdm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let control = control::ControlDevice::register()?;
-        let [major, minor, patch] = rdm_core::dm_ioctl::VERSION;
-        pr_info!("loaded, dm ioctl interface {major}.{minor}.{patch}\n");
-        Ok(Rdm { _control: control })
+        let compat = kx::module::param_dm_compat();
+        let (major_name, disk_prefix) = if compat {
+            (kernel::c_str!("device-mapper"), "dm-")
+        } else {
+            (kernel::c_str!("rdm"), "rdm-")
+        };
+        let major = kx::block::BlockMajor::register(major_name)?;
+        let registry = kernel::sync::Arc::pin_init(
+            device::Registry::new(major.major(), disk_prefix),
+            GFP_KERNEL,
+        )?;
+        let control = control::ControlDevice::register(registry, compat)?;
+        let [v0, v1, v2] = rdm_core::dm_ioctl::VERSION;
+        pr_info!(
+            "loaded, dm ioctl interface {v0}.{v1}.{v2}, block major {}{}\n",
+            major.major(),
+            if compat { ", dm_compat" } else { "" }
+        );
+        Ok(Rdm {
+            _control: control,
+            _major: major,
+        })
     }
 }
 

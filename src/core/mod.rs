@@ -3,3 +3,4 @@
 
 pub mod dm_ioctl;
 pub mod payload;
+pub mod table;

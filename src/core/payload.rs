@@ -14,7 +14,7 @@
 //! full" instead of writing past it, so neither side can be made to read or
 //! write out of bounds by the other.
 
-use crate::dm_ioctl::{c_str, sys, STRUCT_SIZE};
+use super::dm_ioctl::{c_str, sys, HEADER_SIZE, STRUCT_SIZE};
 use core::fmt;
 use core::mem::{offset_of, size_of};
 
@@ -228,7 +228,7 @@ pub fn encode_load_spec(buf: &mut [u8], at: usize, spec: &LoadSpec<'_>) -> Optio
 /// name or uuid of `DM_DEV_RENAME`).
 pub fn payload_str(buf: &[u8], data_start: u32) -> Result<&[u8], PayloadError> {
     let start = data_start as usize;
-    if start < crate::dm_ioctl::HEADER_SIZE || start >= buf.len() {
+    if start < HEADER_SIZE || start >= buf.len() {
         return Err(PayloadError::BadDataStart(data_start));
     }
     c_str(&buf[start..]).ok_or(PayloadError::StringNotTerminated)
@@ -248,7 +248,7 @@ impl<'a> TargetMsg<'a> {
     pub fn decode(buf: &'a [u8], data_start: u32) -> Result<TargetMsg<'a>, PayloadError> {
         let start = data_start as usize;
         let msg_at = start.saturating_add(offset_of!(sys::dm_target_msg, message));
-        if start < crate::dm_ioctl::HEADER_SIZE || msg_at >= buf.len() {
+        if start < HEADER_SIZE || msg_at >= buf.len() {
             return Err(PayloadError::BadDataStart(data_start));
         }
         let sector = read_u64(buf, start).ok_or(PayloadError::BadDataStart(data_start))?;
@@ -447,6 +447,42 @@ impl<'a> ResultWriter<'a> {
     }
 }
 
+/// `core::fmt::Write` into a byte slice; remembers whether text was cut.
+pub struct ByteWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    overflow: bool,
+}
+
+impl<'a> ByteWriter<'a> {
+    /// A writer filling `buf` from its start.
+    pub fn new(buf: &'a mut [u8]) -> ByteWriter<'a> {
+        ByteWriter {
+            buf,
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    /// Bytes written, or `None` if something did not fit.
+    pub fn finish(self) -> Option<usize> {
+        (!self.overflow).then_some(self.len)
+    }
+}
+
+impl fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            self.overflow = true;
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// One target of a `DM_TABLE_STATUS` reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusSpec<'a> {
@@ -560,8 +596,8 @@ pub fn decode_deps(payload: &[u8], out: &mut [u64]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::dm_ioctl::{decode_dev, encode_dev, NameList};
     use super::*;
-    use crate::dm_ioctl::{decode_dev, encode_dev, NameList, HEADER_SIZE};
     use std::vec;
     use std::vec::Vec;
 

@@ -1,0 +1,820 @@
+//! Bio-based block devices: the pieces a device-mapper-like driver needs and
+//! 6.12's `kernel::block` (which wraps only blk-mq) lacks.
+//!
+//! - [`BdevFile`]: an underlying block device opened exclusively for a holder;
+//! - [`Bio`]: an owned bio, which must be ended or submitted exactly once;
+//! - [`BioSet`]: a bio pool whose clones carry typed per-clone data and call
+//!   back a [`CloneEnd`] on completion;
+//! - [`GenDisk`]: a bio-based gendisk whose `submit_bio`, `open` and
+//!   `release` go to a [`BioDriver`];
+//! - [`BlockMajor`]: a registered block major.
+//!
+//! The C side is in `helpers.c` (macros and inline functions of
+//! `<linux/bio.h>` and `<linux/blkdev.h>`).
+//!
+//! C headers: [`include/linux/bio.h`](srctree/include/linux/bio.h),
+//! [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
+
+use core::{
+    marker::PhantomData,
+    mem::{size_of, MaybeUninit},
+    ptr::NonNull,
+};
+use kernel::{
+    bindings,
+    error::{from_err_ptr, to_result, Result},
+    ffi::{c_char, c_int, c_uint, c_void},
+    prelude::*,
+    str::CStr,
+    types::{ForeignOwnable, Opaque},
+};
+
+#[allow(
+    improper_ctypes,
+    reason = "kernel structs only cross by pointer; their layout is bindgen's"
+)]
+extern "C" {
+    fn rdm_alloc_disk(lim: *mut bindings::queue_limits) -> *mut bindings::gendisk;
+    fn rdm_add_disk(
+        disk: *mut bindings::gendisk,
+        fops: *const bindings::block_device_operations,
+        private_data: *mut c_void,
+        major: c_int,
+        minor: c_int,
+        name: *const c_char,
+    ) -> c_int;
+    fn rdm_disk_private(disk: *mut bindings::gendisk) -> *mut c_void;
+    fn rdm_disk_devt(disk: *mut bindings::gendisk) -> u64;
+    fn rdm_bdev_open_path(
+        path: *const c_char,
+        write: bool,
+        holder: *mut c_void,
+    ) -> *mut bindings::file;
+    fn rdm_bdev_open_dev(dev: u64, write: bool, holder: *mut c_void) -> *mut bindings::file;
+    fn rdm_bdev_devt(f: *mut bindings::file) -> u64;
+    fn rdm_bdev_nr_sectors(f: *mut bindings::file) -> u64;
+    fn rdm_bdev_logical_block_size(f: *mut bindings::file) -> c_uint;
+    fn rdm_bdev_stack_limits(
+        lim: *mut bindings::queue_limits,
+        f: *mut bindings::file,
+        offset: u64,
+        pfx: *const c_char,
+    );
+    fn rdm_bdev_link_holder(f: *mut bindings::file, disk: *mut bindings::gendisk) -> c_int;
+    fn rdm_bdev_unlink_holder(f: *mut bindings::file, disk: *mut bindings::gendisk);
+    fn rdm_bio_op(bio: *const bindings::bio) -> c_uint;
+    fn rdm_bio_is_preflush(bio: *const bindings::bio) -> bool;
+    fn rdm_bio_set_dev(bio: *mut bindings::bio, f: *mut bindings::file);
+    fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
+    fn rdm_bio_zero_fill(bio: *mut bindings::bio);
+    fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
+    fn rdm_bio_split_front(
+        bio: *mut bindings::bio,
+        sectors: c_uint,
+        bs: *mut bindings::bio_set,
+    ) -> *mut bindings::bio;
+    fn rdm_bio_clone(
+        bio: *mut bindings::bio,
+        f: *mut bindings::file,
+        bs: *mut bindings::bio_set,
+        end_io: bindings::bio_end_io_t,
+        private: *mut c_void,
+    ) -> *mut bindings::bio;
+    fn rdm_bio_copy_error(to: *mut bindings::bio, from: *const bindings::bio);
+    fn rdm_bio_alloc_flush(
+        f: *mut bindings::file,
+        bs: *mut bindings::bio_set,
+        end_io: bindings::bio_end_io_t,
+        private: *mut c_void,
+    ) -> *mut bindings::bio;
+}
+
+/// The holder every underlying device of rdm is opened with. One holder for
+/// all mapped devices (as dm's `_dm_claim_ptr`) lets several of them map the
+/// same device, while other exclusive openers (a mount) are kept out.
+static HOLDER: u8 = 0;
+
+fn holder() -> *mut c_void {
+    core::ptr::addr_of!(HOLDER).cast_mut().cast()
+}
+
+/// An underlying block device, opened exclusively for rdm's holder.
+///
+/// # Invariants
+///
+/// `file` is a block device file from `bdev_file_open_by_*`, owned by this
+/// value and released (`fput`) only by `Drop`.
+pub struct BdevFile {
+    file: NonNull<bindings::file>,
+}
+
+// SAFETY: the file is reference counted by the kernel and every query made
+// through it (`file_bdev()` and its read-only fields) is safe from any
+// thread; `fput` may be called from any process context.
+unsafe impl Send for BdevFile {}
+// SAFETY: `&self` only allows those read-only queries.
+unsafe impl Sync for BdevFile {}
+
+impl BdevFile {
+    /// Opens the block device at `path`.
+    pub fn open_path(path: &CStr, write: bool) -> Result<Self> {
+        // SAFETY: `path` is a valid NUL-terminated string for the call; the
+        // holder is a static address.
+        let f = unsafe { rdm_bdev_open_path(path.as_char_ptr(), write, holder()) };
+        Self::from_open(f)
+    }
+
+    /// Opens the block device numbered `dev` (`huge_encode_dev()` form).
+    pub fn open_dev(dev: u64, write: bool) -> Result<Self> {
+        // SAFETY: plain values; the holder is a static address.
+        let f = unsafe { rdm_bdev_open_dev(dev, write, holder()) };
+        Self::from_open(f)
+    }
+
+    fn from_open(f: *mut bindings::file) -> Result<Self> {
+        let f = from_err_ptr(f)?;
+        // INVARIANT: from_err_ptr() passed it: an open block device file.
+        Ok(BdevFile {
+            file: NonNull::new(f).ok_or(ENODEV)?,
+        })
+    }
+
+    /// The device number, `huge_encode_dev()` form.
+    pub fn devt(&self) -> u64 {
+        // SAFETY: by the invariant the file is open.
+        unsafe { rdm_bdev_devt(self.file.as_ptr()) }
+    }
+
+    /// Size in 512-byte sectors.
+    pub fn nr_sectors(&self) -> u64 {
+        // SAFETY: by the invariant the file is open.
+        unsafe { rdm_bdev_nr_sectors(self.file.as_ptr()) }
+    }
+
+    /// Logical block size in bytes.
+    pub fn logical_block_size(&self) -> u32 {
+        // SAFETY: by the invariant the file is open.
+        unsafe { rdm_bdev_logical_block_size(self.file.as_ptr()) }
+    }
+}
+
+impl Drop for BdevFile {
+    fn drop(&mut self) {
+        // SAFETY: by the invariant we own this reference to the file.
+        unsafe { bindings::fput(self.file.as_ptr()) };
+    }
+}
+
+/// Queue limits being built for a mapped device from its underlying ones.
+pub struct Limits {
+    lim: bindings::queue_limits,
+}
+
+impl Limits {
+    /// Limits for stacking (`blk_set_stacking_limits`): permissive until
+    /// devices are stacked onto them. Discard, write-zeroes and zone append
+    /// stay off.
+    pub fn stacking() -> Self {
+        // SAFETY: all-zero is a valid `queue_limits` (plain integers).
+        let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
+        // SAFETY: `lim` is a valid, exclusively borrowed struct.
+        unsafe { bindings::blk_set_stacking_limits(&mut lim) };
+        let mut lim = Limits { lim };
+        lim.clear_unsupported();
+        lim
+    }
+
+    /// Stacks the limits of `dev`, used from sector `offset` on.
+    pub fn stack(&mut self, dev: &BdevFile, offset: u64, name: &CStr) {
+        // SAFETY: `lim` is exclusively borrowed, the file is open (invariant
+        // of `BdevFile`) and `name` is NUL-terminated.
+        unsafe {
+            rdm_bdev_stack_limits(&mut self.lim, dev.file.as_ptr(), offset, name.as_char_ptr())
+        };
+        self.clear_unsupported();
+    }
+
+    /// rdm maps neither discards, write-zeroes nor zone appends (and is
+    /// not zoned): the block layer must not send them.
+    fn clear_unsupported(&mut self) {
+        self.lim.max_hw_discard_sectors = 0;
+        self.lim.max_user_discard_sectors = 0;
+        self.lim.max_write_zeroes_sectors = 0;
+        self.lim.max_zone_append_sectors = 0;
+    }
+
+    /// The logical block size these limits ask for.
+    pub fn logical_block_size(&self) -> u32 {
+        self.lim.logical_block_size
+    }
+}
+
+/// Data carried by every clone of a [`BioSet`], given back when it ends.
+pub trait CloneEnd: Sized + Send + 'static {
+    /// The clone ended (its status was already copied into `orig` if it
+    /// failed); `orig` must now be ended (or resubmitted).
+    fn end(self, orig: Bio);
+}
+
+/// An owned bio: whoever holds it must end it ([`Bio::end`]) or hand it on
+/// ([`Bio::submit`]); dropping one ends it with an I/O error, so a bio can
+/// never be lost.
+///
+/// # Invariants
+///
+/// `bio` is a live bio no one else may end or submit while this exists.
+pub struct Bio {
+    bio: NonNull<bindings::bio>,
+}
+
+// SAFETY: a bio may be ended or submitted from any context; ownership is
+// exclusive by the invariant.
+unsafe impl Send for Bio {}
+
+/// A bio's operation, as far as rdm distinguishes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BioOp {
+    /// REQ_OP_READ.
+    Read,
+    /// REQ_OP_WRITE.
+    Write,
+    /// REQ_OP_FLUSH.
+    Flush,
+    /// Anything else (discard, write zeroes, zone operations...).
+    Other,
+}
+
+impl Bio {
+    /// Takes ownership of a bio handed over by the block layer.
+    ///
+    /// # Safety
+    ///
+    /// `bio` must be live and owned by the caller, who gives it up.
+    pub unsafe fn from_raw(bio: *mut bindings::bio) -> Self {
+        // INVARIANT: the caller gives us exclusive ownership of a live bio.
+        Bio {
+            // SAFETY: a live bio pointer is not null.
+            bio: unsafe { NonNull::new_unchecked(bio) },
+        }
+    }
+
+    fn into_raw(self) -> *mut bindings::bio {
+        let p = self.bio.as_ptr();
+        core::mem::forget(self);
+        p
+    }
+
+    /// First sector.
+    pub fn sector(&self) -> u64 {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_sector }
+    }
+
+    /// Moves the bio to start at `sector` (of the device it is sent to).
+    pub fn set_sector(&mut self, sector: u64) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_sector = sector };
+    }
+
+    /// Size in 512-byte sectors.
+    pub fn sectors(&self) -> u64 {
+        // SAFETY: by the invariant the bio is live and ours.
+        u64::from(unsafe { (*self.bio.as_ptr()).bi_iter.bi_size }) >> 9
+    }
+
+    /// Whether the bio carries no data (an empty flush).
+    pub fn is_empty(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_size == 0 }
+    }
+
+    /// The operation.
+    pub fn op(&self) -> BioOp {
+        // SAFETY: by the invariant the bio is live and ours.
+        match unsafe { rdm_bio_op(self.bio.as_ptr()) } {
+            bindings::req_op_REQ_OP_READ => BioOp::Read,
+            bindings::req_op_REQ_OP_WRITE => BioOp::Write,
+            bindings::req_op_REQ_OP_FLUSH => BioOp::Flush,
+            _ => BioOp::Other,
+        }
+    }
+
+    /// Whether the bio asks for a cache flush before its data (`REQ_PREFLUSH`).
+    pub fn is_preflush(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { rdm_bio_is_preflush(self.bio.as_ptr()) }
+    }
+
+    /// Points the bio at `dev`.
+    pub fn set_dev(&mut self, dev: &BdevFile) {
+        // SAFETY: the bio is exclusively ours and the file is open.
+        unsafe { rdm_bio_set_dev(self.bio.as_ptr(), dev.file.as_ptr()) };
+    }
+
+    /// Fills the bio's pages with zeroes (a read of a zero target).
+    pub fn zero_fill(&mut self) {
+        // SAFETY: the bio is exclusively ours; its pages are its own.
+        unsafe { rdm_bio_zero_fill(self.bio.as_ptr()) };
+    }
+
+    /// Ends the bio, successfully unless `error` (or an error a clone
+    /// recorded in it).
+    pub fn end(self, error: bool) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end(self.into_raw(), error) };
+    }
+
+    /// Sends the bio to the device it points at.
+    pub fn submit(self) {
+        // SAFETY: we own the bio and give it up to the block layer, once.
+        unsafe { bindings::submit_bio_noacct(self.into_raw()) };
+    }
+
+    /// Lets the bio be ended one more time before it completes
+    /// (`bio_inc_remaining`): for fanning one bio out to several clones,
+    /// each of which ends it. Returns a second owner handle.
+    pub fn share(&self) -> Bio {
+        // SAFETY: the bio is live; after this it needs one more `bio_endio`
+        // before it completes, which the returned handle owns.
+        unsafe { rdm_bio_inc_remaining(self.bio.as_ptr()) };
+        Bio { bio: self.bio }
+    }
+}
+
+impl Drop for Bio {
+    fn drop(&mut self) {
+        // SAFETY: an owned bio that was neither ended nor submitted; end it
+        // (with an error) rather than leave its submitter waiting forever.
+        unsafe { rdm_bio_end(self.bio.as_ptr(), true) };
+    }
+}
+
+/// A list of owned bios, linked through `bi_next` (no allocation).
+pub struct BioList {
+    head: *mut bindings::bio,
+    tail: *mut bindings::bio,
+}
+
+// SAFETY: the list owns its bios (see `Bio`), which may move between threads.
+unsafe impl Send for BioList {}
+
+impl BioList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        BioList {
+            head: core::ptr::null_mut(),
+            tail: core::ptr::null_mut(),
+        }
+    }
+
+    /// Appends `bio`.
+    pub fn push(&mut self, bio: Bio) {
+        let b = bio.into_raw();
+        // SAFETY: we own `b` (from `Bio`) and the tail bio (owned by the
+        // list); `bi_next` is free for the owner's use.
+        unsafe {
+            (*b).bi_next = core::ptr::null_mut();
+            if self.tail.is_null() {
+                self.head = b;
+            } else {
+                (*self.tail).bi_next = b;
+            }
+        }
+        self.tail = b;
+    }
+
+    /// Removes and returns the first bio.
+    pub fn pop(&mut self) -> Option<Bio> {
+        let b = self.head;
+        if b.is_null() {
+            return None;
+        }
+        // SAFETY: the list owns `b`; unlinking it hands ownership back.
+        unsafe {
+            self.head = (*b).bi_next;
+            (*b).bi_next = core::ptr::null_mut();
+        }
+        if self.head.is_null() {
+            self.tail = core::ptr::null_mut();
+        }
+        // SAFETY: `b` is live and now owned by no one else.
+        Some(unsafe { Bio::from_raw(b) })
+    }
+
+    /// Moves every bio into a new list, leaving this one empty.
+    pub fn take(&mut self) -> BioList {
+        core::mem::take(self)
+    }
+}
+
+impl Drop for BioList {
+    fn drop(&mut self) {
+        // A list dropped with bios in it ends them (with an error) one by one.
+        while self.pop().is_some() {}
+    }
+}
+
+/// A bio pool for splits and clones; each clone carries a `T` in the pool's
+/// front pad and hands it back through [`CloneEnd::end`].
+///
+/// # Invariants
+///
+/// `bs` was set up by `bioset_init` with a front pad of `front_pad::<T>()`
+/// bytes and is torn down only by `PinnedDrop`.
+#[pin_data(PinnedDrop)]
+pub struct BioSet<T: CloneEnd> {
+    #[pin]
+    bs: Opaque<bindings::bio_set>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: a bio_set is designed for concurrent allocation from any context
+// (mempools with their own locking); `T` values only move with their clones.
+unsafe impl<T: CloneEnd> Send for BioSet<T> {}
+// SAFETY: as above.
+unsafe impl<T: CloneEnd> Sync for BioSet<T> {}
+
+const fn front_pad<T>() -> usize {
+    // The bio after the pad must stay 8-aligned.
+    (size_of::<T>() + 7) & !7
+}
+
+impl<T: CloneEnd> BioSet<T> {
+    /// A pool keeping `pool_size` bios in reserve.
+    pub fn new(pool_size: u32) -> impl PinInit<Self, Error> {
+        const {
+            assert!(core::mem::align_of::<T>() <= 8);
+        }
+        let init_bs = move |slot: *mut Opaque<bindings::bio_set>| -> Result {
+            let slot = Opaque::raw_get(slot);
+            // SAFETY: `slot` is valid for writes and pinned (the closure
+            // contract of pin_init_from_closure); bioset_init() initialises
+            // it in place and expects zeroed memory.
+            unsafe {
+                core::ptr::write_bytes(slot, 0, 1);
+                to_result(bindings::bioset_init(
+                    slot,
+                    pool_size,
+                    front_pad::<T>() as u32,
+                    0,
+                ))
+            }
+        };
+        try_pin_init!(Self {
+            // SAFETY: `init_bs` fully initialises the slot or fails, leaving
+            // nothing to clean up.
+            bs <- unsafe { kernel::init::pin_init_from_closure(init_bs) },
+            _t: PhantomData,
+        })
+    }
+
+    fn raw(&self) -> *mut bindings::bio_set {
+        self.bs.get()
+    }
+
+    /// Splits the first `sectors` off `bio`: returns them as a bio of their
+    /// own, and hands back `bio`, now holding the rest, which completes only
+    /// after the front part does.
+    pub fn split_front(&self, bio: Bio, sectors: u32) -> Result<(Bio, Bio)> {
+        // SAFETY: the bio is ours and live; the pool is initialised (type
+        // invariant). The split shares nothing we keep.
+        let front = unsafe { rdm_bio_split_front(bio.bio.as_ptr(), sectors, self.raw()) };
+        let front = from_err_ptr(front)?;
+        // SAFETY: bio_split() returned a new bio that we own.
+        Ok((unsafe { Bio::from_raw(front) }, bio))
+    }
+
+    /// Clones `orig` for `dev` (or `orig`'s own device when `None`) with
+    /// `data` attached; when the clone ends, its error is copied into
+    /// `orig` and `data.end(orig)` runs (in the completion's context, which
+    /// may be an interrupt). On allocation failure, `orig` and `data` come
+    /// back.
+    pub fn clone_bio(&self, orig: Bio, dev: Option<&BdevFile>, data: T) -> Result<Bio, (Bio, T)> {
+        let file = dev.map_or(core::ptr::null_mut(), |d| d.file.as_ptr());
+        // SAFETY: `orig` is live and ours, the pool is initialised, `file`
+        // is null or open. The clone's private pointer is `orig`, whose
+        // ownership the clone takes over until `clone_end_io` gives it back.
+        let clone = unsafe {
+            rdm_bio_clone(
+                orig.bio.as_ptr(),
+                file,
+                self.raw(),
+                Some(clone_end_io::<T>),
+                orig.bio.as_ptr().cast(),
+            )
+        };
+        let Some(clone) = NonNull::new(clone) else {
+            return Err((orig, data));
+        };
+        // SAFETY: the front pad of a bio from this pool is `front_pad::<T>()`
+        // bytes right before it, 8-aligned, unused by anyone else.
+        unsafe {
+            clone
+                .as_ptr()
+                .cast::<u8>()
+                .sub(front_pad::<T>())
+                .cast::<T>()
+                .write(data)
+        };
+        core::mem::forget(orig);
+        Ok(Bio { bio: clone })
+    }
+
+    /// Makes an empty cache-flush bio for `dev` that ends like a clone of
+    /// `orig` (its error goes to `orig`, then `data.end(orig)` runs).
+    pub fn flush_bio(&self, orig: Bio, dev: &BdevFile, data: T) -> Result<Bio, (Bio, T)> {
+        // SAFETY: the pool is initialised, the file is open; the new bio's
+        // private pointer takes over `orig` as in `clone_bio`.
+        let flush = unsafe {
+            rdm_bio_alloc_flush(
+                dev.file.as_ptr(),
+                self.raw(),
+                Some(clone_end_io::<T>),
+                orig.bio.as_ptr().cast(),
+            )
+        };
+        let Some(flush) = NonNull::new(flush) else {
+            return Err((orig, data));
+        };
+        // SAFETY: as in `clone_bio`: the front pad is ours to fill.
+        unsafe {
+            flush
+                .as_ptr()
+                .cast::<u8>()
+                .sub(front_pad::<T>())
+                .cast::<T>()
+                .write(data)
+        };
+        core::mem::forget(orig);
+        Ok(Bio { bio: flush })
+    }
+}
+
+/// # Safety
+///
+/// Called once by the block layer when a clone made by
+/// [`BioSet::clone_bio`] completes.
+unsafe extern "C" fn clone_end_io<T: CloneEnd>(clone: *mut bindings::bio) {
+    // SAFETY: `clone_bio` stored the original bio, which the clone owned, in
+    // `bi_private`, and a `T` in the front pad; both are taken back once.
+    let (orig, data) = unsafe {
+        let orig = (*clone).bi_private.cast::<bindings::bio>();
+        let data = clone.cast::<u8>().sub(front_pad::<T>()).cast::<T>().read();
+        rdm_bio_copy_error(orig, clone);
+        bindings::bio_put(clone);
+        (Bio::from_raw(orig), data)
+    };
+    data.end(orig);
+}
+
+#[pinned_drop]
+impl<T: CloneEnd> PinnedDrop for BioSet<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: initialised (invariant) and no bio of the pool is in use:
+        // the owner drops the pool only after its I/O has drained.
+        unsafe { bindings::bioset_exit(self.bs.get()) };
+    }
+}
+
+/// A bio-based block driver: what a [`GenDisk`]'s operations call.
+pub trait BioDriver: 'static {
+    /// The disk's private data, kept until the disk is freed (after the
+    /// last opener closed it).
+    type Ptr: ForeignOwnable + Send + Sync;
+
+    /// A bio for the disk.
+    fn submit_bio(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, bio: Bio);
+
+    /// The disk is being opened.
+    fn open(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>) -> Result;
+
+    /// An opener closed the disk.
+    fn release(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>);
+}
+
+/// A bio-based gendisk, added to the system.
+///
+/// # Invariants
+///
+/// `disk` was allocated by `blk_alloc_disk`, added, and has as private data
+/// a `T::Ptr` from `into_foreign`, released by `free_disk`; `Drop` removes
+/// and puts it.
+pub struct GenDisk<T: BioDriver> {
+    disk: NonNull<bindings::gendisk>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: the gendisk's operations used through `&self` (capacity, read-only
+// flag, limits, holders) take the block layer's own locks.
+unsafe impl<T: BioDriver> Send for GenDisk<T> {}
+// SAFETY: as above.
+unsafe impl<T: BioDriver> Sync for GenDisk<T> {}
+
+impl<T: BioDriver> GenDisk<T> {
+    /// Allocates and adds a disk `name` at `major:minor`, empty (capacity 0).
+    pub fn add(major: u32, minor: u32, name: &CStr, data: T::Ptr) -> Result<Self> {
+        let mut lim = Limits::stacking();
+        // SAFETY: `lim` is a valid queue_limits for the call.
+        let disk = unsafe { rdm_alloc_disk(&mut lim.lim) };
+        let disk = from_err_ptr(disk)?;
+        let private = data.into_foreign().cast_mut();
+        // SAFETY: `disk` is a fresh disk; the operations table is static;
+        // `name` is NUL-terminated. On failure the disk is put below and
+        // `private` taken back, as nothing else saw them.
+        let ret = unsafe {
+            rdm_add_disk(
+                disk,
+                OpsTable::<T>::build(),
+                private,
+                major as c_int,
+                minor as c_int,
+                name.as_char_ptr(),
+            )
+        };
+        if ret != 0 {
+            // SAFETY: see above; put_disk() of a disk that add_disk()
+            // refused does not call free_disk, so `private` is still ours.
+            unsafe {
+                bindings::put_disk(disk);
+                drop(T::Ptr::from_foreign(private));
+            }
+            return Err(Error::from_errno(ret));
+        }
+        // INVARIANT: allocated, added, private data from into_foreign.
+        Ok(GenDisk {
+            disk: NonNull::new(disk).ok_or(ENOMEM)?,
+            _t: PhantomData,
+        })
+    }
+
+    fn raw(&self) -> *mut bindings::gendisk {
+        self.disk.as_ptr()
+    }
+
+    /// Device number, `huge_encode_dev()` form.
+    pub fn devt(&self) -> u64 {
+        // SAFETY: the disk is live (invariant).
+        unsafe { rdm_disk_devt(self.raw()) }
+    }
+
+    /// Sets the size in sectors (and tells user space if it changed).
+    pub fn set_capacity(&self, sectors: u64) {
+        // SAFETY: the disk is live; the call takes its own locks.
+        unsafe { bindings::set_capacity_and_notify(self.raw(), sectors) };
+    }
+
+    /// Makes the disk read-only or writable.
+    pub fn set_read_only(&self, ro: bool) {
+        // SAFETY: the disk is live; the call takes its own locks.
+        unsafe { bindings::set_disk_ro(self.raw(), ro) };
+    }
+
+    /// Applies new queue limits (only while no I/O is in flight).
+    pub fn set_limits(&self, mut lim: Limits) -> Result {
+        // SAFETY: the disk and its queue are live; the call takes the
+        // queue's limits lock.
+        to_result(unsafe { bindings::queue_limits_set((*self.raw()).queue, &mut lim.lim) })
+    }
+
+    /// Links `dev` as a slave of this disk in sysfs (`holders/`, `slaves/`).
+    pub fn link_holder(&self, dev: &BdevFile) -> Result {
+        // SAFETY: both live; the call takes the disk's open mutex.
+        to_result(unsafe { rdm_bdev_link_holder(dev.file.as_ptr(), self.raw()) })
+    }
+
+    /// Undoes [`GenDisk::link_holder`].
+    pub fn unlink_holder(&self, dev: &BdevFile) {
+        // SAFETY: both live; the call takes the disk's open mutex.
+        unsafe { rdm_bdev_unlink_holder(dev.file.as_ptr(), self.raw()) };
+    }
+}
+
+impl<T: BioDriver> Drop for GenDisk<T> {
+    fn drop(&mut self) {
+        // SAFETY: the disk was added (invariant); del_gendisk() stops new
+        // opens and I/O submission, put_disk() drops our reference, and
+        // free_disk releases the private data after the last opener.
+        unsafe {
+            bindings::del_gendisk(self.raw());
+            bindings::put_disk(self.raw());
+        }
+    }
+}
+
+struct OpsTable<T: BioDriver>(PhantomData<T>);
+
+impl<T: BioDriver> OpsTable<T> {
+    const OPS: bindings::block_device_operations = bindings::block_device_operations {
+        submit_bio: Some(ops_submit_bio::<T>),
+        open: Some(ops_open::<T>),
+        release: Some(ops_release::<T>),
+        free_disk: Some(ops_free_disk::<T>),
+        // SAFETY: all-zero is valid for the remaining fields (options of
+        // function pointers, and the owner, which `add` leaves to the C
+        // helper's THIS_MODULE through the disk's fops... see below).
+        ..unsafe { MaybeUninit::zeroed().assume_init() }
+    };
+
+    const fn build() -> &'static bindings::block_device_operations {
+        &Self::OPS
+    }
+}
+
+/// # Safety
+///
+/// `disk` is a disk made by [`GenDisk::add`] for `T` whose `free_disk` has
+/// not run; the returned borrow must not outlive the current callback.
+unsafe fn borrow_private<'a, T: BioDriver>(
+    disk: *mut bindings::gendisk,
+) -> <T::Ptr as ForeignOwnable>::Borrowed<'a> {
+    // SAFETY: per the contract, the private data is the `into_foreign`
+    // pointer of `add`, released only by free_disk, which cannot run during
+    // a callback of the disk.
+    unsafe { T::Ptr::borrow(rdm_disk_private(disk)) }
+}
+
+/// # Safety
+///
+/// Called by the block layer with a bio for a disk made by [`GenDisk::add`].
+unsafe extern "C" fn ops_submit_bio<T: BioDriver>(bio: *mut bindings::bio) {
+    // SAFETY: the block layer hands us the bio; its disk is live while a
+    // bio for it is being submitted.
+    unsafe {
+        let disk = (*(*bio).bi_bdev).bd_disk;
+        T::submit_bio(borrow_private::<T>(disk), Bio::from_raw(bio));
+    }
+}
+
+/// # Safety
+///
+/// Called by the block layer to open a disk made by [`GenDisk::add`].
+unsafe extern "C" fn ops_open<T: BioDriver>(
+    disk: *mut bindings::gendisk,
+    _mode: bindings::blk_mode_t,
+) -> c_int {
+    // SAFETY: the disk is live during open.
+    match T::open(unsafe { borrow_private::<T>(disk) }) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by the block layer when an opener of the disk closes it.
+unsafe extern "C" fn ops_release<T: BioDriver>(disk: *mut bindings::gendisk) {
+    // SAFETY: the disk is live during release.
+    T::release(unsafe { borrow_private::<T>(disk) });
+}
+
+/// # Safety
+///
+/// Called once by the block layer when the disk's last reference goes.
+unsafe extern "C" fn ops_free_disk<T: BioDriver>(disk: *mut bindings::gendisk) {
+    // SAFETY: the private data came from `into_foreign` in `add`, and this is
+    // its last use.
+    drop(unsafe { T::Ptr::from_foreign(rdm_disk_private(disk)) });
+}
+
+/// A registered block major number.
+///
+/// # Invariants
+///
+/// `major` was returned by `__register_blkdev` for `name`.
+pub struct BlockMajor {
+    major: u32,
+    name: &'static CStr,
+}
+
+impl BlockMajor {
+    /// Registers a dynamic major under `name` (shown in /proc/devices).
+    pub fn register(name: &'static CStr) -> Result<Self> {
+        // SAFETY: `name` is a static NUL-terminated string; no probe hook.
+        let ret = unsafe { bindings::__register_blkdev(0, name.as_char_ptr(), None) };
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(BlockMajor {
+            major: ret as u32,
+            name,
+        })
+    }
+
+    /// The major number.
+    pub fn major(&self) -> u32 {
+        self.major
+    }
+}
+
+impl Drop for BlockMajor {
+    fn drop(&mut self) {
+        // SAFETY: registered (invariant), with this name.
+        unsafe { bindings::unregister_blkdev(self.major, self.name.as_char_ptr()) };
+    }
+}
+
+impl Default for BioList {
+    fn default() -> Self {
+        Self::new()
+    }
+}

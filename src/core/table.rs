@@ -1,0 +1,284 @@
+//! Table lines: the layout of a table's targets and the arguments of the
+//! basic targets, checked without a kernel.
+
+use core::fmt;
+
+/// Why a table's layout was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    /// Target `index` has length zero.
+    ZeroLength(u32),
+    /// Target `index` starts at `start` but the previous one ended at `expected`.
+    Gap {
+        /// The target.
+        index: u32,
+        /// Its start.
+        start: u64,
+        /// Where it should start.
+        expected: u64,
+    },
+    /// Target `index` starts before the previous one ended.
+    Overlap {
+        /// The target.
+        index: u32,
+        /// Its start.
+        start: u64,
+        /// Where it should start.
+        expected: u64,
+    },
+    /// The targets' total length does not fit in 64 bits.
+    TooLong,
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LayoutError::ZeroLength(i) => write!(f, "target {i} has zero length"),
+            LayoutError::Gap {
+                index,
+                start,
+                expected,
+            } => write!(
+                f,
+                "gap in table: target {index} starts at sector {start}, expected {expected}"
+            ),
+            LayoutError::Overlap {
+                index,
+                start,
+                expected,
+            } => write!(
+                f,
+                "overlap in table: target {index} starts at sector {start}, expected {expected}"
+            ),
+            LayoutError::TooLong => write!(f, "table longer than 2^64 sectors"),
+        }
+    }
+}
+
+/// Checks that targets `(start, length)` tile `[0, total)` in order with no
+/// gap, overlap or empty target (dm's `adjoin()` rule); returns the total.
+pub fn check_layout(targets: impl Iterator<Item = (u64, u64)>) -> Result<u64, LayoutError> {
+    let mut next = 0u64;
+    for (i, (start, length)) in targets.enumerate() {
+        let index = i as u32;
+        if length == 0 {
+            return Err(LayoutError::ZeroLength(index));
+        }
+        if start > next {
+            return Err(LayoutError::Gap {
+                index,
+                start,
+                expected: next,
+            });
+        }
+        if start < next {
+            return Err(LayoutError::Overlap {
+                index,
+                start,
+                expected: next,
+            });
+        }
+        next = start.checked_add(length).ok_or(LayoutError::TooLong)?;
+    }
+    Ok(next)
+}
+
+/// How a table line names an underlying device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevSpec<'a> {
+    /// `major:minor`.
+    Number(u32, u32),
+    /// A path such as `/dev/vda`.
+    Path(&'a [u8]),
+}
+
+/// Why a target's arguments were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgError {
+    /// Wrong number of arguments.
+    Count {
+        /// How many the target takes (a description).
+        expected: &'static str,
+        /// How many were given.
+        got: usize,
+    },
+    /// An argument that must be a number is not one.
+    NotANumber(usize),
+    /// A device argument that is neither a path nor `major:minor`.
+    BadDevice(usize),
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ArgError::Count { expected, got } => {
+                write!(f, "expected {expected} arguments, got {got}")
+            }
+            ArgError::NotANumber(i) => write!(f, "argument {} is not a number", i + 1),
+            ArgError::BadDevice(i) => {
+                write!(f, "argument {} is not a device path or major:minor", i + 1)
+            }
+        }
+    }
+}
+
+/// The whitespace-separated arguments of a table line (at most `N`); the
+/// count is the real count even past `N`.
+pub fn split_args<const N: usize>(params: &[u8]) -> ([&[u8]; N], usize) {
+    let mut out: [&[u8]; N] = [&[]; N];
+    let mut n = 0;
+    for word in params
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        if n < N {
+            out[n] = word;
+        }
+        n += 1;
+    }
+    (out, n)
+}
+
+/// Parses a decimal `u64` (no sign, no spaces).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// Parses a device argument: `major:minor`, or else a path (which must
+/// start with `/`).
+pub fn parse_dev(s: &[u8], index: usize) -> Result<DevSpec<'_>, ArgError> {
+    if let Some(colon) = s.iter().position(|&b| b == b':') {
+        let major = parse_u64(&s[..colon]).and_then(|v| u32::try_from(v).ok());
+        let minor = parse_u64(&s[colon + 1..]).and_then(|v| u32::try_from(v).ok());
+        return match (major, minor) {
+            (Some(ma), Some(mi)) if ma < 1 << 12 && mi < 1 << 20 => Ok(DevSpec::Number(ma, mi)),
+            _ => Err(ArgError::BadDevice(index)),
+        };
+    }
+    if s.first() == Some(&b'/') && !s.contains(&0) {
+        Ok(DevSpec::Path(s))
+    } else {
+        Err(ArgError::BadDevice(index))
+    }
+}
+
+/// `linear <dev> <offset>`.
+pub fn parse_linear(params: &[u8]) -> Result<(DevSpec<'_>, u64), ArgError> {
+    let (args, n) = split_args::<2>(params);
+    if n != 2 {
+        return Err(ArgError::Count {
+            expected: "2 (<device> <offset>)",
+            got: n,
+        });
+    }
+    let dev = parse_dev(args[0], 0)?;
+    let offset = parse_u64(args[1]).ok_or(ArgError::NotANumber(1))?;
+    Ok((dev, offset))
+}
+
+/// `zero` and `error` take no arguments.
+pub fn parse_none(params: &[u8]) -> Result<(), ArgError> {
+    match split_args::<0>(params).1 {
+        0 => Ok(()),
+        got => Err(ArgError::Count {
+            expected: "no",
+            got,
+        }),
+    }
+}
+
+/// Whether a device name is acceptable: not empty, no `/` (it names a node
+/// under /dev/rdm or /dev/mapper), not `.` or `..`, printable ASCII.
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name != b"."
+        && name != b".."
+        && name.iter().all(|&b| b.is_ascii_graphic() && b != b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts() {
+        assert_eq!(check_layout([(0, 10), (10, 5)].into_iter()), Ok(15));
+        assert_eq!(check_layout([].into_iter()), Ok(0));
+        assert_eq!(
+            check_layout([(0, 10), (11, 5)].into_iter()),
+            Err(LayoutError::Gap {
+                index: 1,
+                start: 11,
+                expected: 10
+            })
+        );
+        assert!(matches!(
+            check_layout([(0, 10), (9, 5)].into_iter()),
+            Err(LayoutError::Overlap { index: 1, .. })
+        ));
+        assert!(matches!(
+            check_layout([(5, 10)].into_iter()),
+            Err(LayoutError::Gap { index: 0, .. })
+        ));
+        assert_eq!(
+            check_layout([(0, 0)].into_iter()),
+            Err(LayoutError::ZeroLength(0))
+        );
+        assert_eq!(
+            check_layout([(0, u64::MAX), (u64::MAX, 1)].into_iter()),
+            Err(LayoutError::TooLong)
+        );
+    }
+
+    #[test]
+    fn linear_args() {
+        assert_eq!(
+            parse_linear(b"/dev/vda 2048"),
+            Ok((DevSpec::Path(b"/dev/vda"), 2048))
+        );
+        assert_eq!(
+            parse_linear(b"  254:16\t0 "),
+            Ok((DevSpec::Number(254, 16), 0))
+        );
+        assert!(matches!(
+            parse_linear(b"/dev/vda"),
+            Err(ArgError::Count { got: 1, .. })
+        ));
+        assert!(matches!(
+            parse_linear(b"/dev/vda 1 2"),
+            Err(ArgError::Count { got: 3, .. })
+        ));
+        assert_eq!(parse_linear(b"/dev/vda x1"), Err(ArgError::NotANumber(1)));
+        assert_eq!(parse_linear(b"/dev/vda -1"), Err(ArgError::NotANumber(1)));
+        assert_eq!(
+            parse_linear(b"/dev/vda 99999999999999999999"),
+            Err(ArgError::NotANumber(1))
+        );
+        assert_eq!(parse_linear(b"vda 0"), Err(ArgError::BadDevice(0)));
+        assert_eq!(parse_linear(b"8:x 0"), Err(ArgError::BadDevice(0)));
+        assert_eq!(parse_linear(b"99999:0 0"), Err(ArgError::BadDevice(0)));
+    }
+
+    #[test]
+    fn no_args() {
+        assert_eq!(parse_none(b""), Ok(()));
+        assert_eq!(parse_none(b"  "), Ok(()));
+        assert!(parse_none(b"x").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name(b"vol0"));
+        assert!(valid_name(b"vg-lv_snap.1"));
+        assert!(!valid_name(b""));
+        assert!(!valid_name(b"a/b"));
+        assert!(!valid_name(b".."));
+        assert!(!valid_name(b"a b"));
+    }
+}

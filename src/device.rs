@@ -1,0 +1,602 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Mapped devices and the registry of them.
+//!
+//! A [`MappedDevice`] is a bio-based gendisk with an active table (what I/O
+//! is mapped through) and an inactive one (loaded, waiting for resume).
+//!
+//! The I/O path takes no lock: it enters the device's SRCU read section,
+//! reads the published active table, counts the bio on that table's
+//! [`DrainCounter`] and leaves; the count drops when the bio completes.
+//! Suspend stops new bios (they are parked on `deferred`), waits for the SRCU
+//! readers and then for the table's count to drain; resume publishes the
+//! inactive table (if any) and lets the parked bios go. A table is freed
+//! only when the last bio that used it has completed. See
+//! `Documentation/locking.rst`.
+
+use crate::kx::block::{Bio, BioDriver, BioList, BioSet, CloneEnd, GenDisk};
+use crate::kx::module::ModuleRef;
+use crate::kx::srcu::{Srcu, SrcuArc};
+use crate::table::Table;
+use crate::target::{BStr, Mapped};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex, SpinLock};
+use kernel::{new_condvar, new_mutex, new_spinlock};
+
+/// Longest name (without NUL) and uuid, as dm-ioctl.h allows.
+pub(crate) const NAME_MAX: usize = crate::rdm_core::dm_ioctl::sys::DM_NAME_LEN as usize - 1;
+pub(crate) const UUID_MAX: usize = crate::rdm_core::dm_ioctl::sys::DM_UUID_LEN as usize - 1;
+
+/// A short string kept inline (a device name or uuid).
+#[derive(Clone, Copy)]
+pub(crate) struct Name {
+    bytes: [u8; UUID_MAX],
+    len: u8,
+}
+
+impl Name {
+    pub(crate) const EMPTY: Name = Name {
+        bytes: [0; UUID_MAX],
+        len: 0,
+    };
+
+    /// `None` if longer than `max`.
+    pub(crate) fn new(s: &[u8], max: usize) -> Option<Name> {
+        if s.len() > max.min(UUID_MAX) {
+            return None;
+        }
+        let mut n = Name::EMPTY;
+        n.bytes[..s.len()].copy_from_slice(s);
+        n.len = s.len() as u8;
+        Some(n)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Per-clone data: the table the bio was mapped through, so that it lives
+/// (and its in-flight count stays up) until the clone completes.
+pub(crate) struct CloneData {
+    table: Arc<Table>,
+}
+
+impl CloneEnd for CloneData {
+    fn end(self, orig: Bio) {
+        orig.end(false);
+        self.table.in_flight.dec();
+    }
+}
+
+/// Control-path state of a device, under [`MappedDevice::state`].
+pub(crate) struct DevState {
+    /// The gendisk; `None` once the device is removed.
+    pub(crate) disk: Option<GenDisk<MappedDevice>>,
+    /// The active table (also published to the I/O path in `map`).
+    pub(crate) active: Option<Arc<Table>>,
+    /// The table loaded for the next resume.
+    pub(crate) inactive: Option<Arc<Table>>,
+    /// Suspended (by DM_DEV_SUSPEND).
+    pub(crate) suspended: bool,
+    /// Created read-only.
+    pub(crate) read_only: bool,
+}
+
+/// Open count and removal, under [`MappedDevice::opens`] (a spinlock: taken
+/// by the block layer's open and release).
+struct Opens {
+    count: i32,
+    removing: bool,
+}
+
+/// A mapped device.
+#[pin_data]
+pub(crate) struct MappedDevice {
+    pub(crate) minor: u32,
+    /// The disk's device number, `huge_encode_dev()` form.
+    pub(crate) devt: u64,
+    srcu: Srcu,
+    /// The active table as the I/O path sees it (SRCU-published).
+    map: SrcuArc<Table>,
+    /// I/O is parked instead of mapped.
+    io_suspended: AtomicBool,
+    /// I/O fails: the device is being removed.
+    dying: AtomicBool,
+    /// Bios parked while suspended.
+    #[pin]
+    deferred: SpinLock<BioList>,
+    #[pin]
+    bioset: BioSet<CloneData>,
+    /// Serialises control commands on this device (may be held across I/O
+    /// waits, never across user copies; never taken on the I/O path).
+    #[pin]
+    pub(crate) state: Mutex<DevState>,
+    #[pin]
+    opens: SpinLock<Opens>,
+    event_nr: AtomicU32,
+    /// Signalled when `event_nr` moves (DM_DEV_WAIT).
+    #[pin]
+    event_wait: CondVar,
+    /// Keeps rdm loaded while the device exists.
+    _module: ModuleRef,
+}
+
+impl MappedDevice {
+    /// Creates a device with minor `minor` and its (empty) disk `name`.
+    pub(crate) fn create(
+        major: u32,
+        minor: u32,
+        disk_name: &CString,
+        read_only: bool,
+    ) -> Result<Arc<MappedDevice>> {
+        let srcu = Srcu::new()?;
+        let devt = crate::rdm_core::dm_ioctl::encode_dev(major, minor);
+        let md = Arc::pin_init(
+            try_pin_init!(MappedDevice {
+                minor,
+                devt,
+                srcu,
+                map: SrcuArc::new(),
+                io_suspended: AtomicBool::new(false),
+                dying: AtomicBool::new(false),
+                deferred <- new_spinlock!(BioList::new(), "rdm:deferred"),
+                bioset <- BioSet::new(16),
+                state <- new_mutex!(
+                    DevState {
+                        disk: None,
+                        active: None,
+                        inactive: None,
+                        suspended: false,
+                        read_only,
+                    },
+                    "rdm:device_state"
+                ),
+                opens <- new_spinlock!(Opens { count: 0, removing: false }, "rdm:opens"),
+                event_nr: AtomicU32::new(0),
+                event_wait <- new_condvar!("rdm:event_wait"),
+                _module: ModuleRef::get(),
+            }),
+            GFP_KERNEL,
+        )?;
+        let disk = GenDisk::add(major, minor, disk_name, md.clone())?;
+        disk.set_read_only(read_only);
+        md.state.lock().disk = Some(disk);
+        Ok(md)
+    }
+
+    /// The event number (bumped by table swaps and renames).
+    pub(crate) fn event_nr(&self) -> u32 {
+        self.event_nr.load(Ordering::Acquire)
+    }
+
+    /// Raises an event: DM_DEV_WAIT callers wake up. Taking the state guard
+    /// makes the bump and the waiters' check atomic (no lost wake-up).
+    pub(crate) fn raise_event(&self, _st: &mut DevState) {
+        self.event_nr.fetch_add(1, Ordering::AcqRel);
+        self.event_wait.notify_all();
+    }
+
+    /// Waits (interruptibly) until the event number is no longer `seen`.
+    pub(crate) fn wait_event(&self, seen: u32) -> Result {
+        let mut st = self.state.lock();
+        while self.event_nr() == seen {
+            if self.event_wait.wait_interruptible(&mut st) {
+                return Err(EINTR);
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of openers.
+    pub(crate) fn open_count(&self) -> i32 {
+        self.opens.lock().count
+    }
+
+    /// Maps one bio (the `submit_bio` of the disk).
+    fn submit(&self, bio: Bio) {
+        let table = {
+            let guard = self.srcu.read_lock();
+            if self.dying.load(Ordering::Acquire) {
+                drop(guard);
+                bio.end(true);
+                return;
+            }
+            if self.io_suspended.load(Ordering::Acquire) {
+                self.deferred.lock().push(bio);
+                return;
+            }
+            let Some(table) = self.map.read(&guard) else {
+                drop(guard);
+                bio.end(true);
+                return;
+            };
+            // Counted inside the read section: suspend's synchronize()
+            // then sees every bio that got this table.
+            table.in_flight.inc();
+            Arc::<Table>::from(table)
+        };
+        if bio.is_preflush() || bio.is_empty() {
+            self.flush_devices(&bio, &table);
+            if bio.is_empty() {
+                table.in_flight.dec();
+                bio.end(false);
+                return;
+            }
+        }
+        self.map_bio(bio, table);
+    }
+
+    /// Sends an empty cache flush to every underlying device of `table`;
+    /// each one holds `orig` open until it completes.
+    fn flush_devices(&self, orig: &Bio, table: &Arc<Table>) {
+        for dev in table.devices.iter() {
+            table.in_flight.inc();
+            let data = CloneData {
+                table: table.clone(),
+            };
+            match self.bioset.flush_bio(orig.share(), dev, data) {
+                Ok(flush) => flush.submit(),
+                Err((share, data)) => {
+                    share.end(true);
+                    data.table.in_flight.dec();
+                }
+            }
+        }
+    }
+
+    /// Maps a bio through `table`, on which it is already counted.
+    fn map_bio(&self, bio: Bio, table: Arc<Table>) {
+        let sector = bio.sector();
+        let Some(entry) = table.find(sector) else {
+            pr_err!("I/O at sector {sector} past the end of the table\n");
+            bio.end(true);
+            table.in_flight.dec();
+            return;
+        };
+        let room = entry.start + entry.len - sector;
+        let bio = if bio.sectors() > room {
+            // Keep the part inside this target; the rest comes back through
+            // submit_bio (and may land in the next table, after a swap).
+            match self.bioset.split_front(bio, room as u32) {
+                Ok((front, rest)) => {
+                    rest.submit();
+                    front
+                }
+                Err(_) => {
+                    table.in_flight.dec();
+                    return;
+                }
+            }
+        } else {
+            bio
+        };
+        let target = entry.target.get();
+        match target.map(bio, sector - entry.start) {
+            Mapped::Done => table.in_flight.dec(),
+            Mapped::Remap(bio, dev) => {
+                let dev = dev.clone();
+                let data = CloneData {
+                    table: table.clone(),
+                };
+                match self.bioset.clone_bio(bio, Some(&dev), data) {
+                    Ok(clone) => clone.submit(),
+                    Err((bio, data)) => {
+                        bio.end(true);
+                        data.table.in_flight.dec();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops I/O: new bios are parked, and this returns once every bio
+    /// mapped through the active table has completed. Caller holds `state`.
+    pub(crate) fn suspend(&self, st: &mut DevState) {
+        if st.suspended {
+            return;
+        }
+        self.io_suspended.store(true, Ordering::Release);
+        // After this, every bio either saw the flag or is counted.
+        self.srcu.synchronize();
+        if let Some(t) = &st.active {
+            t.in_flight.wait_zero();
+        }
+        st.suspended = true;
+    }
+
+    /// Swaps in the inactive table, if any, and restarts I/O. Caller holds
+    /// `state`. On error the device stays suspended with the old table.
+    pub(crate) fn resume(&self, st: &mut DevState) -> Result {
+        if let Some(new) = st.inactive.clone() {
+            self.suspend(st);
+            self.swap_table(st, new)?;
+            st.inactive = None;
+            self.raise_event(st);
+        }
+        if !st.suspended {
+            return Ok(());
+        }
+        self.io_suspended.store(false, Ordering::Release);
+        self.srcu.synchronize();
+        st.suspended = false;
+        let mut parked = self.deferred.lock().take();
+        while let Some(bio) = parked.pop() {
+            bio.submit();
+        }
+        Ok(())
+    }
+
+    /// Makes `new` the active table of a suspended device.
+    fn swap_table(&self, st: &mut DevState, new: Arc<Table>) -> Result {
+        let Some(disk) = &st.disk else {
+            return Err(ENXIO);
+        };
+        disk.set_limits(new.limits())?;
+        for dev in new.devices.iter() {
+            if let Err(e) = disk.link_holder(dev) {
+                pr_warn!("cannot link holder in sysfs ({e:?})\n");
+            }
+        }
+        if let Some(old) = &st.active {
+            for dev in old.devices.iter() {
+                disk.unlink_holder(dev);
+            }
+        }
+        disk.set_capacity(new.size);
+        disk.set_read_only(st.read_only || new.read_only);
+        let old = self.map.replace(Some(new.clone()), &self.srcu);
+        st.active = Some(new);
+        // The old table is drained (the device is suspended) and no reader
+        // can reach it any more; it goes when the last clone drops it.
+        drop(old);
+        Ok(())
+    }
+
+    /// Marks the device as going away if no one has it open.
+    pub(crate) fn begin_remove(&self) -> Result {
+        let mut o = self.opens.lock();
+        if o.count > 0 {
+            return Err(EBUSY);
+        }
+        o.removing = true;
+        Ok(())
+    }
+
+    /// Tears the device down (after [`MappedDevice::begin_remove`]): fails
+    /// parked and new I/O, removes the disk, drops the tables once their
+    /// I/O has drained.
+    pub(crate) fn destroy(&self) {
+        let mut st = self.state.lock();
+        self.dying.store(true, Ordering::Release);
+        self.srcu.synchronize();
+        drop(self.deferred.lock().take());
+        let old = self.map.replace(None, &self.srcu);
+        if let Some(t) = &old {
+            t.in_flight.wait_zero();
+        }
+        if let (Some(disk), Some(t)) = (&st.disk, &st.active) {
+            for dev in t.devices.iter() {
+                disk.unlink_holder(dev);
+            }
+        }
+        // del_gendisk() and put_disk(); the disk's reference on this device
+        // goes when its last opener is gone.
+        st.disk = None;
+        st.active = None;
+        st.inactive = None;
+        self.raise_event(&mut st);
+        drop(st);
+        drop(old);
+    }
+}
+
+impl BioDriver for MappedDevice {
+    type Ptr = Arc<MappedDevice>;
+
+    fn submit_bio(this: ArcBorrow<'_, MappedDevice>, bio: Bio) {
+        this.submit(bio);
+    }
+
+    fn open(this: ArcBorrow<'_, MappedDevice>) -> Result {
+        let mut o = this.opens.lock();
+        if o.removing {
+            return Err(ENXIO);
+        }
+        o.count += 1;
+        Ok(())
+    }
+
+    fn release(this: ArcBorrow<'_, MappedDevice>) {
+        this.opens.lock().count -= 1;
+    }
+}
+
+/// A device in the registry, with its name and uuid.
+pub(crate) struct Entry {
+    pub(crate) name: Name,
+    pub(crate) uuid: Name,
+    pub(crate) md: Arc<MappedDevice>,
+}
+
+/// Every mapped device, by name and uuid.
+#[pin_data]
+pub(crate) struct Registry {
+    /// Held only to look up, add, rename or remove entries: never across
+    /// I/O, a table build, or a copy to or from user space.
+    /// Slots are reused; `None` is a free slot (6.12's `KVec` cannot remove).
+    #[pin]
+    pub(crate) devices: Mutex<KVec<Option<Entry>>>,
+    pub(crate) major: u32,
+    /// Disk name prefix: "rdm-" (or "dm-" in dm_compat mode).
+    pub(crate) disk_prefix: &'static str,
+    /// Bumped on every device event (DM_DEV_ARM_POLL).
+    pub(crate) global_event: AtomicU32,
+}
+
+/// How a request names a device.
+pub(crate) enum Key<'a> {
+    Name(&'a [u8]),
+    Uuid(&'a [u8]),
+    /// The device number (`dm_ioctl.dev`), when neither is given.
+    Dev(u64),
+}
+
+impl Key<'_> {
+    fn matches(&self, e: &Entry) -> bool {
+        match self {
+            Key::Name(n) => e.name.as_bytes() == *n,
+            Key::Uuid(u) => !e.uuid.is_empty() && e.uuid.as_bytes() == *u,
+            Key::Dev(d) => e.md.devt == *d,
+        }
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(major: u32, disk_prefix: &'static str) -> impl PinInit<Self> {
+        pin_init!(Registry {
+            devices <- new_mutex!(KVec::new(), "rdm:registry"),
+            major,
+            disk_prefix,
+            global_event: AtomicU32::new(0),
+        })
+    }
+
+    /// Looks a device up; the returned reference keeps it alive (not
+    /// registered: `remove` may still take it out of the registry).
+    pub(crate) fn get(&self, key: &Key<'_>) -> Result<(Arc<MappedDevice>, Name, Name)> {
+        let devices = self.devices.lock();
+        let found = devices.iter().flatten().find(|e| key.matches(e));
+        match found {
+            Some(e) => Ok((e.md.clone(), e.name, e.uuid)),
+            None => Err(ENXIO),
+        }
+    }
+
+    /// The lowest free minor, or `want` if given and free.
+    fn pick_minor(devices: &KVec<Option<Entry>>, want: Option<u32>) -> Result<u32> {
+        let used = |m: u32| devices.iter().flatten().any(|e| e.md.minor == m);
+        match want {
+            Some(m) if m < 1 << 20 && !used(m) => Ok(m),
+            Some(_) => Err(EBUSY),
+            None => (0..1 << 20).find(|&m| !used(m)).ok_or(ENOSPC),
+        }
+    }
+
+    /// Creates and registers a device.
+    pub(crate) fn create(
+        &self,
+        name: Name,
+        uuid: Name,
+        want_minor: Option<u32>,
+        read_only: bool,
+    ) -> Result<Arc<MappedDevice>> {
+        // The registry lock is held across the disk creation so that the
+        // name and minor stay ours; add_disk() does no I/O of ours.
+        let mut devices = self.devices.lock();
+        if devices
+            .iter()
+            .flatten()
+            .any(|e| e.name.as_bytes() == name.as_bytes())
+        {
+            pr_err!("device name {} already exists\n", BStr(name.as_bytes()));
+            return Err(EBUSY);
+        }
+        if !uuid.is_empty()
+            && devices
+                .iter()
+                .flatten()
+                .any(|e| e.uuid.as_bytes() == uuid.as_bytes())
+        {
+            pr_err!("device uuid {} already exists\n", BStr(uuid.as_bytes()));
+            return Err(EBUSY);
+        }
+        let minor = Self::pick_minor(&devices, want_minor)?;
+        let disk_name = CString::try_from_fmt(kernel::fmt!("{}{}", self.disk_prefix, minor))?;
+        let slot = match devices.iter().position(|e| e.is_none()) {
+            Some(i) => i,
+            None => {
+                devices.push(None, GFP_KERNEL)?;
+                devices.len() - 1
+            }
+        };
+        let md = MappedDevice::create(self.major, minor, &disk_name, read_only)?;
+        devices[slot] = Some(Entry {
+            name,
+            uuid,
+            md: md.clone(),
+        });
+        self.global_event.fetch_add(1, Ordering::AcqRel);
+        Ok(md)
+    }
+
+    /// Removes a device that no one has open.
+    pub(crate) fn remove(&self, key: &Key<'_>) -> Result<(Arc<MappedDevice>, Name, Name)> {
+        let entry = {
+            let mut devices = self.devices.lock();
+            let slot = devices
+                .iter_mut()
+                .find(|e| e.as_ref().is_some_and(|e| key.matches(e)))
+                .ok_or(ENXIO)?;
+            slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
+            slot.take().ok_or(ENXIO)?
+        };
+        // Outside the registry lock: teardown waits for I/O.
+        entry.md.destroy();
+        self.global_event.fetch_add(1, Ordering::AcqRel);
+        Ok((entry.md, entry.name, entry.uuid))
+    }
+
+    /// Renames a device, or sets its uuid (only if it has none).
+    pub(crate) fn rename(
+        &self,
+        key: &Key<'_>,
+        new: Name,
+        set_uuid: bool,
+    ) -> Result<Arc<MappedDevice>> {
+        let mut devices = self.devices.lock();
+        let clash = devices.iter().flatten().any(|e| {
+            if set_uuid {
+                !e.uuid.is_empty() && e.uuid.as_bytes() == new.as_bytes()
+            } else {
+                e.name.as_bytes() == new.as_bytes()
+            }
+        });
+        if clash {
+            pr_err!(
+                "cannot rename: {} is already in use\n",
+                BStr(new.as_bytes())
+            );
+            return Err(EBUSY);
+        }
+        let e = devices
+            .iter_mut()
+            .flatten()
+            .find(|e| key.matches(e))
+            .ok_or(ENXIO)?;
+        if set_uuid {
+            if !e.uuid.is_empty() {
+                pr_err!(
+                    "cannot change the uuid of {}: it is already set\n",
+                    BStr(e.name.as_bytes())
+                );
+                return Err(EINVAL);
+            }
+            e.uuid = new;
+        } else {
+            e.name = new;
+        }
+        let md = e.md.clone();
+        // Lock order: registry, then device state.
+        md.raise_event(&mut md.state.lock());
+        drop(devices);
+        self.global_event.fetch_add(1, Ordering::AcqRel);
+        Ok(md)
+    }
+}

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Tables: a device's ordered list of targets, built from a `DM_TABLE_LOAD`
+//! buffer and immutable afterwards. A table counts the bios in flight on it
+//! so that suspend can wait for them and it is never freed under I/O.
+
+use crate::kx::block::{BdevFile, Limits};
+use crate::kx::wait::DrainCounter;
+use crate::rdm_core::dm_ioctl::Header;
+use crate::rdm_core::payload::LoadSpecs;
+use crate::rdm_core::table::check_layout;
+use crate::target::{find_type, BStr, Ctx, TargetKind, TargetType};
+use kernel::c_str;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// One line of a table.
+pub(crate) struct Entry {
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+    pub(crate) ty: &'static TargetType,
+    pub(crate) target: TargetKind,
+}
+
+/// A loaded table.
+pub(crate) struct Table {
+    pub(crate) entries: KVec<Entry>,
+    /// Total length in sectors.
+    pub(crate) size: u64,
+    /// Bios mapped through this table and not yet completed.
+    pub(crate) in_flight: DrainCounter,
+    /// The underlying devices, each once.
+    pub(crate) devices: KVec<Arc<BdevFile>>,
+    /// Whether the table was loaded for a read-only device.
+    pub(crate) read_only: bool,
+}
+
+impl Table {
+    /// Builds a table from a `DM_TABLE_LOAD` request (`buf` is the whole
+    /// request). Opens the underlying devices; holds no lock.
+    pub(crate) fn build(
+        name: &[u8],
+        header: &Header,
+        buf: &[u8],
+        read_only: bool,
+    ) -> Result<Arc<Table>> {
+        let specs = || LoadSpecs::new(buf, header.data_start, header.target_count);
+        let bad = |what: core::fmt::Arguments<'_>| {
+            pr_err!("{}: table load: {}\n", BStr(name), what);
+            EINVAL
+        };
+        specs().validate().map_err(|e| bad(format_args!("{e}")))?;
+        // `validate` passed, so every spec decodes.
+        let size = check_layout(specs().flatten().map(|s| (s.start, s.length)))
+            .map_err(|e| bad(format_args!("{e}")))?;
+        let mut entries = KVec::with_capacity(header.target_count as usize, GFP_KERNEL)?;
+        let mut devices: KVec<Arc<BdevFile>> = KVec::new();
+        for (index, spec) in specs().flatten().enumerate() {
+            let index = index as u32;
+            let ty = find_type(spec.target_type).ok_or_else(|| {
+                bad(format_args!(
+                    "target {index}: unknown target type \"{}\"",
+                    BStr(spec.target_type)
+                ))
+            })?;
+            let ctx = Ctx {
+                name,
+                index,
+                len: spec.length,
+                read_only,
+            };
+            let target = ty.construct(&ctx, spec.params)?;
+            if let Some((dev, _)) = target.get().device() {
+                if !devices.iter().any(|d| d.devt() == dev.devt()) {
+                    devices.push(dev.clone(), GFP_KERNEL)?;
+                }
+            }
+            entries.push(
+                Entry {
+                    start: spec.start,
+                    len: spec.length,
+                    ty,
+                    target,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(Arc::new(
+            Table {
+                entries,
+                size,
+                in_flight: DrainCounter::new(),
+                devices,
+                read_only,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// The entry mapping `sector` (binary search; the entries tile the table).
+    pub(crate) fn find(&self, sector: u64) -> Option<&Entry> {
+        let i = self.entries.partition_point(|e| e.start <= sector);
+        let e = self.entries.get(i.checked_sub(1)?)?;
+        (sector < e.start + e.len).then_some(e)
+    }
+
+    /// The entry that holds `sector`, for `DM_TARGET_MSG`.
+    pub(crate) fn entry_at(&self, sector: u64) -> Option<&Entry> {
+        self.find(sector)
+    }
+
+    /// Queue limits stacked from every underlying device.
+    pub(crate) fn limits(&self) -> Limits {
+        let mut lim = Limits::stacking();
+        for e in self.entries.iter() {
+            if let Some((dev, offset)) = e.target.get().device() {
+                lim.stack(dev, offset, c_str!("rdm"));
+            }
+        }
+        lim
+    }
+}

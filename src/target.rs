@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Targets: what a table line maps its range of sectors to.
+//!
+//! Every target type implements [`Target`]; [`TargetKind`] holds one of each
+//! kind (static dispatch on the I/O path) and [`TARGET_TYPES`] is the list
+//! `DM_LIST_VERSIONS` reports. The snapshot targets join the same list.
+
+use crate::kx::block::{BdevFile, Bio, BioOp};
+use crate::rdm_core::table::{parse_linear, parse_none, ArgError, DevSpec};
+use core::fmt::{self, Write};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::Arc;
+
+/// What a target did with a bio.
+pub(crate) enum Mapped<'a> {
+    /// Send the bio, already moved to its sector, to this device.
+    Remap(Bio, &'a Arc<BdevFile>),
+    /// The target ended the bio itself.
+    Done,
+}
+
+/// A constructed target.
+pub(crate) trait Target: Send + Sync {
+    /// Maps `bio`, which lies inside the target; `offset` is its first
+    /// sector relative to the target's start.
+    fn map(&self, bio: Bio, offset: u64) -> Mapped<'_>;
+
+    /// The `DM_TABLE_STATUS` info text (empty for the basic targets).
+    fn status(&self, _out: &mut dyn Write) -> fmt::Result {
+        Ok(())
+    }
+
+    /// The table line's parameters as dm reports them.
+    fn table(&self, out: &mut dyn Write) -> fmt::Result;
+
+    /// The underlying device and the sector it is mapped from, if any.
+    fn device(&self) -> Option<(&Arc<BdevFile>, u64)> {
+        None
+    }
+}
+
+/// Where a target is being built: for checks and messages.
+pub(crate) struct Ctx<'a> {
+    /// The mapped device's name (for log lines).
+    pub(crate) name: &'a [u8],
+    /// The target's index in the table.
+    pub(crate) index: u32,
+    /// Its length in sectors.
+    pub(crate) len: u64,
+    /// Open underlying devices read-only.
+    pub(crate) read_only: bool,
+}
+
+impl Ctx<'_> {
+    /// Logs why the target was refused and returns `err`.
+    pub(crate) fn fail(&self, ty: &str, why: fmt::Arguments<'_>, err: Error) -> Error {
+        pr_err!(
+            "{}: target {} ({}): {}\n",
+            BStr(self.name),
+            self.index,
+            ty,
+            why
+        );
+        err
+    }
+}
+
+/// Prints bytes as text (names are checked to be printable ASCII).
+pub(crate) struct BStr<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Display for BStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.0 {
+            if b.is_ascii_graphic() || b == b' ' {
+                f.write_char(b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn arg_error(ctx: &Ctx<'_>, ty: &str, e: ArgError) -> Error {
+    ctx.fail(ty, format_args!("{e}"), EINVAL)
+}
+
+/// Opens an underlying device named by a table line.
+pub(crate) fn open_device(ctx: &Ctx<'_>, ty: &str, spec: DevSpec<'_>) -> Result<Arc<BdevFile>> {
+    let file = match spec {
+        DevSpec::Number(major, minor) => BdevFile::open_dev(
+            crate::rdm_core::dm_ioctl::encode_dev(major, minor),
+            !ctx.read_only,
+        ),
+        DevSpec::Path(path) => {
+            let path = CString::try_from_fmt(kernel::fmt!("{}", BStr(path)))?;
+            BdevFile::open_path(&path, !ctx.read_only)
+        }
+    };
+    let file = file.map_err(|e| {
+        let what = match spec {
+            DevSpec::Number(ma, mi) => {
+                ctx.fail(ty, format_args!("cannot open device {ma}:{mi} ({e:?})"), e)
+            }
+            DevSpec::Path(p) => ctx.fail(
+                ty,
+                format_args!("cannot open device {} ({e:?})", BStr(p)),
+                e,
+            ),
+        };
+        what
+    })?;
+    Ok(Arc::new(file, GFP_KERNEL)?)
+}
+
+/// Formats a device as dm does in table lines: `major:minor`.
+pub(crate) fn write_dev(out: &mut dyn Write, dev: &BdevFile) -> fmt::Result {
+    let (major, minor) = crate::rdm_core::dm_ioctl::decode_dev(dev.devt());
+    write!(out, "{major}:{minor}")
+}
+
+/// `linear <dev> <offset>`: the range maps to the device from `offset` on.
+pub(crate) struct Linear {
+    dev: Arc<BdevFile>,
+    start: u64,
+}
+
+impl Linear {
+    fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
+        let (spec, start) = parse_linear(params).map_err(|e| arg_error(ctx, "linear", e))?;
+        let dev = open_device(ctx, "linear", spec)?;
+        let size = dev.nr_sectors();
+        if start.checked_add(ctx.len).map_or(true, |end| end > size) {
+            return Err(ctx.fail(
+                "linear",
+                format_args!(
+                    "device {} is too small: sectors {start}+{} past its end {size}",
+                    BStr(
+                        params
+                            .split(|b| b.is_ascii_whitespace())
+                            .next()
+                            .unwrap_or(b"")
+                    ),
+                    ctx.len
+                ),
+                EINVAL,
+            ));
+        }
+        let lbs = u64::from(dev.logical_block_size() >> 9).max(1);
+        if start % lbs != 0 || ctx.len % lbs != 0 {
+            return Err(ctx.fail(
+                "linear",
+                format_args!("start {start} and length {} must be multiples of the device's {lbs}-sector logical block", ctx.len),
+                EINVAL,
+            ));
+        }
+        Ok(Linear { dev, start })
+    }
+}
+
+impl Target for Linear {
+    fn map(&self, mut bio: Bio, offset: u64) -> Mapped<'_> {
+        bio.set_sector(self.start + offset);
+        Mapped::Remap(bio, &self.dev)
+    }
+
+    fn table(&self, out: &mut dyn Write) -> fmt::Result {
+        write_dev(out, &self.dev)?;
+        write!(out, " {}", self.start)
+    }
+
+    fn device(&self) -> Option<(&Arc<BdevFile>, u64)> {
+        Some((&self.dev, self.start))
+    }
+}
+
+/// `zero`: reads return zeroes, writes are dropped.
+pub(crate) struct Zero;
+
+impl Target for Zero {
+    fn map(&self, mut bio: Bio, _offset: u64) -> Mapped<'_> {
+        if bio.op() == BioOp::Read {
+            bio.zero_fill();
+        }
+        bio.end(false);
+        Mapped::Done
+    }
+
+    fn table(&self, _out: &mut dyn Write) -> fmt::Result {
+        Ok(())
+    }
+}
+
+/// `error`: every I/O fails.
+pub(crate) struct ErrorTarget;
+
+impl Target for ErrorTarget {
+    fn map(&self, bio: Bio, _offset: u64) -> Mapped<'_> {
+        bio.end(true);
+        Mapped::Done
+    }
+
+    fn table(&self, _out: &mut dyn Write) -> fmt::Result {
+        Ok(())
+    }
+}
+
+/// One target of any type (static dispatch on the I/O path).
+pub(crate) enum TargetKind {
+    Linear(Linear),
+    Zero(Zero),
+    Error(ErrorTarget),
+}
+
+impl TargetKind {
+    pub(crate) fn get(&self) -> &dyn Target {
+        match self {
+            TargetKind::Linear(t) => t,
+            TargetKind::Zero(t) => t,
+            TargetKind::Error(t) => t,
+        }
+    }
+}
+
+/// A target type: name, version, constructor.
+pub(crate) struct TargetType {
+    pub(crate) name: &'static str,
+    pub(crate) version: [u32; 3],
+    ctr: fn(&Ctx<'_>, &[u8]) -> Result<TargetKind>,
+}
+
+impl TargetType {
+    /// Builds a target from its table-line parameters.
+    pub(crate) fn construct(&self, ctx: &Ctx<'_>, params: &[u8]) -> Result<TargetKind> {
+        (self.ctr)(ctx, params)
+    }
+}
+
+/// Every target type rdm has (dm's versions for the same behaviour).
+pub(crate) static TARGET_TYPES: [TargetType; 3] = [
+    TargetType {
+        name: "linear",
+        version: [1, 4, 0],
+        ctr: |ctx, p| Ok(TargetKind::Linear(Linear::new(ctx, p)?)),
+    },
+    TargetType {
+        name: "zero",
+        version: [1, 2, 0],
+        ctr: |ctx, p| {
+            parse_none(p).map_err(|e| arg_error(ctx, "zero", e))?;
+            Ok(TargetKind::Zero(Zero))
+        },
+    },
+    TargetType {
+        name: "error",
+        version: [1, 7, 0],
+        ctr: |ctx, p| {
+            parse_none(p).map_err(|e| arg_error(ctx, "error", e))?;
+            Ok(TargetKind::Error(ErrorTarget))
+        },
+    },
+];
+
+/// The target type called `name`.
+pub(crate) fn find_type(name: &[u8]) -> Option<&'static TargetType> {
+    TARGET_TYPES.iter().find(|t| t.name.as_bytes() == name)
+}
