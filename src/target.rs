@@ -102,11 +102,11 @@ pub(crate) fn open_device(ctx: &Ctx<'_>, ty: &str, spec: DevSpec<'_>) -> Result<
     let file = file.map_err(|e| {
         let what = match spec {
             DevSpec::Number(ma, mi) => {
-                ctx.fail(ty, format_args!("cannot open device {ma}:{mi} ({e:?})"), e)
+                ctx.fail(ty, format_args!("cannot open device {ma}:{mi} (errno {})", -e.to_errno()), e)
             }
             DevSpec::Path(p) => ctx.fail(
                 ty,
-                format_args!("cannot open device {} ({e:?})", BStr(p)),
+                format_args!("cannot open device {} (errno {})", BStr(p), -e.to_errno()),
                 e,
             ),
         };

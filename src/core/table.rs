@@ -193,6 +193,82 @@ pub fn parse_none(params: &[u8]) -> Result<(), ArgError> {
     }
 }
 
+/// One line of a table in text form: `<start> <length> <type> [params]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableLine<'a> {
+    /// First sector.
+    pub start: u64,
+    /// Length in sectors.
+    pub length: u64,
+    /// Target type.
+    pub target_type: &'a [u8],
+    /// Parameters, with surrounding blanks removed.
+    pub params: &'a [u8],
+}
+
+/// Why a text table line was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineError {
+    /// Fewer than three fields.
+    TooShort,
+    /// The start is not a number.
+    BadStart,
+    /// The length is not a number.
+    BadLength,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LineError::TooShort => "expected <start> <length> <target type> [arguments]",
+            LineError::BadStart => "start is not a number",
+            LineError::BadLength => "length is not a number",
+        })
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+fn next_word(s: &[u8]) -> (&[u8], &[u8]) {
+    let s = trim(s);
+    let end = s
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    (&s[..end], &s[end..])
+}
+
+/// Parses a text table line (as `dmsetup create --table` takes). Blank
+/// lines and `#` comments give `Ok(None)`.
+pub fn parse_table_line(line: &[u8]) -> Result<Option<TableLine<'_>>, LineError> {
+    let line = trim(line);
+    if line.is_empty() || line[0] == b'#' {
+        return Ok(None);
+    }
+    let (start, rest) = next_word(line);
+    let (length, rest) = next_word(rest);
+    let (target_type, rest) = next_word(rest);
+    if target_type.is_empty() {
+        return Err(LineError::TooShort);
+    }
+    Ok(Some(TableLine {
+        start: parse_u64(start).ok_or(LineError::BadStart)?,
+        length: parse_u64(length).ok_or(LineError::BadLength)?,
+        target_type,
+        params: trim(rest),
+    }))
+}
+
 /// Whether a device name is acceptable: not empty, no `/` (it names a node
 /// under /dev/rdm or /dev/mapper), not `.` or `..`, printable ASCII.
 pub fn valid_name(name: &[u8]) -> bool {
@@ -270,6 +346,23 @@ mod tests {
         assert_eq!(parse_none(b""), Ok(()));
         assert_eq!(parse_none(b"  "), Ok(()));
         assert!(parse_none(b"x").is_err());
+    }
+
+    #[test]
+    fn text_lines() {
+        let l = parse_table_line(b"  0 2048 linear /dev/vda  0 \n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((l.start, l.length), (0, 2048));
+        assert_eq!(l.target_type, b"linear");
+        assert_eq!(l.params, b"/dev/vda  0");
+        let z = parse_table_line(b"2048 8 zero").unwrap().unwrap();
+        assert_eq!(z.params, b"");
+        assert_eq!(parse_table_line(b"# comment"), Ok(None));
+        assert_eq!(parse_table_line(b"   "), Ok(None));
+        assert_eq!(parse_table_line(b"0 8"), Err(LineError::TooShort));
+        assert_eq!(parse_table_line(b"x 8 zero"), Err(LineError::BadStart));
+        assert_eq!(parse_table_line(b"0 -8 zero"), Err(LineError::BadLength));
     }
 
     #[test]

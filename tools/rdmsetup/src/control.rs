@@ -3,7 +3,8 @@
 
 use nix::errno::Errno;
 use rdm_core::dm_ioctl::sys::DM_BUFFER_FULL_FLAG;
-use rdm_core::dm_ioctl::{Command, Header, HEADER_SIZE, STRUCT_SIZE};
+use rdm_core::dm_ioctl::{set_c_str, Command, Header, HEADER_SIZE, STRUCT_SIZE};
+use rdm_core::payload::RESULT_START;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -19,10 +20,14 @@ const MAX_BUFFER: usize = 64 << 20;
 pub enum Error {
     /// The control node could not be opened.
     Open(PathBuf, std::io::Error),
-    /// The driver refused a command.
-    Ioctl(Command, Errno),
+    /// The driver refused a command on a device (or on none).
+    Ioctl(Command, Option<String>, Errno),
     /// The reply did not fit in the largest buffer we are willing to use.
     TooLarge(Command),
+    /// Bad input caught before talking to the driver.
+    Usage(String),
+    /// A file could not be read or written.
+    Io(String, std::io::Error),
 }
 
 impl fmt::Display for Error {
@@ -33,15 +38,29 @@ impl fmt::Display for Error {
                 "cannot open control device {}: {e} (is rdm.ko loaded?)",
                 path.display()
             ),
-            Error::Ioctl(cmd, Errno::ENOTTY) => write!(
-                f,
-                "{}: the driver does not support this command (ENOTTY)",
-                cmd.name()
-            ),
-            Error::Ioctl(cmd, e) => write!(f, "{}: {} ({e:?})", cmd.name(), e.desc()),
+            Error::Ioctl(cmd, dev, e) => {
+                write!(f, "{}", cmd.name())?;
+                if let Some(d) = dev {
+                    write!(f, " on {d}")?;
+                }
+                match e {
+                    Errno::ENOTTY => {
+                        write!(f, ": the driver does not support this command (ENOTTY)")
+                    }
+                    Errno::ENXIO => write!(f, ": no such device (ENXIO)"),
+                    Errno::EBUSY => write!(f, ": device or resource busy (EBUSY)"),
+                    Errno::EINVAL => write!(
+                        f,
+                        ": invalid argument (EINVAL); the kernel log (dmesg) says why"
+                    ),
+                    e => write!(f, ": {} ({e:?})", e.desc()),
+                }
+            }
             Error::TooLarge(cmd) => {
                 write!(f, "{}: reply larger than {MAX_BUFFER} bytes", cmd.name())
             }
+            Error::Usage(s) => f.write_str(s),
+            Error::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
 }
@@ -51,9 +70,41 @@ pub struct Control {
     file: File,
 }
 
+/// A request under construction.
+pub struct Request {
+    pub header: Header,
+    /// Bytes to place at `data_start` (a table, a new name, a message).
+    pub payload: Vec<u8>,
+    /// The device named, for messages.
+    pub device: Option<String>,
+}
+
+impl Request {
+    /// A request about no device.
+    pub fn new() -> Request {
+        Request {
+            header: Header::new(0),
+            payload: Vec::new(),
+            device: None,
+        }
+    }
+
+    /// A request about the device called `name`.
+    pub fn named(name: &str) -> Result<Request, Error> {
+        let mut r = Request::new();
+        set_c_str(&mut r.header.name, name.as_bytes()).ok_or_else(|| {
+            Error::Usage(format!(
+                "device name {name:?} is too long (127 bytes at most) or has a NUL"
+            ))
+        })?;
+        r.device = Some(name.to_string());
+        Ok(r)
+    }
+}
+
 /// A reply: the whole buffer as the driver returned it.
 pub struct Reply {
-    header: Header,
+    pub header: Header,
     buf: Vec<u8>,
 }
 
@@ -77,16 +128,19 @@ impl Control {
         Ok(Control { file })
     }
 
-    /// Issues `cmd` with `header` (its `data_size` is set here), growing the
-    /// buffer while the driver reports `DM_BUFFER_FULL_FLAG`.
-    pub fn call(&self, cmd: Command, header: &Header) -> Result<Reply, Error> {
-        let mut size = INITIAL_BUFFER;
+    /// Issues `cmd`, growing the buffer while the driver reports
+    /// `DM_BUFFER_FULL_FLAG`.
+    pub fn call(&self, cmd: Command, req: &Request) -> Result<Reply, Error> {
+        let mut size = INITIAL_BUFFER.max(RESULT_START + req.payload.len() + 8);
         loop {
-            let mut h = header.clone();
+            let mut h = req.header.clone();
             h.data_size = size as u32;
+            h.data_start = RESULT_START as u32;
             let mut buf = vec![0u8; size.max(STRUCT_SIZE)];
             h.encode(&mut buf).expect("buffer holds the header");
-            self.raw_ioctl(cmd, &mut buf)?;
+            buf[RESULT_START..RESULT_START + req.payload.len()].copy_from_slice(&req.payload);
+            self.raw_ioctl(cmd, &mut buf)
+                .map_err(|e| Error::Ioctl(cmd, req.device.clone(), e))?;
             let out = Header::decode(&buf).expect("buffer holds the header");
             if out.flags & DM_BUFFER_FULL_FLAG == 0 {
                 return Ok(Reply { header: out, buf });
@@ -98,7 +152,7 @@ impl Control {
         }
     }
 
-    fn raw_ioctl(&self, cmd: Command, buf: &mut [u8]) -> Result<(), Error> {
+    fn raw_ioctl(&self, cmd: Command, buf: &mut [u8]) -> Result<(), Errno> {
         assert!(buf.len() >= HEADER_SIZE);
         // SAFETY: every dm request reads and writes at most `data_size`
         // bytes at the pointer, and `call` sets `data_size` to the length
@@ -110,18 +164,6 @@ impl Control {
                 buf.as_mut_ptr(),
             )
         };
-        Errno::result(ret)
-            .map(drop)
-            .map_err(|e| Error::Ioctl(cmd, e))
-    }
-
-    /// The driver's interface version (`DM_VERSION`).
-    pub fn version(&self) -> Result<[u32; 3], Error> {
-        Ok(self.call(Command::Version, &Header::new(0))?.header.version)
-    }
-
-    /// The mapped devices (`DM_LIST_DEVICES`).
-    pub fn list_devices(&self) -> Result<Reply, Error> {
-        self.call(Command::ListDevices, &Header::new(0))
+        Errno::result(ret).map(drop)
     }
 }
