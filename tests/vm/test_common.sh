@@ -49,3 +49,41 @@ expect_match() {
 # Kernel log lines written since the last klog_mark.
 klog_mark() { RDM_KLOG_MARK=$(dmesg | wc -l); }
 klog_since_mark() { dmesg | tail -n +"$((${RDM_KLOG_MARK:-0} + 1))"; }
+
+# Scratch disks (sparse, 256 MiB each by default) and their sizes in sectors.
+VDA=/dev/vda
+VDB=/dev/vdb
+disk_sectors() { blockdev --getsz "$1"; }
+require_disks() {
+	local d
+	for d in "$@"; do
+		[ -b "$d" ] || skip "needs scratch disk $d (scripts/vm-run --disks N)"
+	done
+}
+
+# Removes every rdm device (for cleanup traps).
+rdm_cleanup() {
+	rdm_loaded && rdmsetup remove_all >/dev/null 2>&1
+	rdm_unload
+}
+
+# A file of N MiB of random data, made once per test.
+make_pattern() { # make_pattern FILE MIB
+	dd if=/dev/urandom of="$1" bs=1M count="$2" status=none
+}
+
+# expect_fail WHAT LOG-REGEX COMMAND...: COMMAND must fail and the kernel
+# log must get a line matching LOG-REGEX ("" for none required).
+expect_fail() {
+	local what=$1 logre=$2 out
+	shift 2
+	klog_mark
+	if out=$("$@" 2>&1); then
+		fail "$what: succeeded: $out"
+	fi
+	if [ -n "$logre" ]; then
+		expect_match "$(klog_since_mark)" "$logre" "$what: refused and logged"
+	else
+		log "ok: $what: refused ($out)"
+	fi
+}

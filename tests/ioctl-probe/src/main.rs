@@ -9,7 +9,9 @@
 use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
-use rdm_core::dm_ioctl::{decode_version, Header, STRUCT_SIZE, VERSION_BYTES};
+use rdm_core::dm_ioctl::{decode_version, set_c_str, Header, STRUCT_SIZE, VERSION_BYTES};
+use rdm_core::payload::{encode_load_spec, LoadSpec, RESULT_START};
+use rdm_core::table::parse_table_line;
 use std::fs::OpenOptions;
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
@@ -39,6 +41,30 @@ struct Args {
     /// Pass a NULL pointer instead of the buffer.
     #[arg(long)]
     null: bool,
+    /// The `name` field (empty by default).
+    #[arg(long, default_value = "")]
+    name: String,
+    /// The `uuid` field (empty by default).
+    #[arg(long, default_value = "")]
+    uuid: String,
+    /// Fill the whole `name` field with 'x' (no NUL).
+    #[arg(long)]
+    name_no_nul: bool,
+    /// A table-load target `START LENGTH TYPE [PARAMS]` (repeatable).
+    #[arg(long)]
+    spec: Vec<String>,
+    /// The `target_count` field (default: the number of --spec).
+    #[arg(long)]
+    target_count: Option<u32>,
+    /// The `data_start` field (default: 312, where the specs are put).
+    #[arg(long, value_parser = parse_u32)]
+    data_start: Option<u32>,
+    /// Override the `next` field of spec I: `I=VALUE` (repeatable).
+    #[arg(long)]
+    next: Vec<String>,
+    /// Payload string at data_start (rename's new name).
+    #[arg(long)]
+    string: Option<String>,
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
@@ -117,10 +143,45 @@ fn main() {
         .collect();
     let mut header = Header::new(args.data_size.unwrap_or(args.buffer_len as u32));
     header.version = [v[0], v[1], v[2]];
+    if args.name_no_nul {
+        header.name.fill(b'x');
+    } else {
+        set_c_str(&mut header.name, args.name.as_bytes()).expect("name fits");
+    }
+    set_c_str(&mut header.uuid, args.uuid.as_bytes()).expect("uuid fits");
 
     let len = args.buffer_len;
     let mut buf = GuardedBuffer::new(len);
-    let mut full = vec![0u8; STRUCT_SIZE.max(len)];
+    // Built in a roomy buffer; only the first --buffer-len bytes are passed.
+    let mut full = vec![0u8; STRUCT_SIZE.max(len).max(65536)];
+    let payload_at = RESULT_START;
+    let mut at = payload_at;
+    let mut spec_offsets = Vec::new();
+    for line in &args.spec {
+        let l = parse_table_line(line.as_bytes())
+            .expect("--spec START LENGTH TYPE [PARAMS]")
+            .expect("--spec is not empty");
+        let spec = LoadSpec {
+            start: l.start,
+            length: l.length,
+            target_type: l.target_type,
+            params: l.params,
+        };
+        spec_offsets.push(at);
+        at = encode_load_spec(&mut full, at, &spec).expect("--spec fits in --buffer-len");
+    }
+    for n in &args.next {
+        let (i, v) = n.split_once('=').expect("--next I=VALUE");
+        let off = spec_offsets[i.parse::<usize>().expect("index")]
+            + std::mem::offset_of!(rdm_core::dm_ioctl::sys::dm_target_spec, next);
+        full[off..off + 4].copy_from_slice(&parse_u32(v).expect("value").to_ne_bytes());
+    }
+    if let Some(s) = &args.string {
+        full[payload_at..payload_at + s.len()].copy_from_slice(s.as_bytes());
+        full[payload_at + s.len()] = 0;
+    }
+    header.target_count = args.target_count.unwrap_or(args.spec.len() as u32);
+    header.data_start = args.data_start.unwrap_or(payload_at as u32);
     header.encode(&mut full).expect("header fits");
     buf.bytes(len).copy_from_slice(&full[..len]);
 

@@ -137,6 +137,14 @@ enum Cmd {
     Wait { name: String, event_nr: Option<u32> },
     /// Create the named device nodes (/dev/rdm/NAME, or /dev/mapper/NAME).
     Mknodes { name: Option<String> },
+    /// Set a device's geometry (rdm does not support this yet: ENOTTY).
+    Setgeometry {
+        name: String,
+        cylinders: u32,
+        heads: u32,
+        sectors: u32,
+        start: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -228,6 +236,17 @@ fn run(cli: &Cli) -> Result<(), Error> {
             let reply = c.call(Command::DevWait, &r)?;
             println!("{}", reply.header.event_nr);
             Ok(())
+        }
+        Cmd::Setgeometry {
+            name,
+            cylinders,
+            heads,
+            sectors,
+            start,
+        } => {
+            let mut r = Request::named(name)?;
+            r.payload = format!("{cylinders} {heads} {sectors} {start}\0").into_bytes();
+            c.call(Command::DevSetGeometry, &r).map(drop)
         }
         Cmd::Mknodes { name } => match name {
             Some(n) => mknode(&c, n, compat),

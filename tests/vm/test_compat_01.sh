@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# dm_compat=1: Debian's unmodified dmsetup drives rdm through
+# /dev/mapper/control (misc 10:236) and the "device-mapper" block major:
+# a multi-target table with data checked on the disks, reload with
+# suspend/resume, status/table/deps/info, rename, remove of an open device
+# refused, remove. Loading in this mode while dm-mod is loaded fails with
+# a clear log line.
+. "$(dirname "$0")/test_common.sh"
+require_vm
+require_disks $VDA $VDB
+command -v dmsetup >/dev/null || skip "dmsetup is not installed"
+export DM_DISABLE_UDEV=1
+cleanup() {
+	dmsetup remove_all >/dev/null 2>&1
+	rdm_unload
+	modprobe -r -d "$RDM_MODROOT" dm-zero dm-mod >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+if modprobe -d "$RDM_MODROOT" dm-mod 2>/dev/null; then
+	klog_mark
+	if insmod "$RDM_KO" dm_compat=1 2>/dev/null; then
+		fail "dm_compat=1 loaded while dm-mod was loaded"
+	fi
+	expect_match "$(klog_since_mark)" "dm_compat=1: misc minor 236 is taken: the kernel's dm-mod is loaded" \
+		"dm_compat with dm-mod loaded is refused"
+	modprobe -r -d "$RDM_MODROOT" dm-mod || fail "unload dm-mod"
+else
+	log "kernel dm-mod not available: skipping the coexistence check"
+fi
+
+RDM_CONTROL=/dev/mapper/control
+rdm_load dm_compat=1
+[ -c /dev/mapper/control ] || fail "/dev/mapper/control missing"
+expect_eq "$(stat -c '%t:%T' /dev/mapper/control)" "a:ec" "control is misc 10:236"
+grep -q ' device-mapper$' /proc/devices || fail "no device-mapper block major in /proc/devices"
+expect_match "$(dmsetup version)" "^Driver version: +4\.48\.0$" "dmsetup reads rdm's version"
+expect_match "$(dmsetup targets)" "^linear +v1\.4\.0" "dmsetup lists rdm's targets"
+
+table="0 2048 linear $VDA 0
+2048 1024 zero
+3072 1024 linear $VDB 2048"
+dmsetup create --noudevsync cdev --table "$table" || fail "dmsetup create"
+dev=/dev/mapper/cdev
+[ -b $dev ] || fail "dmsetup did not make $dev"
+pat=/tmp/pattern
+make_pattern $pat 2
+dd if=$pat of=$dev bs=1M oflag=direct status=none || fail "write"
+sect() { dd if="$1" bs=512 skip="$2" count="$3" status=none; }
+cmp <(sect $VDA 0 2048) <(sect $pat 0 2048) || fail "data on vda"
+cmp <(sect $VDB 2048 1024) <(sect $pat 3072 1024) || fail "data on vdb"
+log "ok: data written through dmsetup's device is on the disks"
+expect_match "$(dmsetup table cdev)" "^3072 1024 linear 254:16 2048$" "dmsetup table"
+expect_match "$(dmsetup deps cdev)" "^2 dependencies" "dmsetup deps"
+expect_match "$(dmsetup info cdev)" "State: +ACTIVE" "dmsetup info"
+
+dmsetup reload cdev --table "0 4096 zero" || fail "reload"
+dmsetup suspend cdev && dmsetup resume cdev || fail "suspend/resume"
+expect_eq "$(dmsetup table cdev)" "0 4096 zero " "resume switched the table"
+dmsetup rename --noudevsync cdev cdev2 || fail "rename"
+expect_match "$(dmsetup ls)" "^cdev2" "renamed"
+exec 3</dev/mapper/cdev2
+klog_mark
+if dmsetup remove --noudevsync cdev2 2>/dev/null; then fail "remove of an open device"; fi
+expect_match "$(klog_since_mark)" "unable to remove open device" "open device not removed"
+exec 3<&-
+dmsetup remove --noudevsync cdev2 || fail "remove"
+expect_eq "$(dmsetup ls)" "No devices found" "gone"
+exit $KSFT_PASS
