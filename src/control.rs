@@ -396,7 +396,9 @@ fn list_devices(reg: &Registry, p: &mut Params) -> Result {
         w.empty_name_list();
     }
     for e in devices.iter().flatten() {
-        let devt = e.md.state.lock().disk.as_ref().map_or(0, |d| d.devt());
+        // Not the device's state lock: a suspend may hold it while I/O
+        // drains, and the registry lock must never wait for that.
+        let devt = e.md.devt;
         let uuid = (!e.uuid.is_empty()).then(|| e.uuid.as_bytes());
         if !w.name_entry(devt, e.name.as_bytes(), e.md.event_nr(), uuid, with_uuid) {
             break;

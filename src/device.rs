@@ -593,9 +593,10 @@ impl Registry {
             e.name = new;
         }
         let md = e.md.clone();
-        // Lock order: registry, then device state.
-        md.raise_event(&mut md.state.lock());
+        // The event is raised after the registry lock is dropped: the
+        // device's state lock may be held by a suspend waiting for I/O.
         drop(devices);
+        md.raise_event(&mut md.state.lock());
         self.global_event.fetch_add(1, Ordering::AcqRel);
         Ok(md)
     }

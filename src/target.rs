@@ -99,18 +99,17 @@ pub(crate) fn open_device(ctx: &Ctx<'_>, ty: &str, spec: DevSpec<'_>) -> Result<
             BdevFile::open_path(&path, !ctx.read_only)
         }
     };
-    let file = file.map_err(|e| {
-        let what = match spec {
-            DevSpec::Number(ma, mi) => {
-                ctx.fail(ty, format_args!("cannot open device {ma}:{mi} (errno {})", -e.to_errno()), e)
-            }
-            DevSpec::Path(p) => ctx.fail(
-                ty,
-                format_args!("cannot open device {} (errno {})", BStr(p), -e.to_errno()),
-                e,
-            ),
-        };
-        what
+    let file = file.map_err(|e| match spec {
+        DevSpec::Number(ma, mi) => ctx.fail(
+            ty,
+            format_args!("cannot open device {ma}:{mi} (errno {})", -e.to_errno()),
+            e,
+        ),
+        DevSpec::Path(p) => ctx.fail(
+            ty,
+            format_args!("cannot open device {} (errno {})", BStr(p), -e.to_errno()),
+            e,
+        ),
     })?;
     Ok(Arc::new(file, GFP_KERNEL)?)
 }
