@@ -9,3 +9,4 @@ pub mod miscdevice;
 pub mod module;
 pub mod srcu;
 pub mod wait;
+pub mod workqueue;

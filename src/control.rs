@@ -217,7 +217,7 @@ fn key_of(h: &Header) -> Result<Key<'_>> {
 }
 
 fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
-    let reg = &*file.registry;
+    let reg = &file.registry;
     match cmd {
         Command::Version => Ok(()),
         Command::RemoveAll => remove_all(reg, p),
@@ -248,8 +248,14 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
 
 /// Fills the header with a device's state, as dm's `__dev_status()`.
 fn dev_status(md: &MappedDevice, st: &DevState, name: &Name, uuid: &Name, h: &mut Header) {
-    h.flags &=
-        !(DM_SUSPEND_FLAG | DM_READONLY_FLAG | DM_ACTIVE_PRESENT_FLAG | DM_INACTIVE_PRESENT_FLAG);
+    h.flags &= !(DM_SUSPEND_FLAG
+        | DM_READONLY_FLAG
+        | DM_ACTIVE_PRESENT_FLAG
+        | DM_INACTIVE_PRESENT_FLAG
+        | DM_DEFERRED_REMOVE);
+    if md.deferred_remove() {
+        h.flags |= DM_DEFERRED_REMOVE;
+    }
     if st.suspended {
         h.flags |= DM_SUSPEND_FLAG;
     }
@@ -320,7 +326,7 @@ fn checked_name(s: &[u8], max: usize, what: &str) -> Result<Name> {
     })
 }
 
-fn dev_create(reg: &Registry, p: &mut Params) -> Result {
+fn dev_create(reg: &Arc<Registry>, p: &mut Params) -> Result {
     let h = &p.header;
     let name = checked_name(name_of(h), NAME_MAX, "name")?;
     if name.as_bytes() == b"control" {
@@ -349,16 +355,19 @@ fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
             p.header.flags |= DM_UEVENT_GENERATED_FLAG;
             Ok(())
         }
+        Err(e) if e == EBUSY && p.header.flags & DM_DEFERRED_REMOVE != 0 => {
+            // As dm: an open device is removed on its last close.
+            let (md, name, uuid) = lookup(reg, &p.header)?;
+            if !md.set_deferred_remove(true) {
+                // Closed meanwhile: try again now.
+                return dev_remove(reg, p);
+            }
+            let st = md.state.lock();
+            dev_status(&md, &st, &name, &uuid, &mut p.header);
+            Ok(())
+        }
         Err(e) if e == EBUSY => {
-            let deferred = p.header.flags & DM_DEFERRED_REMOVE != 0;
-            pr_err!(
-                "unable to remove open device{}\n",
-                if deferred {
-                    " (deferred remove is not supported yet)"
-                } else {
-                    ""
-                }
-            );
+            pr_err!("unable to remove open device\n");
             Err(EBUSY)
         }
         Err(e) => {
@@ -595,6 +604,16 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
         .split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty());
     let first = words.next().unwrap_or(&[]);
+    // dm's device-level message, sent to any target of the device.
+    if first == b"@cancel_deferred_remove" {
+        drop(st);
+        if md.deferred_remove() {
+            md.set_deferred_remove(false);
+            return Ok(());
+        }
+        pr_err!("{}: no deferred remove to cancel\n", BStr(name.as_bytes()));
+        return Err(ENXIO);
+    }
     pr_err!(
         "{}: target {} does not accept message \"{}\"\n",
         BStr(name.as_bytes()),

@@ -17,6 +17,7 @@
 use crate::kx::block::{Bio, BioDriver, BioList, BioSet, CloneEnd, GenDisk};
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
+use crate::kx::workqueue::OwnedQueue;
 use crate::table::Table;
 use crate::target::{BStr, Mapped};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -94,6 +95,8 @@ pub(crate) struct DevState {
 struct Opens {
     count: i32,
     removing: bool,
+    /// DM_DEFERRED_REMOVE was asked while open: remove on last close.
+    deferred_remove: bool,
 }
 
 /// A mapped device.
@@ -124,6 +127,10 @@ pub(crate) struct MappedDevice {
     /// Signalled when `event_nr` moves (DM_DEV_WAIT).
     #[pin]
     event_wait: CondVar,
+    /// For deferred removal. Declared before `_module` so that it is
+    /// dropped first: the module stays pinned until the registry reference
+    /// is gone.
+    registry: Arc<Registry>,
     /// Keeps rdm loaded while the device exists.
     _module: ModuleRef,
 }
@@ -131,6 +138,7 @@ pub(crate) struct MappedDevice {
 impl MappedDevice {
     /// Creates a device with minor `minor` and its (empty) disk `name`.
     pub(crate) fn create(
+        registry: &Arc<Registry>,
         major: u32,
         minor: u32,
         disk_name: &CString,
@@ -158,9 +166,17 @@ impl MappedDevice {
                     },
                     "rdm:device_state"
                 ),
-                opens <- new_spinlock!(Opens { count: 0, removing: false }, "rdm:opens"),
+                opens <- new_spinlock!(
+                    Opens {
+                        count: 0,
+                        removing: false,
+                        deferred_remove: false,
+                    },
+                    "rdm:opens"
+                ),
                 event_nr: AtomicU32::new(0),
                 event_wait <- new_condvar!("rdm:event_wait"),
+                registry: registry.clone(),
                 _module: ModuleRef::get(),
             }),
             GFP_KERNEL,
@@ -369,6 +385,23 @@ impl MappedDevice {
         Ok(())
     }
 
+    /// Asks for removal on last close (DM_DEFERRED_REMOVE on an open
+    /// device), or cancels that. Returns false if the device is not open
+    /// (then the caller removes it at once).
+    pub(crate) fn set_deferred_remove(&self, on: bool) -> bool {
+        let mut o = self.opens.lock();
+        if on && o.count == 0 {
+            return false;
+        }
+        o.deferred_remove = on;
+        true
+    }
+
+    /// Whether removal on last close is pending.
+    pub(crate) fn deferred_remove(&self) -> bool {
+        self.opens.lock().deferred_remove
+    }
+
     /// Tears the device down (after [`MappedDevice::begin_remove`]): fails
     /// parked and new I/O, removes the disk, drops the tables once their
     /// I/O has drained.
@@ -414,7 +447,29 @@ impl BioDriver for MappedDevice {
     }
 
     fn release(this: ArcBorrow<'_, MappedDevice>) {
-        this.opens.lock().count -= 1;
+        let remove_now = {
+            let mut o = this.opens.lock();
+            o.count -= 1;
+            o.count == 0 && o.deferred_remove
+        };
+        if !remove_now {
+            return;
+        }
+        // Removal deletes the disk, which cannot happen inside its own
+        // release (the block layer holds the disk's open mutex): it runs
+        // on rdm's workqueue, which module exit drains.
+        let md: Arc<MappedDevice> = this.into();
+        let queued = this.registry.wq.try_spawn(GFP_KERNEL, move || {
+            match md.registry.remove_device(&md) {
+                Ok(()) => {}
+                // Reopened meanwhile: the next last close tries again.
+                Err(e) if e == EBUSY => {}
+                Err(e) => pr_err!("deferred remove failed ({e:?})\n"),
+            }
+        });
+        if queued.is_err() {
+            pr_err!("cannot queue the deferred remove of a device (out of memory)\n");
+        }
     }
 }
 
@@ -438,6 +493,8 @@ pub(crate) struct Registry {
     pub(crate) disk_prefix: &'static str,
     /// Bumped on every device event (DM_DEV_ARM_POLL).
     pub(crate) global_event: AtomicU32,
+    /// Runs deferred removals; destroyed (drained) with the registry.
+    wq: OwnedQueue,
 }
 
 /// How a request names a device.
@@ -459,12 +516,13 @@ impl Key<'_> {
 }
 
 impl Registry {
-    pub(crate) fn new(major: u32, disk_prefix: &'static str) -> impl PinInit<Self> {
+    pub(crate) fn new(major: u32, disk_prefix: &'static str, wq: OwnedQueue) -> impl PinInit<Self> {
         pin_init!(Registry {
             devices <- new_mutex!(KVec::new(), "rdm:registry"),
             major,
             disk_prefix,
             global_event: AtomicU32::new(0),
+            wq,
         })
     }
 
@@ -491,7 +549,7 @@ impl Registry {
 
     /// Creates and registers a device.
     pub(crate) fn create(
-        &self,
+        self: &Arc<Self>,
         name: Name,
         uuid: Name,
         want_minor: Option<u32>,
@@ -526,7 +584,7 @@ impl Registry {
                 devices.len() - 1
             }
         };
-        let md = MappedDevice::create(self.major, minor, &disk_name, read_only)?;
+        let md = MappedDevice::create(self, self.major, minor, &disk_name, read_only)?;
         devices[slot] = Some(Entry {
             name,
             uuid,
@@ -538,11 +596,21 @@ impl Registry {
 
     /// Removes a device that no one has open.
     pub(crate) fn remove(&self, key: &Key<'_>) -> Result<(Arc<MappedDevice>, Name, Name)> {
+        self.remove_if(|e| key.matches(e))
+    }
+
+    /// Removes `md` itself, if it is still registered (deferred removal:
+    /// its minor may have been reused by another device meanwhile).
+    pub(crate) fn remove_device(&self, md: &Arc<MappedDevice>) -> Result {
+        self.remove_if(|e| Arc::ptr_eq(&e.md, md)).map(drop)
+    }
+
+    fn remove_if(&self, pred: impl Fn(&Entry) -> bool) -> Result<(Arc<MappedDevice>, Name, Name)> {
         let entry = {
             let mut devices = self.devices.lock();
             let slot = devices
                 .iter_mut()
-                .find(|e| e.as_ref().is_some_and(|e| key.matches(e)))
+                .find(|e| e.as_ref().is_some_and(&pred))
                 .ok_or(ENXIO)?;
             slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
             slot.take().ok_or(ENXIO)?

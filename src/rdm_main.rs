@@ -43,8 +43,9 @@ impl kernel::Module for Rdm {
             (kernel::c_str!("rdm"), "rdm-")
         };
         let major = kx::block::BlockMajor::register(major_name)?;
+        let wq = kx::workqueue::OwnedQueue::new(kernel::c_str!("rdm"))?;
         let registry = kernel::sync::Arc::pin_init(
-            device::Registry::new(major.major(), disk_prefix),
+            device::Registry::new(major.major(), disk_prefix, wq),
             GFP_KERNEL,
         )?;
         let control = control::ControlDevice::register(registry, compat)?;

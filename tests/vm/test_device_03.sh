@@ -14,13 +14,34 @@ exec 3</dev/rdm/busy
 expect_fail "remove of an open device" "unable to remove open device" rdmsetup remove busy
 out=$(rdmsetup remove busy 2>&1)
 expect_match "$out" "EBUSY" "rdmsetup says EBUSY"
-expect_fail "deferred remove" "deferred remove is not supported" rdmsetup remove --deferred busy
 expect_eq "$(rdmsetup info busy | sed -n 's/^Open count: *//p')" 1 "open count 1"
 if rmmod rdm 2>/dev/null; then fail "rmmod with devices present succeeded"; fi
 log "ok: rmmod refused while a device exists"
 exec 3<&-
 rdmsetup remove busy || fail "remove after close"
 log "ok: remove after close"
+
+# Deferred remove: accepted while open, done on the last close; can be
+# cancelled with dm's @cancel_deferred_remove message.
+rdmsetup create later --table "0 2048 linear $VDA 0" || fail "create"
+exec 3</dev/rdm/later
+out=$(rdmsetup remove --deferred later) || fail "remove --deferred of an open device"
+expect_match "$out" "removed on its last close" "rdmsetup reports the deferred remove"
+rdmsetup info later >/dev/null || fail "device gone before its last close"
+rdmsetup message later 0 @cancel_deferred_remove || fail "cancel deferred remove"
+exec 3<&-
+sleep 1
+rdmsetup info later >/dev/null || fail "cancelled deferred remove still removed the device"
+log "ok: a cancelled deferred remove keeps the device"
+exec 3</dev/rdm/later
+rdmsetup remove --deferred later >/dev/null || fail "remove --deferred"
+exec 3<&-
+for _ in $(seq 1 50); do
+	rdmsetup info later >/dev/null 2>&1 || break
+	sleep 0.1
+done
+if rdmsetup info later >/dev/null 2>&1; then fail "deferred remove did not happen on last close"; fi
+log "ok: deferred remove happened on the last close"
 
 # --force on an open device: I/O starts failing, the device stays (open).
 rdmsetup create forced --table "0 2048 linear $VDA 0" || fail "create"

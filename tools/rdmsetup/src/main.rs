@@ -90,7 +90,7 @@ enum Cmd {
         /// Replace the table with one that fails all I/O first.
         #[arg(long, short = 'f')]
         force: bool,
-        /// Remove on last close (not supported by rdm yet).
+        /// If the device is open, remove it on its last close.
         #[arg(long)]
         deferred: bool,
     },
@@ -367,6 +367,12 @@ fn remove(c: &Control, name: &str, force: bool, deferred: bool, compat: bool) ->
         r.header.flags |= DM_DEFERRED_REMOVE;
     }
     let first = c.call(Command::DevRemove, &r);
+    if let Ok(reply) = &first {
+        if reply.header.flags & DM_DEFERRED_REMOVE != 0 {
+            println!("Device {name} is open: it will be removed on its last close");
+            return Ok(());
+        }
+    }
     let result = match first {
         Err(Error::Ioctl(_, _, nix::errno::Errno::EBUSY)) if force => {
             // dmsetup --force: fail all I/O, then try again.

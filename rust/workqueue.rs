@@ -1,0 +1,62 @@
+//! A workqueue owned by the module (`alloc_workqueue`/`destroy_workqueue`).
+//!
+//! Work queued on the system queues can still be running module code after
+//! the module's last reference is dropped; a queue of our own is drained by
+//! `destroy_workqueue()` in the module's exit, which closes that window.
+
+use core::ptr::NonNull;
+use kernel::{bindings, c_str, error::Result, prelude::*, str::CStr, workqueue::Queue};
+
+/// An owned workqueue; dropping it waits for its work and frees it.
+///
+/// # Invariants
+///
+/// `wq` came from `alloc_workqueue` and is destroyed only by `Drop`.
+pub struct OwnedQueue {
+    wq: NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: a workqueue accepts work from any thread and may be destroyed
+// from any process context.
+unsafe impl Send for OwnedQueue {}
+// SAFETY: queueing work through `&self` is thread-safe (the kernel's
+// workqueue locking).
+unsafe impl Sync for OwnedQueue {}
+
+impl OwnedQueue {
+    /// A new queue called `name` that may run work during memory reclaim.
+    pub fn new(name: &'static CStr) -> Result<Self> {
+        // SAFETY: the format is "%s" with a static NUL-terminated string
+        // argument, as alloc_workqueue() expects.
+        let wq = unsafe {
+            bindings::alloc_workqueue(
+                c_str!("%s").as_char_ptr(),
+                bindings::wq_flags_WQ_MEM_RECLAIM,
+                0,
+                name.as_char_ptr(),
+            )
+        };
+        // INVARIANT: from alloc_workqueue(), checked for NULL.
+        Ok(OwnedQueue {
+            wq: NonNull::new(wq).ok_or(ENOMEM)?,
+        })
+    }
+}
+
+impl core::ops::Deref for OwnedQueue {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        // SAFETY: the queue lives until `Drop` (invariant), which cannot
+        // run while `self` is borrowed.
+        unsafe { Queue::from_raw(self.wq.as_ptr()) }
+    }
+}
+
+impl Drop for OwnedQueue {
+    fn drop(&mut self) {
+        // SAFETY: from alloc_workqueue() (invariant); destroy_workqueue()
+        // drains pending and running work first.
+        unsafe { bindings::destroy_workqueue(self.wq.as_ptr()) };
+    }
+}
