@@ -503,21 +503,7 @@ impl<T: CloneEnd> BioSet<T> {
                 orig.bio.as_ptr().cast(),
             )
         };
-        let Some(clone) = NonNull::new(clone) else {
-            return Err((orig, data));
-        };
-        // SAFETY: the front pad of a bio from this pool is `front_pad::<T>()`
-        // bytes right before it, 8-aligned, unused by anyone else.
-        unsafe {
-            clone
-                .as_ptr()
-                .cast::<u8>()
-                .sub(front_pad::<T>())
-                .cast::<T>()
-                .write(data)
-        };
-        core::mem::forget(orig);
-        Ok(Bio { bio: clone })
+        self.attach(clone, orig, data)
     }
 
     /// Makes an empty cache-flush bio for `dev` that ends like a clone of
@@ -533,20 +519,27 @@ impl<T: CloneEnd> BioSet<T> {
                 orig.bio.as_ptr().cast(),
             )
         };
-        let Some(flush) = NonNull::new(flush) else {
+        self.attach(flush, orig, data)
+    }
+
+    /// Finishes a clone or flush bio made for `orig`: stores `data` in its
+    /// front pad and hands `orig` over to it (or returns both on failure).
+    fn attach(&self, bio: *mut bindings::bio, orig: Bio, data: T) -> Result<Bio, (Bio, T)> {
+        let Some(bio) = NonNull::new(bio) else {
             return Err((orig, data));
         };
-        // SAFETY: as in `clone_bio`: the front pad is ours to fill.
+        // SAFETY: the front pad of a bio from this pool is `front_pad::<T>()`
+        // bytes right before it, 8-aligned, unused by anyone else.
         unsafe {
-            flush
-                .as_ptr()
+            bio.as_ptr()
                 .cast::<u8>()
                 .sub(front_pad::<T>())
                 .cast::<T>()
                 .write(data)
         };
+        // The bio's `bi_private` now owns `orig` (see `clone_end_io`).
         core::mem::forget(orig);
-        Ok(Bio { bio: flush })
+        Ok(Bio { bio })
     }
 }
 

@@ -3,4 +3,5 @@
 
 pub mod dm_ioctl;
 pub mod payload;
+pub mod snapshot;
 pub mod table;

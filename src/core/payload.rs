@@ -84,16 +84,17 @@ fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     buf[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
-/// One target line of a table load.
+/// One target of a table: a `struct dm_target_spec` and the string after
+/// it (parameters in a table load, status or table text in a reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoadSpec<'a> {
+pub struct TargetSpec<'a> {
     /// First sector the target maps.
     pub start: u64,
     /// Number of sectors.
     pub length: u64,
     /// Target type name.
     pub target_type: &'a [u8],
-    /// The parameters (without their NUL).
+    /// The parameters or status text (without their NUL).
     pub params: &'a [u8],
 }
 
@@ -135,7 +136,7 @@ impl<'a> LoadSpecs<'a> {
         Ok(self.count)
     }
 
-    fn step(&mut self) -> Result<LoadSpec<'a>, PayloadError> {
+    fn step(&mut self) -> Result<TargetSpec<'a>, PayloadError> {
         let i = self.index;
         // The spec `next` bytes on must leave room for a whole spec header.
         let remaining = self.buf.len().saturating_sub(self.at);
@@ -160,7 +161,7 @@ impl<'a> LoadSpecs<'a> {
         let params = c_str(&b[at + SPEC_SIZE..]).ok_or(PayloadError::ParamsNotTerminated(i))?;
         self.at = at;
         self.next = next as usize;
-        Ok(LoadSpec {
+        Ok(TargetSpec {
             start,
             length,
             target_type,
@@ -170,7 +171,7 @@ impl<'a> LoadSpecs<'a> {
 }
 
 impl<'a> Iterator for LoadSpecs<'a> {
-    type Item = Result<LoadSpec<'a>, PayloadError>;
+    type Item = Result<TargetSpec<'a>, PayloadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.index >= self.count {
@@ -194,7 +195,7 @@ pub fn load_payload_size<'a>(targets: impl Iterator<Item = (&'a [u8], &'a [u8])>
 /// `next` pointing right after it (libdevmapper's layout). Returns the
 /// offset of the following spec, or `None` if it does not fit or the type
 /// name is too long.
-pub fn encode_load_spec(buf: &mut [u8], at: usize, spec: &LoadSpec<'_>) -> Option<usize> {
+pub fn encode_load_spec(buf: &mut [u8], at: usize, spec: &TargetSpec<'_>) -> Option<usize> {
     let size = (SPEC_SIZE + spec.params.len() + 1).next_multiple_of(8);
     if spec.target_type.len() >= TYPE_NAME_LEN || at.checked_add(size)? > buf.len() {
         return None;
@@ -483,19 +484,6 @@ impl fmt::Write for ByteWriter<'_> {
     }
 }
 
-/// One target of a `DM_TABLE_STATUS` reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatusSpec<'a> {
-    /// First sector.
-    pub start: u64,
-    /// Number of sectors.
-    pub length: u64,
-    /// Target type.
-    pub target_type: &'a [u8],
-    /// Status or table text.
-    pub text: &'a [u8],
-}
-
 /// Iterator over a `DM_TABLE_STATUS` reply: `count` specs from `payload`
 /// (the buffer from `data_start` on), `next` relative to its start.
 pub struct StatusSpecs<'a> {
@@ -516,9 +504,9 @@ impl<'a> StatusSpecs<'a> {
 }
 
 impl<'a> Iterator for StatusSpecs<'a> {
-    type Item = StatusSpec<'a>;
+    type Item = TargetSpec<'a>;
 
-    fn next(&mut self) -> Option<StatusSpec<'a>> {
+    fn next(&mut self) -> Option<TargetSpec<'a>> {
         if self.left == 0 {
             return None;
         }
@@ -536,11 +524,11 @@ impl<'a> Iterator for StatusSpecs<'a> {
             self.left = 0;
         }
         self.at = next;
-        Some(StatusSpec {
+        Some(TargetSpec {
             start,
             length,
             target_type,
-            text,
+            params: text,
         })
     }
 }
@@ -601,7 +589,7 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    fn load_buf(specs: &[LoadSpec<'_>]) -> Vec<u8> {
+    fn load_buf(specs: &[TargetSpec<'_>]) -> Vec<u8> {
         let size = load_payload_size(specs.iter().map(|s| (s.target_type, s.params)));
         let mut buf = vec![0u8; RESULT_START + size];
         let mut at = RESULT_START;
@@ -611,8 +599,8 @@ mod tests {
         buf
     }
 
-    fn spec<'a>(start: u64, length: u64, ty: &'a str, params: &'a str) -> LoadSpec<'a> {
-        LoadSpec {
+    fn spec<'a>(start: u64, length: u64, ty: &'a str, params: &'a str) -> TargetSpec<'a> {
+        TargetSpec {
             start,
             length,
             target_type: ty.as_bytes(),
@@ -749,7 +737,7 @@ mod tests {
         let used = w.used();
         let got: Vec<_> = StatusSpecs::new(&buf[RESULT_START..used], 2).collect();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].text, b"254:0 0");
+        assert_eq!(got[0].params, b"254:0 0");
         assert_eq!(got[1].target_type, b"zero");
         assert_eq!(got[1].start, 100);
     }

@@ -10,7 +10,7 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
 use rdm_core::dm_ioctl::{decode_version, set_c_str, Header, STRUCT_SIZE, VERSION_BYTES};
-use rdm_core::payload::{encode_load_spec, LoadSpec, RESULT_START};
+use rdm_core::payload::{encode_load_spec, TargetSpec, RESULT_START};
 use rdm_core::table::parse_table_line;
 use std::fs::OpenOptions;
 use std::num::NonZeroUsize;
@@ -161,7 +161,7 @@ fn main() {
         let l = parse_table_line(line.as_bytes())
             .expect("--spec START LENGTH TYPE [PARAMS]")
             .expect("--spec is not empty");
-        let spec = LoadSpec {
+        let spec = TargetSpec {
             start: l.start,
             length: l.length,
             target_type: l.target_type,

@@ -12,7 +12,7 @@ use control::{Control, Error, Request};
 use rdm_core::dm_ioctl::sys::*;
 use rdm_core::dm_ioctl::{c_str, decode_dev, set_c_str, Command, NameList};
 use rdm_core::payload::{
-    decode_deps, encode_load_spec, load_payload_size, LoadSpec, StatusSpecs, TargetVersions,
+    decode_deps, encode_load_spec, load_payload_size, StatusSpecs, TargetSpec, TargetVersions,
 };
 use rdm_core::table::parse_table_line;
 use std::io::Read;
@@ -286,7 +286,7 @@ fn encode_table(text: &str) -> Result<(Vec<u8>, u32), Error> {
     let mut specs = Vec::new();
     for (i, line) in text.lines().enumerate() {
         match parse_table_line(line.as_bytes()) {
-            Ok(Some(l)) => specs.push(LoadSpec {
+            Ok(Some(l)) => specs.push(TargetSpec {
                 start: l.start,
                 length: l.length,
                 target_type: l.target_type,
@@ -533,7 +533,7 @@ fn status(c: &Control, name: &str, table: bool, inactive: bool, prefix: bool) ->
             s.start,
             s.length,
             String::from_utf8_lossy(s.target_type),
-            String::from_utf8_lossy(s.text)
+            String::from_utf8_lossy(s.params)
         );
     }
     Ok(())
