@@ -7,16 +7,12 @@
 //! driver left it in the buffer (when the buffer is readable).
 
 use clap::Parser;
-use nix::errno::Errno;
-use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
 use rdm_core::dm_ioctl::{decode_version, set_c_str, Header, STRUCT_SIZE, VERSION_BYTES};
 use rdm_core::payload::{encode_load_spec, TargetSpec, RESULT_START};
 use rdm_core::table::parse_table_line;
+use rdm_ioctl_probe::{dm_ioctl_raw, GuardedBuffer};
 use std::fs::OpenOptions;
-use std::num::NonZeroUsize;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::ptr::NonNull;
 
 #[derive(Parser)]
 struct Args {
@@ -73,60 +69,6 @@ fn parse_u32(s: &str) -> Result<u32, String> {
         None => s.parse(),
     };
     r.map_err(|e| format!("{s}: {e}"))
-}
-
-/// A buffer of `len` bytes whose end touches a PROT_NONE guard page, so a
-/// driver that reads past `len` faults instead of reading garbage.
-struct GuardedBuffer {
-    map: NonNull<core::ffi::c_void>,
-    map_len: usize,
-    start: usize,
-}
-
-impl GuardedBuffer {
-    fn new(len: usize) -> GuardedBuffer {
-        let page = 4096;
-        let data_pages = len.div_ceil(page).max(1);
-        let map_len = (data_pages + 1) * page;
-        // SAFETY: a fresh anonymous private mapping aliases nothing.
-        let map = unsafe {
-            mmap_anonymous(
-                None,
-                NonZeroUsize::new(map_len).unwrap(),
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }
-        .expect("mmap");
-        let guard = map.as_ptr() as usize + data_pages * page;
-        // SAFETY: the guard page is inside the mapping made above.
-        unsafe {
-            mprotect(
-                NonNull::new(guard as *mut _).unwrap(),
-                page,
-                ProtFlags::PROT_NONE,
-            )
-        }
-        .expect("mprotect");
-        GuardedBuffer {
-            map,
-            map_len,
-            start: guard - len,
-        }
-    }
-
-    fn bytes(&mut self, len: usize) -> &mut [u8] {
-        // SAFETY: [start, start + len) lies in the readable, writable part
-        // of the mapping, which lives as long as `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.start as *mut u8, len) }
-    }
-}
-
-impl Drop for GuardedBuffer {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `new` made; no borrow survives.
-        unsafe { munmap(self.map, self.map_len) }.ok();
-    }
 }
 
 fn main() {
@@ -190,16 +132,10 @@ fn main() {
         .write(true)
         .open(&args.control)
         .unwrap_or_else(|e| panic!("open {}: {e}", args.control.display()));
-    let ptr = if args.null {
-        std::ptr::null_mut()
-    } else {
-        buf.start as *mut u8
-    };
-    // SAFETY: the pointer is NULL or the guarded buffer; the kernel checks
-    // every access, and a fault is what some cases want to provoke.
-    let ret = unsafe { nix::libc::ioctl(file.as_raw_fd(), request as nix::libc::c_ulong, ptr) };
-    match Errno::result(ret) {
-        Ok(_) => println!("result OK"),
+    let ptr = if args.null { None } else { Some(&mut buf) };
+    let ret = dm_ioctl_raw(&file, request, ptr);
+    match ret {
+        Ok(()) => println!("result OK"),
         Err(e) => println!("result {e:?}"),
     }
     if !args.null && len >= VERSION_BYTES {
