@@ -5,6 +5,7 @@
 #   make            build rdm.ko and the tools (rdmsetup, rdm-ioctl-probe)
 #   make demo       boot the test VM and show rdm at work
 #   make check      host tests + VM tests, ending in "N passed, N failed"
+#   make check-debug  the same on the debug kernel (KASAN, kmemleak, ...)
 #   make clippy     rebuild rdm.ko with CLIPPY=1
 #   make fmt        format the module and the host crates
 #   make bindings   regenerate src/core/dm_ioctl_sys.rs from the kernel header
@@ -16,15 +17,20 @@ KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
 # Module sources for rustfmt (cargo fmt covers the host crates).
 MODULE_RS := src/rdm_main.rs
 
-.PHONY: all module tools kernel demo check clippy fmt fmt-check bindings clean
+.PHONY: all module tools kernel demo check check-debug clippy fmt fmt-check bindings clean
 
 all: module tools
 
 kernel:
 	@$(KERNEL_BUILD) >/dev/null
 
+# Built against the kernel of $RDM_KERNEL_VARIANT; switching kernels
+# cleans the module's objects first (.kdir remembers the last one).
 module:
-	@kdir=$$($(KERNEL_BUILD)) && $(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) modules
+	@kdir=$$($(KERNEL_BUILD)) && \
+	if [ "$$(cat .kdir 2>/dev/null)" != "$$kdir" ]; then \
+		$(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) clean; echo "$$kdir" >.kdir; fi && \
+	$(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) modules
 
 tools: kernel
 	@cargo build --quiet --release --workspace
@@ -49,6 +55,10 @@ demo: all
 
 check:
 	@scripts/check
+
+# The same suite on the debug kernel (KASAN, KFENCE, kmemleak, debug objects).
+check-debug:
+	@RDM_KERNEL_VARIANT=debug scripts/check
 
 clean:
 	@kdir=$$($(KERNEL_BUILD)) && $(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) clean
