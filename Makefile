@@ -6,6 +6,7 @@
 #   make demo       boot the test VM and show rdm at work
 #   make check      host tests + VM tests, ending in "N passed, N failed"
 #   make check-debug  the same on the debug kernel (KASAN, kmemleak, ...)
+#   make bench      fio: raw disk vs the kernel's dm-linear vs rdm linear
 #   make clippy     rebuild rdm.ko with CLIPPY=1
 #   make fmt        format the module and the host crates
 #   make bindings   regenerate src/core/dm_ioctl_sys.rs from the kernel header
@@ -17,7 +18,7 @@ KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
 # Module sources for rustfmt (cargo fmt covers the host crates).
 MODULE_RS := src/rdm_main.rs
 
-.PHONY: all module tools kernel demo check check-debug clippy fmt fmt-check bindings clean
+.PHONY: all module tools kernel demo bench check check-debug clippy fmt fmt-check bindings clean
 
 all: module tools
 
@@ -55,6 +56,10 @@ demo: all
 
 check:
 	@scripts/check
+
+# Pass-through benchmark against the kernel's dm-linear (results/bench-*/).
+bench:
+	@scripts/bench
 
 # The same suite on the debug kernel (KASAN, KFENCE, kmemleak, debug objects).
 check-debug:

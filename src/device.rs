@@ -297,11 +297,10 @@ impl MappedDevice {
         match target.map(bio, sector - entry.start) {
             Mapped::Done => table.in_flight.dec(),
             Mapped::Remap(bio, dev) => {
-                let dev = dev.clone();
                 let data = CloneData {
                     table: table.clone(),
                 };
-                match self.bioset.clone_bio(bio, Some(&dev), data) {
+                match self.bioset.clone_bio(bio, Some(dev), data) {
                     Ok(clone) => clone.submit(),
                     Err((bio, data)) => {
                         bio.end(true);

@@ -54,6 +54,20 @@ expect_match "$(dmsetup table cdev)" "^3072 1024 linear 254:16 2048$" "dmsetup t
 expect_match "$(dmsetup deps cdev)" "^2 dependencies" "dmsetup deps"
 expect_match "$(dmsetup info cdev)" "State: +ACTIVE" "dmsetup info"
 
+# Live reload under fio write+verify, through dmsetup.
+fio --name=swap --filename=$dev --direct=1 --rw=randwrite --bs=4k --size=1M \
+	--offset=0 --verify=crc32c --do_verify=1 --iodepth=8 --ioengine=libaio \
+	--loops=4 --minimal >/tmp/fio.out 2>&1 &
+fio_pid=$!
+swaps=0
+while kill -0 $fio_pid 2>/dev/null && [ $swaps -lt 20 ]; do
+	dmsetup reload cdev --table "$table" && dmsetup suspend cdev && dmsetup resume cdev ||
+		fail "dmsetup reload/suspend/resume under fio"
+	swaps=$((swaps + 1))
+done
+wait $fio_pid || { cat /tmp/fio.out; fail "fio failed across dmsetup table swaps"; }
+log "ok: $swaps dmsetup table swaps under fio write+verify"
+
 dmsetup reload cdev --table "0 4096 zero" || fail "reload"
 dmsetup suspend cdev && dmsetup resume cdev || fail "suspend/resume"
 expect_eq "$(dmsetup table cdev)" "0 4096 zero " "resume switched the table"
@@ -66,4 +80,17 @@ expect_match "$(klog_since_mark)" "unable to remove open device" "open device no
 exec 3<&-
 dmsetup remove --noudevsync cdev2 || fail "remove"
 expect_eq "$(dmsetup ls)" "No devices found" "gone"
+
+# Deferred remove through dmsetup: done on the last close.
+dmsetup create --noudevsync later --table "0 64 zero" || fail "create"
+exec 3</dev/mapper/later
+dmsetup remove --noudevsync --deferred later || fail "dmsetup remove --deferred"
+dmsetup info later >/dev/null 2>&1 || fail "deferred remove removed an open device"
+exec 3<&-
+for _ in $(seq 1 50); do
+	dmsetup info later >/dev/null 2>&1 || break
+	sleep 0.1
+done
+if dmsetup info later >/dev/null 2>&1; then fail "deferred remove did not happen on last close"; fi
+log "ok: dmsetup remove --deferred removed the device on its last close"
 exit $KSFT_PASS
