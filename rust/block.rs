@@ -669,6 +669,24 @@ impl<T: BioDriver> GenDisk<T> {
         to_result(unsafe { bindings::queue_limits_set((*self.raw()).queue, &mut lim.lim) })
     }
 
+    /// Freezes the filesystem on the disk, if any, and flushes the disk's
+    /// dirty data (`bdev_freeze`); I/O must still be flowing.
+    pub fn freeze(&self) -> Result {
+        // SAFETY: the disk and its whole-disk bdev are live (invariant);
+        // bdev_freeze() takes its own locks.
+        let ret = unsafe { bindings::bdev_freeze((*self.raw()).part0) };
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(())
+    }
+
+    /// Undoes [`GenDisk::freeze`].
+    pub fn thaw(&self) {
+        // SAFETY: as in `freeze`; a thaw pairs with a successful freeze.
+        unsafe { bindings::bdev_thaw((*self.raw()).part0) };
+    }
+
     /// Links `dev` as a slave of this disk in sysfs (`holders/`, `slaves/`).
     pub fn link_holder(&self, dev: &BdevFile) -> Result {
         // SAFETY: both live; the call takes the disk's open mutex.

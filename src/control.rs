@@ -22,9 +22,9 @@ use crate::target::{BStr, TARGET_TYPES};
 use core::sync::atomic::{AtomicU32, Ordering};
 use dm_ioctl::sys::{
     DM_ACTIVE_PRESENT_FLAG, DM_BUFFER_FULL_FLAG, DM_DATA_OUT_FLAG, DM_DEFERRED_REMOVE,
-    DM_INACTIVE_PRESENT_FLAG, DM_PERSISTENT_DEV_FLAG, DM_QUERY_INACTIVE_TABLE_FLAG,
-    DM_READONLY_FLAG, DM_SECURE_DATA_FLAG, DM_STATUS_TABLE_FLAG, DM_SUSPEND_FLAG,
-    DM_UEVENT_GENERATED_FLAG, DM_UUID_FLAG,
+    DM_INACTIVE_PRESENT_FLAG, DM_NOFLUSH_FLAG, DM_PERSISTENT_DEV_FLAG,
+    DM_QUERY_INACTIVE_TABLE_FLAG, DM_READONLY_FLAG, DM_SECURE_DATA_FLAG, DM_SKIP_LOCKFS_FLAG,
+    DM_STATUS_TABLE_FLAG, DM_SUSPEND_FLAG, DM_UEVENT_GENERATED_FLAG, DM_UUID_FLAG,
 };
 use kernel::c_str;
 use kernel::prelude::*;
@@ -456,12 +456,13 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
 
 fn dev_suspend(reg: &Registry, p: &mut Params) -> Result {
     let suspend = p.header.flags & DM_SUSPEND_FLAG != 0;
+    // As dm: freeze the filesystem unless told to skip it or not to flush.
+    let lockfs = p.header.flags & (DM_SKIP_LOCKFS_FLAG | DM_NOFLUSH_FLAG) == 0;
     with_device(reg, p, |md, st, _| {
         if suspend {
-            md.suspend(st);
-            Ok(())
+            md.suspend(st, lockfs)
         } else {
-            md.resume(st)
+            md.resume(st, lockfs)
         }
     })
 }

@@ -86,6 +86,8 @@ pub(crate) struct DevState {
     pub(crate) inactive: Option<Arc<Table>>,
     /// Suspended (by DM_DEV_SUSPEND).
     pub(crate) suspended: bool,
+    /// The filesystem on the device was frozen by the suspend.
+    pub(crate) frozen: bool,
     /// Created read-only.
     pub(crate) read_only: bool,
 }
@@ -162,6 +164,7 @@ impl MappedDevice {
                         active: None,
                         inactive: None,
                         suspended: false,
+                        frozen: false,
                         read_only,
                     },
                     "rdm:device_state"
@@ -312,10 +315,18 @@ impl MappedDevice {
     }
 
     /// Stops I/O: new bios are parked, and this returns once every bio
-    /// mapped through the active table has completed. Caller holds `state`.
-    pub(crate) fn suspend(&self, st: &mut DevState) {
+    /// mapped through the active table has completed. With `lockfs` (dm's
+    /// default), a filesystem on the device is frozen first, while its
+    /// flush can still reach the disk. Caller holds `state`.
+    pub(crate) fn suspend(&self, st: &mut DevState, lockfs: bool) -> Result {
         if st.suspended {
-            return;
+            return Ok(());
+        }
+        if lockfs && !st.frozen {
+            if let Some(disk) = &st.disk {
+                disk.freeze()?;
+                st.frozen = true;
+            }
         }
         self.io_suspended.store(true, Ordering::Release);
         // After this, every bio either saw the flag or is counted.
@@ -324,13 +335,24 @@ impl MappedDevice {
             t.in_flight.wait_zero();
         }
         st.suspended = true;
+        Ok(())
+    }
+
+    /// Thaws what [`MappedDevice::suspend`] froze.
+    fn thaw(&self, st: &mut DevState) {
+        if st.frozen {
+            if let Some(disk) = &st.disk {
+                disk.thaw();
+            }
+            st.frozen = false;
+        }
     }
 
     /// Swaps in the inactive table, if any, and restarts I/O. Caller holds
     /// `state`. On error the device stays suspended with the old table.
-    pub(crate) fn resume(&self, st: &mut DevState) -> Result {
+    pub(crate) fn resume(&self, st: &mut DevState, lockfs: bool) -> Result {
         if let Some(new) = st.inactive.clone() {
-            self.suspend(st);
+            self.suspend(st, lockfs)?;
             self.swap_table(st, new)?;
             st.inactive = None;
             self.raise_event(st);
@@ -345,6 +367,7 @@ impl MappedDevice {
         while let Some(bio) = parked.pop() {
             bio.submit();
         }
+        self.thaw(st);
         Ok(())
     }
 
@@ -406,6 +429,7 @@ impl MappedDevice {
     /// I/O has drained.
     pub(crate) fn destroy(&self) {
         let mut st = self.state.lock();
+        self.thaw(&mut st);
         self.dying.store(true, Ordering::Release);
         self.srcu.synchronize();
         drop(self.deferred.lock().take());
