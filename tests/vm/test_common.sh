@@ -87,3 +87,14 @@ expect_fail() {
 		log "ok: $what: refused ($out)"
 	fi
 }
+
+# wait_gone TOOL NAME: waits up to 5 s for a device to go (deferred
+# removal happens on a workqueue after the last close); fails if it stays.
+wait_gone() {
+	local _
+	for _ in $(seq 1 50); do
+		"$1" info "$2" >/dev/null 2>&1 || return 0
+		sleep 0.1
+	done
+	fail "deferred remove of $2 did not happen on its last close"
+}

@@ -87,10 +87,6 @@ exec 3</dev/mapper/later
 dmsetup remove --noudevsync --deferred later || fail "dmsetup remove --deferred"
 dmsetup info later >/dev/null 2>&1 || fail "deferred remove removed an open device"
 exec 3<&-
-for _ in $(seq 1 50); do
-	dmsetup info later >/dev/null 2>&1 || break
-	sleep 0.1
-done
-if dmsetup info later >/dev/null 2>&1; then fail "deferred remove did not happen on last close"; fi
+wait_gone dmsetup later
 log "ok: dmsetup remove --deferred removed the device on its last close"
 exit $KSFT_PASS

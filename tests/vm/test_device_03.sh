@@ -36,11 +36,7 @@ log "ok: a cancelled deferred remove keeps the device"
 exec 3</dev/rdm/later
 rdmsetup remove --deferred later >/dev/null || fail "remove --deferred"
 exec 3<&-
-for _ in $(seq 1 50); do
-	rdmsetup info later >/dev/null 2>&1 || break
-	sleep 0.1
-done
-if rdmsetup info later >/dev/null 2>&1; then fail "deferred remove did not happen on last close"; fi
+wait_gone rdmsetup later
 log "ok: deferred remove happened on the last close"
 
 # --force on an open device: I/O starts failing, the device stays (open).
