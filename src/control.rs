@@ -439,15 +439,7 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
         checked_name(new, NAME_MAX, "name")?
     };
     let key = key_of(&p.header)?;
-    let md = reg.rename(&key, new, set_uuid)?;
-    let (name, uuid) = {
-        let (_, n, u) = reg.get(&Key::Name(if set_uuid {
-            name_of(&p.header)
-        } else {
-            new.as_bytes()
-        }))?;
-        (n, u)
-    };
+    let (md, name, uuid) = reg.rename(&key, new, set_uuid)?;
     let st = md.state.lock();
     dev_status(&md, &st, &name, &uuid, &mut p.header);
     p.header.flags |= DM_UEVENT_GENERATED_FLAG;

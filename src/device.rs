@@ -644,13 +644,14 @@ impl Registry {
         Ok((entry.md, entry.name, entry.uuid))
     }
 
-    /// Renames a device, or sets its uuid (only if it has none).
+    /// Renames a device, or sets its uuid (only if it has none); returns
+    /// the device with its name and uuid after the change.
     pub(crate) fn rename(
         &self,
         key: &Key<'_>,
         new: Name,
         set_uuid: bool,
-    ) -> Result<Arc<MappedDevice>> {
+    ) -> Result<(Arc<MappedDevice>, Name, Name)> {
         let mut devices = self.devices.lock();
         let clash = devices.iter().flatten().any(|e| {
             if set_uuid {
@@ -683,12 +684,12 @@ impl Registry {
         } else {
             e.name = new;
         }
-        let md = e.md.clone();
+        let (md, name, uuid) = (e.md.clone(), e.name, e.uuid);
         // The event is raised after the registry lock is dropped: the
         // device's state lock may be held by a suspend waiting for I/O.
         drop(devices);
         md.raise_event(&mut md.state.lock());
         self.global_event.fetch_add(1, Ordering::AcqRel);
-        Ok(md)
+        Ok((md, name, uuid))
     }
 }

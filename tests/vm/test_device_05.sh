@@ -41,6 +41,13 @@ probe "rename without a new name" EINVAL "new name" --nr $RENAME --name t --data
 probe "rename to a name with a slash" EINVAL "invalid device name" --nr $RENAME --name t --string "a/b"
 probe "name and uuid both given" EINVAL "only supply one" --nr 7 --name t --uuid RDM-T
 
+# A rename naming the device by uuid (a regression: the reply used to
+# look the device up again by the request's empty name and fail).
+rdmsetup create u -u RDM-U --table "0 8 zero" || fail "create u"
+probe "rename by uuid" OK "" --nr $RENAME --uuid RDM-U --string u2
+expect_match "$(rdmsetup info u2)" "^UUID: RDM-U$" "renamed by uuid"
+rdmsetup remove u2 || fail "remove u2"
+
 expect_match "$(rdmsetup table t)" "^0 64 zero" "the device is intact"
 rdmsetup remove t || fail "remove"
 exit $KSFT_PASS
