@@ -67,6 +67,9 @@ rdm_cleanup() {
 	rdm_unload
 }
 
+# sect FILE SKIP COUNT: COUNT 512-byte sectors of FILE from sector SKIP.
+sect() { dd if="$1" bs=512 skip="$2" count="$3" status=none; }
+
 # A file of N MiB of random data, made once per test.
 make_pattern() { # make_pattern FILE MIB
 	dd if=/dev/urandom of="$1" bs=1M count="$2" status=none

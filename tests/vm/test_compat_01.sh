@@ -46,7 +46,6 @@ dev=/dev/mapper/cdev
 pat=/tmp/pattern
 make_pattern $pat 2
 dd if=$pat of=$dev bs=1M oflag=direct status=none || fail "write"
-sect() { dd if="$1" bs=512 skip="$2" count="$3" status=none; }
 cmp <(sect $VDA 0 2048) <(sect $pat 0 2048) || fail "data on vda"
 cmp <(sect $VDB 2048 1024) <(sect $pat 3072 1024) || fail "data on vdb"
 log "ok: data written through dmsetup's device is on the disks"

@@ -28,7 +28,6 @@ make_pattern $pat 8
 # One 8 MiB write crossing all three boundaries, in 1 MiB direct I/Os
 # (each straddles at most one boundary: split in the driver).
 dd if=$pat of=$dev bs=1M oflag=direct status=none || fail "write through the device"
-sect() { dd if="$1" bs=512 skip="$2" count="$3" status=none; }
 cmp <(sect $VDA 0 2048) <(sect $pat 0 2048) || fail "target 0 data on vda"
 cmp <(sect $VDB 4096 5120) <(sect $pat 3072 5120) || fail "target 2 data on vdb"
 cmp <(sect $VDA 100000 8192) <(sect $pat 8192 8192) || fail "target 3 data on vda"
