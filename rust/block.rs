@@ -570,6 +570,9 @@ impl<T: CloneEnd> PinnedDrop for BioSet<T> {
 }
 
 /// A bio-based block driver: what a [`GenDisk`]'s operations call.
+///
+/// The operations table has no owner module, so the driver must keep its
+/// module loaded for as long as any of its disks exists.
 pub trait BioDriver: 'static {
     /// The disk's private data, kept until the disk is freed (after the
     /// last opener closed it).
@@ -720,9 +723,11 @@ impl<T: BioDriver> OpsTable<T> {
         open: Some(ops_open::<T>),
         release: Some(ops_release::<T>),
         free_disk: Some(ops_free_disk::<T>),
-        // SAFETY: all-zero is valid for the remaining fields (options of
-        // function pointers, and the owner, which `add` leaves to the C
-        // helper's THIS_MODULE through the disk's fops... see below).
+        // SAFETY: all-zero is valid for the remaining fields: options of
+        // function pointers (`None`) and the owner pointer (null: no module
+        // reference per open; a `BioDriver` must keep its module loaded
+        // while any of its disks exists, as rdm does with one module
+        // reference per mapped device).
         ..unsafe { MaybeUninit::zeroed().assume_init() }
     };
 

@@ -512,7 +512,6 @@ fn table_status(reg: &Registry, p: &mut Params) -> Result {
         let table_lines = p.header.flags & DM_STATUS_TABLE_FLAG != 0;
         let t = queried(st, &p.header);
         let mut w = ResultWriter::new(&mut p.buf);
-        let mut count = 0;
         if let Some(t) = &t {
             for e in t.entries.iter() {
                 let ok = w.target_status(e.start, e.len, e.ty.name.as_bytes(), |out| {
@@ -529,11 +528,9 @@ fn table_status(reg: &Registry, p: &mut Params) -> Result {
                 if !ok {
                     break;
                 }
-                count += 1;
             }
         }
         finish(&mut p.header, &w);
-        let _ = count;
         Ok(())
     })
 }
@@ -585,7 +582,7 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
         );
         return Err(EINVAL);
     };
-    let Some(e) = t.entry_at(sector) else {
+    let Some(e) = t.find(sector) else {
         pr_err!(
             "{}: target message sector {sector} is outside the table\n",
             BStr(name.as_bytes())

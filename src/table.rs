@@ -104,11 +104,6 @@ impl Table {
         (sector < e.start + e.len).then_some(e)
     }
 
-    /// The entry that holds `sector`, for `DM_TARGET_MSG`.
-    pub(crate) fn entry_at(&self, sector: u64) -> Option<&Entry> {
-        self.find(sector)
-    }
-
     /// Queue limits stacked from every underlying device.
     pub(crate) fn limits(&self) -> Limits {
         let mut lim = Limits::stacking();
