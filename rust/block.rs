@@ -16,16 +16,20 @@
 //! [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
 use core::{
+    cell::UnsafeCell,
     marker::PhantomData,
     mem::{size_of, MaybeUninit},
     ptr::NonNull,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 use kernel::{
     bindings,
     error::{from_err_ptr, to_result, Result},
     ffi::{c_char, c_int, c_uint, c_void},
+    page::{Page, PAGE_SIZE},
     prelude::*,
     str::CStr,
+    sync::Arc,
     types::{ForeignOwnable, Opaque},
 };
 
@@ -81,6 +85,16 @@ extern "C" {
         private: *mut c_void,
     ) -> *mut bindings::bio;
     fn rdm_bio_copy_error(to: *mut bindings::bio, from: *const bindings::bio);
+    fn rdm_bio_alloc_pages(
+        f: *mut bindings::file,
+        nr_vecs: c_uint,
+        write: bool,
+        fua: bool,
+        sector: u64,
+        end_io: bindings::bio_end_io_t,
+        private: *mut c_void,
+    ) -> *mut bindings::bio;
+    fn rdm_bio_failed(bio: *const bindings::bio) -> bool;
     fn rdm_bio_alloc_flush(
         f: *mut bindings::file,
         bs: *mut bindings::bio_set,
@@ -297,6 +311,12 @@ impl Bio {
             bindings::req_op_REQ_OP_FLUSH => BioOp::Flush,
             _ => BioOp::Other,
         }
+    }
+
+    /// Whether the bio has failed (an error is recorded in it).
+    pub fn failed(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { rdm_bio_failed(self.bio.as_ptr()) }
     }
 
     /// Whether the bio asks for a cache flush before its data (`REQ_PREFLUSH`).
@@ -826,6 +846,148 @@ impl Drop for BlockMajor {
     fn drop(&mut self) {
         // SAFETY: registered (invariant), with this name.
         unsafe { bindings::unregister_blkdev(self.major, self.name.as_char_ptr()) };
+    }
+}
+
+/// A buffer of whole pages that the copier reads a chunk into and writes
+/// out from.
+pub struct PageBuf {
+    pages: KVec<Page>,
+}
+
+impl PageBuf {
+    /// Allocates `bytes` (rounded up to pages) with `GFP_KERNEL`.
+    pub fn new(bytes: usize) -> Result<Self> {
+        let n = bytes.div_ceil(PAGE_SIZE);
+        let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        Ok(PageBuf { pages })
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+}
+
+/// What [`submit_page_io`] does with the buffer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PageIo {
+    /// Read into it.
+    Read,
+    /// Write it out.
+    Write,
+    /// Write it out with FUA (on stable media when it completes).
+    WriteFua,
+}
+
+/// Most pages per bio of [`submit_page_io`] (`BIO_MAX_VECS`).
+const MAX_PAGES_PER_BIO: usize = 256;
+
+/// Shared by the bios of one [`submit_page_io`] call.
+struct PageIoCtx<F: FnOnce(bool) + Send + 'static> {
+    /// Bios not yet completed, plus one held by the submitter.
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+    /// Taken once, by whoever drops `remaining` to zero.
+    done: UnsafeCell<Option<F>>,
+    _buf: Arc<PageBuf>,
+}
+
+impl<F: FnOnce(bool) + Send + 'static> PageIoCtx<F> {
+    /// Drops one count; the last one runs `done` and frees the context.
+    ///
+    /// # Safety
+    ///
+    /// `this` came from `KBox::into_raw` in [`submit_page_io`] and the
+    /// caller owns one of its counts.
+    unsafe fn put(this: *mut Self, failed: bool) {
+        // SAFETY: a count keeps the context alive.
+        let ctx = unsafe { &*this };
+        if failed {
+            ctx.failed.store(true, Ordering::Release);
+        }
+        if ctx.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // SAFETY: the last count: no one else can reach the context now.
+        let ctx = unsafe { KBox::from_raw(this) };
+        let failed = ctx.failed.load(Ordering::Acquire);
+        // SAFETY: as above, we are its only user.
+        if let Some(done) = unsafe { (*ctx.done.get()).take() } {
+            drop(ctx);
+            done(failed);
+        }
+    }
+}
+
+/// Reads or writes all of `buf` at `sector` of `dev`, in as many bios as it
+/// takes; `done(failed)` runs once when all of them completed, in
+/// completion context (possibly an interrupt: it must not sleep). For
+/// callers outside any `submit_bio` (a kthread): the bios are dispatched
+/// at once. Fails only if the context cannot be allocated (then `done`
+/// does not run).
+pub fn submit_page_io<F: FnOnce(bool) + Send + 'static>(
+    dev: &BdevFile,
+    io: PageIo,
+    sector: u64,
+    buf: Arc<PageBuf>,
+    done: F,
+) -> Result {
+    let chunks = buf.pages.len().div_ceil(MAX_PAGES_PER_BIO);
+    let ctx = KBox::new(
+        PageIoCtx {
+            remaining: AtomicUsize::new(chunks + 1),
+            failed: AtomicBool::new(false),
+            done: UnsafeCell::new(Some(done)),
+            _buf: buf.clone(),
+        },
+        GFP_KERNEL,
+    )?;
+    let ctx = KBox::into_raw(ctx);
+    let mut sector = sector;
+    for pages in buf.pages.chunks(MAX_PAGES_PER_BIO) {
+        // SAFETY: the file is open; the bio's private pointer is the
+        // context, whose count for this bio `page_io_end` drops.
+        let bio = unsafe {
+            rdm_bio_alloc_pages(
+                dev.file.as_ptr(),
+                pages.len() as c_uint,
+                io != PageIo::Read,
+                io == PageIo::WriteFua,
+                sector,
+                Some(page_io_end::<F>),
+                ctx.cast(),
+            )
+        };
+        for page in pages {
+            // SAFETY: the bio has room for `pages.len()` vectors, so the
+            // add cannot fail; the page stays allocated while the context
+            // (holding `buf`) lives, which is until every bio completed.
+            let _ = unsafe { bindings::bio_add_page(bio, page.as_ptr(), PAGE_SIZE as c_uint, 0) };
+        }
+        sector += ((pages.len() * PAGE_SIZE) >> 9) as u64;
+        // SAFETY: a complete bio of ours, handed to the block layer.
+        unsafe { bindings::submit_bio(bio) };
+    }
+    // SAFETY: drops the submitter's count.
+    unsafe { PageIoCtx::put(ctx, false) };
+    Ok(())
+}
+
+/// # Safety
+///
+/// The end_io of a bio made by [`submit_page_io`].
+unsafe extern "C" fn page_io_end<F: FnOnce(bool) + Send + 'static>(bio: *mut bindings::bio) {
+    // SAFETY: the bio is ours, completing; its private pointer is the
+    // context, one of whose counts it owns.
+    unsafe {
+        let ctx = (*bio).bi_private.cast::<PageIoCtx<F>>();
+        let failed = rdm_bio_failed(bio);
+        bindings::bio_put(bio);
+        PageIoCtx::put(ctx, failed);
     }
 }
 

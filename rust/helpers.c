@@ -302,6 +302,28 @@ struct bio *rdm_bio_alloc_flush(struct file *f, struct bio_set *bs,
 	return bio;
 }
 
+/*
+ * A bio of @nr_vecs pages from the kernel's fs_bio_set for @f's device at
+ * @sector: a read, or a write (with FUA if @fua). Never fails (a mempool
+ * with GFP_NOIO); only for callers outside any submit_bio (the copier).
+ */
+struct bio *rdm_bio_alloc_pages(struct file *f, unsigned int nr_vecs, bool write, bool fua,
+				u64 sector, bio_end_io_t *end_io, void *private)
+{
+	blk_opf_t opf = write ? REQ_OP_WRITE | (fua ? REQ_FUA : 0) : REQ_OP_READ;
+	struct bio *bio = bio_alloc(file_bdev(f), nr_vecs, opf, GFP_NOIO);
+
+	bio->bi_iter.bi_sector = sector;
+	bio->bi_end_io = end_io;
+	bio->bi_private = private;
+	return bio;
+}
+
+bool rdm_bio_failed(const struct bio *bio)
+{
+	return bio->bi_status != BLK_STS_OK;
+}
+
 /* Records @from's error (if any) in @to. */
 void rdm_bio_copy_error(struct bio *to, const struct bio *from)
 {
@@ -355,6 +377,26 @@ bool rdm_param_dm_compat(void)
 	return dm_compat;
 }
 
+static unsigned int cow_threshold = 2048;
+module_param(cow_threshold, uint, 0644);
+MODULE_PARM_DESC(cow_threshold,
+		 "Most chunk copies in progress at once; a write needing one more waits (0: no limit)");
+
+static unsigned int copy_delay_ms;
+module_param(copy_delay_ms, uint, 0644);
+MODULE_PARM_DESC(copy_delay_ms,
+		 "Test knob: hold each chunk copy this many milliseconds before it starts (0: off)");
+
+unsigned int rdm_param_cow_threshold(void)
+{
+	return READ_ONCE(cow_threshold);
+}
+
+unsigned int rdm_param_copy_delay_ms(void)
+{
+	return READ_ONCE(copy_delay_ms);
+}
+
 /* ---- rust/wait.rs ---- */
 
 void rdm_wait_var_zero(unsigned long *var)
@@ -365,6 +407,70 @@ void rdm_wait_var_zero(unsigned long *var)
 void rdm_wake_up_var(void *var)
 {
 	wake_up_var(var);
+}
+
+int rdm_wait_var_change(u32 *var, u32 seen)
+{
+	return wait_var_event_interruptible(var, READ_ONCE(*var) != seen);
+}
+
+void rdm_wait_var_below(unsigned long *var, unsigned long limit)
+{
+	wait_var_event(var, READ_ONCE(*var) < limit);
+}
+
+unsigned long rdm_jiffies(void)
+{
+	return jiffies;
+}
+
+/* ---- rust/memalloc.rs ---- */
+
+#include <linux/sched/mm.h>
+
+unsigned int rdm_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void rdm_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+/* ---- rust/sync.rs ---- */
+
+unsigned long rdm_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+void rdm_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
+/* ---- rust/kthread.rs ---- */
+
+#include <linux/kthread.h>
+#include <linux/sched/task.h>
+
+/*
+ * Starts a kthread named @name running @threadfn(@data) and returns it with
+ * a task reference (for kthread_stop_put()), or an ERR_PTR.
+ */
+struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const char *name)
+{
+	struct task_struct *t = kthread_create(threadfn, data, "%s", name);
+
+	if (IS_ERR(t))
+		return t;
+	get_task_struct(t);
+	wake_up_process(t);
+	return t;
 }
 
 /* ---- rust/module.rs ---- */

@@ -52,6 +52,10 @@ void rdm_bio_copy_error(struct bio *to, const struct bio *from);
 struct bio *rdm_bio_alloc_flush(struct file *f, struct bio_set *bs,
 				bio_end_io_t *end_io, void *private);
 
+struct bio *rdm_bio_alloc_pages(struct file *f, unsigned int nr_vecs, bool write, bool fua,
+				u64 sector, bio_end_io_t *end_io, void *private);
+bool rdm_bio_failed(const struct bio *bio);
+
 /* rust/srcu.rs */
 struct srcu_struct *rdm_srcu_alloc(void);
 void rdm_srcu_free(struct srcu_struct *s);
@@ -61,9 +65,25 @@ void rdm_srcu_synchronize(struct srcu_struct *s);
 
 /* rust/param.rs */
 bool rdm_param_dm_compat(void);
+unsigned int rdm_param_cow_threshold(void);
+unsigned int rdm_param_copy_delay_ms(void);
 /* rust/wait.rs */
 void rdm_wait_var_zero(unsigned long *var);
 void rdm_wake_up_var(void *var);
+int rdm_wait_var_change(u32 *var, u32 seen);
+void rdm_wait_var_below(unsigned long *var, unsigned long limit);
+unsigned long rdm_jiffies(void);
+
+/* rust/memalloc.rs */
+unsigned int rdm_memalloc_noio_save(void);
+void rdm_memalloc_noio_restore(unsigned int flags);
+
+/* rust/sync.rs */
+unsigned long rdm_spin_lock_irqsave(spinlock_t *lock);
+void rdm_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+
+/* rust/kthread.rs */
+struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const char *name);
 
 /* rust/module.rs */
 void rdm_module_get(void);

@@ -5,8 +5,11 @@
 
 pub mod block;
 pub mod capability;
+pub mod kthread;
+pub mod memalloc;
 pub mod miscdevice;
 pub mod module;
 pub mod srcu;
+pub mod sync;
 pub mod wait;
 pub mod workqueue;

@@ -1,4 +1,4 @@
-//! Module reference counting and parameters.
+//! Module reference counting, parameters, and the jiffies clock.
 //!
 //! 6.12's `module!` has no parameters, so they are declared with
 //! `module_param()` in `helpers.c` and read here.
@@ -34,4 +34,30 @@ impl Drop for ModuleRef {
 pub fn param_dm_compat() -> bool {
     // SAFETY: reads a bool parameter that is read-only after load (0444).
     unsafe { rdm_param_dm_compat() }
+}
+
+extern "C" {
+    fn rdm_param_cow_threshold() -> u32;
+    fn rdm_param_copy_delay_ms() -> u32;
+    fn rdm_jiffies() -> kernel::ffi::c_ulong;
+}
+
+/// The `cow_threshold` module parameter: most chunk copies in progress (0:
+/// no limit). Writable at run time, so read it each time.
+pub fn param_cow_threshold() -> u32 {
+    // SAFETY: the helper reads the parameter with READ_ONCE.
+    unsafe { rdm_param_cow_threshold() }
+}
+
+/// The `copy_delay_ms` test knob: how long each copy is held before it
+/// starts (0: not at all).
+pub fn param_copy_delay_ms() -> u32 {
+    // SAFETY: the helper reads the parameter with READ_ONCE.
+    unsafe { rdm_param_copy_delay_ms() }
+}
+
+/// The current time in jiffies.
+pub fn jiffies() -> u64 {
+    // SAFETY: reads the jiffies counter.
+    unsafe { rdm_jiffies() as u64 }
 }

@@ -1,11 +1,13 @@
-//! A counter one can wait on to reach zero (`wait_var_event`/`wake_up_var`).
+//! Counters one can wait on (`wait_var_event`/`wake_up_var`): [`DrainCounter`]
+//! (wait for zero), [`EventCounter`] (wait for a change), [`Slots`] (wait
+//! for room below a limit).
 //!
 //! rdm counts the bios in flight on each table with one; suspend waits for
 //! it to drain. Incrementing and decrementing are single atomic operations
 //! and never sleep, so the I/O completion path (interrupt context) may drop
 //! the count.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use kernel::ffi::c_void;
 
 extern "C" {
@@ -59,5 +61,207 @@ impl DrainCounter {
 impl Default for DrainCounter {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+extern "C" {
+    fn rdm_wait_var_change(var: *mut u32, seen: u32) -> kernel::ffi::c_int;
+    fn rdm_wait_var_below(var: *mut usize, limit: usize);
+}
+
+/// An event number: bumped from any context, waited on for a change.
+pub struct EventCounter {
+    nr: AtomicU32,
+}
+
+impl EventCounter {
+    /// Event number 0.
+    pub const fn new() -> Self {
+        EventCounter {
+            nr: AtomicU32::new(0),
+        }
+    }
+
+    /// The current event number.
+    pub fn get(&self) -> u32 {
+        self.nr.load(Ordering::Acquire)
+    }
+
+    /// Moves the number on and wakes the waiters. Any context; takes no
+    /// lock, so it may be called with any lock held.
+    pub fn bump(&self) {
+        // SeqCst: the full barrier wake_up_var() needs before its check.
+        self.nr.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the address is only a wait-queue hash key.
+        unsafe { rdm_wake_up_var(self.nr.as_ptr().cast()) };
+    }
+
+    /// Sleeps (interruptibly) until the number is no longer `seen`.
+    pub fn wait_change(&self, seen: u32) -> kernel::error::Result {
+        // SAFETY: the helper reads the number (READ_ONCE) and keys the wait
+        // queue on its address, valid while `&self` is.
+        let ret = unsafe { rdm_wait_var_change(self.nr.as_ptr(), seen) };
+        kernel::error::to_result(ret)
+    }
+}
+
+impl Default for EventCounter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A count of things in progress bounded by a limit (a throttle): taking a
+/// slot never sleeps; waiting for one is separate, so that a caller can
+/// drop everything it holds before it sleeps.
+pub struct Slots {
+    used: AtomicUsize,
+}
+
+impl Slots {
+    /// No slot in use.
+    pub const fn new() -> Self {
+        Slots {
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Slots in use.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot if fewer than `limit` are in use (`limit` 0: no limit).
+    pub fn try_take(&self, limit: usize) -> bool {
+        if limit == 0 {
+            self.used.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a slot back and wakes those waiting for one. Any context.
+    pub fn put(&self) {
+        self.used.fetch_sub(1, Ordering::SeqCst);
+        // SAFETY: the address is only a wait-queue hash key.
+        unsafe { rdm_wake_up_var(self.used.as_ptr().cast()) };
+    }
+
+    /// Sleeps until fewer than `limit` slots are in use. Does not take one:
+    /// call [`Slots::try_take`] again, as another waiter may win it.
+    pub fn wait_below(&self, limit: usize) {
+        if limit == 0 {
+            return;
+        }
+        // SAFETY: as in `DrainCounter::wait_zero`.
+        unsafe { rdm_wait_var_below(self.used.as_ptr(), limit) };
+    }
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A value with a drain count: [`DrainRef`]s to it are counted instead of
+/// reference-counted, and dropping it waits for the count to reach zero,
+/// so a `DrainRef` can never outlive it.
+///
+/// rdm's tables are `Drained`: each bio in flight holds a `DrainRef`, which
+/// costs one atomic add and one atomic subtract, and releasing it never
+/// frees the table, so a completion (interrupt context) never runs a
+/// table's destructor.
+pub struct Drained<T> {
+    // Declared first, so dropped (waited for) before `value` is touched.
+    count: DrainCounter,
+    value: T,
+}
+
+impl<T> Drained<T> {
+    /// Wraps `value` with a zero count.
+    pub const fn new(value: T) -> Self {
+        Drained {
+            count: DrainCounter::new(),
+            value,
+        }
+    }
+
+    /// The count of [`DrainRef`]s (to wait for, or read).
+    pub fn count(&self) -> &DrainCounter {
+        &self.count
+    }
+}
+
+impl<T> core::ops::Deref for Drained<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Drop for Drained<T> {
+    fn drop(&mut self) {
+        // Owners wait before dropping; this makes a mistake a hang rather
+        // than a use-after-free.
+        self.count.wait_zero();
+    }
+}
+
+/// A counted reference to a [`Drained`] value in an `Arc` (whose contents
+/// never move).
+///
+/// # Invariants
+///
+/// `ptr` points to a `Drained<T>` whose count this reference holds one of;
+/// the value cannot be freed before that count is dropped (its `Drop`
+/// waits for zero).
+pub struct DrainRef<T> {
+    ptr: core::ptr::NonNull<Drained<T>>,
+}
+
+// SAFETY: a `DrainRef` gives `&T` from any thread (needs `T: Sync`); its
+// drop only touches the atomic count.
+unsafe impl<T: Sync> Send for DrainRef<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for DrainRef<T> {}
+
+impl<T> DrainRef<T> {
+    /// Counts one more reference to `this`.
+    pub fn new(this: kernel::sync::ArcBorrow<'_, Drained<T>>) -> Self {
+        this.count.inc();
+        // INVARIANT: counted above; an `Arc`'s contents do not move.
+        DrainRef {
+            ptr: core::ptr::NonNull::from(&*this),
+        }
+    }
+}
+
+impl<T> Clone for DrainRef<T> {
+    fn clone(&self) -> Self {
+        // SAFETY: by the invariant the value is live while we hold a count.
+        unsafe { self.ptr.as_ref().count.inc() };
+        // INVARIANT: counted above.
+        DrainRef { ptr: self.ptr }
+    }
+}
+
+impl<T> core::ops::Deref for DrainRef<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: by the invariant the value lives while we hold a count.
+        unsafe { &self.ptr.as_ref().value }
+    }
+}
+
+impl<T> Drop for DrainRef<T> {
+    fn drop(&mut self) {
+        // SAFETY: by the invariant the value is live; `dec` is our last use
+        // of it (after it, the owner may free it).
+        unsafe { self.ptr.as_ref().count.dec() };
     }
 }

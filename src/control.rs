@@ -17,7 +17,7 @@ use crate::rdm_core::dm_ioctl::{
 };
 use crate::rdm_core::payload::{payload_str, ByteWriter, ResultWriter, TargetMsg};
 use crate::rdm_core::table::valid_name;
-use crate::table::Table;
+use crate::table::{LoadCtx, Table, TableArc};
 use crate::target::{BStr, TARGET_TYPES};
 use core::sync::atomic::{AtomicU32, Ordering};
 use dm_ioctl::sys::{
@@ -469,7 +469,13 @@ fn table_load(reg: &Registry, p: &mut Params) -> Result {
     let (md, name, _) = lookup(reg, &p.header)?;
     let read_only = p.header.flags & DM_READONLY_FLAG != 0 || md.state.lock().read_only;
     // Built with no lock held: it opens devices and may sleep.
-    let table = Table::build(name.as_bytes(), &p.header, &p.buf, read_only)?;
+    let load = LoadCtx {
+        name: name.as_bytes(),
+        read_only,
+        snapshots: &reg.snapshots,
+        events: &md.events,
+    };
+    let table = Table::build(&load, &p.header, &p.buf)?;
     with_device(reg, p, move |_, st, _| {
         st.inactive = Some(table);
         Ok(())
@@ -484,7 +490,7 @@ fn table_clear(reg: &Registry, p: &mut Params) -> Result {
 }
 
 /// The table a query is about: the inactive one with QUERY_INACTIVE_TABLE.
-fn queried(st: &DevState, h: &Header) -> Option<Arc<Table>> {
+fn queried(st: &DevState, h: &Header) -> Option<TableArc> {
     if h.flags & DM_QUERY_INACTIVE_TABLE_FLAG != 0 {
         st.inactive.clone()
     } else {

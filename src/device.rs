@@ -14,17 +14,19 @@
 //! only when the last bio that used it has completed. See
 //! `Documentation/locking.rst`.
 
-use crate::kx::block::{Bio, BioDriver, BioList, BioSet, CloneEnd, GenDisk};
+use crate::kx::block::{BdevFile, Bio, BioDriver, BioList, BioSet, CloneEnd, GenDisk};
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
+use crate::kx::wait::{DrainRef, Drained, EventCounter};
 use crate::kx::workqueue::OwnedQueue;
-use crate::table::Table;
-use crate::target::{BStr, Mapped};
+use crate::snapshot::{EndHook, Snapshots};
+use crate::table::{Table, TableArc};
+use crate::target::BStr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::str::CString;
-use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex, SpinLock};
-use kernel::{new_condvar, new_mutex, new_spinlock};
+use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
+use kernel::{new_mutex, new_spinlock};
 
 /// Longest name (without NUL) and uuid, as dm-ioctl.h allows.
 pub(crate) const NAME_MAX: usize = crate::rdm_core::dm_ioctl::sys::DM_NAME_LEN as usize - 1;
@@ -63,16 +65,62 @@ impl Name {
     }
 }
 
-/// Per-clone data: the table the bio was mapped through, so that it lives
-/// (and its in-flight count stays up) until the clone completes.
+/// Per-clone data: what the target wants done when the clone ends, and the
+/// count on the table the bio was mapped through, which keeps the table
+/// (and its targets) alive until the clone completes.
 pub(crate) struct CloneData {
-    table: Arc<Table>,
+    hook: EndHook,
+    table: DrainRef<Table>,
 }
 
 impl CloneEnd for CloneData {
     fn end(self, orig: Bio) {
+        let CloneData { hook, table } = self;
+        hook.run(orig.failed());
         orig.end(false);
-        self.table.in_flight.dec();
+        // Last: after this the table may go.
+        drop(table);
+    }
+}
+
+/// A bio being mapped: a target gets it with the bio and must use it once
+/// (remap, clone, or end), which hands the table count on to the clone or
+/// drops it.
+pub(crate) struct Io<'a> {
+    table: DrainRef<Table>,
+    bioset: &'a BioSet<CloneData>,
+}
+
+impl Io<'_> {
+    /// Sends `bio` (already moved to its sector) to `dev`.
+    pub(crate) fn remap(self, bio: Bio, dev: &BdevFile) {
+        if let Some(clone) = self.clone_bio(bio, Some(dev), EndHook::None) {
+            clone.submit();
+        }
+    }
+
+    /// Clones `bio` (for `dev`, or still for this device when `None`, to be
+    /// pointed somewhere before it is submitted) with `hook` to run when it
+    /// ends. The clone carries the table count. If no clone can be had,
+    /// the bio fails (and the hook runs as for a failed clone).
+    pub(crate) fn clone_bio(self, bio: Bio, dev: Option<&BdevFile>, hook: EndHook) -> Option<Bio> {
+        let data = CloneData {
+            hook,
+            table: self.table,
+        };
+        match self.bioset.clone_bio(bio, dev, data) {
+            Ok(clone) => Some(clone),
+            Err((bio, data)) => {
+                data.hook.run(true);
+                bio.end(true);
+                None
+            }
+        }
+    }
+
+    /// Ends `bio` without sending it anywhere.
+    pub(crate) fn end(self, bio: Bio, error: bool) {
+        bio.end(error);
     }
 }
 
@@ -81,9 +129,9 @@ pub(crate) struct DevState {
     /// The gendisk; `None` once the device is removed.
     pub(crate) disk: Option<GenDisk<MappedDevice>>,
     /// The active table (also published to the I/O path in `map`).
-    pub(crate) active: Option<Arc<Table>>,
+    pub(crate) active: Option<TableArc>,
     /// The table loaded for the next resume.
-    pub(crate) inactive: Option<Arc<Table>>,
+    pub(crate) inactive: Option<TableArc>,
     /// Suspended (by DM_DEV_SUSPEND).
     pub(crate) suspended: bool,
     /// The filesystem on the device was frozen by the suspend.
@@ -109,7 +157,7 @@ pub(crate) struct MappedDevice {
     pub(crate) devt: u64,
     srcu: Srcu,
     /// The active table as the I/O path sees it (SRCU-published).
-    map: SrcuArc<Table>,
+    map: SrcuArc<Drained<Table>>,
     /// I/O is parked instead of mapped.
     io_suspended: AtomicBool,
     /// I/O fails: the device is being removed.
@@ -125,10 +173,9 @@ pub(crate) struct MappedDevice {
     pub(crate) state: Mutex<DevState>,
     #[pin]
     opens: SpinLock<Opens>,
-    event_nr: AtomicU32,
-    /// Signalled when `event_nr` moves (DM_DEV_WAIT).
-    #[pin]
-    event_wait: CondVar,
+    /// The event number (table swaps, renames, snapshot invalidation);
+    /// targets get a reference to raise events from any context.
+    pub(crate) events: Arc<EventCounter>,
     /// For deferred removal. Declared before `_module` so that it is
     /// dropped first: the module stays pinned until the registry reference
     /// is gone.
@@ -147,6 +194,7 @@ impl MappedDevice {
         read_only: bool,
     ) -> Result<Arc<MappedDevice>> {
         let srcu = Srcu::new()?;
+        let events = Arc::new(EventCounter::new(), GFP_KERNEL)?;
         let devt = crate::rdm_core::dm_ioctl::encode_dev(major, minor);
         let md = Arc::pin_init(
             try_pin_init!(MappedDevice {
@@ -177,8 +225,7 @@ impl MappedDevice {
                     },
                     "rdm:opens"
                 ),
-                event_nr: AtomicU32::new(0),
-                event_wait <- new_condvar!("rdm:event_wait"),
+                events,
                 registry: registry.clone(),
                 _module: ModuleRef::get(),
             }),
@@ -190,27 +237,19 @@ impl MappedDevice {
         Ok(md)
     }
 
-    /// The event number (bumped by table swaps and renames).
+    /// The event number (bumped by table swaps, renames and targets).
     pub(crate) fn event_nr(&self) -> u32 {
-        self.event_nr.load(Ordering::Acquire)
+        self.events.get()
     }
 
-    /// Raises an event: DM_DEV_WAIT callers wake up. Taking the state guard
-    /// makes the bump and the waiters' check atomic (no lost wake-up).
-    pub(crate) fn raise_event(&self, _st: &mut DevState) {
-        self.event_nr.fetch_add(1, Ordering::AcqRel);
-        self.event_wait.notify_all();
+    /// Raises an event: DM_DEV_WAIT callers wake up.
+    pub(crate) fn raise_event(&self) {
+        self.events.bump();
     }
 
     /// Waits (interruptibly) until the event number is no longer `seen`.
     pub(crate) fn wait_event(&self, seen: u32) -> Result {
-        let mut st = self.state.lock();
-        while self.event_nr() == seen {
-            if self.event_wait.wait_interruptible(&mut st) {
-                return Err(EINTR);
-            }
-        }
-        Ok(())
+        self.events.wait_change(seen).map_err(|_| EINTR)
     }
 
     /// Number of openers.
@@ -238,13 +277,11 @@ impl MappedDevice {
             };
             // Counted inside the read section: suspend's synchronize()
             // then sees every bio that got this table.
-            table.in_flight.inc();
-            Arc::<Table>::from(table)
+            DrainRef::new(table)
         };
         if bio.is_preflush() || bio.is_empty() {
             self.flush_devices(&bio, &table);
             if bio.is_empty() {
-                table.in_flight.dec();
                 bio.end(false);
                 return;
             }
@@ -254,64 +291,54 @@ impl MappedDevice {
 
     /// Sends an empty cache flush to every underlying device of `table`;
     /// each one holds `orig` open until it completes.
-    fn flush_devices(&self, orig: &Bio, table: &Arc<Table>) {
+    fn flush_devices(&self, orig: &Bio, table: &DrainRef<Table>) {
         for dev in table.devices.iter() {
-            table.in_flight.inc();
             let data = CloneData {
+                hook: EndHook::None,
                 table: table.clone(),
             };
             match self.bioset.flush_bio(orig.share(), dev, data) {
                 Ok(flush) => flush.submit(),
-                Err((share, data)) => {
-                    share.end(true);
-                    data.table.in_flight.dec();
-                }
+                Err((share, _data)) => share.end(true),
             }
         }
     }
 
     /// Maps a bio through `table`, on which it is already counted.
-    fn map_bio(&self, bio: Bio, table: Arc<Table>) {
+    fn map_bio(&self, bio: Bio, table: DrainRef<Table>) {
         let sector = bio.sector();
         let Some(entry) = table.find(sector) else {
             pr_err!("I/O at sector {sector} past the end of the table\n");
             bio.end(true);
-            table.in_flight.dec();
             return;
         };
-        let room = entry.start + entry.len - sector;
+        let target = entry.target.get();
+        let offset = sector - entry.start;
+        let mut room = entry.start + entry.len - sector;
+        if let Some(max) = target.max_io_len(offset) {
+            room = room.min(max);
+        }
         let bio = if bio.sectors() > room {
-            // Keep the part inside this target; the rest comes back through
-            // submit_bio (and may land in the next table, after a swap).
+            // Keep the part inside this target (or its boundary); the rest
+            // comes back through submit_bio (and may land in the next
+            // table, after a swap).
             match self.bioset.split_front(bio, room as u32) {
                 Ok((front, rest)) => {
                     rest.submit();
                     front
                 }
-                Err(_) => {
-                    table.in_flight.dec();
-                    return;
-                }
+                Err(_) => return,
             }
         } else {
             bio
         };
-        let target = entry.target.get();
-        match target.map(bio, sector - entry.start) {
-            Mapped::Done => table.in_flight.dec(),
-            Mapped::Remap(bio, dev) => {
-                let data = CloneData {
-                    table: table.clone(),
-                };
-                match self.bioset.clone_bio(bio, Some(dev), data) {
-                    Ok(clone) => clone.submit(),
-                    Err((bio, data)) => {
-                        bio.end(true);
-                        data.table.in_flight.dec();
-                    }
-                }
-            }
-        }
+        // The target lives in the table, so `table` stays counted while it
+        // maps; `io` carries the count the bio keeps.
+        let io = Io {
+            table: table.clone(),
+            bioset: &self.bioset,
+        };
+        target.map(bio, offset, io);
     }
 
     /// Stops I/O: new bios are parked, and this returns once every bio
@@ -332,7 +359,7 @@ impl MappedDevice {
         // After this, every bio either saw the flag or is counted.
         self.srcu.synchronize();
         if let Some(t) = &st.active {
-            t.in_flight.wait_zero();
+            t.count().wait_zero();
         }
         st.suspended = true;
         Ok(())
@@ -355,7 +382,7 @@ impl MappedDevice {
             self.suspend(st, lockfs)?;
             self.swap_table(st, new)?;
             st.inactive = None;
-            self.raise_event(st);
+            self.raise_event();
         }
         if !st.suspended {
             return Ok(());
@@ -372,7 +399,7 @@ impl MappedDevice {
     }
 
     /// Makes `new` the active table of a suspended device.
-    fn swap_table(&self, st: &mut DevState, new: Arc<Table>) -> Result {
+    fn swap_table(&self, st: &mut DevState, new: TableArc) -> Result {
         let Some(disk) = &st.disk else {
             return Err(ENXIO);
         };
@@ -390,6 +417,10 @@ impl MappedDevice {
         disk.set_capacity(new.size);
         disk.set_read_only(st.read_only || new.read_only);
         let old = self.map.replace(Some(new.clone()), &self.srcu);
+        // The targets go live (a snapshot starts preserving its chunks).
+        for e in new.entries.iter() {
+            e.target.get().resume();
+        }
         st.active = Some(new);
         // The old table is drained (the device is suspended) and no reader
         // can reach it any more; it goes when the last clone drops it.
@@ -435,7 +466,7 @@ impl MappedDevice {
         drop(self.deferred.lock().take());
         let old = self.map.replace(None, &self.srcu);
         if let Some(t) = &old {
-            t.in_flight.wait_zero();
+            t.count().wait_zero();
         }
         if let (Some(disk), Some(t)) = (&st.disk, &st.active) {
             for dev in t.devices.iter() {
@@ -447,7 +478,7 @@ impl MappedDevice {
         st.disk = None;
         st.active = None;
         st.inactive = None;
-        self.raise_event(&mut st);
+        self.raise_event();
         drop(st);
         drop(old);
     }
@@ -518,6 +549,8 @@ pub(crate) struct Registry {
     pub(crate) global_event: AtomicU32,
     /// Runs deferred removals; destroyed (drained) with the registry.
     wq: OwnedQueue,
+    /// Origins and the copier, for snapshot targets.
+    pub(crate) snapshots: Arc<Snapshots>,
 }
 
 /// How a request names a device.
@@ -539,13 +572,19 @@ impl Key<'_> {
 }
 
 impl Registry {
-    pub(crate) fn new(major: u32, disk_prefix: &'static str, wq: OwnedQueue) -> impl PinInit<Self> {
+    pub(crate) fn new(
+        major: u32,
+        disk_prefix: &'static str,
+        wq: OwnedQueue,
+        snapshots: Arc<Snapshots>,
+    ) -> impl PinInit<Self> {
         pin_init!(Registry {
             devices <- new_mutex!(KVec::new(), "rdm:registry"),
             major,
             disk_prefix,
             global_event: AtomicU32::new(0),
             wq,
+            snapshots,
         })
     }
 
@@ -688,7 +727,7 @@ impl Registry {
         // The event is raised after the registry lock is dropped: the
         // device's state lock may be held by a suspend waiting for I/O.
         drop(devices);
-        md.raise_event(&mut md.state.lock());
+        md.raise_event();
         self.global_event.fetch_add(1, Ordering::AcqRel);
         Ok((md, name, uuid))
     }

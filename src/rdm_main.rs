@@ -17,6 +17,7 @@ pub mod kx;
 
 mod control;
 mod device;
+mod snapshot;
 mod table;
 mod target;
 
@@ -29,9 +30,11 @@ module! {
 }
 
 struct Rdm {
-    // Dropped in this order: no new control file, then the block major.
+    // Dropped in this order: no new control file, then the block major,
+    // then the copier thread (no device, so no copy, is left by then).
     _control: control::ControlDevice,
     _major: kx::block::BlockMajor,
+    _copier: kx::kthread::Kthread<snapshot::copier::CopierThread>,
 }
 
 impl kernel::Module for Rdm {
@@ -44,8 +47,11 @@ impl kernel::Module for Rdm {
         };
         let major = kx::block::BlockMajor::register(major_name)?;
         let wq = kx::workqueue::OwnedQueue::new(kernel::c_str!("rdm"))?;
+        let copier = snapshot::copier::Copier::new()?;
+        let copier_thread = copier.start()?;
+        let snapshots = snapshot::Snapshots::new(copier)?;
         let registry = kernel::sync::Arc::pin_init(
-            device::Registry::new(major.major(), disk_prefix, wq),
+            device::Registry::new(major.major(), disk_prefix, wq, snapshots),
             GFP_KERNEL,
         )?;
         let control = control::ControlDevice::register(registry, compat)?;
@@ -58,6 +64,7 @@ impl kernel::Module for Rdm {
         Ok(Rdm {
             _control: control,
             _major: major,
+            _copier: copier_thread,
         })
     }
 }

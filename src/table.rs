@@ -5,10 +5,11 @@
 //! so that suspend can wait for them and it is never freed under I/O.
 
 use crate::kx::block::{BdevFile, Limits};
-use crate::kx::wait::DrainCounter;
+use crate::kx::wait::{Drained, EventCounter};
 use crate::rdm_core::dm_ioctl::Header;
 use crate::rdm_core::payload::LoadSpecs;
 use crate::rdm_core::table::check_layout;
+use crate::snapshot::Snapshots;
 use crate::target::{find_type, BStr, Ctx, TargetKind, TargetType};
 use kernel::c_str;
 use kernel::prelude::*;
@@ -22,13 +23,28 @@ pub(crate) struct Entry {
     pub(crate) target: TargetKind,
 }
 
+/// A table as devices hold it: bios in flight on it are counted in the
+/// [`Drained`] wrapper (suspend waits for them; it is never freed under
+/// them).
+pub(crate) type TableArc = Arc<Drained<Table>>;
+
+/// What a table load needs besides the request.
+pub(crate) struct LoadCtx<'a> {
+    /// The mapped device's name (for log lines).
+    pub(crate) name: &'a [u8],
+    /// Open underlying devices read-only.
+    pub(crate) read_only: bool,
+    /// Where snapshot targets find their origins and the copier.
+    pub(crate) snapshots: &'a Arc<Snapshots>,
+    /// The device's event number, for targets that raise events.
+    pub(crate) events: &'a Arc<EventCounter>,
+}
+
 /// A loaded table.
 pub(crate) struct Table {
     pub(crate) entries: KVec<Entry>,
     /// Total length in sectors.
     pub(crate) size: u64,
-    /// Bios mapped through this table and not yet completed.
-    pub(crate) in_flight: DrainCounter,
     /// The underlying devices, each once.
     pub(crate) devices: KVec<Arc<BdevFile>>,
     /// Whether the table was loaded for a read-only device.
@@ -38,12 +54,9 @@ pub(crate) struct Table {
 impl Table {
     /// Builds a table from a `DM_TABLE_LOAD` request (`buf` is the whole
     /// request). Opens the underlying devices; holds no lock.
-    pub(crate) fn build(
-        name: &[u8],
-        header: &Header,
-        buf: &[u8],
-        read_only: bool,
-    ) -> Result<Arc<Table>> {
+    pub(crate) fn build(load: &LoadCtx<'_>, header: &Header, buf: &[u8]) -> Result<TableArc> {
+        let name = load.name;
+        let read_only = load.read_only;
         let specs = || LoadSpecs::new(buf, header.data_start, header.target_count);
         let bad = |what: core::fmt::Arguments<'_>| {
             pr_err!("{}: table load: {}\n", BStr(name), what);
@@ -68,9 +81,11 @@ impl Table {
                 index,
                 len: spec.length,
                 read_only,
+                snapshots: load.snapshots,
+                events: load.events,
             };
             let target = ty.construct(&ctx, spec.params)?;
-            if let Some((dev, _)) = target.get().device() {
+            for (dev, _) in target.get().devices().into_iter().flatten() {
                 if !devices.iter().any(|d| d.devt() == dev.devt()) {
                     devices.push(dev.clone(), GFP_KERNEL)?;
                 }
@@ -86,13 +101,12 @@ impl Table {
             )?;
         }
         Ok(Arc::new(
-            Table {
+            Drained::new(Table {
                 entries,
                 size,
-                in_flight: DrainCounter::new(),
                 devices,
                 read_only,
-            },
+            }),
             GFP_KERNEL,
         )?)
     }
@@ -108,7 +122,7 @@ impl Table {
     pub(crate) fn limits(&self) -> Limits {
         let mut lim = Limits::stacking();
         for e in self.entries.iter() {
-            if let Some((dev, offset)) = e.target.get().device() {
+            for (dev, offset) in e.target.get().devices().into_iter().flatten() {
                 lim.stack(dev, offset, c_str!("rdm"));
             }
         }

@@ -6,26 +6,33 @@
 //! kind (static dispatch on the I/O path) and [`TARGET_TYPES`] is the list
 //! `DM_LIST_VERSIONS` reports. The snapshot targets join the same list.
 
+use crate::device::Io;
 use crate::kx::block::{BdevFile, Bio, BioOp};
+use crate::kx::wait::EventCounter;
 use crate::rdm_core::table::{parse_linear, parse_none, ArgError, DevSpec};
+use crate::snapshot::targets::{OriginTarget, SnapshotTarget};
+use crate::snapshot::Snapshots;
 use core::fmt::{self, Write};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::Arc;
 
-/// What a target did with a bio.
-pub(crate) enum Mapped<'a> {
-    /// Send the bio, already moved to its sector, to this device.
-    Remap(Bio, &'a Arc<BdevFile>),
-    /// The target ended the bio itself.
-    Done,
-}
-
 /// A constructed target.
 pub(crate) trait Target: Send + Sync {
-    /// Maps `bio`, which lies inside the target; `offset` is its first
-    /// sector relative to the target's start.
-    fn map(&self, bio: Bio, offset: u64) -> Mapped<'_>;
+    /// Maps `bio`, which lies inside the target (and inside
+    /// [`Target::max_io_len`]); `offset` is its first sector relative to
+    /// the target's start. `io` must be used exactly once: to remap the
+    /// bio, clone it, or end it.
+    fn map(&self, bio: Bio, offset: u64, io: Io<'_>);
+
+    /// How many sectors from `offset` on one bio may cover (a snapshot's
+    /// chunk boundary), if limited.
+    fn max_io_len(&self, _offset: u64) -> Option<u64> {
+        None
+    }
+
+    /// The table went live (resume).
+    fn resume(&self) {}
 
     /// The `DM_TABLE_STATUS` info text (empty for the basic targets).
     fn status(&self, _out: &mut dyn Write) -> fmt::Result {
@@ -35,9 +42,9 @@ pub(crate) trait Target: Send + Sync {
     /// The table line's parameters as dm reports them.
     fn table(&self, out: &mut dyn Write) -> fmt::Result;
 
-    /// The underlying device and the sector it is mapped from, if any.
-    fn device(&self) -> Option<(&Arc<BdevFile>, u64)> {
-        None
+    /// The underlying devices and the sector each is used from.
+    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
+        [None, None]
     }
 }
 
@@ -51,6 +58,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) len: u64,
     /// Open underlying devices read-only.
     pub(crate) read_only: bool,
+    /// Origins and the copier, for the snapshot targets.
+    pub(crate) snapshots: &'a Arc<Snapshots>,
+    /// The device's event number.
+    pub(crate) events: &'a Arc<EventCounter>,
 }
 
 impl Ctx<'_> {
@@ -83,7 +94,7 @@ impl fmt::Display for BStr<'_> {
     }
 }
 
-fn arg_error(ctx: &Ctx<'_>, ty: &str, e: ArgError) -> Error {
+pub(crate) fn arg_error(ctx: &Ctx<'_>, ty: &str, e: ArgError) -> Error {
     ctx.fail(ty, format_args!("{e}"), EINVAL)
 }
 
@@ -160,9 +171,9 @@ impl Linear {
 }
 
 impl Target for Linear {
-    fn map(&self, mut bio: Bio, offset: u64) -> Mapped<'_> {
+    fn map(&self, mut bio: Bio, offset: u64, io: Io<'_>) {
         bio.set_sector(self.start + offset);
-        Mapped::Remap(bio, &self.dev)
+        io.remap(bio, &self.dev);
     }
 
     fn table(&self, out: &mut dyn Write) -> fmt::Result {
@@ -170,8 +181,8 @@ impl Target for Linear {
         write!(out, " {}", self.start)
     }
 
-    fn device(&self) -> Option<(&Arc<BdevFile>, u64)> {
-        Some((&self.dev, self.start))
+    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
+        [Some((&self.dev, self.start)), None]
     }
 }
 
@@ -179,12 +190,11 @@ impl Target for Linear {
 pub(crate) struct Zero;
 
 impl Target for Zero {
-    fn map(&self, mut bio: Bio, _offset: u64) -> Mapped<'_> {
+    fn map(&self, mut bio: Bio, _offset: u64, io: Io<'_>) {
         if bio.op() == BioOp::Read {
             bio.zero_fill();
         }
-        bio.end(false);
-        Mapped::Done
+        io.end(bio, false);
     }
 
     fn table(&self, _out: &mut dyn Write) -> fmt::Result {
@@ -196,9 +206,8 @@ impl Target for Zero {
 pub(crate) struct ErrorTarget;
 
 impl Target for ErrorTarget {
-    fn map(&self, bio: Bio, _offset: u64) -> Mapped<'_> {
-        bio.end(true);
-        Mapped::Done
+    fn map(&self, bio: Bio, _offset: u64, io: Io<'_>) {
+        io.end(bio, true);
     }
 
     fn table(&self, _out: &mut dyn Write) -> fmt::Result {
@@ -211,6 +220,8 @@ pub(crate) enum TargetKind {
     Linear(Linear),
     Zero(Zero),
     Error(ErrorTarget),
+    Origin(OriginTarget),
+    Snapshot(SnapshotTarget),
 }
 
 impl TargetKind {
@@ -219,6 +230,8 @@ impl TargetKind {
             TargetKind::Linear(t) => t,
             TargetKind::Zero(t) => t,
             TargetKind::Error(t) => t,
+            TargetKind::Origin(t) => t,
+            TargetKind::Snapshot(t) => t,
         }
     }
 }
@@ -238,7 +251,7 @@ impl TargetType {
 }
 
 /// Every target type rdm has (dm's versions for the same behaviour).
-pub(crate) static TARGET_TYPES: [TargetType; 3] = [
+pub(crate) static TARGET_TYPES: [TargetType; 5] = [
     TargetType {
         name: "linear",
         version: [1, 4, 0],
@@ -259,6 +272,16 @@ pub(crate) static TARGET_TYPES: [TargetType; 3] = [
             parse_none(p).map_err(|e| arg_error(ctx, "error", e))?;
             Ok(TargetKind::Error(ErrorTarget))
         },
+    },
+    TargetType {
+        name: "snapshot-origin",
+        version: [1, 9, 0],
+        ctr: |ctx, p| Ok(TargetKind::Origin(OriginTarget::new(ctx, p)?)),
+    },
+    TargetType {
+        name: "snapshot",
+        version: [1, 16, 0],
+        ctr: |ctx, p| Ok(TargetKind::Snapshot(SnapshotTarget::new(ctx, p)?)),
     },
 ];
 

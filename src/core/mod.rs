@@ -2,6 +2,7 @@
 //! `rdmsetup` and the host tests.
 
 pub mod dm_ioctl;
+pub mod exception_table;
 pub mod payload;
 pub mod snapshot;
 pub mod table;

@@ -1,0 +1,514 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The copier: one kthread that runs every chunk copy ([`Job`]).
+//!
+//! A job reads its origin chunk once into a page buffer and writes it to
+//! the COW chunk of every snapshot it serves; then it records the
+//! exceptions, forgets the pending exceptions and re-maps the bios held on
+//! it. A whole-chunk snapshot write is a job with no copy: the write
+//! itself fills the COW chunk.
+//!
+//! Bounds. `cow_threshold` bounds the jobs in progress (from creation to
+//! the end of `finish`): a writer that needs a new job beyond it waits in
+//! [`Copier::wait_for_slot`] holding no lock (the 2019 dm-snapshot deadlock
+//! was a writer sleeping on this bound while holding a lock the completion
+//! path needed). Only new copies wait: a write to a copied chunk, or to a
+//! chunk already pending (it is queued on that job), never does, and the
+//! copier's own re-maps never wait. Separately, at most [`MAX_ACTIVE`]
+//! jobs and [`BUFFER_BUDGET`] bytes of buffers have I/O in flight; the rest
+//! wait in the queue, which costs nothing but their place.
+//!
+//! Contexts. I/O completions (interrupt context) only set a job's stage and
+//! kick the thread (an interrupt-safe spinlock and a wake-up); all the
+//! rest — allocation, I/O submission, the exception table's write lock,
+//! re-mapping held bios — runs in the thread.
+
+use super::{copy_ready_at, cow_threshold, From, Snap};
+use crate::kx::block::{submit_page_io, Bio, PageBuf, PageIo};
+use crate::kx::kthread::{should_stop, Kthread, ThreadBody};
+use crate::kx::module::jiffies;
+use crate::kx::sync::IrqSpinLock;
+use crate::kx::wait::Slots;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use kernel::prelude::*;
+use kernel::sync::{Arc, CondVar, LockedBy, Mutex, SpinLock};
+use kernel::{c_str, new_condvar, new_mutex, new_spinlock};
+
+/// Most jobs with I/O in flight at once.
+pub(crate) const MAX_ACTIVE: usize = 64;
+/// Most bytes of copy buffers at once (one job may exceed it alone).
+pub(crate) const BUFFER_BUDGET: usize = 32 << 20;
+
+// Job stages.
+const QUEUED: u8 = 0;
+const READING: u8 = 1;
+const READ_DONE: u8 = 2;
+const WRITING: u8 = 3;
+const WRITE_DONE: u8 = 4;
+
+/// The copier's queue: jobs not started yet, and the kick flag.
+pub(crate) struct Queue {
+    head: Option<Arc<Job>>,
+    tail: Option<Arc<Job>>,
+    /// Something completed: the thread must look at its active jobs.
+    kicked: bool,
+}
+
+/// State shared by the copier thread and everyone who gives it work.
+#[pin_data]
+pub(crate) struct Copier {
+    /// Interrupt-safe: completions take it to set `kicked`.
+    #[pin]
+    queue: IrqSpinLock<Queue>,
+    #[pin]
+    wake: CondVar,
+    /// Jobs in progress, bounded by `cow_threshold`.
+    slots: Slots,
+}
+
+impl Copier {
+    pub(crate) fn new() -> Result<Arc<Copier>> {
+        Arc::pin_init(
+            pin_init!(Copier {
+                queue <- crate::new_irq_spinlock!(
+                    Queue {
+                        head: None,
+                        tail: None,
+                        kicked: false,
+                    },
+                    "rdm:copier_queue"
+                ),
+                wake <- new_condvar!("rdm:copier_wake"),
+                slots: Slots::new(),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Takes a slot for a new job: under `cow_threshold` for submitters,
+    /// always for the copier's own re-maps.
+    pub(crate) fn take_slot(&self, from: From) -> bool {
+        match from {
+            From::Submit => self.slots.try_take(cow_threshold()),
+            From::Copier => self.slots.try_take(0),
+        }
+    }
+
+    /// Sleeps until a slot may be free. The caller holds no lock.
+    pub(crate) fn wait_for_slot(&self) {
+        self.slots.wait_below(cow_threshold());
+    }
+
+    /// Gives back a slot taken for a job that was not queued.
+    pub(crate) fn put_slot(&self) {
+        self.slots.put();
+    }
+
+    /// Hands a published job to the thread.
+    pub(crate) fn queue(&self, job: Arc<Job>) {
+        let mut q = self.queue.lock();
+        let old_tail = q.tail.replace(job.clone());
+        match old_tail {
+            Some(tail) => *tail.next.access_mut(&mut q) = Some(job),
+            None => q.head = Some(job),
+        }
+        q.kicked = true;
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    fn pop(q: &mut Queue) -> Option<Arc<Job>> {
+        let job = q.head.take()?;
+        q.head = job.next.access_mut(q).take();
+        if q.head.is_none() {
+            q.tail = None;
+        }
+        Some(job)
+    }
+
+    /// Wakes the thread to look at its active jobs. Any context.
+    pub(crate) fn kick(&self) {
+        self.queue.lock().kicked = true;
+        self.wake.notify_one();
+    }
+
+    /// A whole-chunk snapshot write (the job's only I/O) completed.
+    pub(crate) fn overwrite_done(&self, job: &Job, failed: bool) {
+        if failed {
+            job.failed.store(true, Ordering::Release);
+        }
+        job.stage.store(WRITE_DONE, Ordering::Release);
+        self.kick();
+    }
+
+    /// Starts the copier thread.
+    pub(crate) fn start(self: &Arc<Self>) -> Result<Kthread<CopierThread>> {
+        let mut slots = KVec::with_capacity(MAX_ACTIVE, GFP_KERNEL)?;
+        for _ in 0..MAX_ACTIVE {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        let body = CopierThread {
+            copier: self.clone(),
+            active: KBox::pin_init(new_mutex!(slots, "rdm:copier_active"), GFP_KERNEL)?,
+        };
+        Kthread::run(c_str!("rdm_copier"), body)
+    }
+}
+
+/// A bio held on a job, and the snapshot it is for (`None`: an origin
+/// write).
+struct Held {
+    bio: Bio,
+    snap: Option<Arc<Snap>>,
+    next: Option<KBox<Held>>,
+}
+
+/// Bios held on a job, under [`Job::state`].
+struct JobState {
+    held: Option<KBox<Held>>,
+    /// The job has finished: hold nothing more.
+    done: bool,
+}
+
+/// One snapshot a job writes to.
+pub(crate) struct JobTarget {
+    snap: Arc<Snap>,
+    new_chunk: u64,
+}
+
+/// One chunk copy (a pending exception in each snapshot it serves).
+#[pin_data]
+pub(crate) struct Job {
+    pub(crate) copier: Arc<Copier>,
+    /// The origin chunk.
+    chunk: u64,
+    chunk_sectors: u64,
+    /// A whole-chunk snapshot write is the copy: nothing to read.
+    overwrite: bool,
+    /// Jiffies before which the copy must not start (test knob).
+    ready_at: u64,
+    stage: AtomicU8,
+    failed: AtomicBool,
+    writes_left: AtomicUsize,
+    /// Filled while the job is published (before it is queued), with room
+    /// reserved at creation so that no push allocates under the locks.
+    #[pin]
+    targets: SpinLock<KVec<JobTarget>>,
+    #[pin]
+    state: SpinLock<JobState>,
+    /// Link in the copier's queue.
+    next: LockedBy<Option<Arc<Job>>, Queue>,
+}
+
+impl Job {
+    /// A job for `chunk` with room for `max_targets` snapshots.
+    pub(crate) fn new(
+        copier: &Arc<Copier>,
+        chunk: u64,
+        chunk_sectors: u64,
+        overwrite: bool,
+        max_targets: usize,
+    ) -> Result<Arc<Job>> {
+        let targets = KVec::with_capacity(max_targets.max(1), GFP_KERNEL)?;
+        let ready_at = if overwrite { 0 } else { copy_ready_at() };
+        let stage = AtomicU8::new(if overwrite { WRITING } else { QUEUED });
+        Arc::pin_init(
+            pin_init!(Job {
+                copier: copier.clone(),
+                chunk,
+                chunk_sectors,
+                overwrite,
+                ready_at,
+                stage,
+                failed: AtomicBool::new(false),
+                writes_left: AtomicUsize::new(0),
+                targets <- new_spinlock!(targets, "rdm:job_targets"),
+                state <- new_spinlock!(
+                    JobState {
+                        held: None,
+                        done: false,
+                    },
+                    "rdm:job_state"
+                ),
+                next: LockedBy::new(&copier.queue, None),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Adds a snapshot the job writes to. Never allocates (room was
+    /// reserved); fails if there is no room left.
+    pub(crate) fn add_target(&self, snap: &Arc<Snap>, new_chunk: u64) -> Result {
+        let mut t = self.targets.lock();
+        if t.len() == t.capacity() {
+            return Err(ENOSPC);
+        }
+        t.push(
+            JobTarget {
+                snap: snap.clone(),
+                new_chunk,
+            },
+            GFP_ATOMIC,
+        )?;
+        Ok(())
+    }
+
+    /// The COW chunk of the first snapshot (the only one of an overwrite).
+    pub(crate) fn first_new_chunk(&self) -> u64 {
+        self.targets.lock().first().map_or(0, |t| t.new_chunk)
+    }
+
+    /// Holds `bio` until the job ends; gives it back if it already has.
+    fn hold(&self, bio: Bio, snap: Option<Arc<Snap>>) -> Result<(), Bio> {
+        let Ok(node) = KBox::<Held>::new_uninit(GFP_KERNEL) else {
+            pr_err!("snapshot: out of memory to hold a bio on a copy\n");
+            bio.end(true);
+            return Ok(());
+        };
+        let mut st = self.state.lock();
+        if st.done {
+            return Err(bio);
+        }
+        let next = st.held.take();
+        st.held = Some(node.write(Held { bio, snap, next }));
+        Ok(())
+    }
+
+    /// Holds an origin write until the job ends.
+    pub(crate) fn hold_origin(&self, bio: Bio) -> Result<(), Bio> {
+        self.hold(bio, None)
+    }
+
+    /// Holds a bio of `snap` until the job ends.
+    pub(crate) fn hold_snapshot(&self, snap: &Arc<Snap>, bio: Bio) -> Result<(), Bio> {
+        self.hold(bio, Some(snap.clone()))
+    }
+}
+
+/// A job the thread has started, with what only the thread uses.
+struct Active {
+    job: Arc<Job>,
+    targets: KVec<JobTarget>,
+    buf: Option<Arc<PageBuf>>,
+}
+
+/// The copier thread's body.
+pub(crate) struct CopierThread {
+    copier: Arc<Copier>,
+    /// Started jobs (only the thread uses it; the mutex is never contended).
+    active: Pin<KBox<Mutex<KVec<Option<Active>>>>>,
+}
+
+impl ThreadBody for CopierThread {
+    fn run(&self) {
+        // Reclaim must not wait for I/O that may need this thread.
+        let _noio = crate::kx::memalloc::NoIo::enter();
+        let mut active = self.active.lock();
+        let mut bytes = 0usize;
+        loop {
+            let next = self.next_job(&active, bytes);
+            match next {
+                Next::Start(job) => self.start(job, &mut active, &mut bytes),
+                Next::Advance => self.advance(&mut active, &mut bytes),
+                Next::Stop => break,
+            }
+        }
+    }
+}
+
+enum Next {
+    Start(Arc<Job>),
+    Advance,
+    Stop,
+}
+
+impl CopierThread {
+    /// Sleeps until there is something to do.
+    fn next_job(&self, active: &KVec<Option<Active>>, bytes: usize) -> Next {
+        let busy = active.iter().flatten().count();
+        let copier = &self.copier;
+        let mut q = copier.queue.lock();
+        loop {
+            let room = busy < MAX_ACTIVE && (busy == 0 || bytes < BUFFER_BUDGET);
+            let now = jiffies();
+            let mut timeout = u64::MAX;
+            if room {
+                if let Some(head) = &q.head {
+                    if head.ready_at <= now {
+                        return Copier::pop(&mut q).map_or(Next::Advance, Next::Start);
+                    }
+                    timeout = head.ready_at - now;
+                }
+            }
+            if q.kicked {
+                q.kicked = false;
+                return Next::Advance;
+            }
+            if should_stop() && busy == 0 && q.head.is_none() {
+                return Next::Stop;
+            }
+            // A kthread has no signals: this returns on a wake-up or the
+            // timeout of the delayed head job.
+            let timeout = usize::try_from(timeout).unwrap_or(usize::MAX);
+            let _ = copier.wake.wait_interruptible_timeout(&mut q, timeout);
+        }
+    }
+
+    /// Starts `job`: reads its origin chunk (or, for an overwrite, waits
+    /// for the write already sent).
+    fn start(&self, job: Arc<Job>, active: &mut KVec<Option<Active>>, bytes: &mut usize) {
+        let targets = core::mem::take(&mut *job.targets.lock());
+        let mut entry = Active {
+            job: job.clone(),
+            targets,
+            buf: None,
+        };
+        if !job.overwrite {
+            self.start_read(&mut entry, bytes);
+        }
+        match active.iter_mut().find(|a| a.is_none()) {
+            Some(slot) => *slot = Some(entry),
+            // `next_job` starts nothing while all slots are taken.
+            None => self.finish(entry),
+        }
+    }
+
+    fn start_read(&self, entry: &mut Active, bytes: &mut usize) {
+        let job = &entry.job;
+        let size = (job.chunk_sectors << 9) as usize;
+        let Some(first) = entry.targets.first() else {
+            job.failed.store(true, Ordering::Release);
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        };
+        let origin_dev = first.snap.origin_dev.clone();
+        let buf = PageBuf::new(size).and_then(|b| Ok(Arc::new(b, GFP_KERNEL)?));
+        let Ok(buf) = buf else {
+            pr_err!("snapshot copier: out of memory for a {size}-byte chunk buffer\n");
+            job.failed.store(true, Ordering::Release);
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        };
+        *bytes += size;
+        entry.buf = Some(buf.clone());
+        job.stage.store(READING, Ordering::Release);
+        let done_job = job.clone();
+        let sector = job.chunk * job.chunk_sectors;
+        let res = submit_page_io(&origin_dev, PageIo::Read, sector, buf, move |failed| {
+            if failed {
+                done_job.failed.store(true, Ordering::Release);
+            }
+            done_job.stage.store(READ_DONE, Ordering::Release);
+            done_job.copier.kick();
+        });
+        if res.is_err() {
+            job.failed.store(true, Ordering::Release);
+            job.stage.store(WRITE_DONE, Ordering::Release);
+        }
+    }
+
+    /// Writes a read chunk to every snapshot of the job.
+    fn start_writes(&self, entry: &Active) {
+        let job = &entry.job;
+        job.stage.store(WRITING, Ordering::Release);
+        let Some(buf) = &entry.buf else {
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        };
+        if job.failed.load(Ordering::Acquire) {
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        }
+        // One count per write plus ours, dropped after the loop.
+        job.writes_left
+            .store(entry.targets.len() + 1, Ordering::Release);
+        for t in entry.targets.iter() {
+            let done_job = job.clone();
+            let sector = t.new_chunk * job.chunk_sectors;
+            let on_done = move |failed: bool| {
+                if failed {
+                    done_job.failed.store(true, Ordering::Release);
+                }
+                Self::write_done(&done_job);
+            };
+            if submit_page_io(&t.snap.cow, PageIo::Write, sector, buf.clone(), on_done).is_err() {
+                job.failed.store(true, Ordering::Release);
+                Self::write_done(job);
+            }
+        }
+        Self::write_done(job);
+    }
+
+    fn write_done(job: &Job) {
+        if job.writes_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.copier.kick();
+        }
+    }
+
+    /// Moves every active job on as far as it can go.
+    fn advance(&self, active: &mut KVec<Option<Active>>, bytes: &mut usize) {
+        for slot in active.iter_mut() {
+            let Some(entry) = slot else { continue };
+            match entry.job.stage.load(Ordering::Acquire) {
+                READ_DONE => self.start_writes(entry),
+                WRITE_DONE => {
+                    let job = &entry.job;
+                    // A read of the chunk sent to the origin before the
+                    // job existed must end before origin writes go.
+                    if entry
+                        .targets
+                        .iter()
+                        .any(|t| t.snap.reads_in_flight(job.chunk))
+                    {
+                        continue;
+                    }
+                    if let Some(entry) = slot.take() {
+                        if let Some(buf) = &entry.buf {
+                            *bytes -= buf.bytes();
+                        }
+                        self.finish(entry);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends a job: records its exceptions (or invalidates the snapshots it
+    /// failed for), then re-maps the bios held on it.
+    fn finish(&self, entry: Active) {
+        let job = &entry.job;
+        let failed = job.failed.load(Ordering::Acquire);
+        for t in entry.targets.iter() {
+            if failed {
+                t.snap.invalidate("I/O error copying a chunk");
+            }
+            t.snap.finish_exception(job.chunk, t.new_chunk, !failed);
+        }
+        let mut held = {
+            let mut st = job.state.lock();
+            st.done = true;
+            st.held.take()
+        };
+        self.copier.put_slot();
+        // Held bios were pushed in front: reverse for arrival order.
+        let mut list = None;
+        while let Some(mut h) = held {
+            held = h.next.take();
+            h.next = list;
+            list = Some(h);
+        }
+        while let Some(mut h) = list {
+            list = h.next.take();
+            let Held { bio, snap, .. } = KBox::into_inner(h);
+            match snap {
+                Some(snap) => snap.remap_held(bio),
+                None => match entry.targets.first() {
+                    Some(t) => t.snap.origin_write_again(&self.copier, bio),
+                    None => bio.end(true),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,729 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Snapshot machinery: origins, snapshots, exception tables, pending
+//! exceptions, and the copier.
+//!
+//! - An [`Origin`] is one origin device (by device number) and the
+//!   snapshots of it; `snapshot-origin` targets and `snapshot` targets of
+//!   the same device share it (through [`OriginRef`]s).
+//! - A [`Snap`] is one snapshot: its COW device, exception store, the table
+//!   of completed exceptions (under a read-write semaphore: read on the map
+//!   path, write only to insert a completed exception), and its pending
+//!   exceptions (chunk -> [`Job`], under a spinlock). Snapshot targets
+//!   loaded on the same COW device share one `Snap`, so a reload keeps the
+//!   exceptions (dm-snapshot's handover).
+//! - A [`Job`] is one chunk copy in progress: one read of the origin chunk,
+//!   written to every snapshot that needs it (dm-snapshot copies once per
+//!   snapshot), and the bios held until it completes. Jobs are run by the
+//!   copier kthread (`copier.rs`); how many may be in progress is bounded
+//!   by `cow_threshold`, and a writer waits for room holding no lock.
+//!
+//! See `Documentation/locking.rst` for the lock order and contexts.
+
+pub(crate) mod copier;
+pub(crate) mod store;
+pub(crate) mod targets;
+
+use crate::device::Io;
+use crate::kx::block::{BdevFile, Bio, BioOp};
+use crate::kx::memalloc::NoIo;
+use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
+use crate::kx::sync::RwSem;
+use crate::kx::wait::EventCounter;
+use crate::rdm_core::exception_table::{ExceptionTable, InsertError, Leaf, LeafVec, NoMemory};
+use crate::rdm_core::snapshot::ChunkGeometry;
+use copier::Copier;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use kernel::new_spinlock;
+use kernel::prelude::*;
+use kernel::rbtree::{RBTree, RBTreeNodeReservation};
+use kernel::sync::{Arc, Mutex, SpinLock};
+use store::{ExceptionStore, Transient};
+
+/// The leaves of an exception table, in the kernel.
+pub(crate) struct KLeaves(KVec<KBox<Leaf>>);
+
+impl LeafVec for KLeaves {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn leaf(&self, i: usize) -> &Leaf {
+        &self.0[i]
+    }
+    fn leaf_mut(&mut self, i: usize) -> &mut Leaf {
+        &mut self.0[i]
+    }
+    fn insert_empty(&mut self, i: usize) -> Result<(), NoMemory> {
+        let leaf = KBox::new(Leaf::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)?;
+        self.0.push(leaf, GFP_KERNEL).map_err(|_| NoMemory)?;
+        self.0[i..].rotate_right(1);
+        Ok(())
+    }
+    fn bytes(&self) -> usize {
+        self.0.len() * core::mem::size_of::<Leaf>()
+            + self.0.capacity() * core::mem::size_of::<KBox<Leaf>>()
+    }
+}
+
+/// Every origin that has targets, by device number.
+#[pin_data]
+pub(crate) struct Snapshots {
+    /// Looked up and changed by table loads and target teardown only
+    /// (process context, never on the I/O path).
+    #[pin]
+    origins: Mutex<KVec<Option<OriginSlot>>>,
+    pub(crate) copier: Arc<Copier>,
+}
+
+struct OriginSlot {
+    origin: Arc<Origin>,
+    users: usize,
+}
+
+impl Snapshots {
+    pub(crate) fn new(copier: Arc<Copier>) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Snapshots {
+                origins <- kernel::new_mutex!(KVec::new(), "rdm:origins"),
+                copier,
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The origin of device `devt`, made if new.
+    pub(crate) fn origin(self: &Arc<Self>, devt: u64) -> Result<OriginRef> {
+        let fresh = Arc::pin_init(
+            pin_init!(Origin {
+                devt,
+                snaps <- crate::new_rwsem!(KVec::new(), "rdm:origin_snapshots"),
+                min_chunk: AtomicU32::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
+        let mut list = self.origins.lock();
+        let origin = if let Some(slot) = list.iter_mut().flatten().find(|s| s.origin.devt == devt) {
+            slot.users += 1;
+            slot.origin.clone()
+        } else {
+            let slot = OriginSlot {
+                origin: fresh.clone(),
+                users: 1,
+            };
+            match list.iter_mut().find(|s| s.is_none()) {
+                Some(free) => *free = Some(slot),
+                None => list.push(Some(slot), GFP_KERNEL)?,
+            }
+            fresh
+        };
+        Ok(OriginRef {
+            snapshots: self.clone(),
+            origin,
+        })
+    }
+}
+
+/// A user's reference on an origin; the last one takes it out of the list.
+pub(crate) struct OriginRef {
+    snapshots: Arc<Snapshots>,
+    origin: Arc<Origin>,
+}
+
+impl core::ops::Deref for OriginRef {
+    type Target = Arc<Origin>;
+    fn deref(&self) -> &Arc<Origin> {
+        &self.origin
+    }
+}
+
+impl Drop for OriginRef {
+    fn drop(&mut self) {
+        let mut list = self.snapshots.origins.lock();
+        for slot in list.iter_mut() {
+            if let Some(s) = slot {
+                if Arc::ptr_eq(&s.origin, &self.origin) {
+                    s.users -= 1;
+                    if s.users == 0 {
+                        *slot = None;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// An origin device and its snapshots.
+#[pin_data]
+pub(crate) struct Origin {
+    devt: u64,
+    /// The registered snapshots: read by every origin write, written when a
+    /// snapshot comes or goes (process context).
+    #[pin]
+    snaps: RwSem<KVec<Option<Arc<Snap>>>>,
+    /// Smallest chunk size among the snapshots, in sectors (0: none).
+    min_chunk: AtomicU32,
+}
+
+/// Slots of the tracked-read counts of a snapshot (a hash of the chunk).
+const TRACK_SLOTS: usize = 64;
+
+/// Why a snapshot target could not be set up.
+pub(crate) enum SnapError {
+    /// Another snapshot uses this COW device with another chunk size.
+    CowInUse(u64),
+    /// Out of memory.
+    NoMem,
+}
+
+/// One snapshot.
+#[pin_data]
+pub(crate) struct Snap {
+    origin: OriginRef,
+    pub(crate) origin_dev: Arc<BdevFile>,
+    pub(crate) cow: Arc<BdevFile>,
+    pub(crate) geom: ChunkGeometry,
+    pub(crate) store: Transient,
+    /// Completed exceptions: read on the map path, written by the copier
+    /// to insert one.
+    #[pin]
+    exceptions: RwSem<ExceptionTable<KLeaves>>,
+    /// Pending exceptions by origin chunk (process context only; taken
+    /// inside a read hold of `exceptions`).
+    #[pin]
+    pending: SpinLock<RBTree<u64, Arc<Job>>>,
+    valid: AtomicBool,
+    active: AtomicBool,
+    /// Snapshot targets using this snapshot (a reload shares it).
+    users: AtomicUsize,
+    /// Reads of not-copied chunks sent to the origin and not completed, by
+    /// chunk hash: a copy of such a chunk is not completed (and the origin
+    /// write it holds not released) before they are done.
+    tracked: [AtomicU32; TRACK_SLOTS],
+    /// The event number of the device that loaded the snapshot.
+    events: Arc<EventCounter>,
+}
+
+impl Snap {
+    /// Registers a snapshot of `origin`, or joins the one already on the
+    /// same COW device (a table reload).
+    pub(crate) fn register(
+        origin: OriginRef,
+        origin_dev: Arc<BdevFile>,
+        cow: Arc<BdevFile>,
+        geom: ChunkGeometry,
+        events: &Arc<EventCounter>,
+    ) -> Result<Arc<Snap>, SnapError> {
+        let origin_arc = (*origin).clone();
+        let mut snaps = origin_arc.snaps.write();
+        if let Some(s) = snaps.iter().flatten().find(|s| s.cow.devt() == cow.devt()) {
+            if s.geom != geom {
+                return Err(SnapError::CowInUse(s.geom.sectors()));
+            }
+            s.users.fetch_add(1, Ordering::AcqRel);
+            return Ok(s.clone());
+        }
+        let cow_sectors = cow.nr_sectors();
+        let store = Transient::new(geom, cow_sectors);
+        let snap = Arc::pin_init(
+            pin_init!(Snap {
+                origin,
+                origin_dev,
+                cow,
+                geom,
+                store,
+                exceptions <- crate::new_rwsem!(
+                    ExceptionTable::new(KLeaves(KVec::new())),
+                    "rdm:exceptions"
+                ),
+                pending <- new_spinlock!(RBTree::new(), "rdm:pending"),
+                valid: AtomicBool::new(true),
+                active: AtomicBool::new(false),
+                users: AtomicUsize::new(1),
+                tracked: [const { AtomicU32::new(0) }; TRACK_SLOTS],
+                events: events.clone(),
+            }),
+            GFP_KERNEL,
+        )
+        .map_err(|_| SnapError::NoMem)?;
+        let slot = snaps.iter_mut().find(|s| s.is_none());
+        match slot {
+            Some(free) => *free = Some(snap.clone()),
+            None => snaps
+                .push(Some(snap.clone()), GFP_KERNEL)
+                .map_err(|_| SnapError::NoMem)?,
+        }
+        update_min_chunk(&origin_arc, &snaps);
+        Ok(snap)
+    }
+
+    /// A snapshot target using this snapshot went away; the last one
+    /// takes the snapshot off its origin.
+    pub(crate) fn unregister(self: &Arc<Self>) {
+        if self.users.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let origin = (*self.origin).clone();
+        let mut snaps = origin.snaps.write();
+        for slot in snaps.iter_mut() {
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, self)) {
+                *slot = None;
+            }
+        }
+        update_min_chunk(&origin, &snaps);
+    }
+
+    /// The snapshot's table went live: from now on origin writes preserve
+    /// its chunks.
+    pub(crate) fn activate(&self) {
+        self.active.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        self.valid.load(Ordering::Acquire)
+    }
+
+    fn wants_copies(&self) -> bool {
+        self.active.load(Ordering::Acquire) && self.is_valid()
+    }
+
+    /// Marks the snapshot invalid (its I/O fails from now on) and raises an
+    /// event. Any context without locks that sleep.
+    pub(crate) fn invalidate(&self, why: &str) {
+        if self.valid.swap(false, Ordering::AcqRel) {
+            let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(self.cow.devt());
+            pr_err!("snapshot on COW device {ma}:{mi} invalidated: {why}\n");
+            self.events.bump();
+        }
+    }
+
+    fn track_slot(chunk: u64) -> usize {
+        (chunk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % TRACK_SLOTS
+    }
+
+    /// Whether reads of `chunk` sent to the origin may still be in flight.
+    pub(crate) fn reads_in_flight(&self, chunk: u64) -> bool {
+        self.tracked[Self::track_slot(chunk)].load(Ordering::Acquire) != 0
+    }
+
+    /// A tracked read ended (completion context).
+    fn untrack(&self, slot: usize, copier: &Copier) {
+        if self.tracked[slot].fetch_sub(1, Ordering::AcqRel) == 1 {
+            copier.kick();
+        }
+    }
+
+    /// Ends the pending exception of `old` (copier, process context):
+    /// records it as completed at `new` if `ok`, and forgets the job. One
+    /// write hold for both, so map-path lookups (under a read hold) see
+    /// either the pending job or the exception.
+    pub(crate) fn finish_exception(&self, old: u64, new: u64, ok: bool) {
+        let mut ex = self.exceptions.write();
+        let res = if ok && self.is_valid() {
+            ex.insert(old, new)
+        } else {
+            Ok(())
+        };
+        drop(self.pending.lock().remove(&old));
+        drop(ex);
+        match res {
+            Ok(()) => {}
+            Err(InsertError::Duplicate) => {
+                pr_err!("snapshot: chunk {old} was copied twice\n");
+                self.invalidate("exception table inconsistent");
+            }
+            Err(e) => {
+                pr_err!("snapshot: cannot record the copy of chunk {old}: {e}\n");
+                self.invalidate("cannot record an exception");
+            }
+        }
+    }
+
+    /// Maps again an origin write held on a job of this snapshot (copier).
+    pub(crate) fn origin_write_again(&self, copier: &Arc<Copier>, bio: Bio) {
+        self.origin
+            .write(copier, &self.origin_dev, bio, From::Copier);
+    }
+}
+
+fn update_min_chunk(origin: &Origin, snaps: &KVec<Option<Arc<Snap>>>) {
+    let min = snaps
+        .iter()
+        .flatten()
+        .map(|s| s.geom.sectors() as u32)
+        .min()
+        .unwrap_or(0);
+    origin.min_chunk.store(min, Ordering::Release);
+}
+
+/// A hook run when a clone made by a snapshot target completes (completion
+/// context: may not sleep).
+pub(crate) enum EndHook {
+    None,
+    /// A snapshot read sent to the origin: un-track it.
+    TrackedRead(Arc<Snap>, usize),
+    /// A whole-chunk snapshot write that is its own copy.
+    Overwrite(Arc<Job>),
+}
+
+impl EndHook {
+    pub(crate) fn run(self, failed: bool) {
+        match self {
+            EndHook::None => {}
+            EndHook::TrackedRead(snap, slot) => {
+                let copier = snap.origin.snapshots.copier.clone();
+                snap.untrack(slot, &copier);
+            }
+            EndHook::Overwrite(job) => {
+                let copier = job.copier.clone();
+                copier.overwrite_done(&job, failed);
+            }
+        }
+    }
+}
+
+/// What a bio must do about the exceptions, decided under the locks.
+enum Plan {
+    /// Nothing to wait for: go ahead.
+    Clear,
+    /// Queue on this pending job.
+    Wait(Arc<Job>),
+    /// A new copy is needed of `chunk` for snapshots of `chunk_sectors`;
+    /// `cursor` is where the scan found it.
+    Copy {
+        chunk: u64,
+        chunk_sectors: u64,
+        cursor: (usize, u64),
+    },
+}
+
+pub(crate) use copier::Job;
+
+/// Where a bio comes from, for the throttle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum From {
+    /// A submitter: may wait for room under `cow_threshold`.
+    Submit,
+    /// The copier re-mapping a bio it held: never waits.
+    Copier,
+}
+
+impl Origin {
+    /// Smallest chunk size among the snapshots (0: none).
+    pub(crate) fn min_chunk(&self) -> u64 {
+        u64::from(self.min_chunk.load(Ordering::Acquire))
+    }
+
+    /// Decides what an origin write of `[sector, sector + sectors)` needs.
+    /// With a `cursor` (a snapshot index and chunk where the last copy was
+    /// made), the scan resumes there instead of at the start, so that a
+    /// large write makes all its copies in one pass; only a full scan
+    /// (`None`) may answer [`Plan::Clear`] or [`Plan::Wait`].
+    fn plan_write(&self, sector: u64, sectors: u64, cursor: Option<(usize, u64)>) -> Plan {
+        let snaps = self.snaps.read();
+        let mut wait = None;
+        let (first_snap, resume_chunk) = cursor.unwrap_or((0, 0));
+        for (i, snap) in snaps.iter().enumerate().skip(first_snap) {
+            let Some(snap) = snap else { continue };
+            if !snap.wants_copies() {
+                continue;
+            }
+            let mut first = snap.geom.chunk_of(sector);
+            if cursor.is_some() && i == first_snap {
+                first = first.max(resume_chunk);
+            }
+            let last = snap.geom.chunk_of(sector + sectors - 1);
+            let ex = snap.exceptions.read();
+            for chunk in first..=last {
+                if ex.lookup(chunk).is_some() {
+                    continue;
+                }
+                if let Some(job) = snap.pending.lock().get(&chunk) {
+                    wait.get_or_insert_with(|| job.clone());
+                    continue;
+                }
+                return Plan::Copy {
+                    chunk,
+                    chunk_sectors: snap.geom.sectors(),
+                    cursor: (i, chunk),
+                };
+            }
+        }
+        match wait {
+            Some(job) => Plan::Wait(job),
+            None => Plan::Clear,
+        }
+    }
+
+    /// Makes a job copying `chunk` and publishes it as the pending exception
+    /// of every active snapshot of its chunk size that still needs the
+    /// chunk, giving each a COW chunk. Returns the job and how many
+    /// snapshots it serves.
+    fn publish_copy(
+        &self,
+        copier: &Arc<Copier>,
+        chunk: u64,
+        chunk_sectors: u64,
+    ) -> Result<(Arc<Job>, usize)> {
+        let snaps = self.snaps.read();
+        // Room for every snapshot there is: registering one needs the
+        // write lock we keep out.
+        let job = Job::new(copier, chunk, chunk_sectors, false, snaps.len())?;
+        let job = &job;
+        let mut served = 0;
+        for snap in snaps.iter().flatten() {
+            if snap.geom.sectors() != chunk_sectors || !snap.wants_copies() {
+                continue;
+            }
+            // Allocate before taking the locks.
+            let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
+                snap.invalidate("out of memory for a pending exception");
+                continue;
+            };
+            if publish_one(snap, job, chunk, node) {
+                served += 1;
+            }
+        }
+        Ok((job.clone(), served))
+    }
+
+    /// An origin write (a counted clone, in origin sectors): goes to the
+    /// origin device once every active snapshot has the old data of the
+    /// chunks it covers; until then it is held on a pending copy.
+    pub(crate) fn write(&self, copier: &Arc<Copier>, dev: &BdevFile, mut bio: Bio, from: From) {
+        let _noio = NoIo::enter();
+        let mut cursor = None;
+        loop {
+            let plan = self.plan_write(bio.sector(), bio.sectors(), cursor);
+            if cursor.is_some() && !matches!(plan, Plan::Copy { .. }) {
+                // Nothing more to copy after the cursor: check everything
+                // once more before letting the write go or hold.
+                cursor = None;
+                continue;
+            }
+            match plan {
+                Plan::Clear => {
+                    bio.set_dev(dev);
+                    bio.submit();
+                    return;
+                }
+                Plan::Wait(job) => match job.hold_origin(bio) {
+                    Ok(()) => return,
+                    // The job ended meanwhile: decide again.
+                    Err(b) => bio = b,
+                },
+                Plan::Copy {
+                    chunk,
+                    chunk_sectors,
+                    cursor: at,
+                } => {
+                    if !copier.take_slot(from) {
+                        // Wait for room holding no lock (seed 003), then
+                        // decide again: the chunk may be copied by now.
+                        copier.wait_for_slot();
+                        continue;
+                    }
+                    let Ok((job, served)) = self.publish_copy(copier, chunk, chunk_sectors) else {
+                        copier.put_slot();
+                        pr_err!("origin write: out of memory for a copy\n");
+                        bio.end(true);
+                        return;
+                    };
+                    cursor = Some(at);
+                    if served == 0 {
+                        // Another writer got there first (or every snapshot
+                        // went invalid): decide again.
+                        copier.put_slot();
+                        continue;
+                    }
+                    copier.queue(job);
+                }
+            }
+        }
+    }
+}
+
+/// Makes `job` the pending exception of `chunk` in `snap` unless the chunk
+/// is already copied or pending, taking a COW chunk for it.
+fn publish_one(
+    snap: &Arc<Snap>,
+    job: &Arc<Job>,
+    chunk: u64,
+    node: RBTreeNodeReservation<u64, Arc<Job>>,
+) -> bool {
+    let ex = snap.exceptions.read();
+    if ex.lookup(chunk).is_some() {
+        return false;
+    }
+    let mut pending = snap.pending.lock();
+    if pending.get(&chunk).is_some() {
+        return false;
+    }
+    let Some(new_chunk) = snap.store.prepare_exception() else {
+        drop(pending);
+        drop(ex);
+        snap.invalidate("COW device full");
+        return false;
+    };
+    if job.add_target(snap, new_chunk).is_err() {
+        drop(pending);
+        drop(ex);
+        snap.invalidate("out of memory for a pending exception");
+        return false;
+    }
+    pending.insert(node.into_node(chunk, job.clone()));
+    true
+}
+
+impl Snap {
+    /// Maps a snapshot bio (in origin sectors, inside one chunk) that the
+    /// device handed over with `io`.
+    pub(crate) fn map(self: &Arc<Self>, mut bio: Bio, io: Io<'_>) {
+        let _noio = NoIo::enter();
+        if !self.is_valid() {
+            io.end(bio, true);
+            return;
+        }
+        let write = match bio.op() {
+            BioOp::Read => false,
+            BioOp::Write => true,
+            _ => {
+                io.end(bio, true);
+                return;
+            }
+        };
+        let chunk = self.geom.chunk_of(bio.sector());
+        loop {
+            let ex = self.exceptions.read();
+            if let Some(new) = ex.lookup(chunk) {
+                drop(ex);
+                self.remap_to_cow(&mut bio, new);
+                io.remap(bio, &self.cow);
+                return;
+            }
+            let pending = self.pending.lock().get(&chunk).cloned();
+            if let Some(job) = pending {
+                drop(ex);
+                let Some(clone) = io.clone_bio(bio, None, EndHook::None) else {
+                    return;
+                };
+                if let Err(clone) = job.hold_snapshot(self, clone) {
+                    // The job ended between the lookup and the hold.
+                    self.remap_held(clone);
+                }
+                return;
+            }
+            if !write {
+                // Not copied: read the origin, tracked so that no origin
+                // write to the chunk completes under the read.
+                let slot = Self::track_slot(chunk);
+                self.tracked[slot].fetch_add(1, Ordering::AcqRel);
+                drop(ex);
+                let hook = EndHook::TrackedRead(self.clone(), slot);
+                if let Some(clone) = io.clone_bio(bio, Some(&self.origin_dev), hook) {
+                    clone.submit();
+                }
+                return;
+            }
+            drop(ex);
+            let copier = self.origin.snapshots.copier.clone();
+            if !copier.take_slot(From::Submit) {
+                copier.wait_for_slot();
+                continue;
+            }
+            let whole = self.geom.covers_whole_chunk(bio.sector(), bio.sectors());
+            let Ok(job) = Job::new(&copier, chunk, self.geom.sectors(), whole, 1) else {
+                copier.put_slot();
+                io.end(bio, true);
+                return;
+            };
+            let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
+                copier.put_slot();
+                io.end(bio, true);
+                return;
+            };
+            if !publish_one(self, &job, chunk, node) {
+                copier.put_slot();
+                if !self.is_valid() {
+                    io.end(bio, true);
+                    return;
+                }
+                continue;
+            }
+            if whole {
+                // The write is the copy: send it to the COW chunk now; its
+                // completion completes the job.
+                let new = job.first_new_chunk();
+                self.remap_to_cow(&mut bio, new);
+                let hook = EndHook::Overwrite(job.clone());
+                copier.queue(job);
+                if let Some(clone) = io.clone_bio(bio, Some(&self.cow), hook) {
+                    clone.submit();
+                }
+                return;
+            }
+            let Some(clone) = io.clone_bio(bio, None, EndHook::None) else {
+                // The copy still runs; nothing waits for it.
+                copier.queue(job);
+                return;
+            };
+            if let Err(clone) = job.hold_snapshot(self, clone) {
+                self.remap_held(clone);
+            }
+            copier.queue(job);
+            return;
+        }
+    }
+
+    fn remap_to_cow(&self, bio: &mut Bio, new_chunk: u64) {
+        let off = self.geom.offset_in_chunk(bio.sector());
+        bio.set_sector(self.geom.sector_of(new_chunk) + off);
+    }
+
+    /// Maps a held snapshot bio (a counted clone) again after the job it
+    /// waited on ended: to its COW chunk, or onto another pending job.
+    pub(crate) fn remap_held(self: &Arc<Self>, mut bio: Bio) {
+        if !self.is_valid() {
+            bio.end(true);
+            return;
+        }
+        let chunk = self.geom.chunk_of(bio.sector());
+        let ex = self.exceptions.read();
+        if let Some(new) = ex.lookup(chunk) {
+            drop(ex);
+            self.remap_to_cow(&mut bio, new);
+            bio.set_dev(&self.cow);
+            bio.submit();
+            return;
+        }
+        let pending = self.pending.lock().get(&chunk).cloned();
+        drop(ex);
+        match pending {
+            Some(job) => {
+                if let Err(bio) = job.hold_snapshot(self, bio) {
+                    self.remap_held(bio);
+                }
+            }
+            None => {
+                // A job that ended without an exception failed, and failing
+                // invalidates the snapshot; reaching here is a bug.
+                pr_err!("snapshot: chunk {chunk} neither copied nor pending after its copy\n");
+                bio.end(true);
+            }
+        }
+    }
+}
+
+/// The copy-delay test knob, in jiffies from now.
+pub(crate) fn copy_ready_at() -> u64 {
+    let ms = param_copy_delay_ms();
+    if ms == 0 {
+        return 0;
+    }
+    jiffies() + kernel::time::msecs_to_jiffies(ms) as u64
+}
+
+/// The `cow_threshold` parameter.
+pub(crate) fn cow_threshold() -> usize {
+    param_cow_threshold() as usize
+}

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `snapshot-origin` and `snapshot` targets (dm-snapshot's table
+//! syntax, status and behaviour; `Documentation/admin-guide.rst`).
+
+use super::copier::Copier;
+use super::store::{ExceptionStore, Transient};
+use super::{EndHook, From, OriginRef, Snap, SnapError};
+use crate::device::Io;
+use crate::kx::block::{BdevFile, Bio, BioOp};
+use crate::rdm_core::snapshot::{parse_origin, parse_snapshot, ChunkGeometry, StoreKind};
+use crate::target::{arg_error, open_device, write_dev, Ctx, Target};
+use core::fmt::{self, Write};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// `snapshot-origin <dev>`: the origin device, whose writes first copy the
+/// old data of their chunks to every snapshot.
+pub(crate) struct OriginTarget {
+    dev: Arc<BdevFile>,
+    origin: OriginRef,
+    copier: Arc<Copier>,
+}
+
+impl OriginTarget {
+    pub(crate) fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
+        const TY: &str = "snapshot-origin";
+        let spec = parse_origin(params).map_err(|e| arg_error(ctx, TY, e))?;
+        let dev = open_device(ctx, TY, spec)?;
+        let size = dev.nr_sectors();
+        if ctx.len > size {
+            return Err(ctx.fail(
+                TY,
+                format_args!(
+                    "the origin device has {size} sectors, fewer than the target's {}",
+                    ctx.len
+                ),
+                EINVAL,
+            ));
+        }
+        let origin = ctx.snapshots.origin(dev.devt())?;
+        Ok(OriginTarget {
+            dev,
+            origin,
+            copier: ctx.snapshots.copier.clone(),
+        })
+    }
+}
+
+impl Target for OriginTarget {
+    fn map(&self, mut bio: Bio, offset: u64, io: Io<'_>) {
+        bio.set_sector(offset);
+        // Reads, and every I/O while there is no snapshot, go straight on.
+        if bio.op() != BioOp::Write || self.origin.min_chunk() == 0 {
+            io.remap(bio, &self.dev);
+            return;
+        }
+        if let Some(clone) = io.clone_bio(bio, None, EndHook::None) {
+            self.origin
+                .write(&self.copier, &self.dev, clone, From::Submit);
+        }
+    }
+
+    fn table(&self, out: &mut dyn Write) -> fmt::Result {
+        write_dev(out, &self.dev)
+    }
+
+    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
+        [Some((&self.dev, 0)), None]
+    }
+}
+
+/// `snapshot <origin> <cow> N <chunk_sectors>`: the origin as it was when
+/// the snapshot became active, writable.
+pub(crate) struct SnapshotTarget {
+    snap: Arc<Snap>,
+}
+
+impl SnapshotTarget {
+    pub(crate) fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
+        const TY: &str = "snapshot";
+        let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
+        let args = parse_snapshot(params).map_err(|e| fail(format_args!("{e}")))?;
+        if args.store != StoreKind::Transient {
+            return Err(fail(format_args!(
+                "persistent exception store is not supported yet (use N)"
+            )));
+        }
+        if args.discard_zeroes_cow || args.discard_passdown_origin {
+            return Err(fail(format_args!(
+                "discard features are not supported (rdm maps no discards)"
+            )));
+        }
+        let origin_dev = open_device(ctx, TY, args.origin)?;
+        let cow = open_device(ctx, TY, args.cow)?;
+        if origin_dev.devt() == cow.devt() {
+            return Err(fail(format_args!("origin and COW are the same device")));
+        }
+        let geom = ChunkGeometry::new(
+            u64::from(args.chunk_sectors),
+            origin_dev.logical_block_size(),
+            cow.logical_block_size(),
+        )
+        .map_err(|e| fail(format_args!("{e}")))?;
+        let cow_sectors = cow.nr_sectors();
+        let need = Transient::min_cow_sectors(geom);
+        if cow_sectors < need {
+            return Err(fail(format_args!(
+                "COW device is too small: {cow_sectors} sectors, the store needs at least {need}"
+            )));
+        }
+        if ctx.len > origin_dev.nr_sectors() {
+            return Err(fail(format_args!(
+                "the snapshot ({} sectors) is longer than its origin ({} sectors)",
+                ctx.len,
+                origin_dev.nr_sectors()
+            )));
+        }
+        let origin = ctx.snapshots.origin(origin_dev.devt())?;
+        let snap =
+            Snap::register(origin, origin_dev, cow, geom, ctx.events).map_err(|e| match e {
+                SnapError::CowInUse(chunk) => fail(format_args!(
+                    "the COW device is in use by a snapshot with chunk size {chunk}"
+                )),
+                SnapError::NoMem => ENOMEM,
+            })?;
+        Ok(SnapshotTarget { snap })
+    }
+}
+
+impl Target for SnapshotTarget {
+    fn map(&self, mut bio: Bio, offset: u64, io: Io<'_>) {
+        bio.set_sector(offset);
+        self.snap.map(bio, io);
+    }
+
+    fn max_io_len(&self, offset: u64) -> Option<u64> {
+        Some(self.snap.geom.sectors() - self.snap.geom.offset_in_chunk(offset))
+    }
+
+    fn resume(&self) {
+        self.snap.activate();
+    }
+
+    fn status(&self, out: &mut dyn Write) -> fmt::Result {
+        if self.snap.is_valid() {
+            self.snap.store.status(out)
+        } else {
+            write!(out, "Invalid")
+        }
+    }
+
+    fn table(&self, out: &mut dyn Write) -> fmt::Result {
+        write_dev(out, &self.snap.origin_dev)?;
+        out.write_char(' ')?;
+        write_dev(out, &self.snap.cow)?;
+        let kind = match self.snap.store.kind() {
+            StoreKind::Transient => "N",
+            StoreKind::Persistent => "P",
+            StoreKind::PersistentOverflow => "PO",
+        };
+        write!(out, " {kind} {}", self.snap.geom.sectors())
+    }
+
+    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
+        [Some((&self.snap.origin_dev, 0)), Some((&self.snap.cow, 0))]
+    }
+}
+
+impl Drop for SnapshotTarget {
+    fn drop(&mut self) {
+        self.snap.unregister();
+    }
+}
