@@ -123,6 +123,25 @@ impl Snapshots {
     }
 }
 
+impl Snapshots {
+    /// The origin (device number) of a snapshot of another origin than
+    /// `origin` that uses `cow` as its COW device, if any. Two snapshots
+    /// of different origins on one COW device would overwrite each other.
+    pub(crate) fn cow_used_elsewhere(&self, cow: u64, origin: u64) -> Option<u64> {
+        let list = self.origins.lock();
+        for slot in list.iter().flatten() {
+            if slot.origin.devt == origin {
+                continue;
+            }
+            let snaps = slot.origin.snaps.read();
+            if snaps.iter().flatten().any(|s| s.cow.devt() == cow) {
+                return Some(slot.origin.devt);
+            }
+        }
+        None
+    }
+}
+
 /// A user's reference on an origin; the last one takes it out of the list.
 pub(crate) struct OriginRef {
     snapshots: Arc<Snapshots>,
