@@ -10,7 +10,9 @@ rdm_load
 
 expect_eq "$(rdmsetup targets)" "linear           v1.4.0
 zero             v1.2.0
-error            v1.7.0" "targets"
+error            v1.7.0
+snapshot-origin  v1.9.0
+snapshot         v1.16.0" "targets"
 expect_eq "$(rdmsetup ls)" "No devices found" "empty ls"
 rdmsetup create b --table "0 16 zero" || fail "create b"
 rdmsetup create a -u RDM-A --table "0 8 linear $VDA 0" || fail "create a"
