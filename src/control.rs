@@ -610,11 +610,29 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
         pr_err!("{}: no deferred remove to cancel\n", BStr(name.as_bytes()));
         return Err(ENXIO);
     }
-    pr_err!(
-        "{}: target {} does not accept message \"{}\"\n",
-        BStr(name.as_bytes()),
-        e.ty.name,
-        BStr(first)
-    );
-    Err(EINVAL)
+    let mut text = [0u8; 256];
+    let mut out = ByteWriter::new(&mut text);
+    match e.target.get().message(msg.message, &mut out) {
+        Some(Ok(())) => {
+            drop(st);
+            let n = out.finish().ok_or(ENOSPC)?;
+            let mut w = ResultWriter::new(&mut p.buf);
+            if n > 0 {
+                w.string(&text[..n]);
+                p.header.flags |= DM_DATA_OUT_FLAG;
+            }
+            finish(&mut p.header, &w);
+            Ok(())
+        }
+        Some(Err(err)) => Err(err),
+        None => {
+            pr_err!(
+                "{}: target {} does not accept message \"{}\"\n",
+                BStr(name.as_bytes()),
+                e.ty.name,
+                BStr(first)
+            );
+            Err(EINVAL)
+        }
+    }
 }

@@ -34,6 +34,13 @@ pub(crate) trait Target: Send + Sync {
     /// The table went live (resume).
     fn resume(&self) {}
 
+    /// A `DM_TARGET_MSG` for this target: `None` if the target does not
+    /// take messages of this kind, else the outcome, with any answer
+    /// written to `out`.
+    fn message(&self, _msg: &[u8], _out: &mut dyn Write) -> Option<Result> {
+        None
+    }
+
     /// The `DM_TABLE_STATUS` info text (empty for the basic targets).
     fn status(&self, _out: &mut dyn Write) -> fmt::Result {
         Ok(())

@@ -358,6 +358,12 @@ impl Snap {
         }
     }
 
+    /// Completed exceptions, their runs, and the bytes of their table.
+    pub(crate) fn table_usage(&self) -> (u64, u64, usize) {
+        let ex = self.exceptions.read();
+        (ex.len(), ex.runs(), ex.bytes())
+    }
+
     /// Maps again an origin write held on a job of this snapshot (copier).
     pub(crate) fn origin_write_again(&self, copier: &Arc<Copier>, bio: Bio) {
         self.origin

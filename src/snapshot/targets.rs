@@ -151,6 +151,25 @@ impl Target for SnapshotTarget {
         self.snap.activate();
     }
 
+    /// `stats`: the exception table's size (rdm's own; dm-snapshot has no
+    /// message): `exceptions <n> runs <n> table_bytes <n>`.
+    fn message(&self, msg: &[u8], out: &mut dyn Write) -> Option<Result> {
+        let mut words = msg
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty());
+        if words.next() != Some(b"stats".as_slice()) || words.next().is_some() {
+            return None;
+        }
+        let (exceptions, runs, bytes) = self.snap.table_usage();
+        Some(
+            write!(
+                out,
+                "exceptions {exceptions} runs {runs} table_bytes {bytes}"
+            )
+            .map_err(|_| ENOSPC),
+        )
+    }
+
     fn status(&self, out: &mut dyn Write) -> fmt::Result {
         if self.snap.is_valid() {
             self.snap.store.status(out)
