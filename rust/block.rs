@@ -883,6 +883,21 @@ pub enum PageIo {
     WriteFua,
 }
 
+/// Runs `f` with the block layer's plug on (`blk_start_plug`): bios it
+/// submits are held back and dispatched together when it returns, so a
+/// batch costs one device notification instead of one per bio.
+pub fn with_plug<R>(f: impl FnOnce() -> R) -> R {
+    let mut plug = MaybeUninit::<bindings::blk_plug>::uninit();
+    // SAFETY: blk_start_plug() initialises the plug and links it to the
+    // current task; it stays in this frame, unmoved, until
+    // blk_finish_plug() unlinks it below (`f` cannot reach it).
+    unsafe { bindings::blk_start_plug(plug.as_mut_ptr()) };
+    let r = f();
+    // SAFETY: the plug started above, on this task.
+    unsafe { bindings::blk_finish_plug(plug.as_mut_ptr()) };
+    r
+}
+
 /// Most pages per bio of [`submit_page_io`] (`BIO_MAX_VECS`).
 const MAX_PAGES_PER_BIO: usize = 256;
 

@@ -24,7 +24,7 @@
 //! re-mapping held bios — runs in the thread.
 
 use super::{copy_ready_at, cow_threshold, From, Snap};
-use crate::kx::block::{submit_page_io, Bio, PageBuf, PageIo};
+use crate::kx::block::{submit_page_io, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{should_stop, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
@@ -305,50 +305,63 @@ impl ThreadBody for CopierThread {
         let _noio = crate::kx::memalloc::NoIo::enter();
         let mut active = self.active.lock();
         let mut bytes = 0usize;
-        loop {
-            let next = self.next_job(&active, bytes);
-            match next {
-                Next::Start(job) => self.start(job, &mut active, &mut bytes),
-                Next::Advance => self.advance(&mut active, &mut bytes),
-                Next::Stop => break,
-            }
+        while self.wait_for_work(&active, bytes) {
+            // One plug per batch: the reads, writes and released bios of a
+            // round go to the devices together (as dm-kcopyd does).
+            with_plug(|| {
+                while let Some(job) = self.pop_ready(&active, bytes) {
+                    self.start(job, &mut active, &mut bytes);
+                }
+                self.advance(&mut active, &mut bytes);
+            });
         }
     }
 }
 
-enum Next {
-    Start(Arc<Job>),
-    Advance,
-    Stop,
-}
-
 impl CopierThread {
-    /// Sleeps until there is something to do.
-    fn next_job(&self, active: &KVec<Option<Active>>, bytes: usize) -> Next {
+    /// Whether a job may start now: room among the active ones, and the
+    /// head of the queue is due.
+    fn head_ready(q: &Queue, active: &KVec<Option<Active>>, bytes: usize) -> Result<(), u64> {
         let busy = active.iter().flatten().count();
+        let room = busy < MAX_ACTIVE && (busy == 0 || bytes < BUFFER_BUDGET);
+        match &q.head {
+            Some(head) if room => {
+                let now = jiffies();
+                if head.ready_at <= now {
+                    Ok(())
+                } else {
+                    Err(head.ready_at - now)
+                }
+            }
+            _ => Err(u64::MAX),
+        }
+    }
+
+    /// Takes the head job if it may start now.
+    fn pop_ready(&self, active: &KVec<Option<Active>>, bytes: usize) -> Option<Arc<Job>> {
+        let mut q = self.copier.queue.lock();
+        Self::head_ready(&q, active, bytes).ok()?;
+        Copier::pop(&mut q)
+    }
+
+    /// Sleeps until there is something to do; false when the thread must
+    /// stop (asked to, and nothing is left).
+    fn wait_for_work(&self, active: &KVec<Option<Active>>, bytes: usize) -> bool {
         let copier = &self.copier;
         let mut q = copier.queue.lock();
         loop {
-            let room = busy < MAX_ACTIVE && (busy == 0 || bytes < BUFFER_BUDGET);
-            let now = jiffies();
-            let mut timeout = u64::MAX;
-            if room {
-                if let Some(head) = &q.head {
-                    if head.ready_at <= now {
-                        return Copier::pop(&mut q).map_or(Next::Advance, Next::Start);
-                    }
-                    timeout = head.ready_at - now;
-                }
+            let timeout = match Self::head_ready(&q, active, bytes) {
+                Ok(()) => return true,
+                Err(t) => t,
+            };
+            if core::mem::take(&mut q.kicked) {
+                return true;
             }
-            if q.kicked {
-                q.kicked = false;
-                return Next::Advance;
+            if should_stop() && active.iter().flatten().next().is_none() && q.head.is_none() {
+                return false;
             }
-            if should_stop() && busy == 0 && q.head.is_none() {
-                return Next::Stop;
-            }
-            // A kthread has no signals: this returns on a wake-up or the
-            // timeout of the delayed head job.
+            // A kthread has no signals: this returns on a wake-up or when
+            // the delayed head job is due.
             let timeout = usize::try_from(timeout).unwrap_or(usize::MAX);
             let _ = copier.wake.wait_interruptible_timeout(&mut q, timeout);
         }

@@ -518,12 +518,22 @@ impl Origin {
     pub(crate) fn write(&self, copier: &Arc<Copier>, dev: &BdevFile, mut bio: Bio, from: From) {
         let _noio = NoIo::enter();
         let mut cursor = None;
+        let mut made: Option<Arc<Job>> = None;
         loop {
             let plan = self.plan_write(bio.sector(), bio.sectors(), cursor);
             if cursor.is_some() && !matches!(plan, Plan::Copy { .. }) {
-                // Nothing more to copy after the cursor: check everything
-                // once more before letting the write go or hold.
+                // Nothing more to copy after the cursor. Hold the write on
+                // a job made here: when it ends, the write is planned
+                // again from the start, which sees anything this pass
+                // skipped. If that job already ended, plan from the start
+                // now.
                 cursor = None;
+                if let Some(job) = made.take() {
+                    match job.hold_origin(bio) {
+                        Ok(()) => return,
+                        Err(b) => bio = b,
+                    }
+                }
                 continue;
             }
             match plan {
@@ -561,6 +571,7 @@ impl Origin {
                         copier.put_slot();
                         continue;
                     }
+                    made = Some(job.clone());
                     copier.queue(job);
                 }
             }

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Runs inside the bench VM (scripts/bench): identical fio workloads against
-# the raw disk, the kernel's dm-linear and rdm's linear, in the same boot,
-# each stack measured twice in A-B-B-A order to cancel drift. Writes one
-# JSON object per measurement to $RDM_OUT/results.jsonl.
+# the raw disk, the kernel's dm-linear and rdm's linear, then the kernel's
+# dm-snapshot and rdm's snapshot targets, in the same boot, each stack
+# measured twice in A-B-B-A order to cancel drift. Writes one JSON object
+# per measurement to $RDM_OUT/results.jsonl.
+#
+# RDM_BENCH_ONLY=passthrough|snapshot runs one half; RDM_BENCH_ROWS=REGEX
+# only the snapshot rows whose name matches.
 set -u
 . "$(dirname "$0")/../vm/test_common.sh"
 out=${RDM_OUT:?}
 mkdir -p "$out"
 runtime=${RDM_BENCH_RUNTIME:-8}
 disk=$VDA
+cowdisk=$VDB
 size=$(blockdev --getsz $disk)
+only=${RDM_BENCH_ONLY:-}
 export DM_DISABLE_UDEV=1
 
 # name rw bs iodepth numjobs
@@ -33,7 +39,7 @@ import json, sys
 stack, name, rw = sys.argv[1:4]
 job = json.load(sys.stdin)["jobs"][0]
 side = job["read"] if "read" in rw else job["write"]
-print(json.dumps({"stack": stack, "workload": name, "iops": side["iops"], "bw_kib": side["bw"]}))
+print(json.dumps({"stack": stack, "workload": name, "iops": side["iops"], "bw_kib": side["bw"], "kind": "passthrough"}))
 ' "$stack" "$name" "$rw" >>"$out/results.jsonl"
 		echo "$stack $name done"
 	done
@@ -55,11 +61,129 @@ with_rdm_linear() {
 	rmmod rdm
 }
 
+# ---- Snapshots: the kernel's dm-snapshot (dmsetup) against rdm (rdmsetup).
+# Each row gets a fresh origin and fresh snapshots: a "first write" row
+# writes every block of a 64 MiB region once (fio's random map), so each
+# chunk is copied once, as when a backup snapshot is young.
+region_mib=64
+cow_sectors=$(((region_mib + 4) * 2048))
+
+# name rw bs iodepth chunk_sectors snapshots target(origin|snap) before(none|copied)
+snap_rows=(
+	"cow-rand-write-4k randwrite 4k 32 128 1 origin none"
+	"cow-seq-write-1M write 1M 8 128 1 origin none"
+	"cow-rand-write-4k-chunk4k randwrite 4k 32 8 1 origin none"
+	"cow-rand-write-4k-chunk256k randwrite 4k 32 512 1 origin none"
+	"cow-seq-write-1M-4snap write 1M 8 128 4 origin none"
+	"cow-seq-write-1M-16snap write 1M 8 128 16 origin none"
+	"overwrite-rand-write-4k randwrite 4k 32 128 1 origin copied"
+	"snap-read-copied-4k randread 4k 32 128 1 snap copied"
+	"snap-read-uncopied-4k randread 4k 32 128 1 snap none"
+)
+
+# snap_stack STACK: sets tool, devdir for dm-snapshot or rdm.
+snap_stack() {
+	case $1 in
+	dm-snapshot) tool=(dmsetup --noudevsync) devdir=/dev/mapper ;;
+	rdm-snapshot) tool=(rdmsetup) devdir=/dev/rdm ;;
+	esac
+}
+
+snap_setup() { # snap_setup CHUNK N
+	local i
+	"${tool[@]}" create borig --table "0 $size snapshot-origin $disk" || return 1
+	for i in $(seq 0 $(($2 - 1))); do
+		"${tool[@]}" create bcow$i --table "0 $cow_sectors linear $cowdisk $((i * cow_sectors))" || return 1
+	done
+	"${tool[@]}" suspend borig || return 1
+	for i in $(seq 0 $(($2 - 1))); do
+		"${tool[@]}" create bsnap$i --table "0 $size snapshot $disk $devdir/bcow$i N $1" || return 1
+	done
+	"${tool[@]}" resume borig
+}
+
+snap_teardown() { # snap_teardown N
+	local i
+	for i in $(seq 0 $(($1 - 1))); do "${tool[@]}" remove bsnap$i; done
+	"${tool[@]}" remove borig
+	for i in $(seq 0 $(($1 - 1))); do "${tool[@]}" remove bcow$i; done
+}
+
+# What a snapshot's exception table costs, after the row's writes.
+snap_memory() { # snap_memory STACK ROW
+	local st exc
+	st=$("${tool[@]}" status bsnap0 | awk '{print $4}')
+	if [ "$1" = rdm-snapshot ]; then
+		read -r _ exc _ runs _ bytes <<<"$(rdmsetup message bsnap0 0 stats)"
+		printf '{"stack": "%s", "workload": "%s", "memory": {"exceptions": %s, "runs": %s, "table_bytes": %s, "status": "%s"}}\n' \
+			"$1" "$2" "$exc" "$runs" "$bytes" "$st" >>"$out/results.jsonl"
+	else
+		printf '{"stack": "%s", "workload": "%s", "memory": {"status": "%s"}}\n' \
+			"$1" "$2" "$st" >>"$out/results.jsonl"
+	fi
+}
+
+measure_snap() { # measure_snap STACK ROW...
+	local stack=$1 name rw bs qd chunk n target before dev json extra
+	read -r name rw bs qd chunk n target before <<<"$2"
+	snap_stack "$stack"
+	snap_setup "$chunk" "$n" || { echo "setup failed: $stack $name" >&2; return 1; }
+	if [ "$before" = copied ]; then
+		dd if=/dev/zero of=$devdir/borig bs=1M count=$region_mib oflag=direct status=none
+	fi
+	dev=$devdir/borig
+	[ "$target" = snap ] && dev=$devdir/bsnap0
+	if [ "$before" = none ] && [ "$target" = origin ]; then
+		extra=(--size=${region_mib}M)
+	else
+		extra=(--size=${region_mib}M --time_based --runtime="$runtime" --ramp_time=1)
+	fi
+	json=$(fio --name="$name" --filename="$dev" --direct=1 --ioengine=libaio \
+		--rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs=1 "${extra[@]}" \
+		--output-format=json 2>/dev/null) || { echo "fio failed on $stack $name" >&2; return 1; }
+	printf '%s' "$json" | python3 -c '
+import json, sys
+stack, name, rw, n = sys.argv[1:5]
+job = json.load(sys.stdin)["jobs"][0]
+side = job["read"] if "read" in rw else job["write"]
+print(json.dumps({"stack": stack, "workload": name, "iops": side["iops"], "bw_kib": side["bw"],
+                  "kind": "snapshot", "snapshots": int(n)}))
+' "$stack" "$name" "$rw" "$n" >>"$out/results.jsonl"
+	[ "$n" = 1 ] && [ "$target" = origin ] && snap_memory "$stack" "$name"
+	snap_teardown "$n"
+	echo "$stack $name done"
+}
+
+with_dm_snapshot() { # with_dm_snapshot ROW
+	modprobe -d "$RDM_MODROOT" dm-snapshot || return 1
+	measure_snap dm-snapshot "$1"
+	modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod
+}
+
+with_rdm_snapshot() { # with_rdm_snapshot ROW
+	insmod "$RDM_KO" || return 1
+	measure_snap rdm-snapshot "$1"
+	rmmod rdm
+}
+
 : >"$out/results.jsonl"
-measure raw $disk
-with_dm_linear || exit 1
-with_rdm_linear || exit 1
-with_rdm_linear || exit 1
-with_dm_linear || exit 1
-measure raw $disk
+if [ "$only" != snapshot ]; then
+	measure raw $disk
+	with_dm_linear || exit 1
+	with_rdm_linear || exit 1
+	with_rdm_linear || exit 1
+	with_dm_linear || exit 1
+	measure raw $disk
+fi
+if [ "$only" != passthrough ]; then
+	# The limit of origin first writes: raw sequential write throughput.
+	[ "$only" = snapshot ] && measure raw $disk
+	for row in "${snap_rows[@]}"; do
+		[[ ${row%% *} =~ ${RDM_BENCH_ROWS:-.} ]] || continue
+		with_dm_snapshot "$row" || exit 1
+		with_rdm_snapshot "$row" || exit 1
+		with_rdm_snapshot "$row" || exit 1
+		with_dm_snapshot "$row" || exit 1
+	done
+fi
 echo "bench: $(wc -l <"$out/results.jsonl") measurements"
