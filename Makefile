@@ -6,7 +6,8 @@
 #   make demo       boot the test VM and show rdm at work
 #   make check      host tests + VM tests, ending in "N passed, N failed"
 #   make check-debug  the same on the debug kernel (KASAN, kmemleak, ...)
-#   make bench      fio: raw disk vs the kernel's dm-linear vs rdm linear
+#   make bench      fio: rdm against the kernel's dm-linear and dm-snapshot
+#   make stress     the stress test with its oracle, long (RDM_STRESS_SECONDS=600)
 #   make clippy     rebuild rdm.ko with CLIPPY=1
 #   make fmt        format the module and the host crates
 #   make bindings   regenerate src/core/dm_ioctl_sys.rs from the kernel header
@@ -18,7 +19,7 @@ KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
 # Module sources for rustfmt (cargo fmt covers the host crates).
 MODULE_RS := src/rdm_main.rs
 
-.PHONY: all module tools kernel demo bench check check-debug clippy fmt fmt-check bindings clean
+.PHONY: all module tools kernel demo bench stress check check-debug clippy fmt fmt-check bindings clean
 
 all: module tools
 
@@ -60,6 +61,12 @@ check:
 # Pass-through benchmark against the kernel's dm-linear (results/bench-*/).
 bench:
 	@scripts/bench
+
+# tests/vm/test_stress_01.sh for RDM_STRESS_SECONDS (make check: 25 s).
+RDM_STRESS_SECONDS ?= 600
+stress: all
+	@scripts/vm-run --timeout $$(($(RDM_STRESS_SECONDS) + 900)) -- env RDM_STRESS_SECONDS=$(RDM_STRESS_SECONDS) \
+		RDM_TEST_TIMEOUT=$$(($(RDM_STRESS_SECONDS) + 600)) tests/vm/run_tests.sh test_stress_01.sh
 
 # The same suite on the debug kernel (KASAN, KFENCE, kmemleak, debug objects).
 check-debug:

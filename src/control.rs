@@ -379,7 +379,10 @@ fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
 
 fn remove_all(reg: &Registry, _p: &mut Params) -> Result {
     // Snapshot the names, then remove each one that is not open: no
-    // teardown runs under the registry lock.
+    // teardown runs under the registry lock. A device held open by another
+    // rdm device's table (a snapshot's COW device) stays: the table's
+    // close of it runs when this call returns to user space (fput), so
+    // rdmsetup repeats the call while it makes progress.
     let mut names = KVec::new();
     for e in reg.devices.lock().iter().flatten() {
         names.push(e.name, GFP_KERNEL)?;

@@ -437,15 +437,19 @@ impl CopierThread {
             .store(entry.targets.len() + 1, Ordering::Release);
         for t in entry.targets.iter() {
             let done_job = job.clone();
+            let snap = t.snap.clone();
             let sector = t.new_chunk * job.chunk_sectors;
+            // A failed COW write invalidates that snapshot only (from
+            // completion context: `invalidate` takes no lock); the others
+            // of the job keep their copy.
             let on_done = move |failed: bool| {
                 if failed {
-                    done_job.failed.store(true, Ordering::Release);
+                    snap.invalidate("I/O error writing the COW device");
                 }
                 Self::write_done(&done_job);
             };
             if submit_page_io(&t.snap.cow, PageIo::Write, sector, buf.clone(), on_done).is_err() {
-                job.failed.store(true, Ordering::Release);
+                t.snap.invalidate("out of memory writing the COW device");
                 Self::write_done(job);
             }
         }
@@ -495,6 +499,8 @@ impl CopierThread {
         let failed = job.failed.load(Ordering::Acquire);
         for t in entry.targets.iter() {
             if failed {
+                // The origin read failed (or, for a whole-chunk snapshot
+                // write, that write did): no snapshot got the chunk.
                 t.snap.invalidate("I/O error copying a chunk");
             }
             t.snap.finish_exception(job.chunk, t.new_chunk, !failed);

@@ -46,9 +46,14 @@ expect_match() {
 	log "ok: $3"
 }
 
-# Kernel log lines written since the last klog_mark.
-klog_mark() { RDM_KLOG_MARK=$(dmesg | wc -l); }
-klog_since_mark() { dmesg | tail -n +"$((${RDM_KLOG_MARK:-0} + 1))"; }
+# Kernel log lines written since the last klog_mark. The mark is a line
+# of its own in the log (counting lines would break once the ring buffer
+# wraps, as it does after a few hundred devices).
+klog_mark() {
+	RDM_KLOG_MARK="rdm-test-mark-$$-$RANDOM$RANDOM"
+	echo "$RDM_KLOG_MARK" >/dev/kmsg
+}
+klog_since_mark() { dmesg | sed -n "/${RDM_KLOG_MARK:-^}/,\$p" | tail -n +2; }
 
 # Scratch disks (sparse, 256 MiB each by default) and their sizes in sectors.
 VDA=/dev/vda

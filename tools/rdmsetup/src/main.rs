@@ -209,7 +209,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
             force,
             deferred,
         } => remove(&c, name, *force, *deferred, compat),
-        Cmd::RemoveAll => c.call(Command::RemoveAll, &Request::new()).map(drop),
+        Cmd::RemoveAll => remove_all(&c),
         Cmd::Rename {
             name,
             new_name,
@@ -457,6 +457,26 @@ fn for_devices(
             }
             Ok(())
         }
+    }
+}
+
+fn device_count(c: &Control) -> Result<usize, Error> {
+    let reply = c.call(Command::ListDevices, &Request::new())?;
+    Ok(NameList::new(reply.payload()).count())
+}
+
+/// DM_REMOVE_ALL, repeated while it makes progress: a device held open by
+/// another device's table (a snapshot's COW device) is closed only when
+/// the call that removed its holder returns to user space.
+fn remove_all(c: &Control) -> Result<(), Error> {
+    let mut left = device_count(c)?;
+    loop {
+        c.call(Command::RemoveAll, &Request::new())?;
+        let now = device_count(c)?;
+        if now == 0 || now >= left {
+            return Ok(());
+        }
+        left = now;
     }
 }
 
