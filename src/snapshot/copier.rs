@@ -376,14 +376,17 @@ impl CopierThread {
             targets,
             buf: None,
         };
+        // `pop_ready` starts nothing while all slots are taken.
+        let Some(slot) = active.iter_mut().find(|a| a.is_none()) else {
+            pr_err!("snapshot copier: no slot for a job; failing it\n");
+            job.failed.store(true, Ordering::Release);
+            self.finish(entry);
+            return;
+        };
         if !job.overwrite {
             self.start_read(&mut entry, bytes);
         }
-        match active.iter_mut().find(|a| a.is_none()) {
-            Some(slot) => *slot = Some(entry),
-            // `next_job` starts nothing while all slots are taken.
-            None => self.finish(entry),
-        }
+        *slot = Some(entry);
     }
 
     fn start_read(&self, entry: &mut Active, bytes: &mut usize) {

@@ -480,6 +480,12 @@ impl Origin {
         }
     }
 
+    /// Whether an origin write of `[sector, sector + sectors)` may go to
+    /// the origin at once (every active snapshot has those chunks).
+    pub(crate) fn write_is_clear(&self, sector: u64, sectors: u64) -> bool {
+        matches!(self.plan_write(sector, sectors, None), Plan::Clear)
+    }
+
     /// Makes a job copying `chunk` and publishes it as the pending exception
     /// of every active snapshot of its chunk size that still needs the
     /// chunk, giving each a COW chunk. Returns the job and how many

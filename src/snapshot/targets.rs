@@ -50,8 +50,13 @@ impl OriginTarget {
 impl Target for OriginTarget {
     fn map(&self, mut bio: Bio, offset: u64, io: Io<'_>) {
         bio.set_sector(offset);
-        // Reads, and every I/O while there is no snapshot, go straight on.
-        if bio.op() != BioOp::Write || self.origin.min_chunk() == 0 {
+        // Reads, every I/O while there is no snapshot, and writes whose
+        // chunks every snapshot has, go straight on (one clone, for the
+        // origin device); the others are held until their copies are done.
+        if bio.op() != BioOp::Write
+            || self.origin.min_chunk() == 0
+            || self.origin.write_is_clear(bio.sector(), bio.sectors())
+        {
             io.remap(bio, &self.dev);
             return;
         }
