@@ -1,7 +1,7 @@
 //! Kernel threads (`kthread_create`/`kthread_stop`).
 //!
 //! A [`Kthread`] runs a [`ThreadBody`] in a thread of its own; dropping the
-//! handle asks the thread to stop (the body polls [`should_stop`]) and waits
+//! handle asks the thread to stop (the body polls [`Current::should_stop`]) and waits
 //! until the body has returned, so nothing the body uses can be freed
 //! under it.
 //!
@@ -30,8 +30,26 @@ extern "C" {
 
 /// What a [`Kthread`] runs.
 pub trait ThreadBody: Send + Sync + 'static {
-    /// The thread's work; returns once [`should_stop`] says so.
-    fn run(&self);
+    /// The thread's work; returns once `me.should_stop()` says so.
+    fn run(&self, me: &Current);
+}
+
+/// The running kthread, handed to its [`ThreadBody`]: only a kthread may
+/// ask whether it should stop (`kthread_should_stop()` on another task
+/// warns and dereferences a null pointer), so the question is asked
+/// through this token, which only the thread's own entry makes.
+pub struct Current {
+    // Not `Send`, not constructible outside this module.
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl Current {
+    /// Whether the thread has been asked to stop.
+    pub fn should_stop(&self) -> bool {
+        // SAFETY: `self` exists only on the kthread it was made for (see
+        // `trampoline`), so `current` is a kthread.
+        unsafe { bindings::kthread_should_stop() }
+    }
 }
 
 /// A running kernel thread.
@@ -51,13 +69,6 @@ pub struct Kthread<F: ThreadBody> {
 unsafe impl<F: ThreadBody> Send for Kthread<F> {}
 // SAFETY: `&Kthread` gives no access to anything.
 unsafe impl<F: ThreadBody> Sync for Kthread<F> {}
-
-/// Whether the current kthread has been asked to stop.
-pub fn should_stop() -> bool {
-    // SAFETY: reads the current task's kthread flags; only meaningful (and
-    // only called) from a kthread.
-    unsafe { bindings::kthread_should_stop() }
-}
 
 impl<F: ThreadBody> Kthread<F> {
     /// Starts a thread named `name` running `body.run()` once.
@@ -84,7 +95,11 @@ unsafe extern "C" fn trampoline<F: ThreadBody>(data: *mut c_void) -> c_int {
     // SAFETY: per the contract, the handle keeps the body alive until
     // kthread_stop() has seen this function return.
     let body = unsafe { &*data.cast::<F>() };
-    body.run();
+    // This function runs only as the kthread's entry.
+    let me = Current {
+        _not_send: core::marker::PhantomData,
+    };
+    body.run(&me);
     // Returning before kthread_stop() is fine: the handle holds a task
     // reference, and kthread_stop() waits for the thread to have exited.
     0

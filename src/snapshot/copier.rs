@@ -25,7 +25,7 @@
 
 use super::{copy_ready_at, cow_threshold, From, Snap};
 use crate::kx::block::{submit_page_io, with_plug, Bio, PageBuf, PageIo};
-use crate::kx::kthread::{should_stop, Kthread, ThreadBody};
+use crate::kx::kthread::{Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
 use crate::kx::wait::Slots;
@@ -300,12 +300,12 @@ pub(crate) struct CopierThread {
 }
 
 impl ThreadBody for CopierThread {
-    fn run(&self) {
+    fn run(&self, me: &Current) {
         // Reclaim must not wait for I/O that may need this thread.
         let _noio = crate::kx::memalloc::NoIo::enter();
         let mut active = self.active.lock();
         let mut bytes = 0usize;
-        while self.wait_for_work(&active, bytes) {
+        while self.wait_for_work(me, &active, bytes) {
             // One plug per batch: the reads, writes and released bios of a
             // round go to the devices together (as dm-kcopyd does).
             with_plug(|| {
@@ -346,7 +346,7 @@ impl CopierThread {
 
     /// Sleeps until there is something to do; false when the thread must
     /// stop (asked to, and nothing is left).
-    fn wait_for_work(&self, active: &KVec<Option<Active>>, bytes: usize) -> bool {
+    fn wait_for_work(&self, me: &Current, active: &KVec<Option<Active>>, bytes: usize) -> bool {
         let copier = &self.copier;
         let mut q = copier.queue.lock();
         loop {
@@ -357,7 +357,7 @@ impl CopierThread {
             if core::mem::take(&mut q.kicked) {
                 return true;
             }
-            if should_stop() && active.iter().flatten().next().is_none() && q.head.is_none() {
+            if me.should_stop() && active.iter().flatten().next().is_none() && q.head.is_none() {
                 return false;
             }
             // A kthread has no signals: this returns on a wake-up or when
