@@ -399,11 +399,6 @@ unsigned int rdm_param_copy_delay_ms(void)
 
 /* ---- rust/wait.rs ---- */
 
-void rdm_wait_var_zero(unsigned long *var)
-{
-	wait_var_event(var, READ_ONCE(*var) == 0);
-}
-
 void rdm_wake_up_var(void *var)
 {
 	wake_up_var(var);

@@ -68,7 +68,6 @@ bool rdm_param_dm_compat(void);
 unsigned int rdm_param_cow_threshold(void);
 unsigned int rdm_param_copy_delay_ms(void);
 /* rust/wait.rs */
-void rdm_wait_var_zero(unsigned long *var);
 void rdm_wake_up_var(void *var);
 int rdm_wait_var_change(u32 *var, u32 seen);
 void rdm_wait_var_below(unsigned long *var, unsigned long limit);

@@ -11,7 +11,6 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use kernel::ffi::c_void;
 
 extern "C" {
-    fn rdm_wait_var_zero(var: *mut usize);
     fn rdm_wake_up_var(var: *mut c_void);
 }
 
@@ -54,7 +53,7 @@ impl DrainCounter {
     pub fn wait_zero(&self) {
         // SAFETY: the helper only reads the counter (READ_ONCE) and keys the
         // wait queue on its address, which `&self` keeps valid throughout.
-        unsafe { rdm_wait_var_zero(self.count.as_ptr()) };
+        unsafe { rdm_wait_var_below(self.count.as_ptr(), 1) };
     }
 }
 

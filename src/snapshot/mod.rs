@@ -123,23 +123,27 @@ impl Snapshots {
     }
 }
 
-impl Snapshots {
-    /// The origin (device number) of a snapshot of another origin than
-    /// `origin` that uses `cow` as its COW device, if any. Two snapshots
-    /// of different origins on one COW device would overwrite each other.
-    pub(crate) fn cow_used_elsewhere(&self, cow: u64, origin: u64) -> Option<u64> {
-        let list = self.origins.lock();
-        for slot in list.iter().flatten() {
-            if slot.origin.devt == origin {
-                continue;
-            }
-            let snaps = slot.origin.snaps.read();
-            if snaps.iter().flatten().any(|s| s.cow.devt() == cow) {
-                return Some(slot.origin.devt);
-            }
-        }
-        None
-    }
+/// The origin (device number) of a snapshot of another origin than
+/// `origin` that uses `cow` as its COW device, if any. Two snapshots of
+/// different origins on one COW device would overwrite each other.
+fn cow_user_of_other_origin(
+    origins: &KVec<Option<OriginSlot>>,
+    cow: u64,
+    origin: u64,
+) -> Option<u64> {
+    origins
+        .iter()
+        .flatten()
+        .filter(|slot| slot.origin.devt != origin)
+        .find(|slot| {
+            slot.origin
+                .snaps
+                .read()
+                .iter()
+                .flatten()
+                .any(|s| s.cow.devt() == cow)
+        })
+        .map(|slot| slot.origin.devt)
 }
 
 /// A user's reference on an origin; the last one takes it out of the list.
@@ -191,6 +195,8 @@ const TRACK_SLOTS: usize = 64;
 pub(crate) enum SnapError {
     /// Another snapshot uses this COW device with another chunk size.
     CowInUse(u64),
+    /// A snapshot of another origin (this device number) uses it.
+    CowOtherOrigin(u64),
     /// Out of memory.
     NoMem,
 }
@@ -233,18 +239,14 @@ impl Snap {
         geom: ChunkGeometry,
         events: &Arc<EventCounter>,
     ) -> Result<Arc<Snap>, SnapError> {
+        // Made before any lock is taken: dropping a snapshot drops its
+        // origin reference, which takes `origins`, so a snapshot that is
+        // not used (a reload, a refusal) must be dropped with no lock held.
+        let snapshots = origin.snapshots.clone();
         let origin_arc = (*origin).clone();
-        let mut snaps = origin_arc.snaps.write();
-        if let Some(s) = snaps.iter().flatten().find(|s| s.cow.devt() == cow.devt()) {
-            if s.geom != geom {
-                return Err(SnapError::CowInUse(s.geom.sectors()));
-            }
-            s.users.fetch_add(1, Ordering::AcqRel);
-            return Ok(s.clone());
-        }
-        let cow_sectors = cow.nr_sectors();
-        let store = Transient::new(geom, cow_sectors);
-        let snap = Arc::pin_init(
+        let cow_devt = cow.devt();
+        let store = Transient::new(geom, cow.nr_sectors());
+        let fresh = Arc::pin_init(
             pin_init!(Snap {
                 origin,
                 origin_dev,
@@ -265,15 +267,28 @@ impl Snap {
             GFP_KERNEL,
         )
         .map_err(|_| SnapError::NoMem)?;
-        let slot = snaps.iter_mut().find(|s| s.is_none());
-        match slot {
-            Some(free) => *free = Some(snap.clone()),
+        // `origins` is held across the check and the registration, so two
+        // loads cannot both find a COW device free.
+        let origins = snapshots.origins.lock();
+        if let Some(other) = cow_user_of_other_origin(&origins, cow_devt, origin_arc.devt) {
+            return Err(SnapError::CowOtherOrigin(other));
+        }
+        let mut snaps = origin_arc.snaps.write();
+        if let Some(s) = snaps.iter().flatten().find(|s| s.cow.devt() == cow_devt) {
+            if s.geom != geom {
+                return Err(SnapError::CowInUse(s.geom.sectors()));
+            }
+            s.users.fetch_add(1, Ordering::AcqRel);
+            return Ok(s.clone());
+        }
+        match snaps.iter_mut().find(|s| s.is_none()) {
+            Some(free) => *free = Some(fresh.clone()),
             None => snaps
-                .push(Some(snap.clone()), GFP_KERNEL)
+                .push(Some(fresh.clone()), GFP_KERNEL)
                 .map_err(|_| SnapError::NoMem)?,
         }
         update_min_chunk(&origin_arc, &snaps);
-        Ok(snap)
+        Ok(fresh)
     }
 
     /// A snapshot target using this snapshot went away; the last one

@@ -121,21 +121,18 @@ impl SnapshotTarget {
                 origin_dev.nr_sectors()
             )));
         }
-        if let Some(other) = ctx
-            .snapshots
-            .cow_used_elsewhere(cow.devt(), origin_dev.devt())
-        {
-            let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
-            return Err(fail(format_args!(
-                "the COW device is in use by a snapshot of another origin ({ma}:{mi})"
-            )));
-        }
         let origin = ctx.snapshots.origin(origin_dev.devt())?;
         let snap =
             Snap::register(origin, origin_dev, cow, geom, ctx.events).map_err(|e| match e {
                 SnapError::CowInUse(chunk) => fail(format_args!(
                     "the COW device is in use by a snapshot with chunk size {chunk}"
                 )),
+                SnapError::CowOtherOrigin(other) => {
+                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
+                    fail(format_args!(
+                        "the COW device is in use by a snapshot of another origin ({ma}:{mi})"
+                    ))
+                }
                 SnapError::NoMem => ENOMEM,
             })?;
         Ok(SnapshotTarget { snap })
