@@ -15,6 +15,7 @@
 //! C headers: [`include/linux/bio.h`](srctree/include/linux/bio.h),
 //! [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
+use super::wait::DrainCounter;
 use core::{
     cell::UnsafeCell,
     marker::PhantomData,
@@ -29,7 +30,7 @@ use kernel::{
     page::{Page, PAGE_SIZE},
     prelude::*,
     str::CStr,
-    sync::Arc,
+    sync::{Arc, UniqueArc},
     types::{ForeignOwnable, Opaque},
 };
 
@@ -90,6 +91,7 @@ extern "C" {
         nr_vecs: c_uint,
         write: bool,
         fua: bool,
+        preflush: bool,
         sector: u64,
         end_io: bindings::bio_end_io_t,
         private: *mut c_void,
@@ -849,26 +851,91 @@ impl Drop for BlockMajor {
     }
 }
 
-/// A buffer of whole pages that the copier reads a chunk into and writes
-/// out from.
+/// A buffer of `len` bytes in whole pages (the last one possibly used in
+/// part) that chunks and metadata areas are read into and written from.
 pub struct PageBuf {
     pages: KVec<Page>,
+    len: usize,
 }
 
 impl PageBuf {
-    /// Allocates `bytes` (rounded up to pages) with `GFP_KERNEL`.
+    /// Allocates `bytes` (a multiple of 512) with `GFP_KERNEL`, zeroed.
     pub fn new(bytes: usize) -> Result<Self> {
+        if bytes == 0 || bytes % 512 != 0 {
+            return Err(EINVAL);
+        }
         let n = bytes.div_ceil(PAGE_SIZE);
         let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
-            pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+            pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
         }
-        Ok(PageBuf { pages })
+        Ok(PageBuf { pages, len: bytes })
     }
 
-    /// Size in bytes.
+    /// Size in bytes (what its I/O reads or writes).
     pub fn bytes(&self) -> usize {
-        self.pages.len() * PAGE_SIZE
+        self.len
+    }
+
+    /// The (page, offset in page, length) pieces of `[offset, offset + len)`.
+    fn pieces(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Result<impl Iterator<Item = (&Page, usize, usize)>> {
+        let end = offset.checked_add(len).ok_or(EINVAL)?;
+        if end > self.len {
+            return Err(EINVAL);
+        }
+        let mut at = offset;
+        Ok(core::iter::from_fn(move || {
+            if at >= end {
+                return None;
+            }
+            let in_page = at % PAGE_SIZE;
+            let n = (PAGE_SIZE - in_page).min(end - at);
+            let page = &self.pages[at / PAGE_SIZE];
+            at += n;
+            Some((page, in_page, n))
+        }))
+    }
+
+    /// Copies `data` into the buffer at `offset`. `&mut self`: no I/O is in
+    /// flight on the buffer (I/O holds it through an `Arc`).
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result {
+        let mut src = data.as_ptr();
+        for (page, in_page, n) in self.pieces(offset, data.len())? {
+            // SAFETY: `src` points into `data` with `n` bytes left in this
+            // piece (the pieces cover `data.len()` bytes in order); the
+            // page is ours alone (`&mut self`), so nothing races the copy.
+            unsafe {
+                page.write_raw(src, in_page, n)?;
+                src = src.add(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes at `offset` out of the buffer.
+    pub fn read_at(&mut self, offset: usize, out: &mut [u8]) -> Result {
+        let mut dst = out.as_mut_ptr();
+        for (page, in_page, n) in self.pieces(offset, out.len())? {
+            // SAFETY: as in `write_at`, for the destination `out`.
+            unsafe {
+                page.read_raw(dst, in_page, n)?;
+                dst = dst.add(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the whole buffer.
+    pub fn zero(&mut self) -> Result {
+        for (page, in_page, n) in self.pieces(0, self.len)? {
+            // SAFETY: the page is ours alone (`&mut self`).
+            unsafe { page.fill_zero_raw(in_page, n)? };
+        }
+        Ok(())
     }
 }
 
@@ -881,6 +948,9 @@ pub enum PageIo {
     Write,
     /// Write it out with FUA (on stable media when it completes).
     WriteFua,
+    /// Flush the device's cache first (every write completed before this
+    /// one is then on stable media), then write with FUA.
+    WriteFlushFua,
 }
 
 /// Runs `f` with the block layer's plug on (`blk_start_plug`): bios it
@@ -963,6 +1033,7 @@ pub fn submit_page_io<F: FnOnce(bool) + Send + 'static>(
     )?;
     let ctx = KBox::into_raw(ctx);
     let mut sector = sector;
+    let mut left = buf.len;
     for pages in buf.pages.chunks(MAX_PAGES_PER_BIO) {
         // SAFETY: the file is open; the bio's private pointer is the
         // context, whose count for this bio `page_io_end` drops.
@@ -971,25 +1042,99 @@ pub fn submit_page_io<F: FnOnce(bool) + Send + 'static>(
                 dev.file.as_ptr(),
                 pages.len() as c_uint,
                 io != PageIo::Read,
-                io == PageIo::WriteFua,
+                matches!(io, PageIo::WriteFua | PageIo::WriteFlushFua),
+                io == PageIo::WriteFlushFua,
                 sector,
                 Some(page_io_end::<F>),
                 ctx.cast(),
             )
         };
         for page in pages {
+            let n = left.min(PAGE_SIZE);
+            left -= n;
             // SAFETY: the bio has room for `pages.len()` vectors, so the
             // add cannot fail; the page stays allocated while the context
             // (holding `buf`) lives, which is until every bio completed.
-            let _ = unsafe { bindings::bio_add_page(bio, page.as_ptr(), PAGE_SIZE as c_uint, 0) };
+            let _ = unsafe { bindings::bio_add_page(bio, page.as_ptr(), n as c_uint, 0) };
+            sector += (n >> 9) as u64;
         }
-        sector += ((pages.len() * PAGE_SIZE) >> 9) as u64;
         // SAFETY: a complete bio of ours, handed to the block layer.
         unsafe { bindings::submit_bio(bio) };
     }
     // SAFETY: drops the submitter's count.
     unsafe { PageIoCtx::put(ctx, false) };
     Ok(())
+}
+
+/// The state a synchronous batch of [`page_io_sync`] waits on.
+struct SyncIo {
+    left: DrainCounter,
+    failed: AtomicBool,
+}
+
+/// Reads or writes each `(sector, buffer)` of `reqs` on `dev`, all in
+/// flight at once (one plug), and sleeps until every one completed; EIO if
+/// any failed. Process context, no spinlock held; the caller must not hold
+/// anything the devices' I/O needs.
+pub fn page_io_sync(dev: &BdevFile, io: PageIo, reqs: &mut [(u64, &mut PageBuf)]) -> Result {
+    let state = Arc::new(
+        SyncIo {
+            left: DrainCounter::new(),
+            failed: AtomicBool::new(false),
+        },
+        GFP_KERNEL,
+    )?;
+    // The pages go into shared buffers for the I/O and come back after.
+    let mut shared = KVec::with_capacity(reqs.len(), GFP_KERNEL)?;
+    let mut res = Ok(());
+    with_plug(|| {
+        for (sector, buf) in reqs.iter_mut() {
+            let Ok(arc) = UniqueArc::new_uninit(GFP_KERNEL) else {
+                res = Err(ENOMEM);
+                break;
+            };
+            let arc: Arc<PageBuf> = arc
+                .write(PageBuf {
+                    pages: core::mem::take(&mut buf.pages),
+                    len: buf.len,
+                })
+                .into();
+            let st = state.clone();
+            state.left.inc();
+            let done = move |failed: bool| {
+                if failed {
+                    st.failed.store(true, Ordering::Release);
+                }
+                st.left.dec();
+            };
+            if let Err(e) = submit_page_io(dev, io, *sector, arc.clone(), done) {
+                state.left.dec();
+                res = Err(e);
+            }
+            // Room was reserved: this push does not allocate.
+            let _ = shared.push(arc, GFP_KERNEL);
+            if res.is_err() {
+                break;
+            }
+        }
+    });
+    state.left.wait_zero();
+    // Every I/O completed and dropped its reference: each buffer is ours
+    // alone again and goes back to its owner.
+    for ((_, buf), arc) in reqs.iter_mut().zip(shared) {
+        match arc.into_unique_or_drop() {
+            Some(unique) => buf.pages = core::mem::take(&mut Pin::into_inner(unique).pages),
+            None => {
+                // Cannot happen (see above); an empty buffer refuses use.
+                buf.len = 0;
+                res = Err(EIO);
+            }
+        }
+    }
+    if state.failed.load(Ordering::Acquire) {
+        res = Err(EIO);
+    }
+    res
 }
 
 /// # Safety

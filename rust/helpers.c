@@ -308,9 +308,10 @@ struct bio *rdm_bio_alloc_flush(struct file *f, struct bio_set *bs,
  * with GFP_NOIO); only for callers outside any submit_bio (the copier).
  */
 struct bio *rdm_bio_alloc_pages(struct file *f, unsigned int nr_vecs, bool write, bool fua,
-				u64 sector, bio_end_io_t *end_io, void *private)
+				bool preflush, u64 sector, bio_end_io_t *end_io, void *private)
 {
-	blk_opf_t opf = write ? REQ_OP_WRITE | (fua ? REQ_FUA : 0) : REQ_OP_READ;
+	blk_opf_t opf = write ? REQ_OP_WRITE | (fua ? REQ_FUA : 0) | (preflush ? REQ_PREFLUSH : 0)
+			      : REQ_OP_READ;
 	struct bio *bio = bio_alloc(file_bdev(f), nr_vecs, opf, GFP_NOIO);
 
 	bio->bi_iter.bi_sector = sector;

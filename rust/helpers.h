@@ -53,6 +53,7 @@ struct bio *rdm_bio_alloc_flush(struct file *f, struct bio_set *bs,
 				bio_end_io_t *end_io, void *private);
 
 struct bio *rdm_bio_alloc_pages(struct file *f, unsigned int nr_vecs, bool write, bool fua,
+				bool preflush,
 				u64 sector, bio_end_io_t *end_io, void *private);
 bool rdm_bio_failed(const struct bio *bio);
 

@@ -4,5 +4,6 @@
 pub mod dm_ioctl;
 pub mod exception_table;
 pub mod payload;
+pub mod persistent;
 pub mod snapshot;
 pub mod table;

@@ -23,6 +23,7 @@
 //! rest — allocation, I/O submission, the exception table's write lock,
 //! re-mapping held bios — runs in the thread.
 
+use super::store::Slot;
 use super::{copy_ready_at, cow_threshold, From, Snap};
 use crate::kx::block::{submit_page_io, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{Current, Kthread, ThreadBody};
@@ -147,9 +148,13 @@ impl Copier {
         for _ in 0..MAX_ACTIVE {
             slots.push(None, GFP_KERNEL)?;
         }
+        let work = Work {
+            active: slots,
+            committing: KVec::new(),
+        };
         let body = CopierThread {
             copier: self.clone(),
-            active: KBox::pin_init(new_mutex!(slots, "rdm:copier_active"), GFP_KERNEL)?,
+            work: KBox::pin_init(new_mutex!(work, "rdm:copier_work"), GFP_KERNEL)?,
         };
         Kthread::run(c_str!("rdm_copier"), body)
     }
@@ -174,6 +179,19 @@ struct JobState {
 pub(crate) struct JobTarget {
     snap: Arc<Snap>,
     new_chunk: u64,
+    /// The position of its entry in a persistent store.
+    pos: u64,
+}
+
+impl JobTarget {
+    /// Whether this snapshot's exception is durable or no longer matters
+    /// (the snapshot is invalid).
+    fn committed(&self) -> bool {
+        match self.snap.store.persistent() {
+            Some(p) => !self.snap.is_valid() || p.is_committed(self.pos),
+            None => true,
+        }
+    }
 }
 
 /// One chunk copy (a pending exception in each snapshot it serves).
@@ -238,7 +256,7 @@ impl Job {
 
     /// Adds a snapshot the job writes to. Never allocates (room was
     /// reserved); fails if there is no room left.
-    pub(crate) fn add_target(&self, snap: &Arc<Snap>, new_chunk: u64) -> Result {
+    pub(crate) fn add_target(&self, snap: &Arc<Snap>, slot: Slot) -> Result {
         let mut t = self.targets.lock();
         if t.len() == t.capacity() {
             return Err(ENOSPC);
@@ -246,7 +264,8 @@ impl Job {
         t.push(
             JobTarget {
                 snap: snap.clone(),
-                new_chunk,
+                new_chunk: slot.new_chunk,
+                pos: slot.pos,
             },
             GFP_ATOMIC,
         )?;
@@ -292,28 +311,43 @@ struct Active {
     buf: Option<Arc<PageBuf>>,
 }
 
+/// What only the copier thread uses (under a mutex that is never
+/// contended).
+struct Work {
+    /// Started jobs with I/O in flight.
+    active: KVec<Option<Active>>,
+    /// Jobs whose copies are done, waiting for their exceptions to be
+    /// committed to persistent stores.
+    committing: KVec<Option<Active>>,
+}
+
 /// The copier thread's body.
 pub(crate) struct CopierThread {
     copier: Arc<Copier>,
-    /// Started jobs (only the thread uses it; the mutex is never contended).
-    active: Pin<KBox<Mutex<KVec<Option<Active>>>>>,
+    work: Pin<KBox<Mutex<Work>>>,
 }
 
 impl ThreadBody for CopierThread {
     fn run(&self, me: &Current) {
         // Reclaim must not wait for I/O that may need this thread.
         let _noio = crate::kx::memalloc::NoIo::enter();
-        let mut active = self.active.lock();
+        let mut work = self.work.lock();
+        let work = &mut *work;
         let mut bytes = 0usize;
-        while self.wait_for_work(me, &active, bytes) {
+        while self.wait_for_work(me, work, bytes) {
             // One plug per batch: the reads, writes and released bios of a
             // round go to the devices together (as dm-kcopyd does).
             with_plug(|| {
-                while let Some(job) = self.pop_ready(&active, bytes) {
-                    self.start(job, &mut active, &mut bytes);
+                while let Some(job) = self.pop_ready(&work.active, bytes) {
+                    self.start(job, &mut work.active, &mut bytes);
                 }
-                self.advance(&mut active, &mut bytes);
+                self.advance(work, &mut bytes);
             });
+            // One commit per persistent store for everything that
+            // completed this round, then the jobs it made durable end.
+            if work.committing.iter().flatten().next().is_some() {
+                self.commit(work);
+            }
         }
     }
 }
@@ -346,18 +380,20 @@ impl CopierThread {
 
     /// Sleeps until there is something to do; false when the thread must
     /// stop (asked to, and nothing is left).
-    fn wait_for_work(&self, me: &Current, active: &KVec<Option<Active>>, bytes: usize) -> bool {
+    fn wait_for_work(&self, me: &Current, work: &Work, bytes: usize) -> bool {
         let copier = &self.copier;
         let mut q = copier.queue.lock();
         loop {
-            let timeout = match Self::head_ready(&q, active, bytes) {
+            let timeout = match Self::head_ready(&q, &work.active, bytes) {
                 Ok(()) => return true,
                 Err(t) => t,
             };
             if core::mem::take(&mut q.kicked) {
                 return true;
             }
-            if me.should_stop() && active.iter().flatten().next().is_none() && q.head.is_none() {
+            let idle = work.active.iter().flatten().next().is_none()
+                && work.committing.iter().flatten().next().is_none();
+            if me.should_stop() && idle && q.head.is_none() {
                 return false;
             }
             // A kthread has no signals: this returns on a wake-up or when
@@ -467,8 +503,8 @@ impl CopierThread {
     }
 
     /// Moves every active job on as far as it can go.
-    fn advance(&self, active: &mut KVec<Option<Active>>, bytes: &mut usize) {
-        for slot in active.iter_mut() {
+    fn advance(&self, work: &mut Work, bytes: &mut usize) {
+        for slot in work.active.iter_mut() {
             let Some(entry) = slot else { continue };
             match entry.job.stage.load(Ordering::Acquire) {
                 READ_DONE => self.start_writes(entry),
@@ -483,16 +519,95 @@ impl CopierThread {
                     {
                         continue;
                     }
-                    if let Some(entry) = slot.take() {
-                        if let Some(buf) = &entry.buf {
+                    if let Some(mut entry) = slot.take() {
+                        if let Some(buf) = entry.buf.take() {
                             *bytes -= buf.bytes();
                         }
-                        self.finish(entry);
+                        if Self::stage(&entry) {
+                            self.park(&mut work.committing, entry);
+                        } else {
+                            self.finish(entry);
+                        }
                     }
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Stages a copied job's exceptions in the persistent stores it
+    /// writes to; true if it must wait for a commit.
+    fn stage(entry: &Active) -> bool {
+        let job = &entry.job;
+        if job.failed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut wait = false;
+        for t in entry.targets.iter() {
+            let Some(p) = t.snap.store.persistent() else {
+                continue;
+            };
+            if !t.snap.is_valid() {
+                continue;
+            }
+            if p.stage(t.pos, job.chunk, t.new_chunk).is_err() {
+                t.snap.invalidate("out of memory staging an exception");
+                continue;
+            }
+            wait = true;
+        }
+        wait
+    }
+
+    /// Keeps a job until its commits are done.
+    fn park(&self, committing: &mut KVec<Option<Active>>, entry: Active) {
+        if let Some(slot) = committing.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(entry);
+            return;
+        }
+        if committing.reserve(1, GFP_KERNEL).is_ok() {
+            // Room reserved: this push does not allocate.
+            let _ = committing.push(Some(entry), GFP_KERNEL);
+            return;
+        }
+        // No memory to wait: its persistent snapshots cannot learn when
+        // their exceptions are durable, so they go invalid, and the job
+        // ends now.
+        for t in entry.targets.iter() {
+            if t.snap.store.persistent().is_some() {
+                t.snap.invalidate("out of memory waiting for a commit");
+            }
+        }
+        self.finish(entry);
+    }
+
+    /// Commits every persistent store with staged exceptions (one metadata
+    /// write each, for everything staged), then ends the jobs whose
+    /// exceptions are all durable. A failed commit invalidates its
+    /// snapshot.
+    fn commit(&self, work: &mut Work) {
+        for entry in work.committing.iter().flatten() {
+            for t in entry.targets.iter() {
+                let Some(p) = t.snap.store.persistent() else {
+                    continue;
+                };
+                if t.snap.is_valid() && p.commit().is_err() {
+                    t.snap.invalidate("I/O error writing the snapshot metadata");
+                }
+            }
+        }
+        with_plug(|| {
+            for slot in work.committing.iter_mut() {
+                if slot
+                    .as_ref()
+                    .is_some_and(|e| e.targets.iter().all(JobTarget::committed))
+                {
+                    if let Some(entry) = slot.take() {
+                        self.finish(entry);
+                    }
+                }
+            }
+        });
     }
 
     /// Ends a job: records its exceptions (or invalidates the snapshots it

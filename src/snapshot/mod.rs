@@ -29,16 +29,16 @@ use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
 use crate::kx::sync::RwSem;
-use crate::kx::wait::EventCounter;
+use crate::kx::wait::{DrainCounter, EventCounter};
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError, Leaf, LeafVec, NoMemory};
-use crate::rdm_core::snapshot::ChunkGeometry;
+use crate::rdm_core::snapshot::{ChunkGeometry, StoreKind};
 use copier::Copier;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use kernel::new_spinlock;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 use kernel::sync::{Arc, Mutex, SpinLock};
-use store::{ExceptionStore, Transient};
+use store::Store;
 
 /// The leaves of an exception table, in the kernel.
 pub(crate) struct KLeaves(KVec<KBox<Leaf>>);
@@ -191,10 +191,24 @@ pub(crate) struct Origin {
 /// Slots of the tracked-read counts of a snapshot (a hash of the chunk).
 const TRACK_SLOTS: usize = 64;
 
+/// What a new snapshot is made of: its devices, its store and the
+/// exceptions read from it.
+pub(crate) struct SnapParts {
+    pub(crate) origin_dev: Arc<BdevFile>,
+    pub(crate) cow: Arc<BdevFile>,
+    pub(crate) geom: ChunkGeometry,
+    pub(crate) store: Store,
+    pub(crate) exceptions: ExceptionTable<KLeaves>,
+    /// False if the store says the snapshot was invalidated.
+    pub(crate) valid: bool,
+}
+
 /// Why a snapshot target could not be set up.
 pub(crate) enum SnapError {
     /// Another snapshot uses this COW device with another chunk size.
     CowInUse(u64),
+    /// Another snapshot uses this COW device with another store type.
+    CowOtherStore,
     /// A snapshot of another origin (this device number) uses it.
     CowOtherOrigin(u64),
     /// Out of memory.
@@ -208,7 +222,7 @@ pub(crate) struct Snap {
     pub(crate) origin_dev: Arc<BdevFile>,
     pub(crate) cow: Arc<BdevFile>,
     pub(crate) geom: ChunkGeometry,
-    pub(crate) store: Transient,
+    pub(crate) store: Store,
     /// Completed exceptions: read on the map path, written by the copier
     /// to insert one.
     #[pin]
@@ -219,8 +233,14 @@ pub(crate) struct Snap {
     pending: SpinLock<RBTree<u64, Arc<Job>>>,
     valid: AtomicBool,
     active: AtomicBool,
+    /// `PO`: a write to the snapshot found no room; its writes fail from
+    /// now on, its reads go on.
+    overflowed: AtomicBool,
     /// Snapshot targets using this snapshot (a reload shares it).
     users: AtomicUsize,
+    /// Pending exceptions of this snapshot (from publication to the end of
+    /// their job, commit included): the last user waits for them.
+    outstanding: DrainCounter,
     /// Reads of not-copied chunks sent to the origin and not completed, by
     /// chunk hash: a copy of such a chunk is not completed (and the origin
     /// write it holds not released) before they are done.
@@ -230,22 +250,55 @@ pub(crate) struct Snap {
 }
 
 impl Snap {
-    /// Registers a snapshot of `origin`, or joins the one already on the
-    /// same COW device (a table reload).
+    /// The snapshot already on COW device `cow` (a table reload, or a
+    /// second table on it), which a new target joins instead of opening
+    /// the store again; `chunk` 0 matches any chunk size.
+    pub(crate) fn join(
+        origin: &OriginRef,
+        cow: u64,
+        chunk: u64,
+        kind: StoreKind,
+    ) -> Result<Option<Arc<Snap>>, SnapError> {
+        let origins = origin.snapshots.origins.lock();
+        if let Some(other) = cow_user_of_other_origin(&origins, cow, origin.devt) {
+            return Err(SnapError::CowOtherOrigin(other));
+        }
+        let snaps = origin.snaps.read();
+        let Some(s) = snaps.iter().flatten().find(|s| s.cow.devt() == cow) else {
+            return Ok(None);
+        };
+        if chunk != 0 && s.geom.sectors() != chunk {
+            return Err(SnapError::CowInUse(s.geom.sectors()));
+        }
+        if s.store.kind() != kind {
+            return Err(SnapError::CowOtherStore);
+        }
+        s.users.fetch_add(1, Ordering::AcqRel);
+        Ok(Some(s.clone()))
+    }
+
+    /// Registers a new snapshot of `origin`, or joins the one already on
+    /// the same COW device (a concurrent load got there first).
     pub(crate) fn register(
         origin: OriginRef,
-        origin_dev: Arc<BdevFile>,
-        cow: Arc<BdevFile>,
-        geom: ChunkGeometry,
+        parts: SnapParts,
         events: &Arc<EventCounter>,
     ) -> Result<Arc<Snap>, SnapError> {
+        let SnapParts {
+            origin_dev,
+            cow,
+            geom,
+            store,
+            exceptions,
+            valid,
+        } = parts;
         // Made before any lock is taken: dropping a snapshot drops its
         // origin reference, which takes `origins`, so a snapshot that is
         // not used (a reload, a refusal) must be dropped with no lock held.
         let snapshots = origin.snapshots.clone();
         let origin_arc = (*origin).clone();
         let cow_devt = cow.devt();
-        let store = Transient::new(geom, cow.nr_sectors());
+        let kind = store.kind();
         let fresh = Arc::pin_init(
             pin_init!(Snap {
                 origin,
@@ -253,14 +306,13 @@ impl Snap {
                 cow,
                 geom,
                 store,
-                exceptions <- crate::new_rwsem!(
-                    ExceptionTable::new(KLeaves(KVec::new())),
-                    "rdm:exceptions"
-                ),
+                exceptions <- crate::new_rwsem!(exceptions, "rdm:exceptions"),
                 pending <- new_spinlock!(RBTree::new(), "rdm:pending"),
-                valid: AtomicBool::new(true),
+                valid: AtomicBool::new(valid),
                 active: AtomicBool::new(false),
+                overflowed: AtomicBool::new(false),
                 users: AtomicUsize::new(1),
+                outstanding: DrainCounter::new(),
                 tracked: [const { AtomicU32::new(0) }; TRACK_SLOTS],
                 events: events.clone(),
             }),
@@ -278,6 +330,9 @@ impl Snap {
             if s.geom != geom {
                 return Err(SnapError::CowInUse(s.geom.sectors()));
             }
+            if s.store.kind() != kind {
+                return Err(SnapError::CowOtherStore);
+            }
             s.users.fetch_add(1, Ordering::AcqRel);
             return Ok(s.clone());
         }
@@ -292,19 +347,38 @@ impl Snap {
     }
 
     /// A snapshot target using this snapshot went away; the last one
-    /// takes the snapshot off its origin.
+    /// stops origin writes from copying for it, waits for its pending
+    /// exceptions to end (their copies and commits: a new load of the COW
+    /// device must not read metadata still being written), and takes it
+    /// off its origin — unless a new target joined it meanwhile. Process
+    /// context; waits holding no lock of the snapshot machinery.
     pub(crate) fn unregister(self: &Arc<Self>) {
         if self.users.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
+        self.active.store(false, Ordering::Release);
+        // A publication that saw the snapshot active did so under
+        // `pending` and counted itself before unlocking: after this
+        // lock/unlock, every one is counted or sees it inactive.
+        drop(self.pending.lock());
+        self.outstanding.wait_zero();
+        if let Some(p) = self.store.persistent() {
+            p.sync_invalid();
+        }
+        let origins = self.origin.snapshots.origins.lock();
         let origin = (*self.origin).clone();
         let mut snaps = origin.snaps.write();
+        if self.users.load(Ordering::Acquire) != 0 {
+            return;
+        }
         for slot in snaps.iter_mut() {
             if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, self)) {
                 *slot = None;
             }
         }
         update_min_chunk(&origin, &snaps);
+        drop(snaps);
+        drop(origins);
     }
 
     /// The snapshot's table went live: from now on origin writes preserve
@@ -317,6 +391,11 @@ impl Snap {
         self.valid.load(Ordering::Acquire)
     }
 
+    /// A `PO` snapshot whose own write found no room.
+    pub(crate) fn is_overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
     fn wants_copies(&self) -> bool {
         self.active.load(Ordering::Acquire) && self.is_valid()
     }
@@ -325,6 +404,9 @@ impl Snap {
     /// event. Any context without locks that sleep.
     pub(crate) fn invalidate(&self, why: &str) {
         if self.valid.swap(false, Ordering::AcqRel) {
+            if let Some(p) = self.store.persistent() {
+                p.mark_invalid();
+            }
             let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(self.cow.devt());
             pr_err!("snapshot on COW device {ma}:{mi} invalidated: {why}\n");
             self.events.bump();
@@ -360,6 +442,7 @@ impl Snap {
         };
         drop(self.pending.lock().remove(&old));
         drop(ex);
+        self.outstanding.dec();
         match res {
             Ok(()) => {}
             Err(InsertError::Duplicate) => {
@@ -428,6 +511,11 @@ enum Plan {
     Clear,
     /// Queue on this pending job.
     Wait(Arc<Job>),
+    /// This snapshot went invalid and its header does not say so yet:
+    /// write that first (a write that stops copying for a persistent
+    /// snapshot must not reach the origin before the snapshot is marked
+    /// invalid on disk).
+    SyncInvalid(Arc<Snap>),
     /// A new copy is needed of `chunk` for snapshots of `chunk_sectors`;
     /// `cursor` is where the scan found it.
     Copy {
@@ -466,6 +554,13 @@ impl Origin {
         for (i, snap) in snaps.iter().enumerate().skip(first_snap) {
             let Some(snap) = snap else { continue };
             if !snap.wants_copies() {
+                if snap
+                    .store
+                    .persistent()
+                    .is_some_and(|p| p.invalid_unsynced())
+                {
+                    return Plan::SyncInvalid(snap.clone());
+                }
                 continue;
             }
             let mut first = snap.geom.chunk_of(sector);
@@ -516,17 +611,20 @@ impl Origin {
         // write lock we keep out.
         let job = Job::new(copier, chunk, chunk_sectors, false, snaps.len())?;
         let job = &job;
+        // Every allocation before the first COW chunk is taken: from then
+        // on the job must reach the queue without waiting (see `map`).
+        let mut nodes = KVec::with_capacity(snaps.len(), GFP_KERNEL)?;
+        for _ in 0..snaps.len() {
+            nodes.push(Some(RBTreeNodeReservation::new(GFP_KERNEL)?), GFP_KERNEL)?;
+        }
         let mut served = 0;
-        for snap in snaps.iter().flatten() {
+        for (snap, node) in snaps.iter().zip(nodes.iter_mut()) {
+            let Some(snap) = snap else { continue };
             if snap.geom.sectors() != chunk_sectors || !snap.wants_copies() {
                 continue;
             }
-            // Allocate before taking the locks.
-            let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
-                snap.invalidate("out of memory for a pending exception");
-                continue;
-            };
-            if publish_one(snap, job, chunk, node) {
+            let Some(node) = node.take() else { continue };
+            if publish_one(snap, job, chunk, node, false) == Published::Yes {
                 served += 1;
             }
         }
@@ -568,6 +666,12 @@ impl Origin {
                     // The job ended meanwhile: decide again.
                     Err(b) => bio = b,
                 },
+                Plan::SyncInvalid(snap) => {
+                    // No lock is held here (the plan's are dropped).
+                    if let Some(p) = snap.store.persistent() {
+                        p.sync_invalid();
+                    }
+                }
                 Plan::Copy {
                     chunk,
                     chunk_sectors,
@@ -600,36 +704,64 @@ impl Origin {
     }
 }
 
+/// What [`publish_one`] did.
+#[derive(PartialEq, Eq)]
+enum Published {
+    /// The job is the chunk's pending exception now.
+    Yes,
+    /// The chunk is copied or pending already, or the snapshot went
+    /// invalid.
+    No,
+    /// A `PO` snapshot's own write found no room: the snapshot is marked
+    /// overflowed (still valid) and the write must fail.
+    Overflow,
+}
+
 /// Makes `job` the pending exception of `chunk` in `snap` unless the chunk
-/// is already copied or pending, taking a COW chunk for it.
+/// is already copied or pending, taking a COW chunk for it. `own_write`:
+/// for a write to the snapshot itself (a `PO` snapshot overflows instead
+/// of going invalid when there is no room).
 fn publish_one(
     snap: &Arc<Snap>,
     job: &Arc<Job>,
     chunk: u64,
     node: RBTreeNodeReservation<u64, Arc<Job>>,
-) -> bool {
+    own_write: bool,
+) -> Published {
     let ex = snap.exceptions.read();
     if ex.lookup(chunk).is_some() {
-        return false;
+        return Published::No;
     }
     let mut pending = snap.pending.lock();
     if pending.get(&chunk).is_some() {
-        return false;
+        return Published::No;
     }
-    let Some(new_chunk) = snap.store.prepare_exception() else {
+    // Checked under `pending`: `unregister` relies on it.
+    if !own_write && !snap.wants_copies() {
+        return Published::No;
+    }
+    let Some(slot) = snap.store.prepare_exception() else {
         drop(pending);
         drop(ex);
+        if own_write && snap.store.kind() == StoreKind::PersistentOverflow {
+            if !snap.overflowed.swap(true, Ordering::AcqRel) {
+                pr_err!("snapshot overflowed: no room for a write to the snapshot\n");
+                snap.events.bump();
+            }
+            return Published::Overflow;
+        }
         snap.invalidate("COW device full");
-        return false;
+        return Published::No;
     };
-    if job.add_target(snap, new_chunk).is_err() {
+    if job.add_target(snap, slot).is_err() {
         drop(pending);
         drop(ex);
         snap.invalidate("out of memory for a pending exception");
-        return false;
+        return Published::No;
     }
+    snap.outstanding.inc();
     pending.insert(node.into_node(chunk, job.clone()));
-    true
+    Published::Yes
 }
 
 impl Snap {
@@ -649,6 +781,10 @@ impl Snap {
                 return;
             }
         };
+        if write && self.is_overflowed() {
+            io.end(bio, true);
+            return;
+        }
         let chunk = self.geom.chunk_of(bio.sector());
         loop {
             let ex = self.exceptions.read();
@@ -699,13 +835,21 @@ impl Snap {
                 io.end(bio, true);
                 return;
             };
-            if !publish_one(self, &job, chunk, node) {
-                copier.put_slot();
-                if !self.is_valid() {
+            match publish_one(self, &job, chunk, node, true) {
+                Published::Yes => {}
+                Published::Overflow => {
+                    copier.put_slot();
                     io.end(bio, true);
                     return;
                 }
-                continue;
+                Published::No => {
+                    copier.put_slot();
+                    if !self.is_valid() {
+                        io.end(bio, true);
+                        return;
+                    }
+                    continue;
+                }
             }
             if whole {
                 // The write is the copy: send it to the COW chunk now; its
@@ -719,15 +863,18 @@ impl Snap {
                 }
                 return;
             }
+            // Queued before the clone is made: a chunk allocated to a job
+            // must not wait behind anything (a clone may wait for memory
+            // that held clones give back, and with a persistent store,
+            // held clones wait for this job's commit).
+            copier.queue(job.clone());
             let Some(clone) = io.clone_bio(bio, None, EndHook::None) else {
                 // The copy still runs; nothing waits for it.
-                copier.queue(job);
                 return;
             };
             if let Err(clone) = job.hold_snapshot(self, clone) {
                 self.remap_held(clone);
             }
-            copier.queue(job);
             return;
         }
     }

@@ -3,31 +3,83 @@
 //! Exception stores: where a snapshot's COW chunks come from and how its
 //! exceptions are kept, in the spirit of `dm-exception-store.h`.
 //!
-//! The store only allocates and accounts; the exception table in memory is
-//! the snapshot's (see `mod.rs`). The transient store (`N`) keeps nothing
-//! on disk: chunks are handed out from the start of the COW device and the
-//! snapshot is lost when it goes. The persistent store (`P`, `PO`) comes
-//! with its on-disk format.
+//! The store allocates, accounts and (persistent) records; the exception
+//! table in memory is the snapshot's (see `mod.rs`).
+//!
+//! - [`Transient`] (`N`): chunks are handed out from the start of the COW
+//!   device and nothing is kept on disk.
+//! - [`Persistent`] (`P`, `PO`): dm-snapshot's on-disk format
+//!   (`rdm_core::persistent`). Opening one reads the header and every
+//!   metadata area (in batches of areas in flight at once) before the
+//!   snapshot is registered, so the reading holds no lock. The copier
+//!   stages each completed copy ([`Persistent::stage`]) and, once per
+//!   round, commits the staged entries that extend the committed prefix
+//!   ([`Persistent::commit`]): one metadata write (FLUSH+FUA) for all of
+//!   them. Entries are committed in allocation order, so the list on disk
+//!   is always a prefix of the allocations.
 
-use crate::rdm_core::snapshot::{ChunkGeometry, StoreKind};
+use crate::kx::block::{page_io_sync, BdevFile, PageBuf, PageIo};
+use crate::rdm_core::persistent::{
+    self, decode_header, encode_header, Appender, CommitPlan, FormatError, Layout, Loader,
+    Position, DEFAULT_CHUNK_SECTORS, HEADER_BYTES,
+};
+use crate::rdm_core::snapshot::{ChunkGeometry, SnapshotError, StoreKind};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kernel::prelude::*;
+use kernel::rbtree::RBTree;
+use kernel::sync::{Arc, Mutex, SpinLock};
+use kernel::{new_mutex, new_spinlock};
 
-/// What every exception store does.
-pub(crate) trait ExceptionStore: Send + Sync {
+/// A new exception's COW chunk, and (persistent) its entry's position.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    pub(crate) pos: u64,
+    pub(crate) new_chunk: u64,
+}
+
+/// A snapshot's exception store.
+pub(crate) enum Store {
+    Transient(Transient),
+    Persistent(Pin<KBox<Persistent>>),
+}
+
+impl Store {
     /// Takes a free COW chunk for a new exception, or `None` if the COW
-    /// device is full.
-    fn prepare_exception(&self) -> Option<u64>;
+    /// device is full. Never sleeps (called under spinlocks).
+    pub(crate) fn prepare_exception(&self) -> Option<Slot> {
+        match self {
+            Store::Transient(t) => t
+                .prepare_exception()
+                .map(|new_chunk| Slot { pos: 0, new_chunk }),
+            Store::Persistent(p) => p.prepare_exception(),
+        }
+    }
 
-    /// `(sectors allocated, total sectors, metadata sectors)` for status.
-    fn usage(&self) -> (u64, u64, u64);
+    /// The store's letter(s) in the table line.
+    pub(crate) fn kind(&self) -> StoreKind {
+        match self {
+            Store::Transient(_) => StoreKind::Transient,
+            Store::Persistent(p) if p.overflow => StoreKind::PersistentOverflow,
+            Store::Persistent(_) => StoreKind::Persistent,
+        }
+    }
 
-    /// The store's letter in the table line.
-    fn kind(&self) -> StoreKind;
+    /// The persistent store, if this is one.
+    pub(crate) fn persistent(&self) -> Option<&Persistent> {
+        match self {
+            Store::Transient(_) => None,
+            Store::Persistent(p) => Some(p),
+        }
+    }
 
-    /// Status text of a valid snapshot: `<allocated>/<total> <metadata>`.
-    fn status(&self, out: &mut dyn Write) -> fmt::Result {
-        let (allocated, total, metadata) = self.usage();
+    /// Status text of a valid snapshot: `<allocated>/<total> <metadata>`
+    /// in sectors, as dm-snapshot prints it.
+    pub(crate) fn status(&self, out: &mut dyn Write) -> fmt::Result {
+        let (allocated, total, metadata) = match self {
+            Store::Transient(t) => t.usage(),
+            Store::Persistent(p) => p.usage(),
+        };
         write!(out, "{allocated}/{total} {metadata}")
     }
 }
@@ -54,9 +106,7 @@ impl Transient {
     pub(crate) fn min_cow_sectors(geom: ChunkGeometry) -> u64 {
         geom.sectors()
     }
-}
 
-impl ExceptionStore for Transient {
     fn prepare_exception(&self) -> Option<u64> {
         let size = self.geom.sectors();
         let cow = self.cow_sectors;
@@ -71,8 +121,380 @@ impl ExceptionStore for Transient {
     fn usage(&self) -> (u64, u64, u64) {
         (self.next_free.load(Ordering::Acquire), self.cow_sectors, 0)
     }
+}
 
-    fn kind(&self) -> StoreKind {
-        StoreKind::Transient
+/// Why a persistent store could not be opened.
+pub(crate) enum OpenError {
+    /// The metadata on the device is bad (message for the log).
+    Format(FormatError),
+    /// The chunk size recorded on the device is not usable.
+    DiskChunk(u32, SnapshotError),
+    /// The table's chunk size is not the one on the device.
+    ChunkMismatch { table: u32, disk: u32 },
+    /// A chunk size for a new snapshot that cannot be used.
+    TableChunk(SnapshotError),
+    /// Reading or writing the device failed, or memory ran out.
+    Errno(Error),
+}
+
+impl From<Error> for OpenError {
+    fn from(e: Error) -> Self {
+        OpenError::Errno(e)
+    }
+}
+
+impl From<kernel::alloc::AllocError> for OpenError {
+    fn from(_: kernel::alloc::AllocError) -> Self {
+        OpenError::Errno(ENOMEM)
+    }
+}
+
+impl From<FormatError> for OpenError {
+    fn from(e: FormatError) -> Self {
+        OpenError::Format(e)
+    }
+}
+
+/// A persistent store read from its device.
+pub(crate) struct Opened {
+    pub(crate) store: Pin<KBox<Persistent>>,
+    pub(crate) geom: ChunkGeometry,
+    /// The header says the snapshot was invalidated.
+    pub(crate) valid: bool,
+    /// Exceptions read (each handed to the caller's `add`).
+    pub(crate) exceptions: u64,
+}
+
+/// What the copier's commits work on (the copier thread only; opening
+/// and dropping the store too).
+struct Commit {
+    /// Position of the first entry not committed.
+    committed: u64,
+    /// Completed copies not committed yet, by position: `(old, new)`.
+    staged: RBTree<u64, (u64, u64)>,
+    /// The image of the area `committed` falls in (its committed entries
+    /// and zeros after them).
+    area: PageBuf,
+}
+
+/// Most bytes of metadata areas read at once when a snapshot is opened.
+const READ_BATCH_BYTES: usize = 1 << 20;
+/// Most areas read at once.
+const READ_BATCH_AREAS: usize = 64;
+
+/// The persistent exception store (dm-snap-persistent.c's format).
+#[pin_data]
+pub(crate) struct Persistent {
+    cow: Arc<BdevFile>,
+    layout: Layout,
+    /// `PO`: a snapshot write that finds no room fails instead of
+    /// invalidating the snapshot.
+    pub(crate) overflow: bool,
+    /// Chunk and entry allocation (under the snapshot's `pending` lock:
+    /// never sleeps).
+    #[pin]
+    alloc: SpinLock<Appender>,
+    /// The copier's commit state. Held across the metadata writes: only
+    /// the copier thread takes it while the store is in use.
+    #[pin]
+    commit: Mutex<Commit>,
+    /// Position of the first entry not committed (mirror of `commit`, for
+    /// the copier's waiters without the mutex).
+    committed: AtomicU64,
+    /// The area being filled (for status; mirror of `commit`).
+    meta_area: AtomicU64,
+    /// Something was staged since the last commit.
+    dirty: AtomicBool,
+    /// The snapshot went invalid and the header does not say so yet.
+    invalid_unsynced: AtomicBool,
+    /// Serialises header writes (held across that one write).
+    #[pin]
+    header_lock: Mutex<()>,
+}
+
+impl Persistent {
+    /// Opens the store on `cow`: reads the header, and either sets up a
+    /// new snapshot (zeroes area 0, then writes the header) or reads every
+    /// exception into `add(old, new)` (which answers `Err(true)` for a
+    /// duplicate origin chunk, `Err(false)` when out of memory).
+    /// `table_chunk` 0 takes the chunk size on the device (or dm's default
+    /// for a new snapshot). Sleeps; holds no lock.
+    pub(crate) fn open(
+        cow: &Arc<BdevFile>,
+        origin_lbs: u32,
+        table_chunk: u32,
+        overflow: bool,
+        mut add: impl FnMut(u64, u64) -> Result<(), bool>,
+    ) -> Result<Opened, OpenError> {
+        let mut first = PageBuf::new(512)?;
+        page_io_sync(cow, PageIo::Read, &mut [(0, &mut first)])?;
+        let mut raw = [0u8; HEADER_BYTES];
+        first.read_at(0, &mut raw)?;
+        let header = decode_header(&raw)?;
+        let chunk = match header {
+            Some(h) if table_chunk != 0 && table_chunk != h.chunk_sectors => {
+                return Err(OpenError::ChunkMismatch {
+                    table: table_chunk,
+                    disk: h.chunk_sectors,
+                })
+            }
+            Some(h) => h.chunk_sectors,
+            None if table_chunk != 0 => table_chunk,
+            None => (DEFAULT_CHUNK_SECTORS as u32).max(cow.logical_block_size() >> 9),
+        };
+        let geom = ChunkGeometry::new(u64::from(chunk), origin_lbs, cow.logical_block_size())
+            .map_err(|e| match header {
+                Some(_) => OpenError::DiskChunk(chunk, e),
+                None => OpenError::TableChunk(e),
+            })?;
+        let layout = Layout::new(geom.sectors(), cow.nr_sectors())?;
+        let mut area = PageBuf::new(layout.chunk_bytes())?;
+        let (valid, position) = match header {
+            None => {
+                Self::format_new(cow, &layout, &mut area)?;
+                (true, None)
+            }
+            Some(h) if !h.valid => (false, None),
+            Some(_) => {
+                let at = Self::read_exceptions(cow, &layout, &mut area, &mut add)?;
+                (true, Some(at))
+            }
+        };
+        let exceptions = position.map_or(0, |p| p.exceptions);
+        let appender = Appender::new(layout, position);
+        let committed = appender.next_pos();
+        let meta_area = position.map_or(0, |p| p.area);
+        let store = KBox::pin_init(
+            pin_init!(Persistent {
+                cow: cow.clone(),
+                layout,
+                overflow,
+                alloc <- new_spinlock!(appender, "rdm:store_alloc"),
+                commit <- new_mutex!(
+                    Commit {
+                        committed,
+                        staged: RBTree::new(),
+                        area,
+                    },
+                    "rdm:store_commit"
+                ),
+                committed: AtomicU64::new(committed),
+                meta_area: AtomicU64::new(meta_area),
+                dirty: AtomicBool::new(false),
+                invalid_unsynced: AtomicBool::new(false),
+                header_lock <- new_mutex!((), "rdm:store_header"),
+            }),
+            GFP_KERNEL,
+        )?;
+        Ok(Opened {
+            store,
+            geom,
+            valid,
+            exceptions,
+        })
+    }
+
+    /// Makes a new snapshot on the device: area 0 zeroed first, then the
+    /// header (FLUSH+FUA), so a crash between the two leaves a device that
+    /// still reads as new rather than a header over a garbage area.
+    fn format_new(cow: &BdevFile, layout: &Layout, area: &mut PageBuf) -> Result {
+        area.zero()?;
+        page_io_sync(cow, PageIo::Write, &mut [(layout.sector_of(1), &mut *area)])?;
+        Self::write_header(cow, layout, true)
+    }
+
+    fn write_header(cow: &BdevFile, layout: &Layout, valid: bool) -> Result {
+        let mut chunk0 = PageBuf::new(layout.chunk_bytes())?;
+        chunk0.write_at(0, &encode_header(valid, layout.chunk_sectors() as u32))?;
+        page_io_sync(cow, PageIo::WriteFlushFua, &mut [(0, &mut chunk0)])
+    }
+
+    /// Reads the metadata areas, several in flight at once (a batch of up
+    /// to [`READ_BATCH_BYTES`]), until the list ends. Leaves the image of
+    /// the last area read in `last`.
+    fn read_exceptions(
+        cow: &BdevFile,
+        layout: &Layout,
+        last: &mut PageBuf,
+        add: &mut impl FnMut(u64, u64) -> Result<(), bool>,
+    ) -> Result<Position, OpenError> {
+        let per_batch = (READ_BATCH_BYTES / layout.chunk_bytes()).clamp(1, READ_BATCH_AREAS);
+        let mut bufs = KVec::with_capacity(per_batch, GFP_KERNEL)?;
+        for _ in 0..per_batch {
+            bufs.push(PageBuf::new(layout.chunk_bytes())?, GFP_KERNEL)?;
+        }
+        let mut loader = Loader::new(*layout);
+        let mut oom = false;
+        let mut raw = [0u8; persistent::ENTRY_BYTES];
+        while let Some(start) = loader.next_area() {
+            // Read ahead: areas past the end of the list cost a read, not
+            // a wrong answer (the loader stops at the end).
+            let mut reqs = KVec::with_capacity(per_batch, GFP_KERNEL)?;
+            for (i, buf) in bufs.iter_mut().enumerate() {
+                let area = start + i as u64;
+                if !layout.area_fits(area) {
+                    break;
+                }
+                reqs.push((layout.sector_of(layout.area_chunk(area)), buf), GFP_KERNEL)?;
+            }
+            let n = reqs.len();
+            page_io_sync(cow, PageIo::Read, &mut reqs)?;
+            drop(reqs);
+            for (i, buf) in bufs.iter_mut().enumerate().take(n) {
+                if loader.next_area() != Some(start + i as u64) {
+                    break;
+                }
+                let entry =
+                    |index: usize| match buf.read_at(index * persistent::ENTRY_BYTES, &mut raw) {
+                        Ok(()) => persistent::decode_entry(&raw, 0),
+                        // Cannot happen (the index is inside the area): read
+                        // as the end of the list.
+                        Err(_) => (0, 0),
+                    };
+                let added = |old, new| add(old, new).map_err(|dup| oom |= !dup);
+                loader.feed(entry, added).map_err(|e| {
+                    if oom {
+                        OpenError::Errno(ENOMEM)
+                    } else {
+                        OpenError::Format(e)
+                    }
+                })?;
+                if loader.next_area().is_none() {
+                    // The list ends in this area: commits continue from
+                    // its image.
+                    let mut bytes = [0u8; 512];
+                    for off in (0..layout.chunk_bytes()).step_by(512) {
+                        buf.read_at(off, &mut bytes)?;
+                        last.write_at(off, &bytes)?;
+                    }
+                }
+            }
+        }
+        Ok(loader.position())
+    }
+
+    fn prepare_exception(&self) -> Option<Slot> {
+        self.alloc.lock().allocate().map(|s| Slot {
+            pos: s.pos,
+            new_chunk: s.new_chunk,
+        })
+    }
+
+    fn usage(&self) -> (u64, u64, u64) {
+        let chunk = self.layout.chunk_sectors();
+        let next_free = self.alloc.lock().next_free();
+        let meta = self.meta_area.load(Ordering::Acquire);
+        (next_free * chunk, self.cow.nr_sectors(), (meta + 2) * chunk)
+    }
+
+    /// Whether the entry at `pos` is on disk.
+    pub(crate) fn is_committed(&self, pos: u64) -> bool {
+        pos < self.committed.load(Ordering::Acquire)
+    }
+
+    /// Stages the completed copy of `old` to `new` (entry `pos`) for the
+    /// next commit. Copier thread.
+    pub(crate) fn stage(&self, pos: u64, old: u64, new: u64) -> Result {
+        self.commit
+            .lock()
+            .staged
+            .try_create_and_insert(pos, (old, new), GFP_KERNEL)?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes every staged entry that extends the committed prefix, if
+    /// anything was staged since the last call. Copier thread; sleeps on
+    /// the metadata writes.
+    pub(crate) fn commit(&self) -> Result {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut guard = self.commit.lock();
+        let c = &mut *guard;
+        let from = c.committed;
+        let mut to = from;
+        for (&pos, _) in c.staged.iter() {
+            if pos != to {
+                break;
+            }
+            to += 1;
+        }
+        if to == from {
+            return Ok(());
+        }
+        let l = self.layout;
+        let plan = CommitPlan::new(&l, from, to);
+        // Entries [from, to) into the images of their areas: the current
+        // one in place, the later ones (and the zeroed area after a full
+        // one) in new buffers.
+        let mut later = KVec::with_capacity((plan.last - plan.first) as usize, GFP_KERNEL)?;
+        for _ in plan.first..plan.last {
+            later.push(PageBuf::new(l.chunk_bytes())?, GFP_KERNEL)?;
+        }
+        for (&pos, &(old, new)) in c.staged.iter() {
+            if pos >= to {
+                break;
+            }
+            let (area, index) = l.entry_at(pos);
+            let buf = if area == plan.first {
+                &mut c.area
+            } else {
+                &mut later[(area - plan.first - 1) as usize]
+            };
+            let mut entry = [0u8; persistent::ENTRY_BYTES];
+            persistent::encode_entry(&mut entry, 0, old, new);
+            buf.write_at(index as usize * persistent::ENTRY_BYTES, &entry)?;
+        }
+        // The later areas first; then the current one with FLUSH+FUA (the
+        // flush also makes the copies and the later areas durable).
+        if !later.is_empty() {
+            let mut reqs = KVec::with_capacity(later.len(), GFP_KERNEL)?;
+            for (i, buf) in later.iter_mut().enumerate() {
+                let area = plan.first + 1 + i as u64;
+                reqs.push((l.sector_of(l.area_chunk(area)), buf), GFP_KERNEL)?;
+            }
+            page_io_sync(&self.cow, PageIo::Write, &mut reqs)?;
+        }
+        let sector = l.sector_of(l.area_chunk(plan.first));
+        page_io_sync(
+            &self.cow,
+            PageIo::WriteFlushFua,
+            &mut [(sector, &mut c.area)],
+        )?;
+        if let Some(newest) = later.into_iter().last() {
+            c.area = newest;
+        }
+        for pos in from..to {
+            let _ = c.staged.remove(&pos);
+        }
+        c.committed = to;
+        self.committed.store(to, Ordering::Release);
+        self.meta_area.store(plan.last, Ordering::Release);
+        Ok(())
+    }
+
+    /// The snapshot went invalid: the header must say so before an origin
+    /// write that no longer copies for it goes on. Any context.
+    pub(crate) fn mark_invalid(&self) {
+        self.invalid_unsynced.store(true, Ordering::Release);
+    }
+
+    /// Whether the header does not yet say the snapshot is invalid.
+    pub(crate) fn invalid_unsynced(&self) -> bool {
+        self.invalid_unsynced.load(Ordering::Acquire)
+    }
+
+    /// Writes the header with valid = 0 if it is not written yet (process
+    /// context; sleeps on the write; the caller holds no lock).
+    pub(crate) fn sync_invalid(&self) {
+        let _serial = self.header_lock.lock();
+        if !self.invalid_unsynced.load(Ordering::Acquire) {
+            return;
+        }
+        if Self::write_header(&self.cow, &self.layout, false).is_err() {
+            pr_err!("snapshot: cannot mark the COW device invalid (write failed)\n");
+        }
+        self.invalid_unsynced.store(false, Ordering::Release);
     }
 }

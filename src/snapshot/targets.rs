@@ -4,11 +4,14 @@
 //! syntax, status and behaviour; `Documentation/admin-guide.rst`).
 
 use super::copier::Copier;
-use super::store::{ExceptionStore, Transient};
-use super::{EndHook, From, OriginRef, Snap, SnapError};
+use super::store::{OpenError, Opened, Persistent, Store, Transient};
+use super::{EndHook, From, KLeaves, OriginRef, Snap, SnapError, SnapParts};
 use crate::device::Io;
 use crate::kx::block::{BdevFile, Bio, BioOp};
-use crate::rdm_core::snapshot::{parse_origin, parse_snapshot, ChunkGeometry, StoreKind};
+use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
+use crate::rdm_core::snapshot::{
+    parse_origin, parse_snapshot, ChunkGeometry, SnapshotArgs, StoreKind,
+};
 use crate::target::{arg_error, open_device, write_dev, Ctx, Target};
 use core::fmt::{self, Write};
 use kernel::prelude::*;
@@ -75,8 +78,9 @@ impl Target for OriginTarget {
     }
 }
 
-/// `snapshot <origin> <cow> N <chunk_sectors>`: the origin as it was when
-/// the snapshot became active, writable.
+/// `snapshot <origin> <cow> N|P|PO <chunk_sectors>`: the origin as it was
+/// when the snapshot became active, writable; `P`/`PO` keep it on the COW
+/// device in dm-snapshot's format.
 pub(crate) struct SnapshotTarget {
     snap: Arc<Snap>,
 }
@@ -86,11 +90,6 @@ impl SnapshotTarget {
         const TY: &str = "snapshot";
         let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
         let args = parse_snapshot(params).map_err(|e| fail(format_args!("{e}")))?;
-        if args.store != StoreKind::Transient {
-            return Err(fail(format_args!(
-                "persistent exception store is not supported yet (use N)"
-            )));
-        }
         if args.discard_zeroes_cow || args.discard_passdown_origin {
             return Err(fail(format_args!(
                 "discard features are not supported (rdm maps no discards)"
@@ -101,19 +100,6 @@ impl SnapshotTarget {
         if origin_dev.devt() == cow.devt() {
             return Err(fail(format_args!("origin and COW are the same device")));
         }
-        let geom = ChunkGeometry::new(
-            u64::from(args.chunk_sectors),
-            origin_dev.logical_block_size(),
-            cow.logical_block_size(),
-        )
-        .map_err(|e| fail(format_args!("{e}")))?;
-        let cow_sectors = cow.nr_sectors();
-        let need = Transient::min_cow_sectors(geom);
-        if cow_sectors < need {
-            return Err(fail(format_args!(
-                "COW device is too small: {cow_sectors} sectors, the store needs at least {need}"
-            )));
-        }
         if ctx.len > origin_dev.nr_sectors() {
             return Err(fail(format_args!(
                 "the snapshot ({} sectors) is longer than its origin ({} sectors)",
@@ -122,21 +108,122 @@ impl SnapshotTarget {
             )));
         }
         let origin = ctx.snapshots.origin(origin_dev.devt())?;
-        let snap =
-            Snap::register(origin, origin_dev, cow, geom, ctx.events).map_err(|e| match e {
-                SnapError::CowInUse(chunk) => fail(format_args!(
-                    "the COW device is in use by a snapshot with chunk size {chunk}"
-                )),
-                SnapError::CowOtherOrigin(other) => {
-                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
-                    fail(format_args!(
-                        "the COW device is in use by a snapshot of another origin ({ma}:{mi})"
-                    ))
+        let snap_error = |e: SnapError| match e {
+            SnapError::CowInUse(chunk) => fail(format_args!(
+                "the COW device is in use by a snapshot with chunk size {chunk}"
+            )),
+            SnapError::CowOtherStore => fail(format_args!(
+                "the COW device is in use by a snapshot with another exception store type"
+            )),
+            SnapError::CowOtherOrigin(other) => {
+                let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
+                fail(format_args!(
+                    "the COW device is in use by a snapshot of another origin ({ma}:{mi})"
+                ))
+            }
+            SnapError::NoMem => ENOMEM,
+        };
+        // A snapshot already on this COW device (a reload): share it; its
+        // state in memory is newer than anything on the device.
+        let joined = Snap::join(
+            &origin,
+            cow.devt(),
+            u64::from(args.chunk_sectors),
+            args.store,
+        )
+        .map_err(snap_error)?;
+        if let Some(snap) = joined {
+            return Ok(SnapshotTarget { snap });
+        }
+        let mut exceptions = ExceptionTable::new(KLeaves(KVec::new()));
+        let (store, geom, valid) = match args.store {
+            StoreKind::Transient => {
+                let geom = ChunkGeometry::new(
+                    u64::from(args.chunk_sectors),
+                    origin_dev.logical_block_size(),
+                    cow.logical_block_size(),
+                )
+                .map_err(|e| fail(format_args!("{e}")))?;
+                let cow_sectors = cow.nr_sectors();
+                let need = Transient::min_cow_sectors(geom);
+                if cow_sectors < need {
+                    return Err(fail(format_args!(
+                        "COW device is too small: {cow_sectors} sectors, the store needs at least {need}"
+                    )));
                 }
-                SnapError::NoMem => ENOMEM,
-            })?;
+                (
+                    Store::Transient(Transient::new(geom, cow_sectors)),
+                    geom,
+                    true,
+                )
+            }
+            kind => {
+                let opened = open_persistent(ctx, &origin_dev, &cow, &args, kind, &mut exceptions)?;
+                (Store::Persistent(opened.store), opened.geom, opened.valid)
+            }
+        };
+        let parts = SnapParts {
+            origin_dev,
+            cow,
+            geom,
+            store,
+            exceptions,
+            valid,
+        };
+        let snap = Snap::register(origin, parts, ctx.events).map_err(snap_error)?;
         Ok(SnapshotTarget { snap })
     }
+}
+
+/// Opens a persistent store (reading every exception into `exceptions`),
+/// with a log line for whatever is wrong with the device.
+fn open_persistent(
+    ctx: &Ctx<'_>,
+    origin_dev: &Arc<BdevFile>,
+    cow: &Arc<BdevFile>,
+    args: &SnapshotArgs<'_>,
+    kind: StoreKind,
+    exceptions: &mut ExceptionTable<KLeaves>,
+) -> Result<Opened> {
+    const TY: &str = "snapshot";
+    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(cow.devt());
+    let add = |old, new| match exceptions.insert(old, new) {
+        Ok(()) => Ok(()),
+        Err(InsertError::Duplicate) => Err(true),
+        Err(_) => Err(false),
+    };
+    let overflow = kind == StoreKind::PersistentOverflow;
+    let opened = Persistent::open(cow, origin_dev.logical_block_size(), args.chunk_sectors, overflow, add)
+        .map_err(|e| match e {
+            OpenError::Format(f) => ctx.fail(TY, format_args!("COW device {ma}:{mi}: {f}"), EINVAL),
+            OpenError::DiskChunk(chunk, why) => ctx.fail(
+                TY,
+                format_args!("COW device {ma}:{mi}: invalid chunk size {chunk} on disk: {why}"),
+                EINVAL,
+            ),
+            OpenError::ChunkMismatch { table, disk } => ctx.fail(
+                TY,
+                format_args!(
+                    "COW device {ma}:{mi}: chunk size {table} in the table disagrees with chunk size {disk} on disk (give {disk} or 0)"
+                ),
+                EINVAL,
+            ),
+            OpenError::TableChunk(why) => ctx.fail(TY, format_args!("{why}"), EINVAL),
+            OpenError::Errno(e) => ctx.fail(
+                TY,
+                format_args!("COW device {ma}:{mi}: cannot read or set up the snapshot metadata"),
+                e,
+            ),
+        })?;
+    if !opened.valid {
+        pr_warn!("snapshot: COW device {ma}:{mi} is marked invalid on disk: the snapshot loads as Invalid\n");
+    } else if opened.exceptions > 0 {
+        pr_info!(
+            "snapshot: COW device {ma}:{mi}: {} exceptions read\n",
+            opened.exceptions
+        );
+    }
+    Ok(opened)
 }
 
 impl Target for SnapshotTarget {
@@ -173,10 +260,12 @@ impl Target for SnapshotTarget {
     }
 
     fn status(&self, out: &mut dyn Write) -> fmt::Result {
-        if self.snap.is_valid() {
-            self.snap.store.status(out)
-        } else {
+        if !self.snap.is_valid() {
             write!(out, "Invalid")
+        } else if self.snap.is_overflowed() {
+            write!(out, "Overflow")
+        } else {
+            self.snap.store.status(out)
         }
     }
 
