@@ -2,7 +2,8 @@
 # Runs inside the bench VM (scripts/bench): identical fio workloads against
 # the raw disk, the kernel's dm-linear and rdm's linear, then the kernel's
 # dm-snapshot and rdm's snapshot targets, in the same boot, each stack
-# measured twice in A-B-B-A order to cancel drift. Writes one JSON object
+# measured in A-B-B-A order to cancel drift (pass-through: per workload,
+# RDM_BENCH_PASSES rounds, both stacks loaded at once). Writes one JSON object
 # per measurement to $RDM_OUT/results.jsonl.
 #
 # RDM_BENCH_ONLY=passthrough|snapshot runs one half; RDM_BENCH_ROWS=REGEX
@@ -26,39 +27,65 @@ workloads=(
 	"rand-write-4k randwrite 4k 32 2"
 )
 
-measure() { # measure STACK DEVICE
-	local stack=$1 dev=$2 w name rw bs qd jobs json
-	for w in "${workloads[@]}"; do
-		read -r name rw bs qd jobs <<<"$w"
-		json=$(fio --name="$name" --filename="$dev" --direct=1 --ioengine=libaio \
-			--rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs="$jobs" --group_reporting \
-			--time_based --runtime="$runtime" --ramp_time=1 --size=512M \
-			--output-format=json 2>/dev/null) || { echo "fio failed on $stack $name" >&2; return 1; }
-		printf '%s' "$json" | python3 -c '
+fio_passthrough() { # fio_passthrough STACK DEVICE WORKLOAD
+	local stack=$1 dev=$2 name rw bs qd jobs json
+	read -r name rw bs qd jobs <<<"$3"
+	json=$(fio --name="$name" --filename="$dev" --direct=1 --ioengine=libaio \
+		--rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs="$jobs" --group_reporting \
+		--time_based --runtime="$runtime" --ramp_time=1 --size=512M \
+		--output-format=json 2>/dev/null) || { echo "fio failed on $stack $name" >&2; return 1; }
+	printf '%s' "$json" | python3 -c '
 import json, sys
 stack, name, rw = sys.argv[1:4]
 job = json.load(sys.stdin)["jobs"][0]
 side = job["read"] if "read" in rw else job["write"]
 print(json.dumps({"stack": stack, "workload": name, "iops": side["iops"], "bw_kib": side["bw"], "kind": "passthrough"}))
 ' "$stack" "$name" "$rw" >>"$out/results.jsonl"
-		echo "$stack $name done"
-	done
 }
 
-with_dm_linear() {
+# Pass-through: the kernel's dm-linear and rdm's linear are loaded side by
+# side (rdm has its own control device and major), each on its own disk
+# (each claims its disk exclusively under its own holder, so they cannot
+# share one), and each workload alternates between them run by run, A-B-B-A,
+# for $passes rounds with the disks swapped every round, so that neither
+# drift of the emulated machine (TCG speed changes by tens of percent over
+# minutes) nor a difference between the two disk files favours one stack.
+# The raw disk is measured before and after.
+passes=${RDM_BENCH_PASSES:-2}
+
+linear_pair() { # linear_pair DM_DISK RDM_DISK: (re)makes both devices
+	dmsetup remove --noudevsync blin 2>/dev/null
+	rdmsetup remove blin 2>/dev/null
+	dmsetup create --noudevsync blin --table "0 $size linear $1 0" || return 1
+	rdmsetup create blin --table "0 $size linear $2 0"
+}
+
+measure_passthrough() {
+	local w p stack
 	modprobe -d "$RDM_MODROOT" dm-mod || return 1
-	dmsetup create --noudevsync blin --table "0 $size linear $disk 0" || return 1
-	measure dm-linear /dev/mapper/blin
-	dmsetup remove --noudevsync blin
-	modprobe -r -d "$RDM_MODROOT" dm-mod
-}
-
-with_rdm_linear() {
 	insmod "$RDM_KO" || return 1
-	rdmsetup create blin --table "0 $size linear $disk 0" || return 1
-	measure rdm-linear /dev/rdm/blin
+	for w in "${workloads[@]}"; do
+		fio_passthrough raw $disk "$w" || return 1
+		for p in $(seq "$passes"); do
+			if [ $((p % 2)) = 1 ]; then
+				linear_pair $disk $cowdisk
+			else
+				linear_pair $cowdisk $disk
+			fi || return 1
+			for stack in dm-linear rdm-linear rdm-linear dm-linear; do
+				case $stack in
+				dm-linear) fio_passthrough $stack /dev/mapper/blin "$w" ;;
+				rdm-linear) fio_passthrough $stack /dev/rdm/blin "$w" ;;
+				esac || return 1
+			done
+		done
+		fio_passthrough raw $disk "$w" || return 1
+		echo "pass-through ${w%% *} done"
+	done
+	dmsetup remove --noudevsync blin
 	rdmsetup remove blin
 	rmmod rdm
+	modprobe -r -d "$RDM_MODROOT" dm-mod
 }
 
 # ---- Snapshots: the kernel's dm-snapshot (dmsetup) against rdm (rdmsetup).
@@ -68,7 +95,7 @@ with_rdm_linear() {
 region_mib=64
 cow_sectors=$(((region_mib + 4) * 2048))
 
-# name rw bs iodepth chunk_sectors snapshots target(origin|snap) before(none|copied)
+# name rw bs iodepth chunk_sectors snapshots target(origin|snap) before(none|copied) [store N|P]
 snap_rows=(
 	"cow-rand-write-4k randwrite 4k 32 128 1 origin none"
 	"cow-seq-write-1M write 1M 8 128 1 origin none"
@@ -79,6 +106,8 @@ snap_rows=(
 	"overwrite-rand-write-4k randwrite 4k 32 128 1 origin copied"
 	"snap-read-copied-4k randread 4k 32 128 1 snap copied"
 	"snap-read-uncopied-4k randread 4k 32 128 1 snap none"
+	"cow-rand-write-4k-persistent randwrite 4k 32 128 1 origin none P"
+	"cow-seq-write-1M-persistent write 1M 8 128 1 origin none P"
 )
 
 # snap_stack STACK: sets tool, devdir for dm-snapshot or rdm.
@@ -89,7 +118,7 @@ snap_stack() {
 	esac
 }
 
-snap_setup() { # snap_setup CHUNK N
+snap_setup() { # snap_setup CHUNK N STORE
 	local i
 	"${tool[@]}" create borig --table "0 $size snapshot-origin $disk" || return 1
 	for i in $(seq 0 $(($2 - 1))); do
@@ -97,7 +126,9 @@ snap_setup() { # snap_setup CHUNK N
 	done
 	"${tool[@]}" suspend borig || return 1
 	for i in $(seq 0 $(($2 - 1))); do
-		"${tool[@]}" create bsnap$i --table "0 $size snapshot $disk $devdir/bcow$i N $1" || return 1
+		# A zero header: a new persistent snapshot, not the last row's.
+		[ "$3" = P ] && dd if=/dev/zero of=$devdir/bcow$i bs=4k count=1 oflag=direct status=none
+		"${tool[@]}" create bsnap$i --table "0 $size snapshot $disk $devdir/bcow$i $3 $1" || return 1
 	done
 	"${tool[@]}" resume borig
 }
@@ -124,10 +155,10 @@ snap_memory() { # snap_memory STACK ROW
 }
 
 measure_snap() { # measure_snap STACK ROW...
-	local stack=$1 name rw bs qd chunk n target before dev json extra
-	read -r name rw bs qd chunk n target before <<<"$2"
+	local stack=$1 name rw bs qd chunk n target before store dev json extra
+	read -r name rw bs qd chunk n target before store <<<"$2"
 	snap_stack "$stack"
-	snap_setup "$chunk" "$n" || { echo "setup failed: $stack $name" >&2; return 1; }
+	snap_setup "$chunk" "$n" "${store:-N}" || { echo "setup failed: $stack $name" >&2; return 1; }
 	if [ "$before" = copied ]; then
 		dd if=/dev/zero of=$devdir/borig bs=1M count=$region_mib oflag=direct status=none
 	fi
@@ -168,16 +199,13 @@ with_rdm_snapshot() { # with_rdm_snapshot ROW
 
 : >"$out/results.jsonl"
 if [ "$only" != snapshot ]; then
-	measure raw $disk
-	with_dm_linear || exit 1
-	with_rdm_linear || exit 1
-	with_rdm_linear || exit 1
-	with_dm_linear || exit 1
-	measure raw $disk
+	measure_passthrough || exit 1
 fi
 if [ "$only" != passthrough ]; then
 	# The limit of origin first writes: raw sequential write throughput.
-	[ "$only" = snapshot ] && measure raw $disk
+	if [ "$only" = snapshot ]; then
+		fio_passthrough raw $disk "${workloads[1]}" || exit 1
+	fi
 	for row in "${snap_rows[@]}"; do
 		[[ ${row%% *} =~ ${RDM_BENCH_ROWS:-.} ]] || continue
 		with_dm_snapshot "$row" || exit 1
