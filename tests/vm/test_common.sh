@@ -220,7 +220,7 @@ expect_same() {
 	local n=${4:-$(($(stat -c %s "$3") / 512))} d=${5:-0} f=${6:-0} out
 	if ! out=$(cmp -n $((n * 512)) -i 0:$((f * 512)) <(dread "$2" "$d" "$n") "$3" 2>&1); then
 		local byte
-		byte=$(printf '%s\n' "$out" | sed -n 's/.* differ: byte \([0-9]*\),.*/\1/p')
+		byte=$(printf '%s\n' "$out" | sed -n 's/.* differ: \(byte\|char\) \([0-9]*\),.*/\2/p')
 		[ -n "$byte" ] && out="first difference at sector $((d + (byte - 1) / 512)) of $2"
 		fail "$1: $out"
 	fi
