@@ -66,9 +66,13 @@ bad "origin and COW the same device" "same device" "cannot be the same as origin
 bad "origin and COW the same device, by path and by number" "same device" \
 	"cannot be the same as origin device" "$S $VDA $(devno $VDA) N 8"
 bad "unknown store type" "unknown exception store type" "$STORE" "$S $VDA $VDB X 8"
-bad_rdm "persistent store" "persistent exception store is not supported yet" "$S $VDA $VDB P 8"
-bad_rdm "persistent store with overflow" "persistent exception store is not supported yet" \
-	"$S $VDA $VDB PO 8"
+# (Bad persistent metadata: test_persist_03.)
+yes garbage | head -c 512 | dd of=$VDB bs=512 count=1 iflag=fullblock oflag=direct status=none
+bad "persistent store on a COW with a garbage header" "invalid or corrupt snapshot header" \
+	"Invalid or corrupt snapshot" "$S $VDA $VDB P 8"
+bad "persistent store with overflow, garbage header" "invalid or corrupt snapshot header" \
+	"Invalid or corrupt snapshot" "$S $VDA $VDB PO 8"
+dd if=/dev/zero of=$VDB bs=512 count=1 oflag=direct status=none
 bad "origin that does not exist" "cannot open device /dev/nonexistent" "Cannot get origin device" \
 	"$S /dev/nonexistent $VDB N 8"
 bad "COW that does not exist" "cannot open device 250:7" "Cannot get COW device" "$S $VDA 250:7 N 8"
