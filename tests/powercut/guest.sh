@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Guest side of scripts/powercut: one boot of a power-cut run. The disks
+# survive across boots (vm-run --keep-disks): vda the origin, vdb the
+# persistent snapshot's COW device, vdc the journal (tests/powercut/pc.py
+# says what is on it). Every boot loads the module and creates the devices
+# with the same tables (the persistent store reloads from the COW device).
+#
+#   guest.sh first BOOT         stamp the pre-snapshot image, take the
+#                               persistent snapshot, check it, write until
+#                               the host kills the guest
+#   guest.sh verify-load BOOT   verify what the cut left, write until killed
+#                               (first a new snapshot over a new image when
+#                               most chunks have exceptions)
+#   guest.sh final BOOT         verify; then a bounded load and checks that
+#                               removing and re-creating the devices and
+#                               reloading the snapshot's table keep the
+#                               status line, the data and the exceptions;
+#                               record status and checksums; shut down
+#   guest.sh clean-verify BOOT  after a clean reboot: the same status line
+#                               and checksums, verify, exceptions known
+#
+# Results go to the journal disk (the host reads them there, also from
+# boots it killed). RDM_SNAP_REF=1 runs it all on the kernel's dm-snapshot.
+. "$(dirname "$0")/../vm/test_common.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+mode=$1 boot=$2
+require_vm
+require_disks $VDA $VDB $VDC
+LEN=32768
+
+pc() { python3 "$here/pc.py" "$@"; }
+check() { # check NAME ok|fail TEXT
+	pc check "$boot" "$@"
+	if [ "$2" = ok ]; then log "ok: $1: $3"; else log "FAIL: $1: $3"; fi
+}
+die() {
+	log "FAIL: $*"
+	pc note "$boot" error "$*" 2>/dev/null
+	exit 1
+}
+trap snap_cleanup EXIT
+snap_load
+export PC_ORIGIN=$DEVDIR/pc-origin PC_SNAP=$DEVDIR/pc-snap
+
+create_origin() { dm create pc-origin --table "0 $LEN snapshot-origin $VDA" || die "create the origin"; }
+# table_args TABLE-BOOT: the store type and chunk argument. Boot 1 makes
+# the store with the run's chunk size; later boots vary P/PO and give the
+# chunk size or 0 ("the one on the COW device").
+table_args() {
+	local b=$1 store=P chunk=$RDM_PC_CHUNK
+	if [ "$b" -gt 1 ]; then
+		[ $(((RDM_PC_SEED / 3 + b) % 2)) -eq 1 ] && store=PO
+		[ $(((RDM_PC_SEED / 5 + b) % 3)) -eq 0 ] && chunk=0
+	fi
+	echo "$store $chunk"
+}
+# create_snapshot TABLE-BOOT: the snapshot, taken as LVM does (origin suspended).
+create_snapshot() {
+	local t out
+	t="0 $LEN snapshot $VDA $VDB $(table_args "$1")"
+	klog_mark
+	dm suspend pc-origin || die "suspend the origin"
+	if ! out=$(dm create pc-snap --table "$t" 2>&1); then
+		dm resume pc-origin
+		if klog_since_mark | grep -q "persistent exception store is not supported yet"; then
+			pc note "$boot" skip "rdm: the persistent exception store is not supported yet"
+			log "SKIP: rdm does not support the persistent store yet"
+			exit $KSFT_SKIP
+		fi
+		die "create the snapshot '$t': $out $(klog_since_mark | tail -n 3 | tr '\n' ' ')"
+	fi
+	dm resume pc-origin || die "resume the origin"
+	log "snapshot: $t"
+}
+create_all() {
+	create_origin
+	create_snapshot "$1"
+}
+remove_all() {
+	dm remove pc-snap || die "remove the snapshot"
+	dm remove pc-origin || die "remove the origin"
+}
+status() { dm status pc-snap; }
+verify() { pc verify "$boot" "$(status)" "$@" || exit 1; }
+
+# same WHAT STATUS SUMS: the snapshot's status line and both checksums are
+# what they were.
+same() {
+	local st sums
+	st=$(status) sums=$(pc sums)
+	if [ "$st" = "$2" ] && [ "$sums" = "$3" ]; then
+		check "$1" ok "status '$st', $sums"
+	else
+		check "$1" fail "status '$st' (was '$2'), $sums (was $3)"
+		exit 1
+	fi
+}
+# probe: origin writes into chunks that have exceptions allocate nothing
+# (the reloaded snapshot knows those exceptions), and the snapshot keeps
+# its data.
+probe() {
+	local st snap
+	st=$(status)
+	snap=$(pc sums) snap=${snap#* snapshot }
+	pc load "$boot" probe 32 >/dev/null || die "probe writes"
+	local st2 snap2
+	st2=$(status)
+	snap2=$(pc sums) snap2=${snap2#* snapshot }
+	if [ "$st2" = "$st" ] && [ "$snap2" = "$snap" ]; then
+		check probe ok "32 origin writes into chunks with exceptions: status stays '$st', snapshot unchanged"
+	else
+		check probe fail "after 32 origin writes into chunks with exceptions: status '$st2' (was '$st'), snapshot $snap2 (was $snap)"
+		exit 1
+	fi
+}
+
+case $mode in
+first)
+	create_origin
+	pc stamp || die "stamp the pre-snapshot image"
+	create_snapshot 1
+	log "guest ready after ${SECONDS}s"
+	pc verify-load "$boot" "$(status)" || exit 1
+	die "the load ended before the host cut the power"
+	;;
+verify-load)
+	create_all "$boot"
+	log "guest ready after ${SECONDS}s"
+	pc verify-load "$boot" "$(status)"
+	rc=$?
+	if [ $rc -eq 3 ]; then
+		# Most chunks have exceptions: a new snapshot, so that the next
+		# loads make copies again (and a new store over stale metadata).
+		dm suspend pc-origin && dm remove pc-snap && dm resume pc-origin ||
+			die "remove the snapshot"
+		pc retake "$boot" || die "re-stamp the origin"
+		create_snapshot 1
+		pc verify-load "$boot" "$(status)" verify-retake
+		rc=$?
+	fi
+	[ $rc -eq 0 ] || exit 1
+	die "the load ended before the host cut the power"
+	;;
+final)
+	create_all "$boot"
+	verify
+	pc load "$boot" clean 300 || die "clean load"
+	st=$(status) sums=$(pc sums)
+	remove_all
+	create_all $((boot + 1000))
+	same recreate "$st" "$sums"
+	t=$(dm table pc-snap)
+	dm load pc-snap --table "$t" || die "load a new table for the snapshot"
+	dm suspend pc-snap && dm resume pc-snap || die "suspend and resume the snapshot"
+	same reload "$st" "$sums"
+	probe
+	verify verify-clean
+	pc clean-record "$boot" "$(status)" "$(pc sums)" || die "record the status"
+	remove_all
+	;;
+clean-verify)
+	create_all "$boot"
+	{ read -r st && read -r sums; } < <(pc clean-get) || die "no clean-shutdown record"
+	same reboot "$st" "$sums"
+	verify
+	probe
+	remove_all
+	;;
+*) die "unknown mode $mode" ;;
+esac
+exit $KSFT_PASS
