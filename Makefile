@@ -8,6 +8,7 @@
 #   make check-debug  the same on the debug kernel (KASAN, kmemleak, ...)
 #   make bench      fio: rdm against the kernel's dm-linear and dm-snapshot
 #   make stress     the stress test with its oracle, long (RDM_STRESS_SECONDS=600)
+#   make powercut   power cuts of a persistent snapshot, long (RDM_POWERCUT_CUTS=20)
 #   make clippy     rebuild rdm.ko with CLIPPY=1
 #   make fmt        format the module and the host crates
 #   make bindings   regenerate src/core/dm_ioctl_sys.rs from the kernel header
@@ -19,7 +20,7 @@ KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
 # Module sources for rustfmt (cargo fmt covers the host crates).
 MODULE_RS := src/rdm_main.rs
 
-.PHONY: all module tools kernel demo bench stress check check-debug clippy fmt fmt-check bindings clean
+.PHONY: all module tools kernel demo bench stress powercut check check-debug clippy fmt fmt-check bindings clean
 
 all: module tools
 
@@ -67,6 +68,11 @@ RDM_STRESS_SECONDS ?= 600
 stress: all
 	@scripts/vm-run --timeout $$(($(RDM_STRESS_SECONDS) + 900)) -- env RDM_STRESS_SECONDS=$(RDM_STRESS_SECONDS) \
 		RDM_TEST_TIMEOUT=$$(($(RDM_STRESS_SECONDS) + 600)) tests/vm/run_tests.sh test_stress_01.sh
+
+# scripts/powercut with more cuts (make check runs 3).
+RDM_POWERCUT_CUTS ?= 20
+powercut: all
+	@RDM_POWERCUT_CUTS=$(RDM_POWERCUT_CUTS) scripts/powercut
 
 # The same suite on the debug kernel (KASAN, KFENCE, kmemleak, debug objects).
 check-debug:
