@@ -403,11 +403,19 @@ impl MappedDevice {
         let Some(disk) = &st.disk else {
             return Err(ENXIO);
         };
-        disk.set_limits(new.limits())?;
-        for dev in new.devices.iter() {
+        // Every underlying device gets its holder link (sysfs
+        // holders/slaves) or the swap is refused: unlinking a link that was
+        // never made is a kernel WARN, and dm refuses such a table too.
+        for (i, dev) in new.devices.iter().enumerate() {
             if let Err(e) = disk.link_holder(dev) {
-                pr_warn!("cannot link holder in sysfs ({e:?})\n");
+                pr_err!("cannot link the new table's devices as holders in sysfs ({e:?}): resume refused\n");
+                Self::unlink_holders(disk, new.devices.iter().take(i));
+                return Err(e);
             }
+        }
+        if let Err(e) = disk.set_limits(new.limits()) {
+            Self::unlink_holders(disk, new.devices.iter());
+            return Err(e);
         }
         if let Some(old) = &st.active {
             for dev in old.devices.iter() {
@@ -426,6 +434,12 @@ impl MappedDevice {
         // can reach it any more; it goes when the last clone drops it.
         drop(old);
         Ok(())
+    }
+
+    fn unlink_holders<'a>(disk: &GenDisk<MappedDevice>, devs: impl Iterator<Item = &'a Arc<BdevFile>>) {
+        for dev in devs {
+            disk.unlink_holder(dev);
+        }
     }
 
     /// Marks the device as going away if no one has it open.
