@@ -7,7 +7,7 @@ KSFT_FAIL=1
 KSFT_SKIP=4
 
 RDM_TOP=${RDM_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-RDM_KO=$RDM_TOP/rdm.ko
+RDM_KO=${RDM_KO:-$RDM_TOP/rdm.ko}
 RDM_CONTROL=/dev/rdm-control
 
 log() { echo "# $*"; }

@@ -5,8 +5,10 @@ use nix::errno::Errno;
 use rdm_core::dm_ioctl::sys::DM_BUFFER_FULL_FLAG;
 use rdm_core::dm_ioctl::{set_c_str, Command, Header, HEADER_SIZE, STRUCT_SIZE};
 use rdm_core::payload::RESULT_START;
+use std::cell::Cell;
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -68,6 +70,9 @@ impl fmt::Display for Error {
 /// An open control device.
 pub struct Control {
     file: File,
+    /// Test hook (`RDM_FAIL_NTH=N`): the first ioctl runs with the
+    /// kernel's per-task fault injection armed to fail its Nth allocation.
+    fail_nth: Cell<Option<u32>>,
 }
 
 /// A request under construction.
@@ -125,7 +130,13 @@ impl Control {
             .write(true)
             .open(path)
             .map_err(|e| Error::Open(path.to_path_buf(), e))?;
-        Ok(Control { file })
+        let fail_nth = std::env::var("RDM_FAIL_NTH")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Ok(Control {
+            file,
+            fail_nth: Cell::new(fail_nth),
+        })
     }
 
     /// Issues `cmd`, growing the buffer while the driver reports
@@ -153,6 +164,47 @@ impl Control {
     }
 
     fn raw_ioctl(&self, cmd: Command, buf: &mut [u8]) -> Result<(), Errno> {
+        let Some(nth) = self.fail_nth.take() else {
+            return self.raw_ioctl_once(cmd, buf);
+        };
+        // Both handles are opened before arming: an open allocates, and
+        // would take the fault meant for the ioctl (the file cannot seek).
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .open("/proc/thread-self/fail-nth")
+                .unwrap_or_else(|e| {
+                    eprintln!("rdmsetup: RDM_FAIL_NTH needs a kernel with fault injection: {e}");
+                    std::process::exit(2)
+                })
+        };
+        let (mut arm, mut check) = (open(true), open(false));
+        // Armed right before the ioctl: the task's Nth fault-injectable
+        // call from here on fails. Reading it back gives 0 if that
+        // happened (the count ran out), else what was left.
+        let armed = arm.write_all(nth.to_string().as_bytes());
+        let res = self.raw_ioctl_once(cmd, buf);
+        let mut left = String::new();
+        let read = check.read_to_string(&mut left).map(drop);
+        let _ = arm.write_all(b"0");
+        if let Err(e) = armed.and(read) {
+            eprintln!("rdmsetup: cannot use /proc/thread-self/fail-nth: {e}");
+            std::process::exit(2);
+        }
+        let injected = left.trim() == "0";
+        eprintln!(
+            "rdmsetup: fail-nth {nth}: {}",
+            if injected {
+                "fault injected"
+            } else {
+                "not reached"
+            }
+        );
+        res
+    }
+
+    fn raw_ioctl_once(&self, cmd: Command, buf: &mut [u8]) -> Result<(), Errno> {
         assert!(buf.len() >= HEADER_SIZE);
         // SAFETY: every dm request reads and writes at most `data_size`
         // bytes at the pointer, and `call` sets `data_size` to the length

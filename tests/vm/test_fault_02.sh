@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Allocation failures on the control path. Needs the fault-injection test
+# kernel (scripts/kconfig/rdm-fault.config: failslab, fail_page_alloc,
+# per-task fail-nth); skipped on the others. For each control command in
+# the list, the command is run again and again with its ioctl's Nth
+# allocation (slab or page) made to fail, N = 1, 2, ... until the ioctl
+# completes without reaching its Nth allocation: every one of its first 48
+# allocation points fails once (rdm's own come first), then every 7th
+# (RDM_FAULT_FULL / RDM_FAULT_STRIDE; a create's disk registration in the
+# block layer makes hundreds). Each time, the command either succeeded
+# with its full effect, or failed with a clean errno and left everything
+# as it was (the same devices, tables, status, module reference count); a
+# good command after it works. The guest log must stay clean (no WARNING,
+# no leak report later in the debug kernel). Prints how many failures were
+# injected.
+. "$(dirname "$0")/test_common.sh"
+require_vm
+require_disks $VDA $VDB $VDC
+[ -e /proc/self/fail-nth ] || skip "the kernel has no fault injection (run on the 'fault' variant)"
+[ -d /sys/kernel/debug/failslab ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+[ -d /sys/kernel/debug/failslab ] || skip "no failslab in debugfs"
+for f in failslab fail_page_alloc; do
+	echo N >/sys/kernel/debug/$f/ignore-gfp-wait || fail "cannot make $f fail sleeping allocations"
+	echo 0 >/sys/kernel/debug/$f/verbose
+done
+[ -e /sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem ] && echo N >/sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem
+trap rdm_cleanup EXIT
+rdm_load
+
+LEN=8192
+# RDM_FAULT_FULL=N: fail every one of the first N allocation points of a
+# command, then every RDM_FAULT_STRIDE-th (RDM_FAULT_FULL=100000 for all).
+FULL=${RDM_FAULT_FULL:-48}
+STRIDE=${RDM_FAULT_STRIDE:-7}
+injected_total=0
+other=0
+
+# state: the devices, their tables and status lines, and rdm's refcount
+# (four processes: each costs about 0.1 s under TCG).
+state() {
+	rdmsetup info 2>&1
+	rdmsetup table 2>&1
+	rdmsetup status 2>&1
+	rdm_refcount
+}
+
+# sweep NAME SETUP RUN CHECK_OK UNDO: runs RUN (an rdmsetup command line)
+# with fail-nth N for N = 1.. until the fault is not reached. SETUP makes
+# the state before each try, CHECK_OK checks the state after a success,
+# UNDO takes the state back to before SETUP.
+sweep() {
+	local name=$1 setup=$2 run=$3 check_ok=$4 undo=$5 n=1 out rc before after fails=0 tried=0
+	while :; do
+		eval "$setup" || fail "$name: setup for N=$n"
+		before=$(state)
+		out=$(export RDM_FAIL_NTH=$n; eval "$run" 2>&1)
+		rc=$?
+		case $out in
+		*"fault injected"*) ;;
+		*"not reached"*)
+			[ $rc = 0 ] || fail "$name: failed with no fault injected: $out"
+			eval "$check_ok" || fail "$name: wrong result without a fault"
+			eval "$undo"
+			break ;;
+		*) fail "$name: no fail-nth report: $out" ;;
+		esac
+		injected_total=$((injected_total + 1))
+		if [ $rc = 0 ]; then
+			# The failed allocation had a fallback (a mempool, a retry):
+			# the command must have done all it should.
+			eval "$check_ok" || fail "$name: succeeded with allocation $n failed but the result is wrong"
+		else
+			fails=$((fails + 1))
+			case $out in
+			*ENOMEM*) ;;
+			*"("E[A-Z]*")"*)
+				# Another errno: the failure came back through a
+				# layer that reports its own (the block layer's
+				# disk registration); logged, and the state check
+				# below still applies.
+				other=$((other + 1))
+				log "$name: allocation $n: $(printf '%s' "$out" | grep -o '([A-Z]*)') ($(dmesg | tail -n 2 | tr '\n' ' '))" ;;
+			*) fail "$name: allocation $n failed without an errno: $out" ;;
+			esac
+			after=$(state)
+			[ "$after" = "$before" ] || fail "$name: allocation $n failed and the state changed:
+--- before
+$before
+--- after
+$after"
+		fi
+		eval "$undo"
+		tried=$((tried + 1))
+		# Every point up to $FULL, then every $STRIDE-th (the block
+		# layer's disk registration alone has hundreds).
+		if [ $n -lt "$FULL" ]; then n=$((n + 1)); else n=$((n + STRIDE)); fi
+		[ $n -le 2000 ] || fail "$name: more than 2000 allocations?"
+	done
+	log "ok: $name: $tried of its $((n - 1)) allocation points failed in turn ($fails made the command fail cleanly), then it ran through"
+}
+
+exists() { rdmsetup info "$1" >/dev/null 2>&1; }
+none() { :; }
+
+# DM_DEV_CREATE
+sweep "create" none \
+	"rdmsetup create f1 --notable" \
+	"exists f1" \
+	"rdmsetup remove f1 2>/dev/null"
+
+# DM_TABLE_LOAD of a two-target table, then DM_DEV_SUSPEND (resume).
+sweep "load" "rdmsetup create f1 --notable" \
+	"rdmsetup load f1 --table '0 4096 linear $VDA 0
+4096 4096 zero'" \
+	"rdmsetup info f1 | grep -q 'Tables present:.*INACTIVE'" \
+	"rdmsetup remove f1"
+sweep "resume" "rdmsetup create f1 --notable && rdmsetup load f1 --table '0 $LEN linear $VDA 0'" \
+	"rdmsetup resume f1" \
+	"[ \"\$(rdmsetup table f1)\" = '0 $LEN linear $(devno $VDA) 0' ]" \
+	"rdmsetup remove f1"
+
+# DM_DEV_RENAME, DM_TABLE_STATUS, DM_LIST_DEVICES, DM_DEV_REMOVE.
+sweep "rename" "rdmsetup create f1 --table '0 $LEN zero'" \
+	"rdmsetup rename f1 f2" \
+	"exists f2 && ! exists f1" \
+	"rdmsetup remove f2 2>/dev/null; rdmsetup remove f1 2>/dev/null"
+sweep "status" "rdmsetup create f1 --table '0 $LEN zero'" \
+	"rdmsetup status f1" \
+	"exists f1" \
+	"rdmsetup remove f1"
+sweep "list" "rdmsetup create f1 --table '0 $LEN zero'" \
+	"rdmsetup ls" \
+	"exists f1" \
+	"rdmsetup remove f1"
+sweep "remove" "rdmsetup create f1 --table '0 $LEN zero'" \
+	"rdmsetup remove f1" \
+	"! exists f1" \
+	"rdmsetup remove f1 2>/dev/null"
+
+# Snapshots: an origin, and a persistent snapshot table loaded on a COW
+# device that holds exceptions (its metadata is read in the load).
+rdmsetup create so --table "0 $LEN snapshot-origin $VDA" || fail "origin"
+dd if=/dev/zero of=$VDB bs=4k count=1 oflag=direct status=none
+rdmsetup suspend so && rdmsetup create ss --table "0 $LEN snapshot $VDA $VDB P 8" && rdmsetup resume so ||
+	fail "first persistent snapshot"
+dd if=/dev/urandom of=/dev/rdm/so bs=4k count=64 oflag=direct status=none || fail "origin writes"
+st=$(rdmsetup status ss)
+rdmsetup remove ss || fail "remove the snapshot"
+sweep "snapshot load (P, 64 exceptions)" "rdmsetup create ss --notable" \
+	"rdmsetup load ss --table '0 $LEN snapshot $VDA $VDB P 8'" \
+	"rdmsetup info ss | grep -q 'Tables present:.*INACTIVE'" \
+	"rdmsetup remove ss"
+rdmsetup suspend so && rdmsetup create ss --table "0 $LEN snapshot $VDA $VDB P 8" && rdmsetup resume so ||
+	fail "the persistent snapshot after the sweep"
+expect_eq "$(rdmsetup status ss)" "$st" "the snapshot still has its exceptions after the sweep"
+sweep "snapshot message" none \
+	"rdmsetup message ss 0 stats" \
+	"exists ss" \
+	none
+rdmsetup remove ss && rdmsetup remove so || fail "remove the snapshot devices"
+
+# Nothing left behind, and rdm still works.
+expect_eq "$(rdmsetup ls)" "No devices found" "no device left"
+rdmsetup create after --table "0 $LEN linear $VDC 0" || fail "create after the sweeps"
+dd if=/dev/urandom of=/dev/rdm/after bs=4k count=16 oflag=direct status=none || fail "I/O after the sweeps"
+rdmsetup remove after || fail "remove after the sweeps"
+rdm_unload || fail "rmmod after the sweeps"
+log "fault injection: $injected_total allocation failures injected on the control path ($other answered with another errno than ENOMEM)"
+echo "# fault-injected: $injected_total"
+exit 0
