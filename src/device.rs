@@ -376,16 +376,29 @@ impl MappedDevice {
     }
 
     /// Swaps in the inactive table, if any, and restarts I/O. Caller holds
-    /// `state`. On error the device stays suspended with the old table.
+    /// `state`. If the swap fails, the device is as it was: the old table
+    /// (running again if it was running), the new one still inactive.
     pub(crate) fn resume(&self, st: &mut DevState, lockfs: bool) -> Result {
         if let Some(new) = st.inactive.clone() {
+            let was_suspended = st.suspended;
             self.suspend(st, lockfs)?;
-            self.swap_table(st, new)?;
+            if let Err(e) = self.swap_table(st, new) {
+                if !was_suspended {
+                    self.restart(st);
+                }
+                return Err(e);
+            }
             st.inactive = None;
             self.raise_event();
         }
+        self.restart(st);
+        Ok(())
+    }
+
+    /// Lets I/O through again after a suspend (no-op if not suspended).
+    fn restart(&self, st: &mut DevState) {
         if !st.suspended {
-            return Ok(());
+            return;
         }
         self.io_suspended.store(false, Ordering::Release);
         self.srcu.synchronize();
@@ -395,7 +408,6 @@ impl MappedDevice {
             bio.submit();
         }
         self.thaw(st);
-        Ok(())
     }
 
     /// Makes `new` the active table of a suspended device.
@@ -436,7 +448,10 @@ impl MappedDevice {
         Ok(())
     }
 
-    fn unlink_holders<'a>(disk: &GenDisk<MappedDevice>, devs: impl Iterator<Item = &'a Arc<BdevFile>>) {
+    fn unlink_holders<'a>(
+        disk: &GenDisk<MappedDevice>,
+        devs: impl Iterator<Item = &'a Arc<BdevFile>>,
+    ) {
         for dev in devs {
             disk.unlink_holder(dev);
         }
