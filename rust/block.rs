@@ -859,15 +859,26 @@ pub struct PageBuf {
 }
 
 impl PageBuf {
-    /// Allocates `bytes` (a multiple of 512) with `GFP_KERNEL`, zeroed.
+    /// Allocates `bytes` (a multiple of 512) with `GFP_KERNEL`, for I/O to
+    /// fill: the contents are whatever the pages held (nothing reads them
+    /// but the device, until a read fills them).
     pub fn new(bytes: usize) -> Result<Self> {
+        Self::alloc(bytes, GFP_KERNEL)
+    }
+
+    /// Allocates `bytes` (a multiple of 512), zeroed.
+    pub fn new_zeroed(bytes: usize) -> Result<Self> {
+        Self::alloc(bytes, GFP_KERNEL | __GFP_ZERO)
+    }
+
+    fn alloc(bytes: usize, flags: kernel::alloc::Flags) -> Result<Self> {
         if bytes == 0 || bytes % 512 != 0 {
             return Err(EINVAL);
         }
         let n = bytes.div_ceil(PAGE_SIZE);
         let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
-            pages.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
+            pages.push(Page::alloc_page(flags)?, GFP_KERNEL)?;
         }
         Ok(PageBuf { pages, len: bytes })
     }

@@ -226,7 +226,7 @@ impl Persistent {
         overflow: bool,
         mut add: impl FnMut(u64, u64) -> Result<(), bool>,
     ) -> Result<Opened, OpenError> {
-        let mut first = PageBuf::new(512)?;
+        let mut first = PageBuf::new_zeroed(512)?;
         page_io_sync(cow, PageIo::Read, &mut [(0, &mut first)])?;
         let mut raw = [0u8; HEADER_BYTES];
         first.read_at(0, &mut raw)?;
@@ -248,7 +248,7 @@ impl Persistent {
                 None => OpenError::TableChunk(e),
             })?;
         let layout = Layout::new(geom.sectors(), cow.nr_sectors())?;
-        let mut area = PageBuf::new(layout.chunk_bytes())?;
+        let mut area = PageBuf::new_zeroed(layout.chunk_bytes())?;
         let (valid, position) = match header {
             None => {
                 Self::format_new(cow, &layout, &mut area)?;
@@ -304,7 +304,7 @@ impl Persistent {
     }
 
     fn write_header(cow: &BdevFile, layout: &Layout, valid: bool) -> Result {
-        let mut chunk0 = PageBuf::new(layout.chunk_bytes())?;
+        let mut chunk0 = PageBuf::new_zeroed(layout.chunk_bytes())?;
         chunk0.write_at(0, &encode_header(valid, layout.chunk_sectors() as u32))?;
         page_io_sync(cow, PageIo::WriteFlushFua, &mut [(0, &mut chunk0)])
     }
@@ -321,7 +321,7 @@ impl Persistent {
         let per_batch = (READ_BATCH_BYTES / layout.chunk_bytes()).clamp(1, READ_BATCH_AREAS);
         let mut bufs = KVec::with_capacity(per_batch, GFP_KERNEL)?;
         for _ in 0..per_batch {
-            bufs.push(PageBuf::new(layout.chunk_bytes())?, GFP_KERNEL)?;
+            bufs.push(PageBuf::new_zeroed(layout.chunk_bytes())?, GFP_KERNEL)?;
         }
         let mut loader = Loader::new(*layout);
         let mut oom = false;
@@ -430,7 +430,7 @@ impl Persistent {
         // one) in new buffers.
         let mut later = KVec::with_capacity((plan.last - plan.first) as usize, GFP_KERNEL)?;
         for _ in plan.first..plan.last {
-            later.push(PageBuf::new(l.chunk_bytes())?, GFP_KERNEL)?;
+            later.push(PageBuf::new_zeroed(l.chunk_bytes())?, GFP_KERNEL)?;
         }
         for (&pos, &(old, new)) in c.staged.iter() {
             if pos >= to {
