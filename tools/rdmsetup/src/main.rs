@@ -148,6 +148,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe ends the tool quietly, as it does dmsetup (Rust
+    // ignores SIGPIPE, and printing would panic).
+    // SAFETY: restoring a signal's default disposition at startup, before
+    // any thread exists, has no memory-safety preconditions.
+    unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
