@@ -31,12 +31,9 @@ use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex, SpinLock};
 use kernel::{new_mutex, new_spinlock};
 
-/// A new exception's COW chunk, and (persistent) its entry's position.
-#[derive(Clone, Copy)]
-pub(crate) struct Slot {
-    pub(crate) pos: u64,
-    pub(crate) new_chunk: u64,
-}
+/// A new exception's COW chunk, and (persistent) its entry's position (0
+/// for the transient store).
+pub(crate) use crate::rdm_core::persistent::Slot;
 
 /// A snapshot's exception store.
 pub(crate) enum Store {
@@ -374,10 +371,7 @@ impl Persistent {
     }
 
     fn prepare_exception(&self) -> Option<Slot> {
-        self.alloc.lock().allocate().map(|s| Slot {
-            pos: s.pos,
-            new_chunk: s.new_chunk,
-        })
+        self.alloc.lock().allocate()
     }
 
     fn usage(&self) -> (u64, u64, u64) {
