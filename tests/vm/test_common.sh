@@ -226,5 +226,14 @@ expect_same() {
 	fi
 	log "ok: $1"
 }
+# expect_eio WHAT COMMAND...: fails with EIO.
+expect_eio() {
+	local what=$1 out
+	shift
+	if out=$("$@" 2>&1); then fail "$what: succeeded"; fi
+	expect_match "$out" "Input/output error" "$what: EIO"
+}
+# read1 DEV SECTOR: one O_DIRECT read of 8 sectors (4 KiB) at SECTOR.
+read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }
 # now_ms: a monotonic-enough clock for ordering checks, in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }

@@ -78,14 +78,6 @@ swrite() { # swrite SRC SECTOR SECTORS: to the main snapshot (and its image)
 	fput "$1" "$2" $sexp "$2" "$3"
 	mark "$2" "$3"
 }
-# expect_eio WHAT COMMAND...: fails with EIO.
-expect_eio() {
-	local what=$1 out
-	shift
-	if out=$("$@" 2>&1); then fail "$what: succeeded"; fi
-	expect_match "$out" "Input/output error" "$what: EIO"
-}
-read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }
 main_status() { p_status ${#MAIN[@]} $CS $COWLEN; }
 
 # ondisk_check: the main COW's metadata areas (read from the device) list

@@ -61,14 +61,6 @@ cow_same() {
 	cmp -s -n $((n * 512)) <(dread "$2" 0 "$n") $img || fail "$1: the COW device was written"
 	log "ok: $1: the COW device is unchanged"
 }
-# expect_eio WHAT COMMAND...: fails with EIO.
-expect_eio() {
-	local what=$1 out
-	shift
-	if out=$("$@" 2>&1); then fail "$what: succeeded"; fi
-	expect_match "$out" "Input/output error" "$what: EIO"
-}
-read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }
 
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
 dd if=$pat of=$orig bs=1M oflag=direct status=none || fail "stamp the pattern"
