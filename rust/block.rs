@@ -940,6 +940,30 @@ impl PageBuf {
         Ok(())
     }
 
+    /// Lends the buffer to asynchronous I/O ([`submit_page_io`] takes an
+    /// `Arc`); [`PageBuf::take_back`] returns it once the I/O is over. On
+    /// failure (out of memory) the buffer comes back unchanged.
+    pub fn lend(self) -> Result<Arc<PageBuf>, PageBuf> {
+        match UniqueArc::new_uninit(GFP_KERNEL) {
+            Ok(arc) => Ok(arc.write(self).into()),
+            Err(_) => Err(self),
+        }
+    }
+
+    /// The buffer lent by [`PageBuf::lend`], ours alone again: every I/O
+    /// that used it has run its `done`. [`submit_page_io`] drops its
+    /// reference before it calls `done`, so a caller that learns of the
+    /// end of the I/O from `done` finds the buffer unshared. `None` (and
+    /// the reference dropped) if someone still holds it.
+    pub fn take_back(arc: Arc<PageBuf>) -> Option<PageBuf> {
+        let unique = arc.into_unique_or_drop()?;
+        let mut unique = Pin::into_inner(unique);
+        Some(PageBuf {
+            pages: core::mem::take(&mut unique.pages),
+            len: unique.len,
+        })
+    }
+
     /// Zeroes the whole buffer.
     pub fn zero(&mut self) -> Result {
         for (page, in_page, n) in self.pieces(0, self.len)? {
@@ -1013,6 +1037,8 @@ impl<F: FnOnce(bool) + Send + 'static> PageIoCtx<F> {
         let failed = ctx.failed.load(Ordering::Acquire);
         // SAFETY: as above, we are its only user.
         if let Some(done) = unsafe { (*ctx.done.get()).take() } {
+            // The buffer's reference goes before `done` runs:
+            // `PageBuf::take_back` relies on it.
             drop(ctx);
             done(failed);
         }
@@ -1100,16 +1126,18 @@ pub fn page_io_sync(dev: &BdevFile, io: PageIo, reqs: &mut [(u64, &mut PageBuf)]
     let mut res = Ok(());
     with_plug(|| {
         for (sector, buf) in reqs.iter_mut() {
-            let Ok(arc) = UniqueArc::new_uninit(GFP_KERNEL) else {
-                res = Err(ENOMEM);
-                break;
+            let own = PageBuf {
+                pages: core::mem::take(&mut buf.pages),
+                len: buf.len,
             };
-            let arc: Arc<PageBuf> = arc
-                .write(PageBuf {
-                    pages: core::mem::take(&mut buf.pages),
-                    len: buf.len,
-                })
-                .into();
+            let arc = match own.lend() {
+                Ok(arc) => arc,
+                Err(own) => {
+                    buf.pages = own.pages;
+                    res = Err(ENOMEM);
+                    break;
+                }
+            };
             let st = state.clone();
             state.left.inc();
             let done = move |failed: bool| {
@@ -1133,8 +1161,8 @@ pub fn page_io_sync(dev: &BdevFile, io: PageIo, reqs: &mut [(u64, &mut PageBuf)]
     // Every I/O completed and dropped its reference: each buffer is ours
     // alone again and goes back to its owner.
     for ((_, buf), arc) in reqs.iter_mut().zip(shared) {
-        match arc.into_unique_or_drop() {
-            Some(unique) => buf.pages = core::mem::take(&mut Pin::into_inner(unique).pages),
+        match PageBuf::take_back(arc) {
+            Some(own) => buf.pages = own.pages,
             None => {
                 // Cannot happen (see above); an empty buffer refuses use.
                 buf.len = 0;

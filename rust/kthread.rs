@@ -44,12 +44,25 @@ pub struct Current {
 }
 
 impl Current {
+    /// This thread's identity, as [`current_id`] gives it on this thread.
+    pub fn id(&self) -> usize {
+        current_id()
+    }
+
     /// Whether the thread has been asked to stop.
     pub fn should_stop(&self) -> bool {
         // SAFETY: `self` exists only on the kthread it was made for (see
         // `trampoline`), so `current` is a kthread.
         unsafe { bindings::kthread_should_stop() }
     }
+}
+
+/// An identity of the current task, only to compare with
+/// [`Current::id`]: whether the caller is a given kthread.
+pub fn current_id() -> usize {
+    // SAFETY: get_current() has no requirements; the pointer is only
+    // compared, never dereferenced.
+    unsafe { bindings::get_current() as usize }
 }
 
 /// A running kernel thread.
