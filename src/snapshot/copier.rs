@@ -6,7 +6,16 @@
 //! the COW chunk of every snapshot it serves; then it records the
 //! exceptions, forgets the pending exceptions and re-maps the bios held on
 //! it. A whole-chunk snapshot write is a job with no copy: the write
-//! itself fills the COW chunk.
+//! itself fills the COW chunk. Marking a persistent snapshot invalid on
+//! disk is a job too (its one write is the header): origin writes that
+//! must not go before it are held on it.
+//!
+//! Persistent stores. A finished copy is staged in its store and the job
+//! parked; each round the thread drives every store's commit (one in
+//! flight per store, asynchronous: copies go on while the metadata is
+//! written) and ends the parked jobs whose exceptions are durable. The
+//! thread never waits for I/O: a COW device may itself be an rdm device
+//! whose I/O needs this thread (stacked snapshots).
 //!
 //! Bounds. `cow_threshold` bounds the jobs in progress (from creation to
 //! the end of `finish`): a writer that needs a new job beyond it waits in
@@ -14,7 +23,9 @@
 //! was a writer sleeping on this bound while holding a lock the completion
 //! path needed). Only new copies wait: a write to a copied chunk, or to a
 //! chunk already pending (it is queued on that job), never does, and the
-//! copier's own re-maps never wait. Separately, at most [`MAX_ACTIVE`]
+//! copier's own re-maps never wait, nor does anything submitted from the
+//! copier thread (a COW device that is an rdm origin or snapshot maps its
+//! writes on this thread, and waiting there would wait for itself). Separately, at most [`MAX_ACTIVE`]
 //! jobs and [`BUFFER_BUDGET`] bytes of buffers have I/O in flight; the rest
 //! wait in the queue, which costs nothing but their place.
 //!
@@ -26,7 +37,7 @@
 use super::store::Slot;
 use super::{copy_ready_at, cow_threshold, From, Snap};
 use crate::kx::block::{submit_page_io, with_plug, Bio, PageBuf, PageIo};
-use crate::kx::kthread::{Current, Kthread, ThreadBody};
+use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
 use crate::kx::wait::Slots;
@@ -65,6 +76,8 @@ pub(crate) struct Copier {
     wake: CondVar,
     /// Jobs in progress, bounded by `cow_threshold`.
     slots: Slots,
+    /// The thread's identity (`current_id`), once it runs.
+    thread: AtomicUsize,
 }
 
 impl Copier {
@@ -81,18 +94,25 @@ impl Copier {
                 ),
                 wake <- new_condvar!("rdm:copier_wake"),
                 slots: Slots::new(),
+                thread: AtomicUsize::new(0),
             }),
             GFP_KERNEL,
         )
     }
 
     /// Takes a slot for a new job: under `cow_threshold` for submitters,
-    /// always for the copier's own re-maps.
+    /// always for the copier's own re-maps and for anything submitted on
+    /// the copier thread (only it gives slots back).
     pub(crate) fn take_slot(&self, from: From) -> bool {
-        match from {
-            From::Submit => self.slots.try_take(cow_threshold()),
-            From::Copier => self.slots.try_take(0),
+        if from == From::Copier || self.on_copier_thread() {
+            return self.slots.try_take(0);
         }
+        self.slots.try_take(cow_threshold())
+    }
+
+    /// Whether the caller is the copier thread.
+    fn on_copier_thread(&self) -> bool {
+        self.thread.load(Ordering::Acquire) == current_id()
     }
 
     /// Sleeps until a slot may be free. The caller holds no lock.
@@ -184,25 +204,40 @@ pub(crate) struct JobTarget {
 }
 
 impl JobTarget {
-    /// Whether this snapshot's exception is durable or no longer matters
-    /// (the snapshot is invalid).
+    /// Whether this snapshot's exception is durable, or no longer matters
+    /// (the snapshot is invalid) and no commit of its store is in flight
+    /// (a parked job keeps the snapshot, and so its COW device, open
+    /// until the writes are over).
     fn committed(&self) -> bool {
         match self.snap.store.persistent() {
-            Some(p) => !self.snap.is_valid() || p.is_committed(self.pos),
+            Some(p) if self.snap.is_valid() => p.is_committed(self.pos),
+            Some(p) => !p.commit_in_flight(),
             None => true,
         }
     }
 }
 
-/// One chunk copy (a pending exception in each snapshot it serves).
+/// What a job does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobKind {
+    /// Reads the origin chunk and writes it to each snapshot.
+    Copy,
+    /// A whole-chunk snapshot write is the copy: nothing to read.
+    Overwrite,
+    /// Writes a persistent snapshot's header with valid = 0 (its one
+    /// target), then lets the origin writes held on it go.
+    InvalidHeader,
+}
+
+/// One chunk copy (a pending exception in each snapshot it serves), or
+/// an invalid header write ([`JobKind::InvalidHeader`]).
 #[pin_data]
 pub(crate) struct Job {
     pub(crate) copier: Arc<Copier>,
     /// The origin chunk.
     chunk: u64,
     chunk_sectors: u64,
-    /// A whole-chunk snapshot write is the copy: nothing to read.
-    overwrite: bool,
+    kind: JobKind,
     /// Jiffies before which the copy must not start (test knob).
     ready_at: u64,
     stage: AtomicU8,
@@ -224,18 +259,26 @@ impl Job {
         copier: &Arc<Copier>,
         chunk: u64,
         chunk_sectors: u64,
-        overwrite: bool,
+        kind: JobKind,
         max_targets: usize,
     ) -> Result<Arc<Job>> {
         let targets = KVec::with_capacity(max_targets.max(1), GFP_KERNEL)?;
-        let ready_at = if overwrite { 0 } else { copy_ready_at() };
-        let stage = AtomicU8::new(if overwrite { WRITING } else { QUEUED });
+        let ready_at = if kind == JobKind::Copy {
+            copy_ready_at()
+        } else {
+            0
+        };
+        let stage = AtomicU8::new(if kind == JobKind::Overwrite {
+            WRITING
+        } else {
+            QUEUED
+        });
         Arc::pin_init(
             pin_init!(Job {
                 copier: copier.clone(),
                 chunk,
                 chunk_sectors,
-                overwrite,
+                kind,
                 ready_at,
                 stage,
                 failed: AtomicBool::new(false),
@@ -252,6 +295,19 @@ impl Job {
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// A job that writes `snap`'s header with valid = 0.
+    pub(crate) fn invalid_header(copier: &Arc<Copier>, snap: &Arc<Snap>) -> Result<Arc<Job>> {
+        let job = Job::new(copier, 0, 0, JobKind::InvalidHeader, 1)?;
+        job.add_target(
+            snap,
+            Slot {
+                pos: 0,
+                new_chunk: 0,
+            },
+        )?;
+        Ok(job)
     }
 
     /// Adds a snapshot the job writes to. Never allocates (room was
@@ -331,6 +387,7 @@ impl ThreadBody for CopierThread {
     fn run(&self, me: &Current) {
         // Reclaim must not wait for I/O that may need this thread.
         let _noio = crate::kx::memalloc::NoIo::enter();
+        self.copier.thread.store(me.id(), Ordering::Release);
         let mut work = self.work.lock();
         let work = &mut *work;
         let mut bytes = 0usize;
@@ -342,12 +399,12 @@ impl ThreadBody for CopierThread {
                     self.start(job, &mut work.active, &mut bytes);
                 }
                 self.advance(work, &mut bytes);
+                // Commits of what completed (one in flight per store),
+                // and the end of the jobs they made durable.
+                if work.committing.iter().flatten().next().is_some() {
+                    self.drive_commits(work);
+                }
             });
-            // One commit per persistent store for everything that
-            // completed this round, then the jobs it made durable end.
-            if work.committing.iter().flatten().next().is_some() {
-                self.commit(work);
-            }
         }
     }
 }
@@ -419,8 +476,10 @@ impl CopierThread {
             self.finish(entry);
             return;
         };
-        if !job.overwrite {
-            self.start_read(&mut entry, bytes);
+        match job.kind {
+            JobKind::Copy => self.start_read(&mut entry, bytes),
+            JobKind::Overwrite => {}
+            JobKind::InvalidHeader => Self::start_header_write(&entry),
         }
         *slot = Some(entry);
     }
@@ -454,6 +513,32 @@ impl CopierThread {
             done_job.copier.kick();
         });
         if res.is_err() {
+            job.failed.store(true, Ordering::Release);
+            job.stage.store(WRITE_DONE, Ordering::Release);
+        }
+    }
+
+    /// Sends the invalid header write of the job's snapshot.
+    fn start_header_write(entry: &Active) {
+        let job = &entry.job;
+        job.stage.store(WRITING, Ordering::Release);
+        let done_job = job.clone();
+        let done = move |failed: bool| {
+            if failed {
+                done_job.failed.store(true, Ordering::Release);
+            }
+            done_job.stage.store(WRITE_DONE, Ordering::Release);
+            done_job.copier.kick();
+        };
+        let sent = match entry
+            .targets
+            .first()
+            .and_then(|t| t.snap.store.persistent())
+        {
+            Some(p) => p.write_invalid_header(done),
+            None => Err(EINVAL),
+        };
+        if sent.is_err() {
             job.failed.store(true, Ordering::Release);
             job.stage.store(WRITE_DONE, Ordering::Release);
         }
@@ -512,10 +597,11 @@ impl CopierThread {
                     let job = &entry.job;
                     // A read of the chunk sent to the origin before the
                     // job existed must end before origin writes go.
-                    if entry
-                        .targets
-                        .iter()
-                        .any(|t| t.snap.reads_in_flight(job.chunk))
+                    if job.kind != JobKind::InvalidHeader
+                        && entry
+                            .targets
+                            .iter()
+                            .any(|t| t.snap.reads_in_flight(job.chunk))
                     {
                         continue;
                     }
@@ -539,7 +625,7 @@ impl CopierThread {
     /// writes to; true if it must wait for a commit.
     fn stage(entry: &Active) -> bool {
         let job = &entry.job;
-        if job.failed.load(Ordering::Acquire) {
+        if job.failed.load(Ordering::Acquire) || job.kind == JobKind::InvalidHeader {
             return false;
         }
         let mut wait = false;
@@ -581,41 +667,44 @@ impl CopierThread {
         self.finish(entry);
     }
 
-    /// Commits every persistent store with staged exceptions (one metadata
-    /// write each, for everything staged), then ends the jobs whose
-    /// exceptions are all durable. A failed commit invalidates its
-    /// snapshot.
-    fn commit(&self, work: &mut Work) {
+    /// Drives the commit of every persistent store the parked jobs write
+    /// to, then ends the jobs whose exceptions are all durable. A failed
+    /// commit invalidates its snapshot. The store of an invalid snapshot
+    /// starts no commit, but one in flight is followed to its end.
+    fn drive_commits(&self, work: &mut Work) {
         for entry in work.committing.iter().flatten() {
             for t in entry.targets.iter() {
                 let Some(p) = t.snap.store.persistent() else {
                     continue;
                 };
-                if t.snap.is_valid() && p.commit().is_err() {
+                if p.drive_commit(t.snap.is_valid(), &self.copier).is_err() {
                     t.snap.invalidate("I/O error writing the snapshot metadata");
                 }
             }
         }
-        with_plug(|| {
-            for slot in work.committing.iter_mut() {
-                if slot
-                    .as_ref()
-                    .is_some_and(|e| e.targets.iter().all(JobTarget::committed))
-                {
-                    if let Some(entry) = slot.take() {
-                        self.finish(entry);
-                    }
+        for slot in work.committing.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|e| e.targets.iter().all(JobTarget::committed))
+            {
+                if let Some(entry) = slot.take() {
+                    self.finish(entry);
                 }
             }
-        });
+        }
     }
 
     /// Ends a job: records its exceptions (or invalidates the snapshots it
-    /// failed for), then re-maps the bios held on it.
+    /// failed for; or, for an invalid header write, says it is written),
+    /// then re-maps the bios held on it.
     fn finish(&self, entry: Active) {
         let job = &entry.job;
         let failed = job.failed.load(Ordering::Acquire);
         for t in entry.targets.iter() {
+            if job.kind == JobKind::InvalidHeader {
+                t.snap.invalid_header_written(job, failed);
+                continue;
+            }
             if failed {
                 // The origin read failed (or, for a whole-chunk snapshot
                 // write, that write did): no snapshot got the chunk.

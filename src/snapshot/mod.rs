@@ -462,6 +462,35 @@ impl Snap {
         (ex.len(), ex.runs(), ex.bytes())
     }
 
+    /// The copier's job that writes this (persistent) snapshot's header
+    /// with valid = 0, made and queued if there is none; `None` if the
+    /// header says so already.
+    fn invalid_header_job(self: &Arc<Self>, copier: &Arc<Copier>) -> Result<Option<Arc<Job>>> {
+        let Some(p) = self.store.persistent() else {
+            return Ok(None);
+        };
+        let made = p.invalid_header_job(|| Job::invalid_header(copier, self))?;
+        let Some((job, new)) = made else {
+            return Ok(None);
+        };
+        if new {
+            // Counted like an exception: the last user waits for it.
+            self.outstanding.inc();
+            // Never throttled: it is what lets held writes go.
+            copier.take_slot(From::Copier);
+            copier.queue(job.clone());
+        }
+        Ok(Some(job))
+    }
+
+    /// The copier's invalid header write ended.
+    pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
+        if let Some(p) = self.store.persistent() {
+            p.invalid_header_written(job, failed);
+        }
+        self.outstanding.dec();
+    }
+
     /// Maps again an origin write held on a job of this snapshot (copier).
     pub(crate) fn origin_write_again(&self, copier: &Arc<Copier>, bio: Bio) {
         self.origin
@@ -525,7 +554,7 @@ enum Plan {
     },
 }
 
-pub(crate) use copier::Job;
+pub(crate) use copier::{Job, JobKind};
 
 /// Where a bio comes from, for the throttle.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -609,7 +638,7 @@ impl Origin {
         let snaps = self.snaps.read();
         // Room for every snapshot there is: registering one needs the
         // write lock we keep out.
-        let job = Job::new(copier, chunk, chunk_sectors, false, snaps.len())?;
+        let job = Job::new(copier, chunk, chunk_sectors, JobKind::Copy, snaps.len())?;
         let job = &job;
         // Every allocation before the first COW chunk is taken: from then
         // on the job must reach the queue without waiting (see `map`).
@@ -667,9 +696,22 @@ impl Origin {
                     Err(b) => bio = b,
                 },
                 Plan::SyncInvalid(snap) => {
-                    // No lock is held here (the plan's are dropped).
-                    if let Some(p) = snap.store.persistent() {
-                        p.sync_invalid();
+                    // Held until the copier has written the header: this
+                    // may be a submit_bio (whose own I/O is only sent once
+                    // it returns) or the copier itself, so nothing here
+                    // waits for I/O.
+                    match snap.invalid_header_job(copier) {
+                        Ok(Some(job)) => match job.hold_origin(bio) {
+                            Ok(()) => return,
+                            Err(b) => bio = b,
+                        },
+                        // Written meanwhile: decide again.
+                        Ok(None) => {}
+                        Err(_) => {
+                            pr_err!("origin write: out of memory to mark a snapshot invalid\n");
+                            bio.end(true);
+                            return;
+                        }
                     }
                 }
                 Plan::Copy {
@@ -825,7 +867,12 @@ impl Snap {
                 continue;
             }
             let whole = self.geom.covers_whole_chunk(bio.sector(), bio.sectors());
-            let Ok(job) = Job::new(&copier, chunk, self.geom.sectors(), whole, 1) else {
+            let kind = if whole {
+                JobKind::Overwrite
+            } else {
+                JobKind::Copy
+            };
+            let Ok(job) = Job::new(&copier, chunk, self.geom.sectors(), kind, 1) else {
                 copier.put_slot();
                 io.end(bio, true);
                 return;

@@ -12,20 +12,23 @@
 //!   (`rdm_core::persistent`). Opening one reads the header and every
 //!   metadata area (in batches of areas in flight at once) before the
 //!   snapshot is registered, so the reading holds no lock. The copier
-//!   stages each completed copy ([`Persistent::stage`]) and, once per
-//!   round, commits the staged entries that extend the committed prefix
-//!   ([`Persistent::commit`]): one metadata write (FLUSH+FUA) for all of
-//!   them. Entries are committed in allocation order, so the list on disk
-//!   is always a prefix of the allocations.
+//!   stages each completed copy ([`Persistent::stage`]) and drives one
+//!   commit at a time per store ([`Persistent::drive_commit`]): the staged
+//!   entries that extend the committed prefix go out in one metadata write
+//!   (FLUSH+FUA), asynchronously — copies go on meanwhile, and whatever
+//!   they stage goes out in the next commit. Entries are committed in
+//!   allocation order, so the list on disk is always a prefix of the
+//!   allocations.
 
-use crate::kx::block::{page_io_sync, BdevFile, PageBuf, PageIo};
+use super::copier::{Copier, Job};
+use crate::kx::block::{page_io_sync, submit_page_io, BdevFile, PageBuf, PageIo};
 use crate::rdm_core::persistent::{
     self, decode_header, encode_header, Appender, CommitPlan, FormatError, Layout, Loader,
     Position, DEFAULT_CHUNK_SECTORS, HEADER_BYTES,
 };
 use crate::rdm_core::snapshot::{ChunkGeometry, SnapshotError, StoreKind};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex, SpinLock};
@@ -163,15 +166,67 @@ pub(crate) struct Opened {
 }
 
 /// What the copier's commits work on (the copier thread only; opening
-/// and dropping the store too).
+/// and dropping the store too). Never held across I/O.
 struct Commit {
     /// Position of the first entry not committed.
     committed: u64,
     /// Completed copies not committed yet, by position: `(old, new)`.
     staged: RBTree<u64, (u64, u64)>,
     /// The image of the area `committed` falls in (its committed entries
-    /// and zeros after them).
-    area: PageBuf,
+    /// and zeros after them); `None` while a commit has it in flight.
+    area: Option<PageBuf>,
+    /// The commit whose writes are in flight.
+    flight: Option<Flight>,
+}
+
+/// A commit whose metadata writes are in flight.
+struct Flight {
+    /// The committed prefix once it is done.
+    to: u64,
+    /// The area the committed prefix ends in now (written last).
+    first_area: u64,
+    /// The area `to` falls in (filled from then on).
+    last_area: u64,
+    /// The images of the areas after the current one, written first; the
+    /// last one is the image the next commit fills.
+    later: KVec<Arc<PageBuf>>,
+    /// The current area's image, written last with FLUSH+FUA.
+    current: Arc<PageBuf>,
+}
+
+// Commit stages ([`CommitIo::stage`]).
+/// No commit in flight.
+const IDLE: u8 = 0;
+/// The areas after the current one are being written.
+const LATER: u8 = 1;
+const LATER_DONE: u8 = 2;
+/// The current area is being written (FLUSH+FUA).
+const CURRENT: u8 = 3;
+const CURRENT_DONE: u8 = 4;
+
+/// The state a commit's write completions update (interrupt context:
+/// atomics and a kick of the copier only).
+struct CommitIo {
+    stage: AtomicU8,
+    /// Writes of the stage not completed, plus one held by the submitter.
+    left: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl CommitIo {
+    /// One write of the stage ended; the last one moves the stage on
+    /// (`LATER` to `LATER_DONE`, `CURRENT` to `CURRENT_DONE`) and kicks the
+    /// copier.
+    fn put(&self, failed: bool, copier: &Copier) {
+        if failed {
+            self.failed.store(true, Ordering::Release);
+        }
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let next = self.stage.load(Ordering::Acquire) + 1;
+            self.stage.store(next, Ordering::Release);
+            copier.kick();
+        }
+    }
 }
 
 /// Most bytes of metadata areas read at once when a snapshot is opened.
@@ -191,10 +246,12 @@ pub(crate) struct Persistent {
     /// never sleeps).
     #[pin]
     alloc: SpinLock<Appender>,
-    /// The copier's commit state. Held across the metadata writes: only
-    /// the copier thread takes it while the store is in use.
+    /// The copier's commit state (only the copier thread takes it while
+    /// the store is in use; never held across I/O).
     #[pin]
     commit: Mutex<Commit>,
+    /// What the commit's write completions update.
+    io: Arc<CommitIo>,
     /// Position of the first entry not committed (mirror of `commit`, for
     /// the copier's waiters without the mutex).
     committed: AtomicU64,
@@ -204,9 +261,13 @@ pub(crate) struct Persistent {
     dirty: AtomicBool,
     /// The snapshot went invalid and the header does not say so yet.
     invalid_unsynced: AtomicBool,
-    /// Serialises header writes (held across that one write).
+    /// Serialises synchronous header writes (held across that one write).
     #[pin]
     header_lock: Mutex<()>,
+    /// The copier's job writing the invalid header, while there is one:
+    /// origin writes that must wait for that write are held on it.
+    #[pin]
+    header_job: SpinLock<Option<Arc<Job>>>,
 }
 
 impl Persistent {
@@ -261,6 +322,14 @@ impl Persistent {
         let appender = Appender::new(layout, position);
         let committed = appender.next_pos();
         let meta_area = position.map_or(0, |p| p.area);
+        let io = Arc::new(
+            CommitIo {
+                stage: AtomicU8::new(IDLE),
+                left: AtomicUsize::new(0),
+                failed: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )?;
         let store = KBox::pin_init(
             pin_init!(Persistent {
                 cow: cow.clone(),
@@ -271,15 +340,18 @@ impl Persistent {
                     Commit {
                         committed,
                         staged: RBTree::new(),
-                        area,
+                        area: Some(area),
+                        flight: None,
                     },
                     "rdm:store_commit"
                 ),
+                io,
                 committed: AtomicU64::new(committed),
                 meta_area: AtomicU64::new(meta_area),
                 dirty: AtomicBool::new(false),
                 invalid_unsynced: AtomicBool::new(false),
                 header_lock <- new_mutex!((), "rdm:store_header"),
+                header_job <- new_spinlock!(None, "rdm:store_header_job"),
             }),
             GFP_KERNEL,
         )?;
@@ -301,9 +373,15 @@ impl Persistent {
     }
 
     fn write_header(cow: &BdevFile, layout: &Layout, valid: bool) -> Result {
+        let mut chunk0 = Self::header_image(layout, valid)?;
+        page_io_sync(cow, PageIo::WriteFlushFua, &mut [(0, &mut chunk0)])
+    }
+
+    /// Chunk 0: the header, zeros after it.
+    fn header_image(layout: &Layout, valid: bool) -> Result<PageBuf> {
         let mut chunk0 = PageBuf::new_zeroed(layout.chunk_bytes())?;
         chunk0.write_at(0, &encode_header(valid, layout.chunk_sectors() as u32))?;
-        page_io_sync(cow, PageIo::WriteFlushFua, &mut [(0, &mut chunk0)])
+        Ok(chunk0)
     }
 
     /// Reads the metadata areas, several in flight at once (a batch of up
@@ -381,6 +459,11 @@ impl Persistent {
         (next_free * chunk, self.cow.nr_sectors(), (meta + 2) * chunk)
     }
 
+    /// Whether a commit's writes are in flight.
+    pub(crate) fn commit_in_flight(&self) -> bool {
+        self.io.stage.load(Ordering::Acquire) != IDLE
+    }
+
     /// Whether the entry at `pos` is on disk.
     pub(crate) fn is_committed(&self, pos: u64) -> bool {
         pos < self.committed.load(Ordering::Acquire)
@@ -397,15 +480,59 @@ impl Persistent {
         Ok(())
     }
 
-    /// Writes every staged entry that extends the committed prefix, if
-    /// anything was staged since the last call. Copier thread; sleeps on
-    /// the metadata writes.
-    pub(crate) fn commit(&self) -> Result {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
+    /// Moves the store's commit on (copier thread, never sleeps on I/O):
+    /// when none is in flight and `start` allows, starts one for the
+    /// staged entries that extend the committed prefix; when the areas
+    /// after the current one are written, writes the current one; when
+    /// that is done, the entries are committed (and the next commit
+    /// starts). Answers whether a commit is in flight; an error if a
+    /// commit failed (the snapshot must be invalidated: its metadata
+    /// cannot be kept any more).
+    pub(crate) fn drive_commit(&self, start: bool, copier: &Arc<Copier>) -> Result<bool> {
+        // Called for every parked job's store each round: answer the
+        // common cases without the mutex.
+        match self.io.stage.load(Ordering::Acquire) {
+            LATER | CURRENT => return Ok(true),
+            IDLE if !start || !self.dirty.load(Ordering::Acquire) => return Ok(false),
+            _ => {}
         }
         let mut guard = self.commit.lock();
         let c = &mut *guard;
+        loop {
+            match self.io.stage.load(Ordering::Acquire) {
+                LATER | CURRENT => return Ok(true),
+                LATER_DONE => {
+                    if !self.io.failed.load(Ordering::Acquire) {
+                        if let Some(flight) = &c.flight {
+                            self.write_current(flight, copier);
+                            return Ok(true);
+                        }
+                    }
+                    self.abandon(c);
+                    return Err(EIO);
+                }
+                CURRENT_DONE => {
+                    if self.io.failed.load(Ordering::Acquire) {
+                        self.abandon(c);
+                        return Err(EIO);
+                    }
+                    self.complete(c)?;
+                }
+                _ => {
+                    if !start || !self.start_commit(c, copier)? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a commit of the staged entries that extend the committed
+    /// prefix; false if there are none.
+    fn start_commit(&self, c: &mut Commit, copier: &Arc<Copier>) -> Result<bool> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
         let from = c.committed;
         let mut to = from;
         for (&pos, _) in c.staged.iter() {
@@ -415,57 +542,132 @@ impl Persistent {
             to += 1;
         }
         if to == from {
-            return Ok(());
+            return Ok(false);
         }
         let l = self.layout;
         let plan = CommitPlan::new(&l, from, to);
+        let area = c.area.as_mut().ok_or(EIO)?;
         // Entries [from, to) into the images of their areas: the current
-        // one in place, the later ones (and the zeroed area after a full
-        // one) in new buffers.
+        // one in place (entries written there and not committed are
+        // written again, the same, by the next attempt), the later ones
+        // (and the zeroed area after a full one) in new buffers.
         let mut later = KVec::with_capacity((plan.last - plan.first) as usize, GFP_KERNEL)?;
         for _ in plan.first..plan.last {
             later.push(PageBuf::new_zeroed(l.chunk_bytes())?, GFP_KERNEL)?;
         }
+        let mut entry = [0u8; persistent::ENTRY_BYTES];
         for (&pos, &(old, new)) in c.staged.iter() {
             if pos >= to {
                 break;
             }
-            let (area, index) = l.entry_at(pos);
-            let buf = if area == plan.first {
-                &mut c.area
+            let (area_no, index) = l.entry_at(pos);
+            let buf = if area_no == plan.first {
+                &mut *area
             } else {
-                &mut later[(area - plan.first - 1) as usize]
+                &mut later[(area_no - plan.first - 1) as usize]
             };
-            let mut entry = [0u8; persistent::ENTRY_BYTES];
             persistent::encode_entry(&mut entry, 0, old, new);
             buf.write_at(index as usize * persistent::ENTRY_BYTES, &entry)?;
         }
-        // The later areas first; then the current one with FLUSH+FUA (the
-        // flush also makes the copies and the later areas durable).
-        if !later.is_empty() {
-            let mut reqs = KVec::with_capacity(later.len(), GFP_KERNEL)?;
-            for (i, buf) in later.iter_mut().enumerate() {
-                let area = plan.first + 1 + i as u64;
-                reqs.push((l.sector_of(l.area_chunk(area)), buf), GFP_KERNEL)?;
+        let mut lent = KVec::with_capacity(later.len(), GFP_KERNEL)?;
+        for buf in later {
+            lent.push(buf.lend().map_err(|_| ENOMEM)?, GFP_KERNEL)?;
+        }
+        let current = match c.area.take().map(PageBuf::lend) {
+            Some(Ok(arc)) => arc,
+            Some(Err(own)) => {
+                c.area = Some(own);
+                return Err(ENOMEM);
             }
-            page_io_sync(&self.cow, PageIo::Write, &mut reqs)?;
+            None => return Err(EIO),
+        };
+        let flight = c.flight.insert(Flight {
+            to,
+            first_area: plan.first,
+            last_area: plan.last,
+            later: lent,
+            current,
+        });
+        self.io.failed.store(false, Ordering::Release);
+        if flight.later.is_empty() {
+            self.write_current(flight, copier);
+            return Ok(true);
         }
-        let sector = l.sector_of(l.area_chunk(plan.first));
-        page_io_sync(
-            &self.cow,
-            PageIo::WriteFlushFua,
-            &mut [(sector, &mut c.area)],
-        )?;
-        if let Some(newest) = later.into_iter().last() {
-            c.area = newest;
+        // The later areas first: the current one (with FLUSH+FUA) follows
+        // once they are on the device, so a crash never leaves a full
+        // area followed by an area not written.
+        self.begin_stage(LATER, flight.later.len());
+        for (i, buf) in flight.later.iter().enumerate() {
+            let sector = l.sector_of(l.area_chunk(plan.first + 1 + i as u64));
+            self.submit(PageIo::Write, sector, buf, copier);
         }
-        for pos in from..to {
+        self.io.put(false, copier);
+        Ok(true)
+    }
+
+    /// Writes the current area's image with FLUSH+FUA: the flush makes the
+    /// copies and the later areas durable before the entries that point
+    /// at them.
+    fn write_current(&self, flight: &Flight, copier: &Arc<Copier>) {
+        let l = self.layout;
+        let sector = l.sector_of(l.area_chunk(flight.first_area));
+        self.begin_stage(CURRENT, 1);
+        self.submit(PageIo::WriteFlushFua, sector, &flight.current, copier);
+        self.io.put(false, copier);
+    }
+
+    /// Enters `stage` with `writes` writes to come (and the submitter's
+    /// count).
+    fn begin_stage(&self, stage: u8, writes: usize) {
+        self.io.left.store(writes + 1, Ordering::Release);
+        self.io.stage.store(stage, Ordering::Release);
+    }
+
+    /// Sends one write of the stage; its completion drops its count.
+    fn submit(&self, io: PageIo, sector: u64, buf: &Arc<PageBuf>, copier: &Arc<Copier>) {
+        let state = self.io.clone();
+        let kick = copier.clone();
+        let done = move |failed: bool| state.put(failed, &kick);
+        if submit_page_io(&self.cow, io, sector, buf.clone(), done).is_err() {
+            self.io.put(true, copier);
+        }
+    }
+
+    /// The commit in flight is on the device: its entries are committed.
+    fn complete(&self, c: &mut Commit) -> Result {
+        self.io.stage.store(IDLE, Ordering::Release);
+        let Some(flight) = c.flight.take() else {
+            return Err(EIO);
+        };
+        let Flight {
+            to,
+            last_area,
+            later,
+            current,
+            ..
+        } = flight;
+        // The image the next commit fills: the last area written.
+        let newest = later.into_iter().last().unwrap_or(current);
+        c.area = PageBuf::take_back(newest);
+        for pos in c.committed..to {
             let _ = c.staged.remove(&pos);
         }
         c.committed = to;
         self.committed.store(to, Ordering::Release);
-        self.meta_area.store(plan.last, Ordering::Release);
+        self.meta_area.store(last_area, Ordering::Release);
+        // Cannot happen (the writes completed and dropped their
+        // references); without the image no later commit can be made.
+        if c.area.is_none() {
+            return Err(EIO);
+        }
         Ok(())
+    }
+
+    /// A commit failed: forget it (the snapshot is invalidated; nothing
+    /// more is committed).
+    fn abandon(&self, c: &mut Commit) {
+        c.flight = None;
+        self.io.stage.store(IDLE, Ordering::Release);
     }
 
     /// The snapshot went invalid: the header must say so before an origin
@@ -477,6 +679,57 @@ impl Persistent {
     /// Whether the header does not yet say the snapshot is invalid.
     pub(crate) fn invalid_unsynced(&self) -> bool {
         self.invalid_unsynced.load(Ordering::Acquire)
+    }
+
+    /// Sends a write of the header with valid = 0 (FLUSH+FUA); `done(failed)`
+    /// runs when it completed (completion context). Process context; does
+    /// not wait.
+    pub(crate) fn write_invalid_header(&self, done: impl FnOnce(bool) + Send + 'static) -> Result {
+        let buf = Self::header_image(&self.layout, false)?;
+        let buf = buf.lend().map_err(|_| ENOMEM)?;
+        submit_page_io(&self.cow, PageIo::WriteFlushFua, 0, buf, done)
+    }
+
+    /// The invalid header write of the copier's job ended: the header says
+    /// the snapshot is invalid (or, if the write failed, never will: it
+    /// is logged, and origin writes go on rather than wait forever).
+    pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
+        if failed {
+            pr_err!("snapshot: cannot mark the COW device invalid (write failed)\n");
+        }
+        self.invalid_unsynced.store(false, Ordering::Release);
+        let mut slot = self.header_job.lock();
+        if slot.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
+            *slot = None;
+        }
+    }
+
+    /// The job writing the invalid header: the one in progress, or a new
+    /// one from `make` (which the caller then queues: `Ok((job, true))`).
+    /// `None` if the header says so already.
+    pub(crate) fn invalid_header_job(
+        &self,
+        make: impl FnOnce() -> Result<Arc<Job>>,
+    ) -> Result<Option<(Arc<Job>, bool)>> {
+        if let Some(job) = self.header_job.lock().clone() {
+            return Ok(Some((job, false)));
+        }
+        let new = make()?;
+        let mut slot = self.header_job.lock();
+        if let Some(job) = slot.clone() {
+            drop(slot);
+            drop(new);
+            return Ok(Some((job, false)));
+        }
+        // Checked under the lock that the write's end takes after
+        // clearing the flag: no job is made for a header already written.
+        if !self.invalid_unsynced() {
+            drop(slot);
+            drop(new);
+            return Ok(None);
+        }
+        *slot = Some(new.clone());
+        Ok(Some((new, true)))
     }
 
     /// Writes the header with valid = 0 if it is not written yet (process
