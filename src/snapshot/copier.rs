@@ -25,9 +25,10 @@
 //! chunk already pending (it is queued on that job), never does, and the
 //! copier's own re-maps never wait, nor does anything submitted from the
 //! copier thread (a COW device that is an rdm origin or snapshot maps its
-//! writes on this thread, and waiting there would wait for itself). Separately, at most [`MAX_ACTIVE`]
-//! jobs and [`BUFFER_BUDGET`] bytes of buffers have I/O in flight; the rest
-//! wait in the queue, which costs nothing but their place.
+//! writes on this thread, and waiting there would wait for itself).
+//! Separately, at most [`MAX_ACTIVE`] jobs and [`BUFFER_BUDGET`] bytes of
+//! buffers have I/O in flight; the rest wait in the queue, which costs
+//! nothing but their place.
 //!
 //! Contexts. I/O completions (interrupt context) only set a job's stage and
 //! kick the thread (an interrupt-safe spinlock and a wake-up); all the
