@@ -279,12 +279,13 @@ impl MappedDevice {
             // then sees every bio that got this table.
             DrainRef::new(table)
         };
-        if bio.is_preflush() || bio.is_empty() {
+        if bio.is_empty() {
             self.flush_devices(&bio, &table);
-            if bio.is_empty() {
-                bio.end(false);
-                return;
-            }
+            bio.end(false);
+            return;
+        }
+        if bio.is_preflush() && !table.data_carries_flush() {
+            self.flush_devices(&bio, &table);
         }
         self.map_bio(bio, table);
     }

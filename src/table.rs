@@ -52,6 +52,17 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Whether a flush with data needs no empty flushes besides: one
+    /// target on one device (`linear`, `snapshot-origin`), whose clone of
+    /// the data carries `REQ_PREFLUSH` to that device itself. Otherwise
+    /// an earlier write may sit on a device the data does not go to.
+    /// (Sending both would order a second flush behind the first on the
+    /// same device: one more round trip on every commit of a journal or
+    /// a snapshot's metadata.)
+    pub(crate) fn data_carries_flush(&self) -> bool {
+        self.entries.len() == 1 && self.devices.len() == 1
+    }
+
     /// Builds a table from a `DM_TABLE_LOAD` request (`buf` is the whole
     /// request). Opens the underlying devices; holds no lock.
     pub(crate) fn build(load: &LoadCtx<'_>, header: &Header, buf: &[u8]) -> Result<TableArc> {
