@@ -481,13 +481,14 @@ impl Persistent {
     }
 
     /// Moves the store's commit on (copier thread, never sleeps on I/O):
-    /// when none is in flight and `start` allows, starts one for the
-    /// staged entries that extend the committed prefix; when the areas
-    /// after the current one are written, writes the current one; when
-    /// that is done, the entries are committed (and the next commit
-    /// starts). Answers whether a commit is in flight; an error if a
-    /// commit failed (the snapshot must be invalidated: its metadata
-    /// cannot be kept any more).
+    /// when none is in flight, starts one for the staged entries that
+    /// extend the committed prefix; when the areas after the current one
+    /// are written, writes the current one; when that is done, the
+    /// entries are committed (and the next commit starts). `start` false
+    /// (the snapshot is invalid): no new write is sent, a commit in
+    /// flight is only followed to its end. Answers whether a commit is in
+    /// flight; an error if a commit failed (the snapshot must be
+    /// invalidated: its metadata cannot be kept any more).
     pub(crate) fn drive_commit(&self, start: bool, copier: &Arc<Copier>) -> Result<bool> {
         // Called for every parked job's store each round: answer the
         // common cases without the mutex.
@@ -502,14 +503,15 @@ impl Persistent {
             match self.io.stage.load(Ordering::Acquire) {
                 LATER | CURRENT => return Ok(true),
                 LATER_DONE => {
-                    if !self.io.failed.load(Ordering::Acquire) {
-                        if let Some(flight) = &c.flight {
-                            self.write_current(flight, copier);
-                            return Ok(true);
-                        }
+                    // The current area goes out only for a snapshot still
+                    // valid: an invalid one writes no more metadata.
+                    let failed = self.io.failed.load(Ordering::Acquire);
+                    if let Some(flight) = c.flight.as_ref().filter(|_| start && !failed) {
+                        self.write_current(flight, copier);
+                        return Ok(true);
                     }
                     self.abandon(c);
-                    return Err(EIO);
+                    return if failed { Err(EIO) } else { Ok(false) };
                 }
                 CURRENT_DONE => {
                     if self.io.failed.load(Ordering::Acquire) {
