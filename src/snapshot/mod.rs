@@ -474,7 +474,10 @@ impl Snap {
             return Ok(None);
         };
         if new {
-            // Counted like an exception: the last user waits for it.
+            // Counted like an exception: a teardown that comes later
+            // waits for it (one already past its wait writes the header
+            // itself, and the job's reference keeps the snapshot, and so
+            // the COW device, open until the write is over).
             self.outstanding.inc();
             // Never throttled: it is what lets held writes go.
             copier.take_slot(From::Copier);
