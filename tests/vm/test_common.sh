@@ -233,6 +233,15 @@ expect_eio() {
 	if out=$("$@" 2>&1); then fail "$what: succeeded"; fi
 	expect_match "$out" "Input/output error" "$what: EIO"
 }
+# The persistent store's header magic ("SnAp" read as a little-endian u32).
+COW_MAGIC=$((0x70416e53))
+# cow_header DEV: magic valid version chunk_size of the persistent
+# snapshot header at the start of DEV.
+cow_header() {
+	local h
+	h=$(dread "$1" 0 1 | od -An -tu4 -N16) || return 1
+	echo $h
+}
 # read1 DEV SECTOR: one O_DIRECT read of 8 sectors (4 KiB) at SECTOR.
 read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }
 # now_ms: a monotonic-enough clock for ordering checks, in milliseconds.

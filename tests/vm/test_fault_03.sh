@@ -18,16 +18,10 @@ snap_load
 
 LEN=8192
 CS=16
-MAGIC=$((0x70416e53))
 pat=/tmp/fault03.pat new=/tmp/fault03.new exp=/tmp/fault03.exp
 make_pattern $pat 4
 make_pattern $new 4
 cp $pat $exp
-cow_header() {
-	local h
-	h=$(dread "$1" 0 1 | od -An -tu4 -N16) || return 1
-	echo $h
-}
 
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
 dd if=$pat of=$DEVDIR/orig bs=1M oflag=direct status=none || fail "stamp the pattern"
@@ -59,7 +53,7 @@ expect_eq "$(dm status sf)" "0 $LEN snapshot Invalid" "sf: Invalid"
 expect_match "$(klog_since_mark)" "invalidated: I/O error writing the snapshot metadata" "sf: logged"
 [ "$(event_nr sf)" -gt "$ev" ] || fail "sf: no event raised"
 log "ok: sf: event raised"
-expect_eq "$(cow_header $DEVDIR/cf)" "$MAGIC 0 1 $CS" "sf: marked invalid on disk (valid=0)"
+expect_eq "$(cow_header $DEVDIR/cf)" "$COW_MAGIC 0 1 $CS" "sf: marked invalid on disk (valid=0)"
 expect_eq "$(dm status sg)" "0 $LEN snapshot $((4 * CS))/$LEN $((2 * CS))" "sg: valid, two exceptions"
 expect_same "sg: keeps the old data" $DEVDIR/sg $pat
 expect_same "the origin has the new data" $DEVDIR/orig $exp

@@ -42,7 +42,6 @@ LEN=16384         # 8 MiB origin: 1024 chunks
 CS=16             # chunk size of the main snapshot (8 KiB)
 EPA=$((CS * 32))  # exceptions per metadata area (chunk bytes / 16)
 COWLEN=16384      # the main snapshot's COW: 1024 chunks
-MAGIC=$((0x70416e53))
 pat=/tmp/p01.pat new=/tmp/p01.new new2=/tmp/p01.new2
 oexp=/tmp/p01.oexp sexp=/tmp/p01.sexp
 make_pattern $pat 8
@@ -55,12 +54,6 @@ orig=$DEVDIR/orig snap=$DEVDIR/snap cow=$DEVDIR/cow
 p_status() {
 	local k=$1 cs=$2 epa=$(($2 * 32))
 	echo "0 $LEN snapshot $(((2 + k + k / epa) * cs))/$3 $(((2 + k / epa) * cs))"
-}
-# cow_header DEV: magic valid version chunk_size of the header on DEV.
-cow_header() {
-	local h
-	h=$(dread "$1" 0 1 | od -An -tu4 -N16) || return 1
-	echo $h
 }
 # The main snapshot's exceptions: origin chunks it has (CS units).
 declare -A MAIN
@@ -121,7 +114,7 @@ TLINE="0 $LEN snapshot $(devno $VDA) $(devno $cow) P $CS"
 expect_eq "$(dm table snap)" "$TLINE" "table line"
 expect_eq "$(dm status snap)" "0 $LEN snapshot $((2 * CS))/$COWLEN $((2 * CS))" \
 	"status of a new snapshot: header and area 0"
-expect_eq "$(cow_header $cow)" "$MAGIC 1 1 $CS" "on-disk header: SnAp, valid, version 1, chunk $CS"
+expect_eq "$(cow_header $cow)" "$COW_MAGIC 1 1 $CS" "on-disk header: SnAp, valid, version 1, chunk $CS"
 
 owrite $new $((3 * CS + 5)) 1           # partial chunk
 owrite $new $((10 * CS)) $CS            # whole chunk
@@ -199,7 +192,7 @@ owrite $new $((910 * CS)) $CS
 log "ok: the origin write that does not fit in small succeeded"
 log "kernel log: $(klog_since_mark | tr '\n' ' ')"
 expect_eq "$(dm status small)" "0 $LEN snapshot Invalid" "small: Invalid"
-expect_eq "$(cow_header $cowp)" "$MAGIC 0 1 $CS" "small: marked invalid on disk (valid=0)"
+expect_eq "$(cow_header $cowp)" "$COW_MAGIC 0 1 $CS" "small: marked invalid on disk (valid=0)"
 expect_eio "small: read of a copied chunk" read1 $small $((902 * CS))
 expect_eio "small: read of an uncopied chunk" read1 $small 0
 expect_eio "small: write" dwrite $new2 0 $small 0 8
@@ -228,7 +221,7 @@ cp $oexp $poexp
 expect_eq "$(dm table po)" "0 $LEN snapshot $(devno $VDA) $(devno $cowpo) PO $CS2" \
 	"PO, chunk 0 on a fresh COW: the default chunk size $CS2"
 expect_eq "$(dm status po)" "0 $LEN snapshot $((2 * CS2))/$((5 * CS2)) $((2 * CS2))" "PO: fresh status"
-expect_eq "$(cow_header $cowpo)" "$MAGIC 1 1 $CS2" "PO: on-disk header, chunk $CS2"
+expect_eq "$(cow_header $cowpo)" "$COW_MAGIC 1 1 $CS2" "PO: on-disk header, chunk $CS2"
 pwrite() { # pwrite SRC SECTOR SECTORS
 	dwrite "$1" "$2" $po "$2" "$3" || fail "PO: snapshot write at $2+$3"
 	fput "$1" "$2" $poexp "$2" "$3"
@@ -239,7 +232,7 @@ FULL="0 $LEN snapshot $((5 * CS2))/$((5 * CS2)) $((2 * CS2))"
 expect_eq "$(dm status po)" "$FULL" "PO: 3 exceptions fill it exactly"
 expect_eio "PO: a snapshot write that does not fit" dwrite $new2 $((480 * CS2)) $po $((480 * CS2)) 8
 expect_eq "$(dm status po)" "0 $LEN snapshot Overflow" "PO: Overflow"
-expect_eq "$(cow_header $cowpo)" "$MAGIC 1 1 $CS2" "PO: still valid on disk"
+expect_eq "$(cow_header $cowpo)" "$COW_MAGIC 1 1 $CS2" "PO: still valid on disk"
 expect_same "PO: overflowed, reads its image" $po $poexp
 expect_eio "PO: overflowed, a write to a chunk it has" dwrite $new2 $((470 * CS2)) $po $((470 * CS2)) 8
 owrite $new $((470 * CS2)) $CS2 # PO has the chunk: no copy needed
@@ -256,7 +249,7 @@ expect_eio "PO re-created: a snapshot write that does not fit" dwrite $new2 $((4
 expect_eq "$(dm status po)" "0 $LEN snapshot Overflow" "PO re-created: Overflow again"
 owrite $new $((490 * CS2)) $CS2 # PO would need a chunk: invalidated
 expect_eq "$(dm status po)" "0 $LEN snapshot Invalid" "PO: an origin write that does not fit: Invalid"
-expect_eq "$(cow_header $cowpo)" "$MAGIC 0 1 $CS2" "PO: marked invalid on disk"
+expect_eq "$(cow_header $cowpo)" "$COW_MAGIC 0 1 $CS2" "PO: marked invalid on disk"
 expect_eio "PO: invalid, read" read1 $po 0
 expect_same "the origin reads its image" $orig $oexp
 snap_drop orig po

@@ -54,7 +54,6 @@ files=(/tmp/persist02.p0 /tmp/persist02.p1 /tmp/persist02.p2 /tmp/persist02.p3)
 for f in "${files[@]}"; do make_pattern "$f" 8; done
 exp_o=/tmp/persist02.exp_o exp_s=/tmp/persist02.exp_s
 TOTAL=$(disk_sectors $VDB)
-MAGIC=$((0x70416e53))
 DEVNOS="$(devno $VDA) $(devno $VDB)"
 
 # Per round: CS LEN STORE, the pattern, the expected images, the touched chunks.
@@ -117,7 +116,7 @@ check_images() {
 check_disk() {
 	local h out
 	read -ra h < <(dd if=$VDB iflag=direct bs=512 count=1 status=none | od -An -tu4 -N16)
-	expect_eq "${h[*]}" "$MAGIC 1 1 $CS" "$1: header magic, valid, version 1, chunk size $CS"
+	expect_eq "${h[*]}" "$COW_MAGIC 1 1 $CS" "$1: header magic, valid, version 1, chunk size $CS"
 	printf '%s\n' "${!touched[@]}" >/tmp/persist02.olds
 	out=$($MKCOW check $VDB --image $exp_s --olds /tmp/persist02.olds) || fail "$1: mkcow check: $out"
 	expect_match "$out" "exceptions=$(ntouched) .*allocated=$(palloc "$(ntouched)") .*image=ok olds=ok" \

@@ -25,7 +25,6 @@ snap_load
 LEN=4096    # 2 MiB origin
 CS=16       # chunk size (8 KiB)
 COWLEN=2048 # the COW: 128 chunks
-MAGIC=$((0x70416e53))
 pat=/tmp/p03.pat mark=/tmp/p03.mark zero=/tmp/p03.zero img=/tmp/p03.img
 make_pattern $pat 2
 make_pattern $mark 1
@@ -111,7 +110,7 @@ dm_loaded_done() { # dm_loaded_done WHAT
 }
 
 # A good crafted COW: 5 -> 2, 7 -> 3, the terminator, then 9 -> 4 (ignored).
-mkcow $MAGIC 1 1 $CS 5 2 7 3 0 0 9 4
+mkcow $COW_MAGIC 1 1 $CS 5 2 7 3 0 0 9 4
 data 2 0; data 3 1; data 4 2
 put
 snap_take orig bad "$S $cow P $CS"
@@ -132,22 +131,22 @@ refused "garbage header" "magic|corrupt" "Invalid or corrupt snapshot"
 mkcow $((0x71416e53)) 1 1 $CS 5 2
 put
 refused "wrong magic (SnAq)" "magic|corrupt" "Invalid or corrupt snapshot"
-mkcow $MAGIC 1 2 $CS 5 2
+mkcow $COW_MAGIC 1 2 $CS 5 2
 put
 refused "version 2" "version" "unable to handle snapshot disk version 2"
-mkcow $MAGIC 1 1 12 5 2
+mkcow $COW_MAGIC 1 1 12 5 2
 put
 refused "on-disk chunk size 12" "chunk size" "invalid on-disk chunk size 12"
-mkcow $MAGIC 1 1 0 5 2
+mkcow $COW_MAGIC 1 1 0 5 2
 put
 refused "on-disk chunk size 0" "chunk size" "invalid on-disk chunk size 0"
-mkcow $MAGIC 1 1 4096
+mkcow $COW_MAGIC 1 1 4096
 put
 refused "on-disk chunk size 4096, bigger than the COW" "chunk size|too small|past the end" \
 	"Failed to read snapshot metadata"
 
 # The table's chunk size disagrees with the disk's.
-mkcow $MAGIC 1 1 $CS 5 2
+mkcow $COW_MAGIC 1 1 $CS 5 2
 data 2 3
 put
 if rdm_refuses "table chunk size 32, on disk 16" "chunk size" "$S $cow P 32"; then
@@ -162,7 +161,7 @@ if rdm_refuses "table chunk size 32, on disk 16" "chunk size" "$S $cow P 32"; th
 fi
 
 # Metadata entries pointing where no data chunk can be.
-mkcow $MAGIC 1 1 $CS 5 200
+mkcow $COW_MAGIC 1 1 $CS 5 200
 put
 if rdm_refuses "new chunk 200, past the end of the COW (128 chunks)" "corrupt|past the end" "$S $cow P $CS"; then
 	expect_eq "$(dm status bad)" "0 $LEN snapshot $((201 * CS))/$COWLEN $((2 * CS))" \
@@ -170,12 +169,12 @@ if rdm_refuses "new chunk 200, past the end of the COW (128 chunks)" "corrupt|pa
 	expect_eio "dm-snapshot: reading the chunk mapped past the end" read1 $bad $((5 * CS))
 	dm_loaded_done "new chunk past the end"
 fi
-mkcow $MAGIC 1 1 $CS 5 $((0xffffffffffffffff))
+mkcow $COW_MAGIC 1 1 $CS 5 $((0xffffffffffffffff))
 put
 if rdm_refuses "new chunk 2^64-1" "corrupt|past the end" "$S $cow P $CS"; then
 	dm_loaded_done "new chunk 2^64-1"
 fi
-mkcow $MAGIC 1 1 $CS 5 1
+mkcow $COW_MAGIC 1 1 $CS 5 1
 put
 if rdm_refuses "new chunk 1 (metadata area 0)" "corrupt|metadata|past the end" "$S $cow P $CS"; then
 	expect_eq "$(dm status bad)" "0 $LEN snapshot $((2 * CS))/$COWLEN $((2 * CS))" "dm-snapshot: status"
@@ -193,7 +192,7 @@ refused "a fresh COW of one chunk" "too small" "Failed to read snapshot metadata
 	"$S $DEVDIR/cow-tiny P $CS"
 dm remove cow-tiny || fail "remove cow-tiny"
 dm create cow-short --table "0 $((CS * 3 / 2)) linear $VDB 8192" || fail "create cow-short"
-mkcow $MAGIC 1 1 $CS
+mkcow $COW_MAGIC 1 1 $CS
 put 8192
 count=$(dev_count) refs=$(module_refs "$SNAP_MOD")
 refused "a COW of 1.5 chunks with a valid header" "too small" "Failed to read snapshot metadata" \
@@ -202,7 +201,7 @@ dm remove cow-short || fail "remove cow-short"
 count=$(dev_count) refs=$(module_refs "$SNAP_MOD")
 
 # An old chunk far past the origin: harmless if loaded.
-mkcow $MAGIC 1 1 $CS $((1 << 62)) 2
+mkcow $COW_MAGIC 1 1 $CS $((1 << 62)) 2
 put
 klog_mark
 if dm create bad --table "$S $cow P $CS" 2>/dev/null; then
@@ -218,7 +217,7 @@ else
 fi
 
 # valid=0: loads as Invalid.
-mkcow $MAGIC 0 1 $CS 5 2
+mkcow $COW_MAGIC 0 1 $CS 5 2
 put
 re="[Ii]nvalid"
 snap_ref && re="Snapshot is marked invalid"

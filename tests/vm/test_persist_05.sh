@@ -29,7 +29,6 @@ snap_load cow_threshold=2
 
 LEN=16384 # 8 MiB origins
 CS=16     # 8 KiB chunks
-MAGIC=$((0x70416e53))
 out=/tmp/p05
 rm -rf $out && mkdir -p $out
 make_pattern $out/a 8
@@ -38,12 +37,6 @@ dd if=/dev/zero of=$out/a bs=8k count=1 conv=notrunc status=none
 make_pattern $out/b 8
 make_pattern $out/new 8
 
-# cow_header DEV: magic valid version chunk_size of the header on DEV.
-cow_header() {
-	local h
-	h=$(dread "$1" 0 1 | od -An -tu4 -N16) || return 1
-	echo $h
-}
 # within SECONDS WHAT COMMAND...: the command ends within SECONDS and
 # succeeds (a process stuck in the kernel cannot be killed: a hang is
 # reported and the test fails, leaving it behind).
@@ -78,7 +71,7 @@ expect_eq "$(dm status s1)" "0 $LEN snapshot Invalid" "s1: Invalid"
 expect_match "$(klog_since_mark)" "invalidated: COW device full" "s1: logged"
 within 60 "origin write after the invalidation" dwrite $out/new 0 $DEVDIR/o1 $((30 * CS)) $CS
 log "ok: the origin write after the invalidation completed"
-expect_eq "$(cow_header $DEVDIR/c1)" "$MAGIC 0 1 $CS" "s1: marked invalid on disk (valid=0)"
+expect_eq "$(cow_header $DEVDIR/c1)" "$COW_MAGIC 0 1 $CS" "s1: marked invalid on disk (valid=0)"
 expect_same "o1: has the write" $DEVDIR/o1 $out/new $CS $((30 * CS)) 0
 snap_drop o1 s1
 dm remove c1 && dm remove o1 || fail "remove section 1"
@@ -125,8 +118,8 @@ expect_same "b: has the writes" $DEVDIR/b $out/bexp
 expect_same "s2 (COW: origin a): B's old image" $DEVDIR/s2 $out/b
 expect_same "s3 (COW: snapshot t): B's old image" $DEVDIR/s3 $out/b
 expect_same "s1: A's old image under s2's COW writes" $DEVDIR/s1 $out/a
-expect_eq "$(cow_header $DEVDIR/a)" "$MAGIC 1 1 $CS" "a: starts with s2's header"
-expect_eq "$(cow_header $DEVDIR/t)" "$MAGIC 1 1 $CS" "t: starts with s3's header"
+expect_eq "$(cow_header $DEVDIR/a)" "$COW_MAGIC 1 1 $CS" "a: starts with s2's header"
+expect_eq "$(cow_header $DEVDIR/t)" "$COW_MAGIC 1 1 $CS" "t: starts with s3's header"
 declare -A st
 for d in s1 t s2 s3; do
 	st[$d]=$(dm status $d)
