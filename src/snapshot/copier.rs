@@ -154,8 +154,9 @@ impl Copier {
         self.wake.notify_one();
     }
 
-    /// A whole-chunk snapshot write (the job's only I/O) completed.
-    pub(crate) fn overwrite_done(&self, job: &Job, failed: bool) {
+    /// The job's only I/O (a whole-chunk snapshot write, or an invalid
+    /// header write) completed. Any context.
+    pub(crate) fn only_write_done(&self, job: &Job, failed: bool) {
         if failed {
             job.failed.store(true, Ordering::Release);
         }
@@ -524,13 +525,7 @@ impl CopierThread {
         let job = &entry.job;
         job.stage.store(WRITING, Ordering::Release);
         let done_job = job.clone();
-        let done = move |failed: bool| {
-            if failed {
-                done_job.failed.store(true, Ordering::Release);
-            }
-            done_job.stage.store(WRITE_DONE, Ordering::Release);
-            done_job.copier.kick();
-        };
+        let done = move |failed: bool| done_job.copier.only_write_done(&done_job, failed);
         let sent = match entry
             .targets
             .first()

@@ -531,7 +531,7 @@ impl EndHook {
             }
             EndHook::Overwrite(job) => {
                 let copier = job.copier.clone();
-                copier.overwrite_done(&job, failed);
+                copier.only_write_done(&job, failed);
             }
         }
     }
