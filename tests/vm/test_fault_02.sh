@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Allocation failures on the control path. Needs the fault-injection test
-# kernel (scripts/kconfig/rdm-fault.config: failslab, fail_page_alloc,
-# per-task fail-nth); skipped on the others. For each control command in
+# Allocation failures on the control path. Needs a kernel with fault
+# injection (failslab, fail_page_alloc, per-task fail-nth: the test kernel
+# has them, in scripts/kconfig/rdm.config); skipped on others. For each control command in
 # the list, the command is run again and again with its ioctl's Nth
 # allocation (slab or page) made to fail, N = 1, 2, ... until the ioctl
 # completes without reaching its Nth allocation: every one of its first 48
@@ -16,7 +16,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks $VDA $VDB $VDC
-[ -e /proc/self/fail-nth ] || skip "the kernel has no fault injection (run on the 'fault' variant)"
+[ -e /proc/self/fail-nth ] || skip "the kernel has no fault injection (CONFIG_FAULT_INJECTION)"
 [ -d /sys/kernel/debug/failslab ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
 [ -d /sys/kernel/debug/failslab ] || skip "no failslab in debugfs"
 for f in failslab fail_page_alloc; do
