@@ -246,3 +246,34 @@ cow_header() {
 read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }
 # now_ms: a monotonic-enough clock for ordering checks, in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# run_both SCENARIO [RDM-PARAMS...]: runs the function SCENARIO twice in
+# this guest: first against the kernel's own dm (dm-mod and dm-snapshot,
+# driven by Debian's dmsetup: the reference), then against rdm (loaded
+# with RDM-PARAMS, driven by rdmsetup). Each run loads its module fresh
+# and cleans up after itself (snap_cleanup); inside, `dm`, $DEVDIR and
+# IMPL (dm or rdm) say which one is under test. A scenario that fails on
+# the kernel's dm is a wrong test, and fails as such.
+run_both() {
+	local scenario=$1 rc
+	shift
+	(
+		RDM_SNAP_REF=1 IMPL=dm
+		trap snap_cleanup EXIT
+		snap_load
+		"$scenario"
+	)
+	rc=$?
+	case $rc in
+	0) log "ok: $scenario on the kernel's dm (reference)" ;;
+	4) log "the kernel's dm is not available here: no reference run" ;;
+	*) fail "$scenario fails on the kernel's own dm too: the test is wrong" ;;
+	esac
+	(
+		RDM_SNAP_REF= IMPL=rdm
+		trap snap_cleanup EXIT
+		snap_load "$@"
+		"$scenario"
+	) || exit $?
+	log "ok: $scenario on rdm"
+}
