@@ -21,6 +21,7 @@
 //! See `Documentation/locking.rst` for the lock order and contexts.
 
 pub(crate) mod copier;
+mod leaves;
 pub(crate) mod store;
 pub(crate) mod targets;
 
@@ -30,7 +31,8 @@ use crate::kx::memalloc::NoIo;
 use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
 use crate::kx::sync::RwSem;
 use crate::kx::wait::{DrainCounter, EventCounter};
-use crate::rdm_core::exception_table::{ExceptionTable, InsertError, Leaf, LeafVec, NoMemory};
+use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
+pub(crate) use leaves::KLeaves;
 use crate::rdm_core::snapshot::{ChunkGeometry, StoreKind};
 use copier::Copier;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -39,31 +41,6 @@ use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 use kernel::sync::{Arc, Mutex, SpinLock};
 use store::Store;
-
-/// The leaves of an exception table, in the kernel.
-pub(crate) struct KLeaves(KVec<KBox<Leaf>>);
-
-impl LeafVec for KLeaves {
-    fn count(&self) -> usize {
-        self.0.len()
-    }
-    fn leaf(&self, i: usize) -> &Leaf {
-        &self.0[i]
-    }
-    fn leaf_mut(&mut self, i: usize) -> &mut Leaf {
-        &mut self.0[i]
-    }
-    fn insert_empty(&mut self, i: usize) -> Result<(), NoMemory> {
-        let leaf = KBox::new(Leaf::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)?;
-        self.0.push(leaf, GFP_KERNEL).map_err(|_| NoMemory)?;
-        self.0[i..].rotate_right(1);
-        Ok(())
-    }
-    fn bytes(&self) -> usize {
-        self.0.len() * core::mem::size_of::<Leaf>()
-            + self.0.capacity() * core::mem::size_of::<KBox<Leaf>>()
-    }
-}
 
 /// Every origin that has targets, by device number.
 #[pin_data]

@@ -135,7 +135,7 @@ impl SnapshotTarget {
         if let Some(snap) = joined {
             return Ok(SnapshotTarget { snap });
         }
-        let mut exceptions = ExceptionTable::new(KLeaves(KVec::new()));
+        let mut exceptions = ExceptionTable::new(KLeaves::new());
         let (store, geom, valid) = match args.store {
             StoreKind::Transient => {
                 let geom = ChunkGeometry::new(
