@@ -71,6 +71,7 @@ extern "C" {
     fn rdm_bio_is_preflush(bio: *const bindings::bio) -> bool;
     fn rdm_bio_set_dev(bio: *mut bindings::bio, f: *mut bindings::file);
     fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
+    fn rdm_bio_set_failed(bio: *mut bindings::bio);
     fn rdm_bio_zero_fill(bio: *mut bindings::bio);
     fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
     fn rdm_bio_split_front(
@@ -319,6 +320,13 @@ impl Bio {
     pub fn failed(&self) -> bool {
         // SAFETY: by the invariant the bio is live and ours.
         unsafe { rdm_bio_failed(self.bio.as_ptr()) }
+    }
+
+    /// Records an I/O error in the bio (kept if it has one already), so
+    /// that it ends failed whoever ends it.
+    pub fn set_failed(&mut self) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { rdm_bio_set_failed(self.bio.as_ptr()) };
     }
 
     /// Whether the bio asks for a cache flush before its data (`REQ_PREFLUSH`).
@@ -1058,7 +1066,26 @@ pub fn submit_page_io<F: FnOnce(bool) + Send + 'static>(
     buf: Arc<PageBuf>,
     done: F,
 ) -> Result {
-    let chunks = buf.pages.len().div_ceil(MAX_PAGES_PER_BIO);
+    let bytes = buf.len;
+    submit_page_io_part(dev, io, sector, buf, bytes, done)
+}
+
+/// [`submit_page_io`] of the first `bytes` of `buf` only (a multiple of
+/// 512, at most the buffer's size; EINVAL otherwise, and `done` does not
+/// run).
+pub fn submit_page_io_part<F: FnOnce(bool) + Send + 'static>(
+    dev: &BdevFile,
+    io: PageIo,
+    sector: u64,
+    buf: Arc<PageBuf>,
+    bytes: usize,
+    done: F,
+) -> Result {
+    if bytes == 0 || bytes % 512 != 0 || bytes > buf.len {
+        return Err(EINVAL);
+    }
+    let pages = &buf.pages[..bytes.div_ceil(PAGE_SIZE)];
+    let chunks = pages.len().div_ceil(MAX_PAGES_PER_BIO);
     let ctx = KBox::new(
         PageIoCtx {
             remaining: AtomicUsize::new(chunks + 1),
@@ -1070,8 +1097,8 @@ pub fn submit_page_io<F: FnOnce(bool) + Send + 'static>(
     )?;
     let ctx = KBox::into_raw(ctx);
     let mut sector = sector;
-    let mut left = buf.len;
-    for pages in buf.pages.chunks(MAX_PAGES_PER_BIO) {
+    let mut left = bytes;
+    for pages in pages.chunks(MAX_PAGES_PER_BIO) {
         // SAFETY: the file is open; the bio's private pointer is the
         // context, whose count for this bio `page_io_end` drops.
         let bio = unsafe {

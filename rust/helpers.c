@@ -238,11 +238,18 @@ void rdm_bio_set_dev(struct bio *bio, struct file *f)
 	bio_set_dev(bio, file_bdev(f));
 }
 
+/* Records an I/O error in @bio unless it has one already. */
+void rdm_bio_set_failed(struct bio *bio)
+{
+	if (!bio->bi_status)
+		bio->bi_status = BLK_STS_IOERR;
+}
+
 /* Ends @bio, with an I/O error if @error; keeps an error already recorded. */
 void rdm_bio_end(struct bio *bio, bool error)
 {
-	if (error && !bio->bi_status)
-		bio->bi_status = BLK_STS_IOERR;
+	if (error)
+		rdm_bio_set_failed(bio);
 	bio_endio(bio);
 }
 
