@@ -223,11 +223,56 @@ impl ChunkGeometry {
     pub fn chunks_in(&self, sectors: u64) -> u64 {
         sectors >> self.shift
     }
+
+    /// Whether a snapshot of `len` sectors has `chunk` (dm-snapshot copies
+    /// no chunk at or past its snapshot's length: an origin grown with
+    /// lvextend has chunks the snapshot never had).
+    pub fn has_chunk(&self, chunk: u64, len: u64) -> bool {
+        chunk < len.div_ceil(self.sectors())
+    }
+
+    /// How many sectors of `chunk` an origin of `origin_sectors` holds:
+    /// the whole chunk, only the part before the device's end for its
+    /// last, partial chunk (disks and LVs are rarely chunk multiples), or
+    /// none past the end. A copy reads that much, as dm's `start_copy`.
+    pub fn extent_on(&self, chunk: u64, origin_sectors: u64) -> u64 {
+        origin_sectors
+            .saturating_sub(self.sector_of(chunk))
+            .min(self.sectors())
+    }
+}
+
+/// `sectors` rounded up to a multiple of a device's logical block of
+/// `block_bytes` (a power of two): the part of a copy's last piece that
+/// is written to a COW device with larger blocks than the origin.
+pub fn round_up_to_block(sectors: u64, block_bytes: u32) -> u64 {
+    let block = u64::from(block_bytes >> 9).max(1);
+    sectors.div_ceil(block) * block
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_extents_on_an_odd_sized_origin() {
+        let g = ChunkGeometry::new(16, 512, 512).unwrap();
+        // 100 sectors: chunks 0..=5 full, chunk 6 holds 4 sectors.
+        assert_eq!(g.extent_on(0, 100), 16);
+        assert_eq!(g.extent_on(5, 100), 16);
+        assert_eq!(g.extent_on(6, 100), 4);
+        assert_eq!(g.extent_on(7, 100), 0);
+        assert_eq!(g.extent_on(u64::MAX >> 4, 100), 0);
+        // A snapshot of 100 sectors has chunks 0..=6, not 7.
+        assert!(g.has_chunk(6, 100));
+        assert!(!g.has_chunk(7, 100));
+        assert!(!g.has_chunk(0, 0));
+        assert!(g.has_chunk(5, 96));
+        assert!(!g.has_chunk(6, 96));
+        assert_eq!(round_up_to_block(4, 4096), 8);
+        assert_eq!(round_up_to_block(8, 4096), 8);
+        assert_eq!(round_up_to_block(3, 512), 3);
+    }
 
     #[test]
     fn snapshot_lines() {
