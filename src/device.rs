@@ -76,8 +76,31 @@ pub(crate) struct CloneData {
 impl CloneEnd for CloneData {
     fn end(self, orig: Bio) {
         let CloneData { hook, table } = self;
-        hook.run(orig.failed());
-        orig.end(false);
+        hook.run(CountedBio { bio: orig, table });
+    }
+}
+
+/// A bio a target was handed, whose clone has ended, with the count it
+/// holds on the table it was mapped through: a clone-end hook ends it at
+/// once, or keeps it until what it waits for is done (a whole-chunk
+/// snapshot write is acknowledged only once its exception is committed).
+/// While it is kept, suspend and teardown of its device wait for it.
+pub(crate) struct CountedBio {
+    bio: Bio,
+    table: DrainRef<Table>,
+}
+
+impl CountedBio {
+    /// Whether the bio has failed (its clone's error was copied into it).
+    pub(crate) fn failed(&self) -> bool {
+        self.bio.failed()
+    }
+
+    /// Ends the bio (with an error if `error`, or if it failed already),
+    /// then drops its table count. Any context.
+    pub(crate) fn end(self, error: bool) {
+        let CountedBio { bio, table } = self;
+        bio.end(error);
         // Last: after this the table may go.
         drop(table);
     }
@@ -110,9 +133,10 @@ impl Io<'_> {
         };
         match self.bioset.clone_bio(bio, dev, data) {
             Ok(clone) => Some(clone),
-            Err((bio, data)) => {
-                data.hook.run(true);
-                bio.end(true);
+            Err((mut bio, data)) => {
+                // Ends as a clone that failed: the hook sees the error.
+                bio.set_failed();
+                data.end(bio);
                 None
             }
         }

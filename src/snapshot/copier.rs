@@ -2,13 +2,16 @@
 
 //! The copier: one kthread that runs every chunk copy ([`Job`]).
 //!
-//! A job reads its origin chunk once into a page buffer and writes it to
-//! the COW chunk of every snapshot it serves; then it records the
-//! exceptions, forgets the pending exceptions and re-maps the bios held on
-//! it. A whole-chunk snapshot write is a job with no copy: the write
-//! itself fills the COW chunk. Marking a persistent snapshot invalid on
-//! disk is a job too (its one write is the header): origin writes that
-//! must not go before it are held on it.
+//! A job reads its origin chunk once and writes it to the COW chunk of
+//! every snapshot it serves, in pieces of at most [`MAX_PIECE_BYTES`] (a
+//! 512 MiB chunk needs no 512 MiB buffer), reading only the part of the
+//! chunk the origin device holds (its last chunk may be partial); then it
+//! records the exceptions, forgets the pending exceptions and re-maps the
+//! bios held on it. A whole-chunk snapshot write is a job with no copy:
+//! the write itself fills the COW chunk, and it is acknowledged when the
+//! job ends (after its commit, for a persistent store). Marking a
+//! persistent snapshot invalid on disk is a job too (its one write is the
+//! header): origin writes that must not go before it are held on it.
 //!
 //! Persistent stores. A finished copy is staged in its store and the job
 //! parked; each round the thread drives every store's commit (one in
@@ -17,18 +20,29 @@
 //! thread never waits for I/O: a COW device may itself be an rdm device
 //! whose I/O needs this thread (stacked snapshots).
 //!
-//! Bounds. `cow_threshold` bounds the jobs in progress (from creation to
-//! the end of `finish`): a writer that needs a new job beyond it waits in
-//! [`Copier::wait_for_slot`] holding no lock (the 2019 dm-snapshot deadlock
-//! was a writer sleeping on this bound while holding a lock the completion
-//! path needed). Only new copies wait: a write to a copied chunk, or to a
-//! chunk already pending (it is queued on that job), never does, and the
-//! copier's own re-maps never wait, nor does anything submitted from the
-//! copier thread (a COW device that is an rdm origin or snapshot maps its
-//! writes on this thread, and waiting there would wait for itself).
-//! Separately, at most [`MAX_ACTIVE`] jobs and [`BUFFER_BUDGET`] bytes of
-//! buffers have I/O in flight; the rest wait in the queue, which costs
-//! nothing but their place.
+//! Lanes. Every job belongs to a [`Lane`]: an origin's (copies its writes
+//! need) or a snapshot's own (copies and whole-chunk writes of writes to
+//! the snapshot, its invalid-header write). A lane has its own queue and
+//! its own limits: `cow_threshold` jobs in progress (from creation to the
+//! end of `finish`), at most [`MAX_ACTIVE`] with I/O in flight and
+//! [`BUFFER_BUDGET`] bytes of buffers. So a COW device that stalls (slow,
+//! failing, suspended) stalls only the lanes whose jobs write to it, that
+//! is the origins whose snapshots use it (dm-snapshot keeps per-snapshot
+//! counts and a kcopyd client per snapshot for the same reason); the
+//! thread serves the lanes that have work and room in turn.
+//!
+//! Bounds and waits. A writer that needs a new job beyond its lane's
+//! `cow_threshold` waits in [`Lane::wait_for_slot`] holding no lock (the
+//! 2019 dm-snapshot deadlock was a writer sleeping on this bound while
+//! holding a lock the completion path needed). Only new copies wait: a
+//! write to a copied chunk, or to a chunk already pending (it is queued on
+//! that job), never does, and the copier's own re-maps never wait, nor
+//! does anything submitted from the copier thread (a COW device that is
+//! an rdm origin or snapshot maps its writes on this thread, and waiting
+//! there would wait for itself). Jobs made while the thread submits a
+//! job's own I/O (a stacked COW device's copies, which that I/O waits for)
+//! are *urgent*: they start next, past every lane limit, since the jobs
+//! holding those limits may be the ones waiting for them.
 //!
 //! Contexts. I/O completions (interrupt context) only set a job's stage and
 //! kick the thread (an interrupt-safe spinlock and a wake-up); all the
@@ -37,20 +51,25 @@
 
 use super::store::Slot;
 use super::{copy_ready_at, cow_threshold, From, Snap};
-use crate::kx::block::{submit_page_io, with_plug, Bio, PageBuf, PageIo};
+use crate::device::CountedBio;
+use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
 use crate::kx::wait::Slots;
+use crate::rdm_core::snapshot::round_up_to_block;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, LockedBy, Mutex, SpinLock};
 use kernel::{c_str, new_condvar, new_mutex, new_spinlock};
 
-/// Most jobs with I/O in flight at once.
+/// Most jobs of one lane with I/O in flight at once.
 pub(crate) const MAX_ACTIVE: usize = 64;
-/// Most bytes of copy buffers at once (one job may exceed it alone).
+/// Most bytes of copy buffers of one lane at once (one job may exceed it
+/// alone).
 pub(crate) const BUFFER_BUDGET: usize = 32 << 20;
+/// Largest piece of a chunk copied at once (the buffer of one job).
+pub(crate) const MAX_PIECE_BYTES: usize = 1 << 20;
 
 // Job stages.
 const QUEUED: u8 = 0;
@@ -59,12 +78,53 @@ const READ_DONE: u8 = 2;
 const WRITING: u8 = 3;
 const WRITE_DONE: u8 = 4;
 
-/// The copier's queue: jobs not started yet, and the kick flag.
-pub(crate) struct Queue {
+/// A FIFO of jobs linked through [`Job::next`].
+struct JobFifo {
     head: Option<Arc<Job>>,
     tail: Option<Arc<Job>>,
+}
+
+impl JobFifo {
+    const fn new() -> Self {
+        JobFifo {
+            head: None,
+            tail: None,
+        }
+    }
+}
+
+/// The copier's queue: the lanes ready to start a job, the urgent jobs,
+/// and the kick flag. Under [`Copier::queue`].
+pub(crate) struct Queue {
+    /// Lanes with a queued job and room to start it, in turn order.
+    ready_head: Option<Arc<Lane>>,
+    ready_tail: Option<Arc<Lane>>,
+    /// Jobs made while the thread submitted a job's own I/O: they start
+    /// before anything else, past every lane limit.
+    urgent: JobFifo,
     /// Something completed: the thread must look at its active jobs.
     kicked: bool,
+}
+
+/// Pushes `job` at the end of a FIFO (under the queue lock `q`).
+fn fifo_push(q: &mut Queue, which: impl Fn(&mut Queue) -> &mut JobFifo, job: Arc<Job>) {
+    let old_tail = which(q).tail.replace(job.clone());
+    match old_tail {
+        Some(tail) => *tail.next.access_mut(q) = Some(job),
+        None => which(q).head = Some(job),
+    }
+}
+
+/// Takes the first job of a FIFO (under the queue lock `q`).
+fn fifo_pop(q: &mut Queue, which: impl Fn(&mut Queue) -> &mut JobFifo) -> Option<Arc<Job>> {
+    let job = which(q).head.take()?;
+    let next = job.next.access_mut(q).take();
+    let fifo = which(q);
+    fifo.head = next;
+    if fifo.head.is_none() {
+        fifo.tail = None;
+    }
+    Some(job)
 }
 
 /// State shared by the copier thread and everyone who gives it work.
@@ -75,10 +135,10 @@ pub(crate) struct Copier {
     queue: IrqSpinLock<Queue>,
     #[pin]
     wake: CondVar,
-    /// Jobs in progress, bounded by `cow_threshold`.
-    slots: Slots,
     /// The thread's identity (`current_id`), once it runs.
     thread: AtomicUsize,
+    /// The thread is submitting a job's own I/O (only it writes this).
+    submitting: AtomicBool,
 }
 
 impl Copier {
@@ -87,28 +147,19 @@ impl Copier {
             pin_init!(Copier {
                 queue <- crate::new_irq_spinlock!(
                     Queue {
-                        head: None,
-                        tail: None,
+                        ready_head: None,
+                        ready_tail: None,
+                        urgent: JobFifo::new(),
                         kicked: false,
                     },
                     "rdm:copier_queue"
                 ),
                 wake <- new_condvar!("rdm:copier_wake"),
-                slots: Slots::new(),
                 thread: AtomicUsize::new(0),
+                submitting: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
-    }
-
-    /// Takes a slot for a new job: under `cow_threshold` for submitters,
-    /// always for the copier's own re-maps and for anything submitted on
-    /// the copier thread (only it gives slots back).
-    pub(crate) fn take_slot(&self, from: From) -> bool {
-        if from == From::Copier || self.on_copier_thread() {
-            return self.slots.try_take(0);
-        }
-        self.slots.try_take(cow_threshold())
     }
 
     /// Whether the caller is the copier thread.
@@ -116,36 +167,38 @@ impl Copier {
         self.thread.load(Ordering::Acquire) == current_id()
     }
 
-    /// Sleeps until a slot may be free. The caller holds no lock.
-    pub(crate) fn wait_for_slot(&self) {
-        self.slots.wait_below(cow_threshold());
+    /// Whether the caller is the copier thread submitting a job's own I/O
+    /// (a stacked COW device mapping it): what it queues now is urgent.
+    fn in_job_io(&self) -> bool {
+        self.on_copier_thread() && self.submitting.load(Ordering::Acquire)
     }
 
-    /// Gives back a slot taken for a job that was not queued.
-    pub(crate) fn put_slot(&self) {
-        self.slots.put();
+    /// Runs `f` (the thread submitting a job's I/O) with `in_job_io` set.
+    fn submitting_job_io<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.submitting.store(true, Ordering::Release);
+        let r = f();
+        self.submitting.store(false, Ordering::Release);
+        r
     }
 
-    /// Hands a published job to the thread.
+    /// Hands a published job to the thread: at the end of its lane's
+    /// queue, or among the urgent ones if the thread made it while
+    /// submitting a job's own I/O.
     pub(crate) fn queue(&self, job: Arc<Job>) {
+        let urgent = self.in_job_io();
         let mut q = self.queue.lock();
-        let old_tail = q.tail.replace(job.clone());
-        match old_tail {
-            Some(tail) => *tail.next.access_mut(&mut q) = Some(job),
-            None => q.head = Some(job),
+        if urgent {
+            fifo_push(&mut q, |q| &mut q.urgent, job);
+        } else {
+            let lane = job.lane.clone();
+            lane.push(&mut q, job);
+            if lane.should_list(&mut q) {
+                Lane::list(&mut q, lane);
+            }
         }
         q.kicked = true;
         drop(q);
         self.wake.notify_one();
-    }
-
-    fn pop(q: &mut Queue) -> Option<Arc<Job>> {
-        let job = q.head.take()?;
-        q.head = job.next.access_mut(q).take();
-        if q.head.is_none() {
-            q.tail = None;
-        }
-        Some(job)
     }
 
     /// Wakes the thread to look at its active jobs. Any context.
@@ -166,12 +219,8 @@ impl Copier {
 
     /// Starts the copier thread.
     pub(crate) fn start(self: &Arc<Self>) -> Result<Kthread<CopierThread>> {
-        let mut slots = KVec::with_capacity(MAX_ACTIVE, GFP_KERNEL)?;
-        for _ in 0..MAX_ACTIVE {
-            slots.push(None, GFP_KERNEL)?;
-        }
         let work = Work {
-            active: slots,
+            active: KVec::new(),
             committing: KVec::new(),
         };
         let body = CopierThread {
@@ -179,6 +228,191 @@ impl Copier {
             work: KBox::pin_init(new_mutex!(work, "rdm:copier_work"), GFP_KERNEL)?,
         };
         Kthread::run(c_str!("rdm_copier"), body)
+    }
+}
+
+/// A lane's place in the copier's scheduling, under the copier's queue
+/// lock.
+struct LaneState {
+    /// Jobs not started yet.
+    queued: JobFifo,
+    /// On the copier's ready list.
+    listed: bool,
+    /// Next lane on the ready list.
+    next: Option<Arc<Lane>>,
+    /// Jobs started whose I/O is not over.
+    active: usize,
+    /// Bytes of copy buffers those jobs use.
+    bytes: usize,
+}
+
+impl LaneState {
+    /// Whether another job may start.
+    fn has_room(&self) -> bool {
+        self.active < MAX_ACTIVE && (self.active == 0 || self.bytes < BUFFER_BUDGET)
+    }
+}
+
+/// The jobs of one origin, or of one snapshot's own writes, and the
+/// limits they share (see the module comment).
+pub(crate) struct Lane {
+    copier: Arc<Copier>,
+    /// Jobs in progress, from creation to the end of `finish`, bounded by
+    /// `cow_threshold`.
+    slots: Slots,
+    state: LockedBy<LaneState, Queue>,
+}
+
+impl Lane {
+    pub(crate) fn new(copier: &Arc<Copier>) -> Result<Arc<Lane>> {
+        Ok(Arc::new(
+            Lane {
+                copier: copier.clone(),
+                slots: Slots::new(),
+                state: LockedBy::new(
+                    &copier.queue,
+                    LaneState {
+                        queued: JobFifo::new(),
+                        listed: false,
+                        next: None,
+                        active: 0,
+                        bytes: 0,
+                    },
+                ),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Takes a slot for a new job: under `cow_threshold` for submitters,
+    /// always for the copier's own re-maps and for anything submitted on
+    /// the copier thread (only it gives slots back).
+    pub(crate) fn take_slot(&self, from: From) -> bool {
+        if from == From::Copier || self.copier.on_copier_thread() {
+            return self.slots.try_take(0);
+        }
+        self.slots.try_take(cow_threshold())
+    }
+
+    /// Sleeps until a slot may be free. The caller holds no lock.
+    pub(crate) fn wait_for_slot(&self) {
+        self.slots.wait_below(cow_threshold());
+    }
+
+    /// Gives back a slot (a job that was not queued, or one that ended).
+    pub(crate) fn put_slot(&self) {
+        self.slots.put();
+    }
+
+    /// Wakes the copier thread to look at its active jobs. Any context.
+    pub(crate) fn kick(&self) {
+        self.copier.kick();
+    }
+
+    fn push(&self, q: &mut Queue, job: Arc<Job>) {
+        let old_tail = self.state.access_mut(q).queued.tail.replace(job.clone());
+        match old_tail {
+            Some(tail) => *tail.next.access_mut(q) = Some(job),
+            None => self.state.access_mut(q).queued.head = Some(job),
+        }
+    }
+
+    /// Whether the lane must go on the ready list: a job is queued, there
+    /// is room, and it is not listed.
+    fn should_list(&self, q: &mut Queue) -> bool {
+        let st = self.state.access_mut(q);
+        !st.listed && st.queued.head.is_some() && st.has_room()
+    }
+
+    /// Appends `lane` to the ready list.
+    fn list(q: &mut Queue, lane: Arc<Lane>) {
+        lane.state.access_mut(q).listed = true;
+        match q.ready_tail.replace(lane.clone()) {
+            Some(tail) => tail.state.access_mut(q).next = Some(lane),
+            None => q.ready_head = Some(lane),
+        }
+    }
+
+    /// A started job of this lane has ended its I/O and released `bytes`
+    /// of buffers: lists the lane again if it waited for room. Copier
+    /// thread.
+    fn release_room(self: &Arc<Self>, bytes: usize) {
+        let mut q = self.copier.queue.lock();
+        let st = self.state.access_mut(&mut q);
+        st.active -= 1;
+        st.bytes -= bytes;
+        if self.should_list(&mut q) {
+            Lane::list(&mut q, self.clone());
+        }
+    }
+}
+
+/// Takes the next job to start: an urgent one, else the head job of the
+/// first ready lane whose head is due; the lane goes to the end of the
+/// list (each lane starts one job in turn), or off it if it has no more
+/// queued jobs or no more room. `Err` has the jiffies until the first
+/// head that is not due yet is due (`u64::MAX`: none).
+fn next_startable(q: &mut Queue) -> Result<Arc<Job>, u64> {
+    if let Some(job) = fifo_pop(q, |q| &mut q.urgent) {
+        let st = job.lane.state.access_mut(q);
+        st.active += 1;
+        st.bytes += job.buffer_bytes();
+        return Ok(job);
+    }
+    let now = jiffies();
+    let mut wait = u64::MAX;
+    let mut prev: Option<Arc<Lane>> = None;
+    let mut cur = q.ready_head.clone();
+    while let Some(lane) = cur {
+        let st = lane.state.access_mut(q);
+        let next = st.next.clone();
+        let due = match &st.queued.head {
+            Some(head) if head.ready_at <= now => true,
+            Some(head) => {
+                wait = wait.min(head.ready_at - now);
+                false
+            }
+            None => false,
+        };
+        if !due {
+            prev = Some(lane);
+            cur = next;
+            continue;
+        }
+        // Unlink the lane; it is appended again below if it may go on.
+        lane.state.access_mut(q).next = None;
+        match &prev {
+            Some(p) => p.state.access_mut(q).next = next.clone(),
+            None => q.ready_head = next.clone(),
+        }
+        if next.is_none() {
+            q.ready_tail = prev.clone();
+        }
+        let job = lane.pop(q);
+        let st = lane.state.access_mut(q);
+        st.active += 1;
+        st.bytes += job.buffer_bytes();
+        st.listed = false;
+        if lane.should_list(q) {
+            Lane::list(q, lane.clone());
+        }
+        return Ok(job);
+    }
+    Err(wait)
+}
+
+impl Lane {
+    /// Takes the head job (there is one: the caller saw it).
+    fn pop(&self, q: &mut Queue) -> Arc<Job> {
+        let job = self.state.access_mut(q).queued.head.take();
+        let job = job.expect("a listed lane's head job");
+        let next = job.next.access_mut(q).take();
+        let st = self.state.access_mut(q);
+        st.queued.head = next;
+        if st.queued.head.is_none() {
+            st.queued.tail = None;
+        }
+        job
     }
 }
 
@@ -233,9 +467,16 @@ pub(crate) enum JobKind {
 
 /// One chunk copy (a pending exception in each snapshot it serves), or
 /// an invalid header write ([`JobKind::InvalidHeader`]).
+///
+/// # Invariants
+///
+/// The job's snapshots are in `targets` until the thread starts the job
+/// and moves them out; until then the lane's queue (or the urgent list)
+/// holds a reference to the job, so no completion ever drops the last one
+/// while it still references a snapshot.
 #[pin_data]
 pub(crate) struct Job {
-    pub(crate) copier: Arc<Copier>,
+    lane: Arc<Lane>,
     /// The origin chunk.
     chunk: u64,
     chunk_sectors: u64,
@@ -251,14 +492,19 @@ pub(crate) struct Job {
     targets: SpinLock<KVec<JobTarget>>,
     #[pin]
     state: SpinLock<JobState>,
-    /// Link in the copier's queue.
+    /// An [`JobKind::Overwrite`]'s own write, ended when the job ends: a
+    /// write to a snapshot is acknowledged only once its exception is
+    /// recorded (and, persistent, committed). Set by its completion.
+    #[pin]
+    own_write: IrqSpinLock<Option<CountedBio>>,
+    /// Link in a queue.
     next: LockedBy<Option<Arc<Job>>, Queue>,
 }
 
 impl Job {
-    /// A job for `chunk` with room for `max_targets` snapshots.
+    /// A job of `lane` for `chunk` with room for `max_targets` snapshots.
     pub(crate) fn new(
-        copier: &Arc<Copier>,
+        lane: &Arc<Lane>,
         chunk: u64,
         chunk_sectors: u64,
         kind: JobKind,
@@ -277,7 +523,7 @@ impl Job {
         });
         Arc::pin_init(
             pin_init!(Job {
-                copier: copier.clone(),
+                lane: lane.clone(),
                 chunk,
                 chunk_sectors,
                 kind,
@@ -293,15 +539,16 @@ impl Job {
                     },
                     "rdm:job_state"
                 ),
-                next: LockedBy::new(&copier.queue, None),
+                own_write <- crate::new_irq_spinlock!(None, "rdm:job_own_write"),
+                next: LockedBy::new(&lane.copier.queue, None),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// A job that writes `snap`'s header with valid = 0.
-    pub(crate) fn invalid_header(copier: &Arc<Copier>, snap: &Arc<Snap>) -> Result<Arc<Job>> {
-        let job = Job::new(copier, 0, 0, JobKind::InvalidHeader, 1)?;
+    /// A job of `lane` that writes `snap`'s header with valid = 0.
+    pub(crate) fn invalid_header(lane: &Arc<Lane>, snap: &Arc<Snap>) -> Result<Arc<Job>> {
+        let job = Job::new(lane, 0, 0, JobKind::InvalidHeader, 1)?;
         job.add_target(
             snap,
             Slot {
@@ -310,6 +557,20 @@ impl Job {
             },
         )?;
         Ok(job)
+    }
+
+    /// Hands the published job to the copier thread.
+    pub(crate) fn enqueue(self: Arc<Self>) {
+        let copier = self.lane.copier.clone();
+        copier.queue(self);
+    }
+
+    /// Bytes of the buffer the job's copy uses.
+    fn buffer_bytes(&self) -> usize {
+        match self.kind {
+            JobKind::Copy => ((self.chunk_sectors << 9) as usize).min(MAX_PIECE_BYTES),
+            JobKind::Overwrite | JobKind::InvalidHeader => 0,
+        }
     }
 
     /// Adds a snapshot the job writes to. Never allocates (room was
@@ -333,6 +594,17 @@ impl Job {
     /// The COW chunk of the first snapshot (the only one of an overwrite).
     pub(crate) fn first_new_chunk(&self) -> u64 {
         self.targets.lock().first().map_or(0, |t| t.new_chunk)
+    }
+
+    /// The whole-chunk write of an [`JobKind::Overwrite`] completed
+    /// (completion context): it is kept until the job ends, then the job
+    /// moves on.
+    pub(crate) fn own_write_done(&self, write: CountedBio) {
+        let failed = write.failed();
+        // Kept before the stage moves: the thread may end the job as soon
+        // as it sees WRITE_DONE, and must find the write then.
+        *self.own_write.lock() = Some(write);
+        self.lane.copier.only_write_done(self, failed);
     }
 
     /// Holds `bio` until the job ends; gives it back if it already has.
@@ -367,6 +639,12 @@ struct Active {
     job: Arc<Job>,
     targets: KVec<JobTarget>,
     buf: Option<Arc<PageBuf>>,
+    /// Sectors of the chunk to copy (the part the origin device holds).
+    extent: u64,
+    /// Sectors copied so far.
+    copied: u64,
+    /// Sectors of the piece in flight.
+    piece: u64,
 }
 
 /// What only the copier thread uses (under a mutex that is never
@@ -392,15 +670,19 @@ impl ThreadBody for CopierThread {
         self.copier.thread.store(me.id(), Ordering::Release);
         let mut work = self.work.lock();
         let work = &mut *work;
-        let mut bytes = 0usize;
-        while self.wait_for_work(me, work, bytes) {
+        while self.wait_for_work(me, work) {
             // One plug per batch: the reads, writes and released bios of a
             // round go to the devices together (as dm-kcopyd does).
             with_plug(|| {
-                while let Some(job) = self.pop_ready(&work.active, bytes) {
-                    self.start(job, &mut work.active, &mut bytes);
+                // Room in `active` first: a started job always has its
+                // entry (a whole-chunk write may complete at any time).
+                while Self::has_entry_room(&mut work.active) {
+                    let Some(job) = self.pop_startable() else {
+                        break;
+                    };
+                    self.start(job, &mut work.active);
                 }
-                self.advance(work, &mut bytes);
+                self.advance(work);
                 // Commits of what completed (one in flight per store),
                 // and the end of the jobs they made durable.
                 if work.committing.iter().flatten().next().is_some() {
@@ -412,47 +694,33 @@ impl ThreadBody for CopierThread {
 }
 
 impl CopierThread {
-    /// Whether a job may start now: room among the active ones, and the
-    /// head of the queue is due.
-    fn head_ready(q: &Queue, active: &KVec<Option<Active>>, bytes: usize) -> Result<(), u64> {
-        let busy = active.iter().flatten().count();
-        let room = busy < MAX_ACTIVE && (busy == 0 || bytes < BUFFER_BUDGET);
-        match &q.head {
-            Some(head) if room => {
-                let now = jiffies();
-                if head.ready_at <= now {
-                    Ok(())
-                } else {
-                    Err(head.ready_at - now)
-                }
-            }
-            _ => Err(u64::MAX),
-        }
+    /// Whether `active` has a free entry, or room for one more (no
+    /// memory: nothing starts this round; the thread tries again).
+    fn has_entry_room(active: &mut KVec<Option<Active>>) -> bool {
+        active.iter().any(Option::is_none) || active.reserve(1, GFP_KERNEL).is_ok()
     }
 
-    /// Takes the head job if it may start now.
-    fn pop_ready(&self, active: &KVec<Option<Active>>, bytes: usize) -> Option<Arc<Job>> {
-        let mut q = self.copier.queue.lock();
-        Self::head_ready(&q, active, bytes).ok()?;
-        Copier::pop(&mut q)
+    /// The next job to start, if one may start now.
+    fn pop_startable(&self) -> Option<Arc<Job>> {
+        next_startable(&mut self.copier.queue.lock()).ok()
     }
 
     /// Sleeps until there is something to do; false when the thread must
     /// stop (asked to, and nothing is left).
-    fn wait_for_work(&self, me: &Current, work: &Work, bytes: usize) -> bool {
+    fn wait_for_work(&self, me: &Current, work: &Work) -> bool {
         let copier = &self.copier;
         let mut q = copier.queue.lock();
         loop {
-            let timeout = match Self::head_ready(&q, &work.active, bytes) {
-                Ok(()) => return true,
-                Err(t) => t,
-            };
-            if core::mem::take(&mut q.kicked) {
+            if core::mem::take(&mut q.kicked) || q.urgent.head.is_some() {
                 return true;
             }
+            let timeout = match startable_in(&mut q) {
+                0 => return true,
+                t => t,
+            };
             let idle = work.active.iter().flatten().next().is_none()
                 && work.committing.iter().flatten().next().is_none();
-            if me.should_stop() && idle && q.head.is_none() {
+            if me.should_stop() && idle && q.ready_head.is_none() {
                 return false;
             }
             // A kthread has no signals: this returns on a wake-up or when
@@ -464,55 +732,97 @@ impl CopierThread {
 
     /// Starts `job`: reads its origin chunk (or, for an overwrite, waits
     /// for the write already sent).
-    fn start(&self, job: Arc<Job>, active: &mut KVec<Option<Active>>, bytes: &mut usize) {
+    fn start(&self, job: Arc<Job>, active: &mut KVec<Option<Active>>) {
         let targets = core::mem::take(&mut *job.targets.lock());
         let mut entry = Active {
             job: job.clone(),
             targets,
             buf: None,
+            extent: 0,
+            copied: 0,
+            piece: 0,
         };
-        // `pop_ready` starts nothing while all slots are taken.
-        let Some(slot) = active.iter_mut().find(|a| a.is_none()) else {
-            pr_err!("snapshot copier: no slot for a job; failing it\n");
-            job.failed.store(true, Ordering::Release);
-            self.finish(entry);
-            return;
+        let slot = match active.iter().position(|a| a.is_none()) {
+            Some(i) => i,
+            None => {
+                // Room was reserved (`has_entry_room`): no allocation.
+                let _ = active.push(None, GFP_KERNEL);
+                active.len() - 1
+            }
         };
         match job.kind {
-            JobKind::Copy => self.start_read(&mut entry, bytes),
+            JobKind::Copy => self.start_copy(&mut entry),
             JobKind::Overwrite => {}
-            JobKind::InvalidHeader => Self::start_header_write(&entry),
+            JobKind::InvalidHeader => self.start_header_write(&entry),
         }
-        *slot = Some(entry);
+        active[slot] = Some(entry);
     }
 
-    fn start_read(&self, entry: &mut Active, bytes: &mut usize) {
+    /// Sizes the copy (the part of the chunk the origin device holds: its
+    /// last chunk may be partial) and reads the first piece.
+    fn start_copy(&self, entry: &mut Active) {
         let job = &entry.job;
-        let size = (job.chunk_sectors << 9) as usize;
         let Some(first) = entry.targets.first() else {
             job.failed.store(true, Ordering::Release);
             job.stage.store(WRITE_DONE, Ordering::Release);
             return;
         };
-        let origin_dev = first.snap.origin_dev.clone();
-        let buf = PageBuf::new(size).and_then(|b| Ok(Arc::new(b, GFP_KERNEL)?));
-        let Ok(buf) = buf else {
-            pr_err!("snapshot copier: out of memory for a {size}-byte chunk buffer\n");
+        let origin_sectors = first.snap.origin_dev.nr_sectors();
+        entry.extent = first.snap.geom.extent_on(job.chunk, origin_sectors);
+        if entry.extent == 0 {
+            // Past the end of the origin (it shrank): nothing to copy.
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        }
+        let size = job.buffer_bytes();
+        // A partial chunk's last piece may be written rounded up to a COW
+        // block: zeroed, so no stale memory reaches the device.
+        let buf = if entry.extent < job.chunk_sectors {
+            PageBuf::new_zeroed(size)
+        } else {
+            PageBuf::new(size)
+        };
+        let Ok(buf) = buf.and_then(|b| Ok(Arc::new(b, GFP_KERNEL)?)) else {
+            pr_err!("snapshot copier: out of memory for a {size}-byte copy buffer\n");
             job.failed.store(true, Ordering::Release);
             job.stage.store(WRITE_DONE, Ordering::Release);
             return;
         };
-        *bytes += size;
-        entry.buf = Some(buf.clone());
+        entry.buf = Some(buf);
+        self.read_piece(entry);
+    }
+
+    /// Reads the next piece of the chunk from the origin.
+    fn read_piece(&self, entry: &mut Active) {
+        let job = &entry.job;
+        let (Some(buf), Some(first)) = (&entry.buf, entry.targets.first()) else {
+            job.failed.store(true, Ordering::Release);
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        };
+        let max_piece = (buf.bytes() >> 9) as u64;
+        entry.piece = (entry.extent - entry.copied).min(max_piece);
         job.stage.store(READING, Ordering::Release);
         let done_job = job.clone();
-        let sector = job.chunk * job.chunk_sectors;
-        let res = submit_page_io(&origin_dev, PageIo::Read, sector, buf, move |failed| {
+        let sector = job.chunk * job.chunk_sectors + entry.copied;
+        let bytes = (entry.piece << 9) as usize;
+        let origin_dev = first.snap.origin_dev.clone();
+        let on_done = move |failed: bool| {
             if failed {
                 done_job.failed.store(true, Ordering::Release);
             }
             done_job.stage.store(READ_DONE, Ordering::Release);
-            done_job.copier.kick();
+            done_job.lane.copier.kick();
+        };
+        let res = self.copier.submitting_job_io(|| {
+            submit_page_io_part(
+                &origin_dev,
+                PageIo::Read,
+                sector,
+                buf.clone(),
+                bytes,
+                on_done,
+            )
         });
         if res.is_err() {
             job.failed.store(true, Ordering::Release);
@@ -521,17 +831,19 @@ impl CopierThread {
     }
 
     /// Sends the invalid header write of the job's snapshot.
-    fn start_header_write(entry: &Active) {
+    fn start_header_write(&self, entry: &Active) {
         let job = &entry.job;
         job.stage.store(WRITING, Ordering::Release);
         let done_job = job.clone();
-        let done = move |failed: bool| done_job.copier.only_write_done(&done_job, failed);
+        let done = move |failed: bool| done_job.lane.copier.only_write_done(&done_job, failed);
         let sent = match entry
             .targets
             .first()
             .and_then(|t| t.snap.store.persistent())
         {
-            Some(p) => p.write_invalid_header(done),
+            Some(p) => self
+                .copier
+                .submitting_job_io(|| p.write_invalid_header(done)),
             None => Err(EINVAL),
         };
         if sent.is_err() {
@@ -540,8 +852,8 @@ impl CopierThread {
         }
     }
 
-    /// Writes a read chunk to every snapshot of the job.
-    fn start_writes(&self, entry: &Active) {
+    /// Writes the piece just read to every snapshot of the job.
+    fn write_piece(&self, entry: &Active) {
         let job = &entry.job;
         job.stage.store(WRITING, Ordering::Release);
         let Some(buf) = &entry.buf else {
@@ -555,42 +867,72 @@ impl CopierThread {
         // One count per write plus ours, dropped after the loop.
         job.writes_left
             .store(entry.targets.len() + 1, Ordering::Release);
-        for t in entry.targets.iter() {
-            let done_job = job.clone();
-            let snap = t.snap.clone();
-            let sector = t.new_chunk * job.chunk_sectors;
-            // A failed COW write invalidates that snapshot only (from
-            // completion context: `invalidate` takes no lock); the others
-            // of the job keep their copy.
-            let on_done = move |failed: bool| {
-                if failed {
-                    snap.invalidate("I/O error writing the COW device");
+        self.copier.submitting_job_io(|| {
+            for t in entry.targets.iter() {
+                let sector = t.new_chunk * job.chunk_sectors + entry.copied;
+                // The origin's blocks may be smaller than the COW's: the
+                // last piece of a partial chunk is written up to a whole
+                // COW block (inside the chunk; the buffer is zeroed past
+                // what was read).
+                let sectors = round_up_to_block(entry.piece, t.snap.cow.logical_block_size());
+                let bytes = (sectors << 9) as usize;
+                let done_job = job.clone();
+                let snap = t.snap.clone();
+                // A failed COW write invalidates that snapshot only (from
+                // completion context: `invalidate` takes no lock); the
+                // others of the job keep their copy. The snapshot's
+                // reference goes before the job can end: the job's end
+                // may let the snapshot's last other holder go, and its
+                // destructor sleeps.
+                let on_done = move |failed: bool| {
+                    if failed {
+                        snap.invalidate("I/O error writing the COW device");
+                    }
+                    drop(snap);
+                    Self::write_done(&done_job);
+                };
+                let res = submit_page_io_part(
+                    &t.snap.cow,
+                    PageIo::Write,
+                    sector,
+                    buf.clone(),
+                    bytes,
+                    on_done,
+                );
+                if res.is_err() {
+                    t.snap.invalidate("out of memory writing the COW device");
+                    Self::write_done(job);
                 }
-                Self::write_done(&done_job);
-            };
-            if submit_page_io(&t.snap.cow, PageIo::Write, sector, buf.clone(), on_done).is_err() {
-                t.snap.invalidate("out of memory writing the COW device");
-                Self::write_done(job);
             }
-        }
+        });
         Self::write_done(job);
     }
 
     fn write_done(job: &Job) {
         if job.writes_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             job.stage.store(WRITE_DONE, Ordering::Release);
-            job.copier.kick();
+            job.lane.copier.kick();
         }
     }
 
     /// Moves every active job on as far as it can go.
-    fn advance(&self, work: &mut Work, bytes: &mut usize) {
-        for slot in work.active.iter_mut() {
-            let Some(entry) = slot else { continue };
+    fn advance(&self, work: &mut Work) {
+        for i in 0..work.active.len() {
+            let Some(entry) = work.active[i].as_mut() else {
+                continue;
+            };
             match entry.job.stage.load(Ordering::Acquire) {
-                READ_DONE => self.start_writes(entry),
+                READ_DONE => self.write_piece(entry),
                 WRITE_DONE => {
                     let job = &entry.job;
+                    if job.kind == JobKind::Copy && !job.failed.load(Ordering::Acquire) {
+                        entry.copied += entry.piece;
+                        entry.piece = 0;
+                        if entry.copied < entry.extent {
+                            self.read_piece(entry);
+                            continue;
+                        }
+                    }
                     // A read of the chunk sent to the origin before the
                     // job existed must end before origin writes go.
                     if job.kind != JobKind::InvalidHeader
@@ -601,15 +943,15 @@ impl CopierThread {
                     {
                         continue;
                     }
-                    if let Some(mut entry) = slot.take() {
-                        if let Some(buf) = entry.buf.take() {
-                            *bytes -= buf.bytes();
-                        }
-                        if Self::stage(&entry) {
-                            self.park(&mut work.committing, entry);
-                        } else {
-                            self.finish(entry);
-                        }
+                    let Some(mut entry) = work.active[i].take() else {
+                        continue;
+                    };
+                    entry.buf = None;
+                    entry.job.lane.release_room(entry.job.buffer_bytes());
+                    if Self::stage(&entry) {
+                        self.park(&mut work.committing, entry);
+                    } else {
+                        self.finish(entry);
                     }
                 }
                 _ => {}
@@ -668,16 +1010,18 @@ impl CopierThread {
     /// commit invalidates its snapshot. The store of an invalid snapshot
     /// starts no commit, but one in flight is followed to its end.
     fn drive_commits(&self, work: &mut Work) {
-        for entry in work.committing.iter().flatten() {
-            for t in entry.targets.iter() {
-                let Some(p) = t.snap.store.persistent() else {
-                    continue;
-                };
-                if p.drive_commit(t.snap.is_valid(), &self.copier).is_err() {
-                    t.snap.invalidate("I/O error writing the snapshot metadata");
+        self.copier.submitting_job_io(|| {
+            for entry in work.committing.iter().flatten() {
+                for t in entry.targets.iter() {
+                    let Some(p) = t.snap.store.persistent() else {
+                        continue;
+                    };
+                    if p.drive_commit(t.snap.is_valid(), &self.copier).is_err() {
+                        t.snap.invalidate("I/O error writing the snapshot metadata");
+                    }
                 }
             }
-        }
+        });
         for slot in work.committing.iter_mut() {
             if slot
                 .as_ref()
@@ -692,10 +1036,12 @@ impl CopierThread {
 
     /// Ends a job: records its exceptions (or invalidates the snapshots it
     /// failed for; or, for an invalid header write, says it is written),
-    /// then re-maps the bios held on it.
+    /// acknowledges a whole-chunk snapshot write, then re-maps the bios
+    /// held on it.
     fn finish(&self, entry: Active) {
         let job = &entry.job;
         let failed = job.failed.load(Ordering::Acquire);
+        let mut own_write_ok = !failed;
         for t in entry.targets.iter() {
             if job.kind == JobKind::InvalidHeader {
                 t.snap.invalid_header_written(job, failed);
@@ -707,13 +1053,19 @@ impl CopierThread {
                 t.snap.invalidate("I/O error copying a chunk");
             }
             t.snap.finish_exception(job.chunk, t.new_chunk, !failed);
+            // As dm's pending_complete: a snapshot that went invalid
+            // meanwhile fails the write that was its own.
+            own_write_ok &= t.snap.is_valid();
+        }
+        if let Some(write) = job.own_write.lock().take() {
+            write.end(!own_write_ok);
         }
         let mut held = {
             let mut st = job.state.lock();
             st.done = true;
             st.held.take()
         };
-        self.copier.put_slot();
+        job.lane.put_slot();
         // Held bios were pushed in front: reverse for arrival order.
         let mut list = None;
         while let Some(mut h) = held {
@@ -727,10 +1079,32 @@ impl CopierThread {
             match snap {
                 Some(snap) => snap.remap_held(bio),
                 None => match entry.targets.first() {
-                    Some(t) => t.snap.origin_write_again(&self.copier, bio),
+                    Some(t) => t.snap.origin_write_again(bio),
                     None => bio.end(true),
                 },
             }
         }
     }
+}
+
+/// Jiffies until a job may start: 0 if one may start now (an urgent one,
+/// or a ready lane's head that is due), `u64::MAX` if none is queued.
+fn startable_in(q: &mut Queue) -> u64 {
+    if q.urgent.head.is_some() {
+        return 0;
+    }
+    let now = jiffies();
+    let mut wait = u64::MAX;
+    let mut cur = q.ready_head.clone();
+    while let Some(lane) = cur {
+        let st = lane.state.access_mut(q);
+        if let Some(head) = &st.queued.head {
+            if head.ready_at <= now {
+                return 0;
+            }
+            wait = wait.min(head.ready_at - now);
+        }
+        cur = st.next.clone();
+    }
+    wait
 }

@@ -36,4 +36,3 @@ impl LeafVec for KLeaves {
             + self.0.capacity() * core::mem::size_of::<KBox<Leaf>>()
     }
 }
-

@@ -25,21 +25,21 @@ mod leaves;
 pub(crate) mod store;
 pub(crate) mod targets;
 
-use crate::device::Io;
+use crate::device::{CountedBio, Io};
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
-use crate::kx::sync::RwSem;
+use crate::kx::sync::{IrqSpinLock, RwSem};
 use crate::kx::wait::{DrainCounter, EventCounter};
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
-pub(crate) use leaves::KLeaves;
 use crate::rdm_core::snapshot::{ChunkGeometry, StoreKind};
-use copier::Copier;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use copier::{Copier, Lane};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::new_spinlock;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 use kernel::sync::{Arc, Mutex, SpinLock};
+pub(crate) use leaves::KLeaves;
 use store::Store;
 
 /// Every origin that has targets, by device number.
@@ -70,11 +70,13 @@ impl Snapshots {
 
     /// The origin of device `devt`, made if new.
     pub(crate) fn origin(self: &Arc<Self>, devt: u64) -> Result<OriginRef> {
+        let lane = Lane::new(&self.copier)?;
         let fresh = Arc::pin_init(
             pin_init!(Origin {
                 devt,
                 snaps <- crate::new_rwsem!(KVec::new(), "rdm:origin_snapshots"),
                 min_chunk: AtomicU32::new(0),
+                lane,
             }),
             GFP_KERNEL,
         )?;
@@ -163,10 +165,9 @@ pub(crate) struct Origin {
     snaps: RwSem<KVec<Option<Arc<Snap>>>>,
     /// Smallest chunk size among the snapshots, in sectors (0: none).
     min_chunk: AtomicU32,
+    /// The copier's lane of the copies origin writes need.
+    lane: Arc<Lane>,
 }
-
-/// Slots of the tracked-read counts of a snapshot (a hash of the chunk).
-const TRACK_SLOTS: usize = 64;
 
 /// What a new snapshot is made of: its devices, its store and the
 /// exceptions read from it.
@@ -178,6 +179,8 @@ pub(crate) struct SnapParts {
     pub(crate) exceptions: ExceptionTable<KLeaves>,
     /// False if the store says the snapshot was invalidated.
     pub(crate) valid: bool,
+    /// The snapshot's length in sectors (its target's).
+    pub(crate) len: u64,
 }
 
 /// Why a snapshot target could not be set up.
@@ -188,6 +191,9 @@ pub(crate) enum SnapError {
     CowOtherStore,
     /// A snapshot of another origin (this device number) uses it.
     CowOtherOrigin(u64),
+    /// The snapshot on this COW device is being taken down: wait until it
+    /// is gone ([`Snap::wait_gone`]), then open the device again.
+    Dying(Arc<Snap>),
     /// Out of memory.
     NoMem,
 }
@@ -213,15 +219,26 @@ pub(crate) struct Snap {
     /// `PO`: a write to the snapshot found no room; its writes fail from
     /// now on, its reads go on.
     overflowed: AtomicBool,
-    /// Snapshot targets using this snapshot (a reload shares it).
+    /// Snapshot targets using this snapshot (a reload shares it). Never
+    /// goes up from 0: at 0 the snapshot is being taken down.
     users: AtomicUsize,
+    /// 1 while the snapshot is on its origin's list, 0 once its teardown
+    /// took it off (a new load on its COW device waits for that).
+    listed: DrainCounter,
     /// Pending exceptions of this snapshot (from publication to the end of
     /// their job, commit included): the last user waits for them.
     outstanding: DrainCounter,
-    /// Reads of not-copied chunks sent to the origin and not completed, by
-    /// chunk hash: a copy of such a chunk is not completed (and the origin
-    /// write it holds not released) before they are done.
-    tracked: [AtomicU32; TRACK_SLOTS],
+    /// Reads of not-copied chunks sent to the origin and not completed:
+    /// chunk -> count. A copy of such a chunk is not completed (and the
+    /// origin write it holds not released) before they are done. Taken
+    /// by completions (interrupt-safe), never with another lock inside.
+    #[pin]
+    tracked: IrqSpinLock<RBTree<u64, u32>>,
+    /// The snapshot's length in sectors: origin chunks at or past it are
+    /// not copied (set by the target that loads or resumes it).
+    len: AtomicU64,
+    /// The copier's lane of the snapshot's own writes' jobs.
+    lane: Arc<Lane>,
     /// The event number of the device that loaded the snapshot.
     events: Arc<EventCounter>,
 }
@@ -250,8 +267,28 @@ impl Snap {
         if s.store.kind() != kind {
             return Err(SnapError::CowOtherStore);
         }
-        s.users.fetch_add(1, Ordering::AcqRel);
+        s.add_user()?;
         Ok(Some(s.clone()))
+    }
+
+    /// One more target uses the snapshot, unless its last one already went
+    /// (then it is being taken down: its metadata writes may still be in
+    /// flight, and a new target must read the device once they are over,
+    /// not share a snapshot whose origin writes no longer copy for it).
+    fn add_user(self: &Arc<Self>) -> Result<(), SnapError> {
+        self.users
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u > 0).then_some(u + 1)
+            })
+            .map(drop)
+            .map_err(|_| SnapError::Dying(self.clone()))
+    }
+
+    /// Waits until the snapshot, being taken down, is off its origin's
+    /// list: every metadata write of its teardown is over. Process
+    /// context; the caller holds no lock.
+    pub(crate) fn wait_gone(&self) {
+        self.listed.wait_zero();
     }
 
     /// Registers a new snapshot of `origin`, or joins the one already on
@@ -268,6 +305,7 @@ impl Snap {
             store,
             exceptions,
             valid,
+            len,
         } = parts;
         // Made before any lock is taken: dropping a snapshot drops its
         // origin reference, which takes `origins`, so a snapshot that is
@@ -276,6 +314,7 @@ impl Snap {
         let origin_arc = (*origin).clone();
         let cow_devt = cow.devt();
         let kind = store.kind();
+        let lane = Lane::new(&snapshots.copier).map_err(|_| SnapError::NoMem)?;
         let fresh = Arc::pin_init(
             pin_init!(Snap {
                 origin,
@@ -289,8 +328,11 @@ impl Snap {
                 active: AtomicBool::new(false),
                 overflowed: AtomicBool::new(false),
                 users: AtomicUsize::new(1),
+                listed: DrainCounter::new(),
                 outstanding: DrainCounter::new(),
-                tracked: [const { AtomicU32::new(0) }; TRACK_SLOTS],
+                tracked <- crate::new_irq_spinlock!(RBTree::new(), "rdm:tracked_reads"),
+                len: AtomicU64::new(len),
+                lane,
                 events: events.clone(),
             }),
             GFP_KERNEL,
@@ -310,7 +352,7 @@ impl Snap {
             if s.store.kind() != kind {
                 return Err(SnapError::CowOtherStore);
             }
-            s.users.fetch_add(1, Ordering::AcqRel);
+            s.add_user()?;
             return Ok(s.clone());
         }
         match snaps.iter_mut().find(|s| s.is_none()) {
@@ -319,6 +361,7 @@ impl Snap {
                 .push(Some(fresh.clone()), GFP_KERNEL)
                 .map_err(|_| SnapError::NoMem)?,
         }
+        fresh.listed.inc();
         update_min_chunk(&origin_arc, &snaps);
         Ok(fresh)
     }
@@ -327,7 +370,8 @@ impl Snap {
     /// stops origin writes from copying for it, waits for its pending
     /// exceptions to end (their copies and commits: a new load of the COW
     /// device must not read metadata still being written), and takes it
-    /// off its origin — unless a new target joined it meanwhile. Process
+    /// off its origin. A load on the same COW device meanwhile does not
+    /// join it: it waits for this to end ([`Snap::wait_gone`]). Process
     /// context; waits holding no lock of the snapshot machinery.
     pub(crate) fn unregister(self: &Arc<Self>) {
         if self.users.fetch_sub(1, Ordering::AcqRel) != 1 {
@@ -345,9 +389,6 @@ impl Snap {
         let origins = self.origin.snapshots.origins.lock();
         let origin = (*self.origin).clone();
         let mut snaps = origin.snaps.write();
-        if self.users.load(Ordering::Acquire) != 0 {
-            return;
-        }
         for slot in snaps.iter_mut() {
             if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, self)) {
                 *slot = None;
@@ -356,12 +397,20 @@ impl Snap {
         update_min_chunk(&origin, &snaps);
         drop(snaps);
         drop(origins);
+        self.listed.dec();
     }
 
-    /// The snapshot's table went live: from now on origin writes preserve
-    /// its chunks.
-    pub(crate) fn activate(&self) {
+    /// The snapshot's table went live with a target of `len` sectors: from
+    /// now on origin writes preserve its chunks (those before `len`).
+    pub(crate) fn activate(&self, len: u64) {
+        self.len.store(len, Ordering::Release);
         self.active.store(true, Ordering::Release);
+    }
+
+    /// Whether the snapshot has origin chunk `chunk` (it is shorter than
+    /// its origin after the origin grew).
+    fn has_chunk(&self, chunk: u64) -> bool {
+        self.geom.has_chunk(chunk, self.len.load(Ordering::Acquire))
     }
 
     pub(crate) fn is_valid(&self) -> bool {
@@ -390,19 +439,43 @@ impl Snap {
         }
     }
 
-    fn track_slot(chunk: u64) -> usize {
-        (chunk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % TRACK_SLOTS
+    /// Counts a read of `chunk` sent to the origin, with `node` for a
+    /// chunk not counted yet (process context, NoIo).
+    fn track(&self, chunk: u64, node: RBTreeNodeReservation<u64, u32>) {
+        let mut tracked = self.tracked.lock();
+        match tracked.get_mut(&chunk) {
+            Some(n) => *n += 1,
+            None => {
+                tracked.insert(node.into_node(chunk, 1));
+            }
+        }
     }
 
-    /// Whether reads of `chunk` sent to the origin may still be in flight.
+    /// Whether reads of `chunk` sent to the origin are still in flight.
     pub(crate) fn reads_in_flight(&self, chunk: u64) -> bool {
-        self.tracked[Self::track_slot(chunk)].load(Ordering::Acquire) != 0
+        self.tracked.lock().get(&chunk).is_some()
     }
 
-    /// A tracked read ended (completion context).
-    fn untrack(&self, slot: usize, copier: &Copier) {
-        if self.tracked[slot].fetch_sub(1, Ordering::AcqRel) == 1 {
-            copier.kick();
+    /// A tracked read of `chunk` ended (any context): the copier looks
+    /// again at a job it held back for it.
+    fn untrack(&self, chunk: u64) {
+        let last = {
+            let mut tracked = self.tracked.lock();
+            match tracked.get_mut(&chunk) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    // Freeing the node (kfree) is fine in any context.
+                    tracked.remove(&chunk);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.lane.kick();
         }
     }
 
@@ -442,11 +515,11 @@ impl Snap {
     /// The copier's job that writes this (persistent) snapshot's header
     /// with valid = 0, made and queued if there is none; `None` if the
     /// header says so already.
-    fn invalid_header_job(self: &Arc<Self>, copier: &Arc<Copier>) -> Result<Option<Arc<Job>>> {
+    fn invalid_header_job(self: &Arc<Self>) -> Result<Option<Arc<Job>>> {
         let Some(p) = self.store.persistent() else {
             return Ok(None);
         };
-        let made = p.invalid_header_job(|| Job::invalid_header(copier, self))?;
+        let made = p.invalid_header_job(|| Job::invalid_header(&self.lane, self))?;
         let Some((job, new)) = made else {
             return Ok(None);
         };
@@ -457,8 +530,8 @@ impl Snap {
             // the COW device, open until the write is over).
             self.outstanding.inc();
             // Never throttled: it is what lets held writes go.
-            copier.take_slot(From::Copier);
-            copier.queue(job.clone());
+            self.lane.take_slot(From::Copier);
+            job.clone().enqueue();
         }
         Ok(Some(job))
     }
@@ -472,9 +545,8 @@ impl Snap {
     }
 
     /// Maps again an origin write held on a job of this snapshot (copier).
-    pub(crate) fn origin_write_again(&self, copier: &Arc<Copier>, bio: Bio) {
-        self.origin
-            .write(copier, &self.origin_dev, bio, From::Copier);
+    pub(crate) fn origin_write_again(&self, bio: Bio) {
+        self.origin.write(&self.origin_dev, bio, From::Copier);
     }
 }
 
@@ -489,27 +561,30 @@ fn update_min_chunk(origin: &Origin, snaps: &KVec<Option<Arc<Snap>>>) {
 }
 
 /// A hook run when a clone made by a snapshot target completes (completion
-/// context: may not sleep).
+/// context: may not sleep, and drops nothing whose destructor sleeps).
 pub(crate) enum EndHook {
     None,
-    /// A snapshot read sent to the origin: un-track it.
-    TrackedRead(Arc<Snap>, usize),
-    /// A whole-chunk snapshot write that is its own copy.
+    /// A snapshot read of this chunk sent to the origin: un-track it.
+    TrackedRead(Arc<Snap>, u64),
+    /// A whole-chunk snapshot write that is its own copy: acknowledged
+    /// when its job ends.
     Overwrite(Arc<Job>),
 }
 
 impl EndHook {
-    pub(crate) fn run(self, failed: bool) {
+    /// Runs the hook for the target's bio `done`, whose clone ended: ends
+    /// it, or hands it on to be ended later.
+    pub(crate) fn run(self, done: CountedBio) {
         match self {
-            EndHook::None => {}
-            EndHook::TrackedRead(snap, slot) => {
-                let copier = snap.origin.snapshots.copier.clone();
-                snap.untrack(slot, &copier);
+            EndHook::None => done.end(false),
+            EndHook::TrackedRead(snap, chunk) => {
+                snap.untrack(chunk);
+                // Not the last reference: `done` still counts the table,
+                // whose target holds the snapshot.
+                drop(snap);
+                done.end(false);
             }
-            EndHook::Overwrite(job) => {
-                let copier = job.copier.clone();
-                copier.only_write_done(&job, failed);
-            }
+            EndHook::Overwrite(job) => job.own_write_done(done),
         }
     }
 }
@@ -578,7 +653,9 @@ impl Origin {
             }
             let last = snap.geom.chunk_of(sector + sectors - 1);
             let ex = snap.exceptions.read();
-            for chunk in first..=last {
+            // Chunks past the snapshot's length (the origin grew) are not
+            // the snapshot's: never copied, as dm.
+            for chunk in (first..=last).take_while(|&c| snap.has_chunk(c)) {
                 if ex.lookup(chunk).is_some() {
                     continue;
                 }
@@ -609,16 +686,11 @@ impl Origin {
     /// of every active snapshot of its chunk size that still needs the
     /// chunk, giving each a COW chunk. Returns the job and how many
     /// snapshots it serves.
-    fn publish_copy(
-        &self,
-        copier: &Arc<Copier>,
-        chunk: u64,
-        chunk_sectors: u64,
-    ) -> Result<(Arc<Job>, usize)> {
+    fn publish_copy(&self, chunk: u64, chunk_sectors: u64) -> Result<(Arc<Job>, usize)> {
         let snaps = self.snaps.read();
         // Room for every snapshot there is: registering one needs the
         // write lock we keep out.
-        let job = Job::new(copier, chunk, chunk_sectors, JobKind::Copy, snaps.len())?;
+        let job = Job::new(&self.lane, chunk, chunk_sectors, JobKind::Copy, snaps.len())?;
         let job = &job;
         // Every allocation before the first COW chunk is taken: from then
         // on the job must reach the queue without waiting (see `map`).
@@ -629,7 +701,10 @@ impl Origin {
         let mut served = 0;
         for (snap, node) in snaps.iter().zip(nodes.iter_mut()) {
             let Some(snap) = snap else { continue };
-            if snap.geom.sectors() != chunk_sectors || !snap.wants_copies() {
+            if snap.geom.sectors() != chunk_sectors
+                || !snap.wants_copies()
+                || !snap.has_chunk(chunk)
+            {
                 continue;
             }
             let Some(node) = node.take() else { continue };
@@ -643,7 +718,7 @@ impl Origin {
     /// An origin write (a counted clone, in origin sectors): goes to the
     /// origin device once every active snapshot has the old data of the
     /// chunks it covers; until then it is held on a pending copy.
-    pub(crate) fn write(&self, copier: &Arc<Copier>, dev: &BdevFile, mut bio: Bio, from: From) {
+    pub(crate) fn write(&self, dev: &BdevFile, mut bio: Bio, from: From) {
         let _noio = NoIo::enter();
         let mut cursor = None;
         let mut made: Option<Arc<Job>> = None;
@@ -680,7 +755,7 @@ impl Origin {
                     // may be a submit_bio (whose own I/O is only sent once
                     // it returns) or the copier itself, so nothing here
                     // waits for I/O.
-                    match snap.invalid_header_job(copier) {
+                    match snap.invalid_header_job() {
                         Ok(Some(job)) => match job.hold_origin(bio) {
                             Ok(()) => return,
                             Err(b) => bio = b,
@@ -699,14 +774,14 @@ impl Origin {
                     chunk_sectors,
                     cursor: at,
                 } => {
-                    if !copier.take_slot(from) {
+                    if !self.lane.take_slot(from) {
                         // Wait for room holding no lock (seed 003), then
                         // decide again: the chunk may be copied by now.
-                        copier.wait_for_slot();
+                        self.lane.wait_for_slot();
                         continue;
                     }
-                    let Ok((job, served)) = self.publish_copy(copier, chunk, chunk_sectors) else {
-                        copier.put_slot();
+                    let Ok((job, served)) = self.publish_copy(chunk, chunk_sectors) else {
+                        self.lane.put_slot();
                         pr_err!("origin write: out of memory for a copy\n");
                         bio.end(true);
                         return;
@@ -715,11 +790,11 @@ impl Origin {
                     if served == 0 {
                         // Another writer got there first (or every snapshot
                         // went invalid): decide again.
-                        copier.put_slot();
+                        self.lane.put_slot();
                         continue;
                     }
                     made = Some(job.clone());
-                    copier.queue(job);
+                    job.enqueue();
                 }
             }
         }
@@ -808,6 +883,9 @@ impl Snap {
             return;
         }
         let chunk = self.geom.chunk_of(bio.sector());
+        // A read of a chunk not copied is counted in `tracked`: its node is
+        // allocated with no lock held, then the lookups are made again.
+        let mut track_node = None;
         loop {
             let ex = self.exceptions.read();
             if let Some(new) = ex.lookup(chunk) {
@@ -816,9 +894,34 @@ impl Snap {
                 io.remap(bio, &self.cow);
                 return;
             }
+            if !write {
+                let Some(node) = track_node.take() else {
+                    drop(ex);
+                    match RBTreeNodeReservation::new(GFP_KERNEL) {
+                        Ok(node) => track_node = Some(node),
+                        Err(_) => {
+                            pr_err!("snapshot read: out of memory to track it\n");
+                            io.end(bio, true);
+                            return;
+                        }
+                    }
+                    continue;
+                };
+                // Counted before the pending lookup, so that no origin
+                // write to the chunk completes under the read: a job
+                // published after this (under `pending`, which orders the
+                // two) finds the read counted and waits for it; one
+                // published before is found below.
+                self.track(chunk, node);
+            }
             let pending = self.pending.lock().get(&chunk).cloned();
             if let Some(job) = pending {
                 drop(ex);
+                if !write {
+                    // Held on the copy instead: a read after it sees the
+                    // old data at the COW chunk.
+                    self.untrack(chunk);
+                }
                 let Some(clone) = io.clone_bio(bio, None, EndHook::None) else {
                     return;
                 };
@@ -828,22 +931,18 @@ impl Snap {
                 }
                 return;
             }
+            drop(ex);
             if !write {
-                // Not copied: read the origin, tracked so that no origin
-                // write to the chunk completes under the read.
-                let slot = Self::track_slot(chunk);
-                self.tracked[slot].fetch_add(1, Ordering::AcqRel);
-                drop(ex);
-                let hook = EndHook::TrackedRead(self.clone(), slot);
+                // Not copied: read the origin, tracked until it completes.
+                let hook = EndHook::TrackedRead(self.clone(), chunk);
                 if let Some(clone) = io.clone_bio(bio, Some(&self.origin_dev), hook) {
                     clone.submit();
                 }
                 return;
             }
-            drop(ex);
-            let copier = self.origin.snapshots.copier.clone();
-            if !copier.take_slot(From::Submit) {
-                copier.wait_for_slot();
+            let lane = &self.lane;
+            if !lane.take_slot(From::Submit) {
+                lane.wait_for_slot();
                 continue;
             }
             let whole = self.geom.covers_whole_chunk(bio.sector(), bio.sectors());
@@ -852,25 +951,25 @@ impl Snap {
             } else {
                 JobKind::Copy
             };
-            let Ok(job) = Job::new(&copier, chunk, self.geom.sectors(), kind, 1) else {
-                copier.put_slot();
+            let Ok(job) = Job::new(lane, chunk, self.geom.sectors(), kind, 1) else {
+                lane.put_slot();
                 io.end(bio, true);
                 return;
             };
             let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
-                copier.put_slot();
+                lane.put_slot();
                 io.end(bio, true);
                 return;
             };
             match publish_one(self, &job, chunk, node, true) {
                 Published::Yes => {}
                 Published::Overflow => {
-                    copier.put_slot();
+                    lane.put_slot();
                     io.end(bio, true);
                     return;
                 }
                 Published::No => {
-                    copier.put_slot();
+                    lane.put_slot();
                     if !self.is_valid() {
                         io.end(bio, true);
                         return;
@@ -880,11 +979,12 @@ impl Snap {
             }
             if whole {
                 // The write is the copy: send it to the COW chunk now; its
-                // completion completes the job.
+                // completion hands it to the job, which acknowledges it
+                // when the exception is recorded (and committed).
                 let new = job.first_new_chunk();
                 self.remap_to_cow(&mut bio, new);
                 let hook = EndHook::Overwrite(job.clone());
-                copier.queue(job);
+                job.enqueue();
                 if let Some(clone) = io.clone_bio(bio, Some(&self.cow), hook) {
                     clone.submit();
                 }
@@ -894,7 +994,7 @@ impl Snap {
             // must not wait behind anything (a clone may wait for memory
             // that held clones give back, and with a persistent store,
             // held clones wait for this job's commit).
-            copier.queue(job.clone());
+            job.clone().enqueue();
             let Some(clone) = io.clone_bio(bio, None, EndHook::None) else {
                 // The copy still runs; nothing waits for it.
                 return;

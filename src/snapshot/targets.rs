@@ -3,7 +3,6 @@
 //! The `snapshot-origin` and `snapshot` targets (dm-snapshot's table
 //! syntax, status and behaviour; `Documentation/admin-guide.rst`).
 
-use super::copier::Copier;
 use super::store::{OpenError, Opened, Persistent, Store, Transient};
 use super::{EndHook, From, KLeaves, OriginRef, Snap, SnapError, SnapParts};
 use crate::device::Io;
@@ -22,7 +21,6 @@ use kernel::sync::Arc;
 pub(crate) struct OriginTarget {
     dev: Arc<BdevFile>,
     origin: OriginRef,
-    copier: Arc<Copier>,
 }
 
 impl OriginTarget {
@@ -42,11 +40,7 @@ impl OriginTarget {
             ));
         }
         let origin = ctx.snapshots.origin(dev.devt())?;
-        Ok(OriginTarget {
-            dev,
-            origin,
-            copier: ctx.snapshots.copier.clone(),
-        })
+        Ok(OriginTarget { dev, origin })
     }
 }
 
@@ -64,8 +58,7 @@ impl Target for OriginTarget {
             return;
         }
         if let Some(clone) = io.clone_bio(bio, None, EndHook::None) {
-            self.origin
-                .write(&self.copier, &self.dev, clone, From::Submit);
+            self.origin.write(&self.dev, clone, From::Submit);
         }
     }
 
@@ -83,11 +76,12 @@ impl Target for OriginTarget {
 /// device in dm-snapshot's format.
 pub(crate) struct SnapshotTarget {
     snap: Arc<Snap>,
+    /// The target's length in sectors: the snapshot's, once it resumes.
+    len: u64,
 }
 
 impl SnapshotTarget {
     pub(crate) fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
-        const TY: &str = "snapshot";
         let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
         let args = parse_snapshot(params).map_err(|e| fail(format_args!("{e}")))?;
         if args.discard_zeroes_cow || args.discard_passdown_origin {
@@ -107,71 +101,101 @@ impl SnapshotTarget {
                 origin_dev.nr_sectors()
             )));
         }
-        let origin = ctx.snapshots.origin(origin_dev.devt())?;
-        let snap_error = |e: SnapError| match e {
-            SnapError::CowInUse(chunk) => fail(format_args!(
-                "the COW device is in use by a snapshot with chunk size {chunk}"
-            )),
-            SnapError::CowOtherStore => fail(format_args!(
-                "the COW device is in use by a snapshot with another exception store type"
-            )),
-            SnapError::CowOtherOrigin(other) => {
-                let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
-                fail(format_args!(
-                    "the COW device is in use by a snapshot of another origin ({ma}:{mi})"
-                ))
+        // A snapshot on this COW device being taken down (its last table
+        // just went) is waited for, then the device is read afresh.
+        loop {
+            match set_up(ctx, &args, &origin_dev, &cow)? {
+                Ok(snap) => return Ok(SnapshotTarget { snap, len: ctx.len }),
+                Err(dying) => dying.wait_gone(),
             }
-            SnapError::NoMem => ENOMEM,
-        };
-        // A snapshot already on this COW device (a reload): share it; its
-        // state in memory is newer than anything on the device.
-        let joined = Snap::join(
-            &origin,
-            cow.devt(),
-            u64::from(args.chunk_sectors),
-            args.store,
-        )
-        .map_err(snap_error)?;
-        if let Some(snap) = joined {
-            return Ok(SnapshotTarget { snap });
         }
-        let mut exceptions = ExceptionTable::new(KLeaves::new());
-        let (store, geom, valid) = match args.store {
-            StoreKind::Transient => {
-                let geom = ChunkGeometry::new(
-                    u64::from(args.chunk_sectors),
-                    origin_dev.logical_block_size(),
-                    cow.logical_block_size(),
-                )
-                .map_err(|e| fail(format_args!("{e}")))?;
-                let cow_sectors = cow.nr_sectors();
-                let need = Transient::min_cow_sectors(geom);
-                if cow_sectors < need {
-                    return Err(fail(format_args!(
-                        "COW device is too small: {cow_sectors} sectors, the store needs at least {need}"
-                    )));
-                }
-                (
-                    Store::Transient(Transient::new(geom, cow_sectors)),
-                    geom,
-                    true,
-                )
+    }
+}
+
+const TY: &str = "snapshot";
+
+/// Logs why a snapshot could not be set up; the errno.
+fn snap_error(ctx: &Ctx<'_>, e: SnapError) -> Error {
+    let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
+    match e {
+        SnapError::CowInUse(chunk) => fail(format_args!(
+            "the COW device is in use by a snapshot with chunk size {chunk}"
+        )),
+        SnapError::CowOtherStore => fail(format_args!(
+            "the COW device is in use by a snapshot with another exception store type"
+        )),
+        SnapError::CowOtherOrigin(other) => {
+            let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
+            fail(format_args!(
+                "the COW device is in use by a snapshot of another origin ({ma}:{mi})"
+            ))
+        }
+        SnapError::NoMem => ENOMEM,
+        SnapError::Dying(_) => fail(format_args!(
+            "the snapshot on the COW device is being taken down"
+        )),
+    }
+}
+
+/// Joins the snapshot already on the COW device (a reload: its state in
+/// memory is newer than anything on the device), or opens the store and
+/// registers a new snapshot. `Ok(Err(dying))`: the snapshot on the COW
+/// device is being taken down; wait for it, then try again.
+fn set_up(
+    ctx: &Ctx<'_>,
+    args: &SnapshotArgs<'_>,
+    origin_dev: &Arc<BdevFile>,
+    cow: &Arc<BdevFile>,
+) -> Result<Result<Arc<Snap>, Arc<Snap>>> {
+    let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
+    let origin = ctx.snapshots.origin(origin_dev.devt())?;
+    let chunk = u64::from(args.chunk_sectors);
+    match Snap::join(&origin, cow.devt(), chunk, args.store) {
+        Ok(Some(snap)) => return Ok(Ok(snap)),
+        Ok(None) => {}
+        Err(SnapError::Dying(snap)) => return Ok(Err(snap)),
+        Err(e) => return Err(snap_error(ctx, e)),
+    }
+    let mut exceptions = ExceptionTable::new(KLeaves::new());
+    let (store, geom, valid) = match args.store {
+        StoreKind::Transient => {
+            let geom = ChunkGeometry::new(
+                chunk,
+                origin_dev.logical_block_size(),
+                cow.logical_block_size(),
+            )
+            .map_err(|e| fail(format_args!("{e}")))?;
+            let cow_sectors = cow.nr_sectors();
+            let need = Transient::min_cow_sectors(geom);
+            if cow_sectors < need {
+                return Err(fail(format_args!(
+                    "COW device is too small: {cow_sectors} sectors, the store needs at least {need}"
+                )));
             }
-            kind => {
-                let opened = open_persistent(ctx, &origin_dev, &cow, &args, kind, &mut exceptions)?;
-                (Store::Persistent(opened.store), opened.geom, opened.valid)
-            }
-        };
-        let parts = SnapParts {
-            origin_dev,
-            cow,
-            geom,
-            store,
-            exceptions,
-            valid,
-        };
-        let snap = Snap::register(origin, parts, ctx.events).map_err(snap_error)?;
-        Ok(SnapshotTarget { snap })
+            (
+                Store::Transient(Transient::new(geom, cow_sectors)),
+                geom,
+                true,
+            )
+        }
+        kind => {
+            let opened = open_persistent(ctx, origin_dev, cow, args, kind, &mut exceptions)?;
+            (Store::Persistent(opened.store), opened.geom, opened.valid)
+        }
+    };
+    let parts = SnapParts {
+        origin_dev: origin_dev.clone(),
+        cow: cow.clone(),
+        geom,
+        store,
+        exceptions,
+        valid,
+        len: ctx.len,
+    };
+    match Snap::register(origin, parts, ctx.events) {
+        Ok(snap) => Ok(Ok(snap)),
+        Err(SnapError::Dying(snap)) => Ok(Err(snap)),
+        Err(e) => Err(snap_error(ctx, e)),
     }
 }
 
@@ -185,7 +209,6 @@ fn open_persistent(
     kind: StoreKind,
     exceptions: &mut ExceptionTable<KLeaves>,
 ) -> Result<Opened> {
-    const TY: &str = "snapshot";
     let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(cow.devt());
     let add = |old, new| match exceptions.insert(old, new) {
         Ok(()) => Ok(()),
@@ -237,7 +260,7 @@ impl Target for SnapshotTarget {
     }
 
     fn resume(&self) {
-        self.snap.activate();
+        self.snap.activate(self.len);
     }
 
     /// `stats`: the exception table's size (rdm's own; dm-snapshot has no
