@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ioctl fuzzing, bounded: random dm ioctl buffers (RDM_FUZZ_COUNT, default
-# 3000) and valid-looking command sequences checked against a model; then
+# 10000) and valid-looking command sequences checked against a model; then
 # every device must go and rdm must unload. The guest log is checked for
 # any splat by the runner. The seed is printed; RDM_FUZZ_SEED replays it.
 . "$(dirname "$0")/test_common.sh"
@@ -11,7 +11,7 @@ rdm_load
 
 seed_arg=()
 [ -n "${RDM_FUZZ_SEED:-}" ] && seed_arg=(--seed "$RDM_FUZZ_SEED")
-out=$(rdm-ioctl-fuzz "${seed_arg[@]}" --count "${RDM_FUZZ_COUNT:-3000}" --sequence 400 --disk $VDA) ||
+out=$(rdm-ioctl-fuzz "${seed_arg[@]}" --count "${RDM_FUZZ_COUNT:-10000}" --sequence 400 --disk $VDA) ||
 	{ echo "$out"; fail "fuzzer found the driver's devices differ from the model"; }
 echo "$out" | sed 's/^/# /'
 expect_match "$out" "^tried [0-9]+ random buffers" "fuzzer ran"
