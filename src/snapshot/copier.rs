@@ -220,8 +220,8 @@ impl Copier {
     /// Starts the copier thread.
     pub(crate) fn start(self: &Arc<Self>) -> Result<Kthread<CopierThread>> {
         let work = Work {
-            active: KVec::new(),
-            committing: KVec::new(),
+            active: KVVec::new(),
+            committing: KVVec::new(),
         };
         let body = CopierThread {
             copier: self.clone(),
@@ -648,13 +648,16 @@ struct Active {
 }
 
 /// What only the copier thread uses (under a mutex that is never
-/// contended).
+/// contended). Both lists may hold as many jobs as there are in progress
+/// (thousands): `KVVec`s, so that growing them never needs more than
+/// order-0 pages (kvmalloc falls back to vmalloc; a high-order kmalloc in
+/// the copier's NoIo scope fails once memory is fragmented).
 struct Work {
     /// Started jobs with I/O in flight.
-    active: KVec<Option<Active>>,
+    active: KVVec<Option<Active>>,
     /// Jobs whose copies are done, waiting for their exceptions to be
     /// committed to persistent stores.
-    committing: KVec<Option<Active>>,
+    committing: KVVec<Option<Active>>,
 }
 
 /// The copier thread's body.
@@ -696,7 +699,7 @@ impl ThreadBody for CopierThread {
 impl CopierThread {
     /// Whether `active` has a free entry, or room for one more (no
     /// memory: nothing starts this round; the thread tries again).
-    fn has_entry_room(active: &mut KVec<Option<Active>>) -> bool {
+    fn has_entry_room(active: &mut KVVec<Option<Active>>) -> bool {
         active.iter().any(Option::is_none) || active.reserve(1, GFP_KERNEL).is_ok()
     }
 
@@ -732,7 +735,7 @@ impl CopierThread {
 
     /// Starts `job`: reads its origin chunk (or, for an overwrite, waits
     /// for the write already sent).
-    fn start(&self, job: Arc<Job>, active: &mut KVec<Option<Active>>) {
+    fn start(&self, job: Arc<Job>, active: &mut KVVec<Option<Active>>) {
         let targets = core::mem::take(&mut *job.targets.lock());
         let mut entry = Active {
             job: job.clone(),
@@ -984,7 +987,7 @@ impl CopierThread {
     }
 
     /// Keeps a job until its commits are done.
-    fn park(&self, committing: &mut KVec<Option<Active>>, entry: Active) {
+    fn park(&self, committing: &mut KVVec<Option<Active>>, entry: Active) {
         if let Some(slot) = committing.iter_mut().find(|s| s.is_none()) {
             *slot = Some(entry);
             return;
