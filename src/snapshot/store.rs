@@ -284,7 +284,19 @@ impl Persistent {
         overflow: bool,
         mut add: impl FnMut(u64, u64) -> Result<(), bool>,
     ) -> Result<Opened, OpenError> {
-        let mut first = PageBuf::new_zeroed(512)?;
+        let cow_lbs = cow.logical_block_size();
+        // A chunk size the table gives is checked before anything is read
+        // (as dm-snapshot's constructor does): one smaller than a logical
+        // block of either device is refused, not read with.
+        if table_chunk != 0 {
+            ChunkGeometry::new(u64::from(table_chunk), origin_lbs, cow_lbs)
+                .map_err(OpenError::TableChunk)?;
+        }
+        // The header is read in one logical block of the COW device: the
+        // smallest read it takes (512 bytes would fail on a 4 KiB-sector
+        // device). Every later I/O of the store is of whole chunks, which
+        // are multiples of that block (checked below).
+        let mut first = PageBuf::new_zeroed((cow_lbs as usize).max(512))?;
         page_io_sync(cow, PageIo::Read, &mut [(0, &mut first)])?;
         let mut raw = [0u8; HEADER_BYTES];
         first.read_at(0, &mut raw)?;
@@ -298,13 +310,15 @@ impl Persistent {
             }
             Some(h) => h.chunk_sectors,
             None if table_chunk != 0 => table_chunk,
-            None => (DEFAULT_CHUNK_SECTORS as u32).max(cow.logical_block_size() >> 9),
+            None => (DEFAULT_CHUNK_SECTORS as u32).max(cow_lbs >> 9),
         };
-        let geom = ChunkGeometry::new(u64::from(chunk), origin_lbs, cow.logical_block_size())
-            .map_err(|e| match header {
-                Some(_) => OpenError::DiskChunk(chunk, e),
-                None => OpenError::TableChunk(e),
-            })?;
+        let geom =
+            ChunkGeometry::new(u64::from(chunk), origin_lbs, cow_lbs).map_err(
+                |e| match header {
+                    Some(_) => OpenError::DiskChunk(chunk, e),
+                    None => OpenError::TableChunk(e),
+                },
+            )?;
         let layout = Layout::new(geom.sectors(), cow.nr_sectors())?;
         let mut area = PageBuf::new_zeroed(layout.chunk_bytes())?;
         let (valid, position) = match header {
