@@ -400,7 +400,7 @@ impl Persistent {
 
     /// Reads the metadata areas, several in flight at once (a batch of up
     /// to [`READ_BATCH_BYTES`]), until the list ends. Leaves the image of
-    /// the last area read in `last`.
+    /// the area the list ends in, zero after its last entry, in `last`.
     fn read_exceptions(
         cow: &BdevFile,
         layout: &Layout,
@@ -450,11 +450,16 @@ impl Persistent {
                 })?;
                 if loader.next_area().is_none() {
                     // The list ends in this area: commits continue from
-                    // its image.
+                    // its image, which holds its entries and zeros after
+                    // them (not what follows the end on disk: see
+                    // `Position::live_bytes`).
+                    let live = loader.position().live_bytes();
+                    last.zero()?;
                     let mut bytes = [0u8; 512];
-                    for off in (0..layout.chunk_bytes()).step_by(512) {
-                        buf.read_at(off, &mut bytes)?;
-                        last.write_at(off, &bytes)?;
+                    for off in (0..live).step_by(bytes.len()) {
+                        let piece = &mut bytes[..(live - off).min(512)];
+                        buf.read_at(off, piece)?;
+                        last.write_at(off, piece)?;
                     }
                 }
             }
