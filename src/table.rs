@@ -8,7 +8,7 @@ use crate::kx::block::{BdevFile, Limits};
 use crate::kx::wait::{Drained, EventCounter};
 use crate::rdm_core::dm_ioctl::Header;
 use crate::rdm_core::payload::LoadSpecs;
-use crate::rdm_core::table::check_layout;
+use crate::rdm_core::table::{check_layout, table_ops, DeviceOps, OpSupport};
 use crate::snapshot::Snapshots;
 use crate::target::{find_type, BStr, Ctx, TargetKind, TargetType};
 use kernel::c_str;
@@ -129,14 +129,48 @@ impl Table {
         (sector < e.start + e.len).then_some(e)
     }
 
-    /// Queue limits stacked from every underlying device.
+    /// Queue limits stacked from every underlying device, offering
+    /// discard, write zeroes and secure erase only as [`Table::ops`] says.
     pub(crate) fn limits(&self) -> Limits {
         let mut lim = Limits::stacking();
         for e in self.entries.iter() {
-            for (dev, offset) in e.target.get().devices().into_iter().flatten() {
+            let target = e.target.get();
+            for (dev, offset) in target.devices().into_iter().flatten() {
                 lim.stack(dev, offset, c_str!("rdm"));
             }
+            if target.ops().discard == OpSupport::Own {
+                lim.allow_discard();
+            }
+        }
+        let ops = self.ops();
+        if !ops.discard {
+            lim.clear_discard();
+        }
+        if !ops.write_zeroes {
+            lim.clear_write_zeroes();
+        }
+        if !ops.secure_erase {
+            lim.clear_secure_erase();
         }
         lim
+    }
+
+    /// The optional operations the table offers: each only if every
+    /// target supports it, and every device of a target that passes it on
+    /// offers it (dm's `dm_table_supports_discards()` and siblings).
+    pub(crate) fn ops(&self) -> DeviceOps {
+        table_ops(self.entries.iter().map(|e| {
+            let target = e.target.get();
+            let devices = target
+                .devices()
+                .into_iter()
+                .flatten()
+                .map(|(dev, _)| DeviceOps {
+                    discard: dev.max_discard_sectors() > 0,
+                    write_zeroes: dev.max_write_zeroes_sectors() > 0,
+                    secure_erase: dev.max_secure_erase_sectors() > 0,
+                });
+            (target.ops(), devices)
+        }))
     }
 }

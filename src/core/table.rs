@@ -83,6 +83,125 @@ pub fn check_layout(targets: impl Iterator<Item = (u64, u64)>) -> Result<u64, La
     Ok(next)
 }
 
+/// How a target type treats one of the operations beyond reads, writes and
+/// flushes (discard, write zeroes, secure erase): dm's `num_discard_bios`,
+/// `num_write_zeroes_bios`, `num_secure_erase_bios` and
+/// `discards_supported`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpSupport {
+    /// Refused with EOPNOTSUPP (dm: no bios of that kind).
+    No,
+    /// Passed on to the target's devices: the table offers it only if
+    /// every one of them does.
+    PassDown,
+    /// Done by the target itself, whatever its devices offer (dm:
+    /// `discards_supported`).
+    Own,
+}
+
+/// An operation beyond reads, writes and flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionalOp {
+    /// REQ_OP_DISCARD.
+    Discard,
+    /// REQ_OP_WRITE_ZEROES.
+    WriteZeroes,
+    /// REQ_OP_SECURE_ERASE.
+    SecureErase,
+}
+
+/// What a target type does with each optional operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetOps {
+    /// Discard.
+    pub discard: OpSupport,
+    /// Write zeroes.
+    pub write_zeroes: OpSupport,
+    /// Secure erase.
+    pub secure_erase: OpSupport,
+}
+
+impl TargetOps {
+    /// A target that supports none of them.
+    pub const NONE: TargetOps = TargetOps {
+        discard: OpSupport::No,
+        write_zeroes: OpSupport::No,
+        secure_erase: OpSupport::No,
+    };
+
+    /// How the target treats `op`.
+    pub fn get(&self, op: OptionalOp) -> OpSupport {
+        match op {
+            OptionalOp::Discard => self.discard,
+            OptionalOp::WriteZeroes => self.write_zeroes,
+            OptionalOp::SecureErase => self.secure_erase,
+        }
+    }
+
+    /// Whether a bio of `op` that reaches the target is mapped (else it
+    /// fails with EOPNOTSUPP: a table may be swapped between the block
+    /// layer's check of what the device offers and the map).
+    pub fn maps(&self, op: OptionalOp) -> bool {
+        self.get(op) != OpSupport::No
+    }
+}
+
+/// Which optional operations a device (or a table) offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceOps {
+    /// Discard (`max_discard_sectors` > 0).
+    pub discard: bool,
+    /// Write zeroes (`max_write_zeroes_sectors` > 0).
+    pub write_zeroes: bool,
+    /// Secure erase (`max_secure_erase_sectors` > 0).
+    pub secure_erase: bool,
+}
+
+impl DeviceOps {
+    /// Everything.
+    pub const ALL: DeviceOps = DeviceOps {
+        discard: true,
+        write_zeroes: true,
+        secure_erase: true,
+    };
+
+    /// Whether `op` is offered.
+    pub fn get(&self, op: OptionalOp) -> bool {
+        match op {
+            OptionalOp::Discard => self.discard,
+            OptionalOp::WriteZeroes => self.write_zeroes,
+            OptionalOp::SecureErase => self.secure_erase,
+        }
+    }
+}
+
+/// The optional operations a table offers (dm's
+/// `dm_table_supports_discards()` and its siblings): each one only if
+/// every target supports it — by itself, or by passing it on to devices
+/// that all offer it. `targets` gives each target's [`TargetOps`] and what
+/// its devices offer.
+pub fn table_ops<D: IntoIterator<Item = DeviceOps>>(
+    targets: impl IntoIterator<Item = (TargetOps, D)>,
+) -> DeviceOps {
+    let mut table = DeviceOps::ALL;
+    for (ops, devices) in targets {
+        let all = devices.into_iter().fold(DeviceOps::ALL, |a, d| DeviceOps {
+            discard: a.discard && d.discard,
+            write_zeroes: a.write_zeroes && d.write_zeroes,
+            secure_erase: a.secure_erase && d.secure_erase,
+        });
+        let ok = |op| match ops.get(op) {
+            OpSupport::No => false,
+            OpSupport::PassDown => all.get(op),
+            OpSupport::Own => true,
+        };
+        table.discard &= ok(OptionalOp::Discard);
+        table.write_zeroes &= ok(OptionalOp::WriteZeroes);
+        table.secure_erase &= ok(OptionalOp::SecureErase);
+    }
+    table
+}
+
 /// How a table line names an underlying device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DevSpec<'a> {
@@ -281,6 +400,7 @@ pub fn valid_name(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
 
     #[test]
     fn layouts() {
@@ -310,6 +430,60 @@ mod tests {
             check_layout([(0, u64::MAX), (u64::MAX, 1)].into_iter()),
             Err(LayoutError::TooLong)
         );
+    }
+
+    const LINEAR: TargetOps = TargetOps {
+        discard: OpSupport::PassDown,
+        write_zeroes: OpSupport::PassDown,
+        secure_erase: OpSupport::PassDown,
+    };
+    const ZERO: TargetOps = TargetOps {
+        discard: OpSupport::Own,
+        write_zeroes: OpSupport::No,
+        secure_erase: OpSupport::No,
+    };
+    const DISK: DeviceOps = DeviceOps {
+        discard: true,
+        write_zeroes: true,
+        secure_erase: false,
+    };
+
+    #[test]
+    fn table_ops_as_dm() {
+        let none: [DeviceOps; 0] = [];
+        // Linear passes on what its device offers.
+        assert_eq!(table_ops([(LINEAR, [DISK])]), DISK);
+        assert_eq!(table_ops([(LINEAR, [DeviceOps::ALL])]), DeviceOps::ALL);
+        // Every target must support it: an origin (none) takes it all away.
+        assert_eq!(
+            table_ops([(LINEAR, vec![DISK]), (TargetOps::NONE, vec![DISK])]),
+            DeviceOps::default()
+        );
+        // A target's own discard needs no device; write zeroes and secure
+        // erase stay off with a zero target in the table.
+        assert_eq!(
+            table_ops([(ZERO, none)]),
+            DeviceOps {
+                discard: true,
+                ..DeviceOps::default()
+            }
+        );
+        assert_eq!(
+            table_ops([(LINEAR, vec![DISK]), (ZERO, vec![])]),
+            DeviceOps {
+                discard: true,
+                ..DeviceOps::default()
+            }
+        );
+        // Pass-down needs every device of the target, and every target.
+        let plain = DeviceOps::default();
+        assert_eq!(
+            table_ops([(LINEAR, vec![DISK]), (LINEAR, vec![plain])]),
+            plain
+        );
+        assert!(!ZERO.maps(OptionalOp::WriteZeroes) && ZERO.maps(OptionalOp::Discard));
+        assert!(!TargetOps::NONE.maps(OptionalOp::SecureErase));
+        assert!(LINEAR.maps(OptionalOp::SecureErase));
     }
 
     #[test]

@@ -150,6 +150,8 @@ dm() { "$DM_TOOL" "$@"; }
 snap_cleanup() {
 	if snap_ref; then
 		dmsetup remove_all >/dev/null 2>&1
+		# dm-zero (loaded by some scenarios) would keep dm-mod loaded.
+		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
 		modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
 	else
 		rdm_cleanup
