@@ -83,6 +83,85 @@ pub fn check_layout(targets: impl Iterator<Item = (u64, u64)>) -> Result<u64, La
     Ok(next)
 }
 
+/// Why a table's targets do not fit its logical block size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlignError {
+    /// The target.
+    pub index: u32,
+    /// Its first sector.
+    pub start: u64,
+    /// Its length in sectors.
+    pub len: u64,
+    /// The logical block size in bytes it is not aligned to.
+    pub block_bytes: u64,
+}
+
+impl fmt::Display for AlignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "target {} (start sector {}, length {}) is not aligned to the table's logical block size of {} bytes",
+            self.index, self.start, self.len, self.block_bytes
+        )
+    }
+}
+
+/// One target as [`check_block_alignment`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetBlock {
+    /// Its length in sectors.
+    pub len: u64,
+    /// The largest logical block size of its devices, in sectors (1 for a
+    /// target without devices: it takes any sector).
+    pub block: u64,
+}
+
+/// Checks the targets' boundaries against the table's logical block size
+/// `block` (in sectors, a power of two: the largest of its devices'), as
+/// dm's `validate_hardware_logical_block_alignment()` does: an I/O of
+/// whole blocks of the table that starts in one target and goes on into
+/// the next must leave the next target a part it can take (a multiple of
+/// that target's own block size, when the part ends inside it), and the
+/// table must end on a block boundary. So targets without devices (`zero`,
+/// `error`) may split a block of the table between them, but a target on
+/// a 4 KiB-sector device must start on a 4 KiB boundary of the table, and
+/// the table's length must be a multiple of 4 KiB.
+pub fn check_block_alignment(
+    block: u64,
+    targets: impl Iterator<Item = TargetBlock>,
+) -> Result<(), AlignError> {
+    let mask = block.max(1) - 1;
+    // Sectors of a block of the table left for the next target by an I/O
+    // of whole blocks that reaches the end of this one.
+    let mut remaining = 0u64;
+    let mut start = 0u64;
+    let mut last = None;
+    for (i, t) in targets.enumerate() {
+        let target_mask = t.block.max(1) - 1;
+        let err = AlignError {
+            index: i as u32,
+            start,
+            len: t.len,
+            block_bytes: block.max(1) * 512,
+        };
+        if remaining < t.len && remaining & target_mask != 0 {
+            return Err(err);
+        }
+        start = start.saturating_add(t.len);
+        let next_start = start & mask;
+        remaining = if next_start == 0 {
+            0
+        } else {
+            mask + 1 - next_start
+        };
+        last = Some(err);
+    }
+    match last {
+        Some(err) if remaining != 0 => Err(err),
+        _ => Ok(()),
+    }
+}
+
 /// How a target type treats one of the operations beyond reads, writes and
 /// flushes (discard, write zeroes, secure erase): dm's `num_discard_bios`,
 /// `num_write_zeroes_bios`, `num_secure_erase_bios` and
@@ -430,6 +509,68 @@ mod tests {
             check_layout([(0, u64::MAX), (u64::MAX, 1)].into_iter()),
             Err(LayoutError::TooLong)
         );
+    }
+
+    fn blocks(t: &[(u64, u64)]) -> impl Iterator<Item = TargetBlock> + '_ {
+        t.iter().map(|&(len, block)| TargetBlock { len, block })
+    }
+
+    #[test]
+    fn block_alignment_as_dm() {
+        // A table of 512-byte devices takes anything.
+        assert_eq!(check_block_alignment(1, blocks(&[(3, 1), (5, 1)])), Ok(()));
+        // A 4 KiB device alone, or after whole blocks.
+        assert_eq!(check_block_alignment(8, blocks(&[(16, 8)])), Ok(()));
+        assert_eq!(check_block_alignment(8, blocks(&[(8, 1), (16, 8)])), Ok(()));
+        // Zero targets may share a block of the table between them.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(8, 8), (4, 1), (4, 1)])),
+            Ok(())
+        );
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(4, 1), (4, 1), (8, 8)])),
+            Ok(())
+        );
+        // A 4 KiB target that starts inside a block of the table.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(4, 1), (8, 8)])),
+            Err(AlignError {
+                index: 1,
+                start: 4,
+                len: 8,
+                block_bytes: 4096
+            })
+        );
+        // A table that ends inside a block: the last target is named.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(8, 8), (4, 1)])),
+            Err(AlignError {
+                index: 1,
+                start: 8,
+                len: 4,
+                block_bytes: 4096
+            })
+        );
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(12, 1)])),
+            Err(AlignError {
+                index: 0,
+                start: 0,
+                len: 12,
+                block_bytes: 4096
+            })
+        );
+        // A block split 4 + 4 where the second part is a 4 KiB target's
+        // start: refused even though the table's length is whole.
+        assert!(check_block_alignment(8, blocks(&[(4, 1), (12, 8)])).is_err());
+        // 2 KiB devices in a 4 KiB table: a 2 KiB part is fine for them.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(4, 4), (4, 4), (8, 8)])),
+            Ok(())
+        );
+        // Empty (cannot happen: a table has targets) and huge lengths.
+        assert_eq!(check_block_alignment(8, blocks(&[])), Ok(()));
+        assert_eq!(check_block_alignment(8, blocks(&[(!7, 8)])), Ok(()));
     }
 
     const LINEAR: TargetOps = TargetOps {
