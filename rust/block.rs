@@ -65,6 +65,10 @@ extern "C" {
         offset: u64,
         pfx: *const c_char,
     );
+    fn rdm_bdev_is_zoned(f: *mut bindings::file) -> bool;
+    fn rdm_bdev_max_discard_sectors(f: *mut bindings::file) -> c_uint;
+    fn rdm_bdev_max_write_zeroes_sectors(f: *mut bindings::file) -> c_uint;
+    fn rdm_bdev_max_secure_erase_sectors(f: *mut bindings::file) -> c_uint;
     fn rdm_bdev_link_holder(f: *mut bindings::file, disk: *mut bindings::gendisk) -> c_int;
     fn rdm_bdev_unlink_holder(f: *mut bindings::file, disk: *mut bindings::gendisk);
     fn rdm_bio_op(bio: *const bindings::bio) -> c_uint;
@@ -72,6 +76,7 @@ extern "C" {
     fn rdm_bio_set_dev(bio: *mut bindings::bio, f: *mut bindings::file);
     fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
     fn rdm_bio_set_failed(bio: *mut bindings::bio);
+    fn rdm_bio_end_unsupported(bio: *mut bindings::bio);
     fn rdm_bio_zero_fill(bio: *mut bindings::bio);
     fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
     fn rdm_bio_split_front(
@@ -173,6 +178,30 @@ impl BdevFile {
         // SAFETY: by the invariant the file is open.
         unsafe { rdm_bdev_logical_block_size(self.file.as_ptr()) }
     }
+
+    /// Whether the device is zoned (host-managed or host-aware).
+    pub fn is_zoned(&self) -> bool {
+        // SAFETY: by the invariant the file is open.
+        unsafe { rdm_bdev_is_zoned(self.file.as_ptr()) }
+    }
+
+    /// The largest discard the device takes, in sectors (0: no discard).
+    pub fn max_discard_sectors(&self) -> u32 {
+        // SAFETY: by the invariant the file is open.
+        unsafe { rdm_bdev_max_discard_sectors(self.file.as_ptr()) }
+    }
+
+    /// The largest write-zeroes the device takes, in sectors (0: none).
+    pub fn max_write_zeroes_sectors(&self) -> u32 {
+        // SAFETY: by the invariant the file is open.
+        unsafe { rdm_bdev_max_write_zeroes_sectors(self.file.as_ptr()) }
+    }
+
+    /// The largest secure erase the device takes, in sectors (0: none).
+    pub fn max_secure_erase_sectors(&self) -> u32 {
+        // SAFETY: by the invariant the file is open.
+        unsafe { rdm_bdev_max_secure_erase_sectors(self.file.as_ptr()) }
+    }
 }
 
 impl Drop for BdevFile {
@@ -189,35 +218,67 @@ pub struct Limits {
 
 impl Limits {
     /// Limits for stacking (`blk_set_stacking_limits`): permissive until
-    /// devices are stacked onto them. Discard, write-zeroes and zone append
-    /// stay off.
+    /// devices are stacked onto them. Discard and secure erase start off
+    /// (a device or a target turns them on), write zeroes on (the devices'
+    /// limits lower it); the caller clears what the table does not offer.
+    /// Zone append is off: the limits are never zoned.
     pub fn stacking() -> Self {
         // SAFETY: all-zero is a valid `queue_limits` (plain integers).
         let mut lim: bindings::queue_limits = unsafe { MaybeUninit::zeroed().assume_init() };
         // SAFETY: `lim` is a valid, exclusively borrowed struct.
         unsafe { bindings::blk_set_stacking_limits(&mut lim) };
-        let mut lim = Limits { lim };
-        lim.clear_unsupported();
+        // A non-zoned queue with a zone-append limit is a WARN in
+        // `blk_validate_limits`.
+        lim.max_zone_append_sectors = 0;
+        Limits { lim }
+    }
+
+    /// Limits of a device with no table: no discard, write zeroes or
+    /// secure erase.
+    pub fn empty() -> Self {
+        let mut lim = Self::stacking();
+        lim.clear_discard();
+        lim.clear_write_zeroes();
+        lim.clear_secure_erase();
         lim
     }
 
-    /// Stacks the limits of `dev`, used from sector `offset` on.
+    /// Stacks the limits of `dev`, used from sector `offset` on. The
+    /// zoned feature is never taken over (nor zone append): the block
+    /// layer must send no zone operation.
     pub fn stack(&mut self, dev: &BdevFile, offset: u64, name: &CStr) {
         // SAFETY: `lim` is exclusively borrowed, the file is open (invariant
         // of `BdevFile`) and `name` is NUL-terminated.
         unsafe {
             rdm_bdev_stack_limits(&mut self.lim, dev.file.as_ptr(), offset, name.as_char_ptr())
         };
-        self.clear_unsupported();
     }
 
-    /// rdm maps neither discards, write-zeroes nor zone appends (and is
-    /// not zoned): the block layer must not send them.
-    fn clear_unsupported(&mut self) {
+    /// Discards of any size are taken whatever the devices offer (a
+    /// target that does them itself: dm's `io_hints` of `zero`).
+    pub fn allow_discard(&mut self) {
+        if self.lim.max_hw_discard_sectors == 0 {
+            self.lim.max_hw_discard_sectors = u32::MAX;
+        }
+        self.lim.discard_granularity = self.lim.discard_granularity.max(512);
+    }
+
+    /// No discard: the block layer refuses them (EOPNOTSUPP).
+    pub fn clear_discard(&mut self) {
         self.lim.max_hw_discard_sectors = 0;
-        self.lim.max_user_discard_sectors = 0;
+        self.lim.discard_granularity = 0;
+        self.lim.discard_alignment = 0;
+    }
+
+    /// No write zeroes: the block layer refuses them (or, for
+    /// `blkdev_issue_zeroout`, writes zero pages instead).
+    pub fn clear_write_zeroes(&mut self) {
         self.lim.max_write_zeroes_sectors = 0;
-        self.lim.max_zone_append_sectors = 0;
+    }
+
+    /// No secure erase: the block layer refuses it.
+    pub fn clear_secure_erase(&mut self) {
+        self.lim.max_secure_erase_sectors = 0;
     }
 
     /// The logical block size these limits ask for.
@@ -257,7 +318,13 @@ pub enum BioOp {
     Write,
     /// REQ_OP_FLUSH.
     Flush,
-    /// Anything else (discard, write zeroes, zone operations...).
+    /// REQ_OP_DISCARD.
+    Discard,
+    /// REQ_OP_WRITE_ZEROES.
+    WriteZeroes,
+    /// REQ_OP_SECURE_ERASE.
+    SecureErase,
+    /// Anything else (zone operations, driver-private ones...).
     Other,
 }
 
@@ -312,6 +379,9 @@ impl Bio {
             bindings::req_op_REQ_OP_READ => BioOp::Read,
             bindings::req_op_REQ_OP_WRITE => BioOp::Write,
             bindings::req_op_REQ_OP_FLUSH => BioOp::Flush,
+            bindings::req_op_REQ_OP_DISCARD => BioOp::Discard,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => BioOp::WriteZeroes,
+            bindings::req_op_REQ_OP_SECURE_ERASE => BioOp::SecureErase,
             _ => BioOp::Other,
         }
     }
@@ -352,6 +422,13 @@ impl Bio {
     pub fn end(self, error: bool) {
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end(self.into_raw(), error) };
+    }
+
+    /// Ends the bio with "operation not supported" (user space sees
+    /// EOPNOTSUPP).
+    pub fn end_unsupported(self) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end_unsupported(self.into_raw()) };
     }
 
     /// Sends the bio to the device it points at.
@@ -639,7 +716,7 @@ unsafe impl<T: BioDriver> Sync for GenDisk<T> {}
 impl<T: BioDriver> GenDisk<T> {
     /// Allocates and adds a disk `name` at `major:minor`, empty (capacity 0).
     pub fn add(major: u32, minor: u32, name: &CStr, data: T::Ptr) -> Result<Self> {
-        let mut lim = Limits::stacking();
+        let mut lim = Limits::empty();
         // SAFETY: `lim` is a valid queue_limits for the call.
         let disk = unsafe { rdm_alloc_disk(&mut lim.lim) };
         let disk = from_err_ptr(disk)?;

@@ -205,11 +205,42 @@ unsigned int rdm_bdev_logical_block_size(struct file *f)
 	return bdev_logical_block_size(file_bdev(f));
 }
 
-/* Stacks the limits of @f's device, mapped from @offset, onto @lim. */
+/*
+ * Stacks the limits of @f's device, mapped from @offset, onto @lim. The
+ * zoned feature, which blk_stack_limits() passes up, is not kept: rdm
+ * maps no zone operations (and refuses zoned devices).
+ */
 void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 			   const char *pfx)
 {
 	queue_limits_stack_bdev(lim, file_bdev(f), offset, pfx);
+	lim->features &= ~BLK_FEAT_ZONED;
+	lim->max_zone_append_sectors = 0;
+	lim->zone_write_granularity = 0;
+	lim->max_open_zones = 0;
+	lim->max_active_zones = 0;
+}
+
+/* Whether @f's device is zoned (host-managed or host-aware). */
+bool rdm_bdev_is_zoned(struct file *f)
+{
+	return bdev_is_zoned(file_bdev(f));
+}
+
+/* The largest discard, write-zeroes and secure-erase @f's device takes (0: none). */
+unsigned int rdm_bdev_max_discard_sectors(struct file *f)
+{
+	return bdev_max_discard_sectors(file_bdev(f));
+}
+
+unsigned int rdm_bdev_max_write_zeroes_sectors(struct file *f)
+{
+	return bdev_write_zeroes_sectors(file_bdev(f));
+}
+
+unsigned int rdm_bdev_max_secure_erase_sectors(struct file *f)
+{
+	return bdev_max_secure_erase_sectors(file_bdev(f));
 }
 
 int rdm_bdev_link_holder(struct file *f, struct gendisk *disk)
@@ -250,6 +281,13 @@ void rdm_bio_end(struct bio *bio, bool error)
 {
 	if (error)
 		rdm_bio_set_failed(bio);
+	bio_endio(bio);
+}
+
+/* Ends @bio with "operation not supported" (EOPNOTSUPP for user space). */
+void rdm_bio_end_unsupported(struct bio *bio)
+{
+	bio->bi_status = BLK_STS_NOTSUPP;
 	bio_endio(bio);
 }
 

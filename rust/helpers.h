@@ -37,6 +37,10 @@ u64 rdm_bdev_nr_sectors(struct file *f);
 unsigned int rdm_bdev_logical_block_size(struct file *f);
 void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 			   const char *pfx);
+bool rdm_bdev_is_zoned(struct file *f);
+unsigned int rdm_bdev_max_discard_sectors(struct file *f);
+unsigned int rdm_bdev_max_write_zeroes_sectors(struct file *f);
+unsigned int rdm_bdev_max_secure_erase_sectors(struct file *f);
 int rdm_bdev_link_holder(struct file *f, struct gendisk *disk);
 void rdm_bdev_unlink_holder(struct file *f, struct gendisk *disk);
 unsigned int rdm_bio_op(const struct bio *bio);
@@ -44,6 +48,7 @@ bool rdm_bio_is_preflush(const struct bio *bio);
 void rdm_bio_set_dev(struct bio *bio, struct file *f);
 void rdm_bio_set_failed(struct bio *bio);
 void rdm_bio_end(struct bio *bio, bool error);
+void rdm_bio_end_unsupported(struct bio *bio);
 void rdm_bio_zero_fill(struct bio *bio);
 void rdm_bio_inc_remaining(struct bio *bio);
 struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);

@@ -14,14 +14,14 @@
 //! only when the last bio that used it has completed. See
 //! `Documentation/locking.rst`.
 
-use crate::kx::block::{BdevFile, Bio, BioDriver, BioList, BioSet, CloneEnd, GenDisk};
+use crate::kx::block::{BdevFile, Bio, BioDriver, BioList, BioOp, BioSet, CloneEnd, GenDisk};
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
 use crate::kx::wait::{DrainRef, Drained, EventCounter};
 use crate::kx::workqueue::OwnedQueue;
 use crate::snapshot::{EndHook, Snapshots};
 use crate::table::{Table, TableArc};
-use crate::target::BStr;
+use crate::target::{refuses, BStr};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::str::CString;
@@ -145,6 +145,11 @@ impl Io<'_> {
     /// Ends `bio` without sending it anywhere.
     pub(crate) fn end(self, bio: Bio, error: bool) {
         bio.end(error);
+    }
+
+    /// Ends `bio` with EOPNOTSUPP: the target does not do its operation.
+    pub(crate) fn end_unsupported(self, bio: Bio) {
+        bio.end_unsupported();
     }
 }
 
@@ -304,8 +309,15 @@ impl MappedDevice {
             DrainRef::new(table)
         };
         if bio.is_empty() {
-            self.flush_devices(&bio, &table);
-            bio.end(false);
+            // An empty write (REQ_PREFLUSH) or REQ_OP_FLUSH is a cache
+            // flush; an empty bio of another kind (a zone reset or finish)
+            // is not: rdm maps no zone operations.
+            if matches!(bio.op(), BioOp::Write | BioOp::Flush) {
+                self.flush_devices(&bio, &table);
+                bio.end(false);
+            } else {
+                bio.end_unsupported();
+            }
             return;
         }
         if bio.is_preflush() && !table.data_carries_flush() {
@@ -338,6 +350,10 @@ impl MappedDevice {
             return;
         };
         let target = entry.target.get();
+        if refuses(target, bio.op()) {
+            bio.end_unsupported();
+            return;
+        }
         let offset = sector - entry.start;
         let mut room = entry.start + entry.len - sector;
         if let Some(max) = target.max_io_len(offset) {

@@ -8,7 +8,9 @@ use crate::kx::block::{BdevFile, Limits};
 use crate::kx::wait::{Drained, EventCounter};
 use crate::rdm_core::dm_ioctl::Header;
 use crate::rdm_core::payload::LoadSpecs;
-use crate::rdm_core::table::check_layout;
+use crate::rdm_core::table::{
+    check_block_alignment, check_layout, table_ops, DeviceOps, OpSupport, TargetBlock,
+};
 use crate::snapshot::Snapshots;
 use crate::target::{find_type, BStr, Ctx, TargetKind, TargetType};
 use kernel::c_str;
@@ -111,6 +113,7 @@ impl Table {
                 GFP_KERNEL,
             )?;
         }
+        Self::check_blocks(name, &entries, &devices)?;
         Ok(Arc::new(
             Drained::new(Table {
                 entries,
@@ -122,6 +125,57 @@ impl Table {
         )?)
     }
 
+    /// Checks every target against the logical block sizes of its devices
+    /// and of the table, as dm does when it computes the limits of a table
+    /// (`device_area_is_invalid`, `validate_hardware_logical_block_alignment`):
+    /// a target's start on each of its devices and its length must be
+    /// whole blocks of its devices, and an I/O of whole blocks of the table
+    /// (the largest block of all its devices) must never leave a target a
+    /// part smaller than its own block.
+    fn check_blocks(name: &[u8], entries: &[Entry], devices: &[Arc<BdevFile>]) -> Result {
+        // In sectors; 1 for a target without devices.
+        let block_of = |e: &Entry| {
+            e.target
+                .get()
+                .devices()
+                .into_iter()
+                .flatten()
+                .map(|(dev, _)| u64::from(dev.logical_block_size() >> 9).max(1))
+                .max()
+                .unwrap_or(1)
+        };
+        for (index, e) in entries.iter().enumerate() {
+            let block = block_of(e);
+            for (dev, offset) in e.target.get().devices().into_iter().flatten() {
+                if offset % block != 0 || e.len % block != 0 {
+                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(dev.devt());
+                    pr_err!(
+                        "{}: table load: target {index} ({}): start {offset} on device {ma}:{mi} or length {} is not aligned to the logical block size of its devices ({} bytes)\n",
+                        BStr(name),
+                        e.ty.name,
+                        e.len,
+                        block * 512
+                    );
+                    return Err(EINVAL);
+                }
+            }
+        }
+        let table_block = devices
+            .iter()
+            .map(|d| u64::from(d.logical_block_size() >> 9).max(1))
+            .max()
+            .unwrap_or(1);
+        let targets = entries.iter().map(|e| TargetBlock {
+            len: e.len,
+            block: block_of(e),
+        });
+        check_block_alignment(table_block, targets).map_err(|err| {
+            let ty = entries.get(err.index as usize).map_or("", |e| e.ty.name);
+            pr_err!("{}: table load: {err} ({ty})\n", BStr(name));
+            EINVAL
+        })
+    }
+
     /// The entry mapping `sector` (binary search; the entries tile the table).
     pub(crate) fn find(&self, sector: u64) -> Option<&Entry> {
         let i = self.entries.partition_point(|e| e.start <= sector);
@@ -129,14 +183,48 @@ impl Table {
         (sector < e.start + e.len).then_some(e)
     }
 
-    /// Queue limits stacked from every underlying device.
+    /// Queue limits stacked from every underlying device, offering
+    /// discard, write zeroes and secure erase only as [`Table::ops`] says.
     pub(crate) fn limits(&self) -> Limits {
         let mut lim = Limits::stacking();
         for e in self.entries.iter() {
-            for (dev, offset) in e.target.get().devices().into_iter().flatten() {
+            let target = e.target.get();
+            for (dev, offset) in target.devices().into_iter().flatten() {
                 lim.stack(dev, offset, c_str!("rdm"));
             }
+            if target.ops().discard == OpSupport::Own {
+                lim.allow_discard();
+            }
+        }
+        let ops = self.ops();
+        if !ops.discard {
+            lim.clear_discard();
+        }
+        if !ops.write_zeroes {
+            lim.clear_write_zeroes();
+        }
+        if !ops.secure_erase {
+            lim.clear_secure_erase();
         }
         lim
+    }
+
+    /// The optional operations the table offers: each only if every
+    /// target supports it, and every device of a target that passes it on
+    /// offers it (dm's `dm_table_supports_discards()` and siblings).
+    pub(crate) fn ops(&self) -> DeviceOps {
+        table_ops(self.entries.iter().map(|e| {
+            let target = e.target.get();
+            let devices = target
+                .devices()
+                .into_iter()
+                .flatten()
+                .map(|(dev, _)| DeviceOps {
+                    discard: dev.max_discard_sectors() > 0,
+                    write_zeroes: dev.max_write_zeroes_sectors() > 0,
+                    secure_erase: dev.max_secure_erase_sectors() > 0,
+                });
+            (target.ops(), devices)
+        }))
     }
 }

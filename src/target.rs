@@ -9,7 +9,9 @@
 use crate::device::Io;
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::wait::EventCounter;
-use crate::rdm_core::table::{parse_linear, parse_none, ArgError, DevSpec};
+use crate::rdm_core::table::{
+    parse_linear, parse_none, ArgError, DevSpec, OpSupport, OptionalOp, TargetOps,
+};
 use crate::snapshot::targets::{OriginTarget, SnapshotTarget};
 use crate::snapshot::Snapshots;
 use core::fmt::{self, Write};
@@ -53,6 +55,28 @@ pub(crate) trait Target: Send + Sync {
     fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
         [None, None]
     }
+
+    /// What the target does with discards, write zeroes and secure erases
+    /// (none by default: they fail with EOPNOTSUPP).
+    fn ops(&self) -> TargetOps {
+        TargetOps::NONE
+    }
+}
+
+/// Whether `target` refuses a bio of kind `op` (EOPNOTSUPP): an optional
+/// operation it does not support, or any operation rdm does not know
+/// (zone operations: rdm refuses zoned devices). Checked before every map,
+/// as dm's `__process_abnormal_io`: the table may have been swapped since
+/// the block layer checked the limits that allowed the bio.
+pub(crate) fn refuses(target: &dyn Target, op: BioOp) -> bool {
+    let optional = match op {
+        BioOp::Read | BioOp::Write | BioOp::Flush => return false,
+        BioOp::Discard => OptionalOp::Discard,
+        BioOp::WriteZeroes => OptionalOp::WriteZeroes,
+        BioOp::SecureErase => OptionalOp::SecureErase,
+        BioOp::Other => return true,
+    };
+    !target.ops().maps(optional)
 }
 
 /// Where a target is being built: for checks and messages.
@@ -105,7 +129,20 @@ pub(crate) fn arg_error(ctx: &Ctx<'_>, ty: &str, e: ArgError) -> Error {
     ctx.fail(ty, format_args!("{e}"), EINVAL)
 }
 
-/// Opens an underlying device named by a table line.
+/// Prints a device as a table line names it.
+struct SpecName<'a>(DevSpec<'a>);
+
+impl fmt::Display for SpecName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            DevSpec::Number(ma, mi) => write!(f, "{ma}:{mi}"),
+            DevSpec::Path(p) => write!(f, "{}", BStr(p)),
+        }
+    }
+}
+
+/// Opens an underlying device named by a table line. A zoned device is
+/// refused: rdm maps no zone operations.
 pub(crate) fn open_device(ctx: &Ctx<'_>, ty: &str, spec: DevSpec<'_>) -> Result<Arc<BdevFile>> {
     let file = match spec {
         DevSpec::Number(major, minor) => BdevFile::open_dev(
@@ -117,18 +154,27 @@ pub(crate) fn open_device(ctx: &Ctx<'_>, ty: &str, spec: DevSpec<'_>) -> Result<
             BdevFile::open_path(&path, !ctx.read_only)
         }
     };
-    let file = file.map_err(|e| match spec {
-        DevSpec::Number(ma, mi) => ctx.fail(
+    let file = file.map_err(|e| {
+        ctx.fail(
             ty,
-            format_args!("cannot open device {ma}:{mi} (errno {})", -e.to_errno()),
+            format_args!(
+                "cannot open device {} (errno {})",
+                SpecName(spec),
+                -e.to_errno()
+            ),
             e,
-        ),
-        DevSpec::Path(p) => ctx.fail(
-            ty,
-            format_args!("cannot open device {} (errno {})", BStr(p), -e.to_errno()),
-            e,
-        ),
+        )
     })?;
+    if file.is_zoned() {
+        return Err(ctx.fail(
+            ty,
+            format_args!(
+                "device {} is zoned: zoned devices are not supported",
+                SpecName(spec)
+            ),
+            EINVAL,
+        ));
+    }
     Ok(Arc::new(file, GFP_KERNEL)?)
 }
 
@@ -191,34 +237,68 @@ impl Target for Linear {
     fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
         [Some((&self.dev, self.start)), None]
     }
+
+    /// Discards, write zeroes and secure erases go to the device (the
+    /// table offers each only if the device does), as dm's linear.
+    fn ops(&self) -> TargetOps {
+        TargetOps {
+            discard: OpSupport::PassDown,
+            write_zeroes: OpSupport::PassDown,
+            secure_erase: OpSupport::PassDown,
+        }
+    }
 }
 
-/// `zero`: reads return zeroes, writes are dropped.
+/// What dm's `zero` and `error` targets do with the optional operations:
+/// discards are taken (dm: `discards_supported`), write zeroes and secure
+/// erases are not.
+const DISCARD_ONLY: TargetOps = TargetOps {
+    discard: OpSupport::Own,
+    write_zeroes: OpSupport::No,
+    secure_erase: OpSupport::No,
+};
+
+/// `zero`: reads return zeroes, writes and discards are dropped.
 pub(crate) struct Zero;
 
 impl Target for Zero {
     fn map(&self, mut bio: Bio, _offset: u64, io: Io<'_>) {
-        if bio.op() == BioOp::Read {
-            bio.zero_fill();
+        match bio.op() {
+            BioOp::Read => {
+                bio.zero_fill();
+                io.end(bio, false);
+            }
+            BioOp::Write | BioOp::Discard => io.end(bio, false),
+            _ => io.end_unsupported(bio),
         }
-        io.end(bio, false);
     }
 
     fn table(&self, _out: &mut dyn Write) -> fmt::Result {
         Ok(())
     }
+
+    fn ops(&self) -> TargetOps {
+        DISCARD_ONLY
+    }
 }
 
-/// `error`: every I/O fails.
+/// `error`: every I/O fails (discards too, with EIO, as dm's).
 pub(crate) struct ErrorTarget;
 
 impl Target for ErrorTarget {
     fn map(&self, bio: Bio, _offset: u64, io: Io<'_>) {
-        io.end(bio, true);
+        match bio.op() {
+            BioOp::Read | BioOp::Write | BioOp::Flush | BioOp::Discard => io.end(bio, true),
+            _ => io.end_unsupported(bio),
+        }
     }
 
     fn table(&self, _out: &mut dyn Write) -> fmt::Result {
         Ok(())
+    }
+
+    fn ops(&self) -> TargetOps {
+        DISCARD_ONLY
     }
 }
 

@@ -384,6 +384,31 @@ impl Loader {
     }
 }
 
+impl Position {
+    /// Bytes at the start of the area appended to that hold its entries.
+    ///
+    /// The image of that area which later commits fill and write out whole
+    /// must keep these bytes and be zero after them ([`clear_after_end`]).
+    /// What follows the end of the list on disk is not part of it: the
+    /// entries of an area write torn by a crash, or of an older list. Kept
+    /// in the image, they would be written back behind the new entries, and
+    /// once those reach them the next load would read them as exceptions
+    /// (pointing at chunks handed out again since). dm-snapshot keeps the
+    /// area as read, with whatever follows the end.
+    pub fn live_bytes(&self) -> usize {
+        self.in_area as usize * ENTRY_BYTES
+    }
+}
+
+/// Zeroes what follows the end of the list in `area`, the image of the
+/// area `at` ends in (see [`Position::live_bytes`]).
+pub fn clear_after_end(area: &mut [u8], at: &Position) {
+    let live = at.live_bytes().min(area.len());
+    for byte in &mut area[live..] {
+        *byte = 0;
+    }
+}
+
 /// A new exception's place: its entry's position and its COW chunk.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub struct Slot {
@@ -708,6 +733,83 @@ mod tests {
                 .collect();
             let _ = load(l, &img);
         }
+    }
+
+    /// Loads `img` and returns the image of the area the list ends in as
+    /// the store keeps it for its commits (zero after the end), with the
+    /// position.
+    fn kept_area(l: Layout, img: &[Vec<u8>]) -> (Vec<u8>, Position) {
+        let (_, pos) = load(l, img).unwrap();
+        let mut area = img[pos.area as usize].clone();
+        clear_after_end(&mut area, &pos);
+        (area, pos)
+    }
+
+    #[test]
+    fn stale_entries_after_the_end_are_not_written_back() {
+        // Area 0 holds 10 entries, the end, then 20 stale entries (indices
+        // 11..31): what a torn write of a longer list (or an older list)
+        // leaves behind.
+        let l = layout(1, 1000); // epa 32
+        let mut a = Appender::new(l, None);
+        let live: Vec<_> = (0..10u64)
+            .map(|i| (i, a.allocate().unwrap().new_chunk))
+            .collect();
+        let mut img = image_with(l, &live);
+        let stale: Vec<(u64, u64)> = (11..31u64).map(|i| (500 + i, i + 3)).collect();
+        for (i, &(old, new)) in stale.iter().enumerate() {
+            encode_entry(&mut img[0], 11 + i, old, new);
+        }
+        let (got, pos) = load(l, &img).unwrap();
+        assert_eq!(got.len(), 10, "the load stops at the end");
+        assert_eq!((pos.area, pos.in_area), (0, 10));
+        assert_eq!(pos.live_bytes(), 10 * ENTRY_BYTES);
+        // Commits continue from the kept image: 15 more entries (positions
+        // 10..25) reach past the stale ones' positions, but not the end of
+        // the area.
+        let (mut area, pos) = kept_area(l, &img);
+        assert!(area[pos.live_bytes()..].iter().all(|&b| b == 0));
+        assert_eq!(&area[..pos.live_bytes()], &img[0][..pos.live_bytes()]);
+        let mut b = Appender::new(l, Some(pos));
+        let mut raw = img[0].clone();
+        let mut want: BTreeMap<u64, u64> = live.iter().copied().collect();
+        for k in 0..15u64 {
+            let s = b.allocate().unwrap();
+            let (area_no, index) = l.entry_at(s.pos);
+            assert_eq!(area_no, 0);
+            encode_entry(&mut area, index as usize, 100 + k, s.new_chunk);
+            encode_entry(&mut raw, index as usize, 100 + k, s.new_chunk);
+            want.insert(100 + k, s.new_chunk);
+        }
+        let mut after = img.clone();
+        after[0] = area;
+        let (got, pos) = load(l, &after).unwrap();
+        assert_eq!(got, want, "exactly the committed exceptions");
+        assert_eq!(pos.in_area, 25);
+        // The same commits over the area as read would bring back the
+        // stale entries behind the new ones (indices 25..31).
+        let mut bad = img.clone();
+        bad[0] = raw;
+        let (got, _) = load(l, &bad).unwrap();
+        assert_eq!(got.len(), 25 + 6);
+        assert!(stale[14..].iter().all(|(o, _)| got.contains_key(o)));
+    }
+
+    #[test]
+    fn a_full_last_area_is_kept_whole() {
+        // The list ends because the device has no room for another area:
+        // the last area is full and kept as it is.
+        let l = layout(1, 34); // area 0 at chunk 1, no room for area 1
+        let ex: Vec<_> = (0..32u64).map(|i| (i, 2 + i)).collect();
+        let img = image_with(l, &ex);
+        let (area, pos) = kept_area(l, &img);
+        assert_eq!((pos.area, pos.in_area), (0, 32));
+        assert_eq!(pos.live_bytes(), l.chunk_bytes());
+        assert_eq!(area, img[0]);
+        // An empty list keeps nothing.
+        let (area, pos) = kept_area(l, &image_with(l, &[]));
+        assert_eq!(pos.live_bytes(), 0);
+        assert!(area.iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -83,6 +83,204 @@ pub fn check_layout(targets: impl Iterator<Item = (u64, u64)>) -> Result<u64, La
     Ok(next)
 }
 
+/// Why a table's targets do not fit its logical block size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlignError {
+    /// The target.
+    pub index: u32,
+    /// Its first sector.
+    pub start: u64,
+    /// Its length in sectors.
+    pub len: u64,
+    /// The logical block size in bytes it is not aligned to.
+    pub block_bytes: u64,
+}
+
+impl fmt::Display for AlignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "target {} (start sector {}, length {}) is not aligned to the table's logical block size of {} bytes",
+            self.index, self.start, self.len, self.block_bytes
+        )
+    }
+}
+
+/// One target as [`check_block_alignment`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetBlock {
+    /// Its length in sectors.
+    pub len: u64,
+    /// The largest logical block size of its devices, in sectors (1 for a
+    /// target without devices: it takes any sector).
+    pub block: u64,
+}
+
+/// Checks the targets' boundaries against the table's logical block size
+/// `block` (in sectors, a power of two: the largest of its devices'), as
+/// dm's `validate_hardware_logical_block_alignment()` does: an I/O of
+/// whole blocks of the table that starts in one target and goes on into
+/// the next must leave the next target a part it can take (a multiple of
+/// that target's own block size, when the part ends inside it), and the
+/// table must end on a block boundary. So targets without devices (`zero`,
+/// `error`) may split a block of the table between them, but a target on
+/// a 4 KiB-sector device must start on a 4 KiB boundary of the table, and
+/// the table's length must be a multiple of 4 KiB.
+pub fn check_block_alignment(
+    block: u64,
+    targets: impl Iterator<Item = TargetBlock>,
+) -> Result<(), AlignError> {
+    let mask = block.max(1) - 1;
+    // Sectors of a block of the table left for the next target by an I/O
+    // of whole blocks that reaches the end of this one.
+    let mut remaining = 0u64;
+    let mut start = 0u64;
+    let mut last = None;
+    for (i, t) in targets.enumerate() {
+        let target_mask = t.block.max(1) - 1;
+        let err = AlignError {
+            index: i as u32,
+            start,
+            len: t.len,
+            block_bytes: block.max(1) * 512,
+        };
+        if remaining < t.len && remaining & target_mask != 0 {
+            return Err(err);
+        }
+        start = start.saturating_add(t.len);
+        let next_start = start & mask;
+        remaining = if next_start == 0 {
+            0
+        } else {
+            mask + 1 - next_start
+        };
+        last = Some(err);
+    }
+    match last {
+        Some(err) if remaining != 0 => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// How a target type treats one of the operations beyond reads, writes and
+/// flushes (discard, write zeroes, secure erase): dm's `num_discard_bios`,
+/// `num_write_zeroes_bios`, `num_secure_erase_bios` and
+/// `discards_supported`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpSupport {
+    /// Refused with EOPNOTSUPP (dm: no bios of that kind).
+    No,
+    /// Passed on to the target's devices: the table offers it only if
+    /// every one of them does.
+    PassDown,
+    /// Done by the target itself, whatever its devices offer (dm:
+    /// `discards_supported`).
+    Own,
+}
+
+/// An operation beyond reads, writes and flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionalOp {
+    /// REQ_OP_DISCARD.
+    Discard,
+    /// REQ_OP_WRITE_ZEROES.
+    WriteZeroes,
+    /// REQ_OP_SECURE_ERASE.
+    SecureErase,
+}
+
+/// What a target type does with each optional operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetOps {
+    /// Discard.
+    pub discard: OpSupport,
+    /// Write zeroes.
+    pub write_zeroes: OpSupport,
+    /// Secure erase.
+    pub secure_erase: OpSupport,
+}
+
+impl TargetOps {
+    /// A target that supports none of them.
+    pub const NONE: TargetOps = TargetOps {
+        discard: OpSupport::No,
+        write_zeroes: OpSupport::No,
+        secure_erase: OpSupport::No,
+    };
+
+    /// How the target treats `op`.
+    pub fn get(&self, op: OptionalOp) -> OpSupport {
+        match op {
+            OptionalOp::Discard => self.discard,
+            OptionalOp::WriteZeroes => self.write_zeroes,
+            OptionalOp::SecureErase => self.secure_erase,
+        }
+    }
+
+    /// Whether a bio of `op` that reaches the target is mapped (else it
+    /// fails with EOPNOTSUPP: a table may be swapped between the block
+    /// layer's check of what the device offers and the map).
+    pub fn maps(&self, op: OptionalOp) -> bool {
+        self.get(op) != OpSupport::No
+    }
+}
+
+/// Which optional operations a device (or a table) offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceOps {
+    /// Discard (`max_discard_sectors` > 0).
+    pub discard: bool,
+    /// Write zeroes (`max_write_zeroes_sectors` > 0).
+    pub write_zeroes: bool,
+    /// Secure erase (`max_secure_erase_sectors` > 0).
+    pub secure_erase: bool,
+}
+
+impl DeviceOps {
+    /// Everything.
+    pub const ALL: DeviceOps = DeviceOps {
+        discard: true,
+        write_zeroes: true,
+        secure_erase: true,
+    };
+
+    /// Whether `op` is offered.
+    pub fn get(&self, op: OptionalOp) -> bool {
+        match op {
+            OptionalOp::Discard => self.discard,
+            OptionalOp::WriteZeroes => self.write_zeroes,
+            OptionalOp::SecureErase => self.secure_erase,
+        }
+    }
+}
+
+/// The optional operations a table offers (dm's
+/// `dm_table_supports_discards()` and its siblings): each one only if
+/// every target supports it — by itself, or by passing it on to devices
+/// that all offer it. `targets` gives each target's [`TargetOps`] and what
+/// its devices offer.
+pub fn table_ops<D: IntoIterator<Item = DeviceOps>>(
+    targets: impl IntoIterator<Item = (TargetOps, D)>,
+) -> DeviceOps {
+    let mut table = DeviceOps::ALL;
+    for (ops, devices) in targets {
+        let all = devices.into_iter().fold(DeviceOps::ALL, |a, d| DeviceOps {
+            discard: a.discard && d.discard,
+            write_zeroes: a.write_zeroes && d.write_zeroes,
+            secure_erase: a.secure_erase && d.secure_erase,
+        });
+        let ok = |op| match ops.get(op) {
+            OpSupport::No => false,
+            OpSupport::PassDown => all.get(op),
+            OpSupport::Own => true,
+        };
+        table.discard &= ok(OptionalOp::Discard);
+        table.write_zeroes &= ok(OptionalOp::WriteZeroes);
+        table.secure_erase &= ok(OptionalOp::SecureErase);
+    }
+    table
+}
+
 /// How a table line names an underlying device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DevSpec<'a> {
@@ -281,6 +479,7 @@ pub fn valid_name(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
 
     #[test]
     fn layouts() {
@@ -310,6 +509,122 @@ mod tests {
             check_layout([(0, u64::MAX), (u64::MAX, 1)].into_iter()),
             Err(LayoutError::TooLong)
         );
+    }
+
+    fn blocks(t: &[(u64, u64)]) -> impl Iterator<Item = TargetBlock> + '_ {
+        t.iter().map(|&(len, block)| TargetBlock { len, block })
+    }
+
+    #[test]
+    fn block_alignment_as_dm() {
+        // A table of 512-byte devices takes anything.
+        assert_eq!(check_block_alignment(1, blocks(&[(3, 1), (5, 1)])), Ok(()));
+        // A 4 KiB device alone, or after whole blocks.
+        assert_eq!(check_block_alignment(8, blocks(&[(16, 8)])), Ok(()));
+        assert_eq!(check_block_alignment(8, blocks(&[(8, 1), (16, 8)])), Ok(()));
+        // Zero targets may share a block of the table between them.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(8, 8), (4, 1), (4, 1)])),
+            Ok(())
+        );
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(4, 1), (4, 1), (8, 8)])),
+            Ok(())
+        );
+        // A 4 KiB target that starts inside a block of the table.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(4, 1), (8, 8)])),
+            Err(AlignError {
+                index: 1,
+                start: 4,
+                len: 8,
+                block_bytes: 4096
+            })
+        );
+        // A table that ends inside a block: the last target is named.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(8, 8), (4, 1)])),
+            Err(AlignError {
+                index: 1,
+                start: 8,
+                len: 4,
+                block_bytes: 4096
+            })
+        );
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(12, 1)])),
+            Err(AlignError {
+                index: 0,
+                start: 0,
+                len: 12,
+                block_bytes: 4096
+            })
+        );
+        // A block split 4 + 4 where the second part is a 4 KiB target's
+        // start: refused even though the table's length is whole.
+        assert!(check_block_alignment(8, blocks(&[(4, 1), (12, 8)])).is_err());
+        // 2 KiB devices in a 4 KiB table: a 2 KiB part is fine for them.
+        assert_eq!(
+            check_block_alignment(8, blocks(&[(4, 4), (4, 4), (8, 8)])),
+            Ok(())
+        );
+        // Empty (cannot happen: a table has targets) and huge lengths.
+        assert_eq!(check_block_alignment(8, blocks(&[])), Ok(()));
+        assert_eq!(check_block_alignment(8, blocks(&[(!7, 8)])), Ok(()));
+    }
+
+    const LINEAR: TargetOps = TargetOps {
+        discard: OpSupport::PassDown,
+        write_zeroes: OpSupport::PassDown,
+        secure_erase: OpSupport::PassDown,
+    };
+    const ZERO: TargetOps = TargetOps {
+        discard: OpSupport::Own,
+        write_zeroes: OpSupport::No,
+        secure_erase: OpSupport::No,
+    };
+    const DISK: DeviceOps = DeviceOps {
+        discard: true,
+        write_zeroes: true,
+        secure_erase: false,
+    };
+
+    #[test]
+    fn table_ops_as_dm() {
+        let none: [DeviceOps; 0] = [];
+        // Linear passes on what its device offers.
+        assert_eq!(table_ops([(LINEAR, [DISK])]), DISK);
+        assert_eq!(table_ops([(LINEAR, [DeviceOps::ALL])]), DeviceOps::ALL);
+        // Every target must support it: an origin (none) takes it all away.
+        assert_eq!(
+            table_ops([(LINEAR, vec![DISK]), (TargetOps::NONE, vec![DISK])]),
+            DeviceOps::default()
+        );
+        // A target's own discard needs no device; write zeroes and secure
+        // erase stay off with a zero target in the table.
+        assert_eq!(
+            table_ops([(ZERO, none)]),
+            DeviceOps {
+                discard: true,
+                ..DeviceOps::default()
+            }
+        );
+        assert_eq!(
+            table_ops([(LINEAR, vec![DISK]), (ZERO, vec![])]),
+            DeviceOps {
+                discard: true,
+                ..DeviceOps::default()
+            }
+        );
+        // Pass-down needs every device of the target, and every target.
+        let plain = DeviceOps::default();
+        assert_eq!(
+            table_ops([(LINEAR, vec![DISK]), (LINEAR, vec![plain])]),
+            plain
+        );
+        assert!(!ZERO.maps(OptionalOp::WriteZeroes) && ZERO.maps(OptionalOp::Discard));
+        assert!(!TargetOps::NONE.maps(OptionalOp::SecureErase));
+        assert!(LINEAR.maps(OptionalOp::SecureErase));
     }
 
     #[test]

@@ -284,7 +284,19 @@ impl Persistent {
         overflow: bool,
         mut add: impl FnMut(u64, u64) -> Result<(), bool>,
     ) -> Result<Opened, OpenError> {
-        let mut first = PageBuf::new_zeroed(512)?;
+        let cow_lbs = cow.logical_block_size();
+        // A chunk size the table gives is checked before anything is read
+        // (as dm-snapshot's constructor does): one smaller than a logical
+        // block of either device is refused, not read with.
+        if table_chunk != 0 {
+            ChunkGeometry::new(u64::from(table_chunk), origin_lbs, cow_lbs)
+                .map_err(OpenError::TableChunk)?;
+        }
+        // The header is read in one logical block of the COW device: the
+        // smallest read it takes (512 bytes would fail on a 4 KiB-sector
+        // device). Every later I/O of the store is of whole chunks, which
+        // are multiples of that block (checked below).
+        let mut first = PageBuf::new_zeroed((cow_lbs as usize).max(512))?;
         page_io_sync(cow, PageIo::Read, &mut [(0, &mut first)])?;
         let mut raw = [0u8; HEADER_BYTES];
         first.read_at(0, &mut raw)?;
@@ -298,13 +310,15 @@ impl Persistent {
             }
             Some(h) => h.chunk_sectors,
             None if table_chunk != 0 => table_chunk,
-            None => (DEFAULT_CHUNK_SECTORS as u32).max(cow.logical_block_size() >> 9),
+            None => (DEFAULT_CHUNK_SECTORS as u32).max(cow_lbs >> 9),
         };
-        let geom = ChunkGeometry::new(u64::from(chunk), origin_lbs, cow.logical_block_size())
-            .map_err(|e| match header {
-                Some(_) => OpenError::DiskChunk(chunk, e),
-                None => OpenError::TableChunk(e),
-            })?;
+        let geom =
+            ChunkGeometry::new(u64::from(chunk), origin_lbs, cow_lbs).map_err(
+                |e| match header {
+                    Some(_) => OpenError::DiskChunk(chunk, e),
+                    None => OpenError::TableChunk(e),
+                },
+            )?;
         let layout = Layout::new(geom.sectors(), cow.nr_sectors())?;
         let mut area = PageBuf::new_zeroed(layout.chunk_bytes())?;
         let (valid, position) = match header {
@@ -386,7 +400,7 @@ impl Persistent {
 
     /// Reads the metadata areas, several in flight at once (a batch of up
     /// to [`READ_BATCH_BYTES`]), until the list ends. Leaves the image of
-    /// the last area read in `last`.
+    /// the area the list ends in, zero after its last entry, in `last`.
     fn read_exceptions(
         cow: &BdevFile,
         layout: &Layout,
@@ -436,11 +450,16 @@ impl Persistent {
                 })?;
                 if loader.next_area().is_none() {
                     // The list ends in this area: commits continue from
-                    // its image.
+                    // its image, which holds its entries and zeros after
+                    // them (not what follows the end on disk: see
+                    // `Position::live_bytes`).
+                    let live = loader.position().live_bytes();
+                    last.zero()?;
                     let mut bytes = [0u8; 512];
-                    for off in (0..layout.chunk_bytes()).step_by(512) {
-                        buf.read_at(off, &mut bytes)?;
-                        last.write_at(off, &bytes)?;
+                    for off in (0..live).step_by(bytes.len()) {
+                        let piece = &mut bytes[..(live - off).min(512)];
+                        buf.read_at(off, piece)?;
+                        last.write_at(off, piece)?;
                     }
                 }
             }

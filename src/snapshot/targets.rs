@@ -47,13 +47,23 @@ impl OriginTarget {
 impl Target for OriginTarget {
     fn map(&self, mut bio: Bio, offset: u64, io: Io<'_>) {
         bio.set_sector(offset);
-        // Reads, every I/O while there is no snapshot, and writes whose
+        // Reads, writes while there is no snapshot, and writes whose
         // chunks every snapshot has, go straight on (one clone, for the
-        // origin device); the others are held until their copies are done.
-        if bio.op() != BioOp::Write
-            || self.origin.min_chunk() == 0
-            || self.origin.write_is_clear(bio.sector(), bio.sectors())
-        {
+        // origin device); the other writes are held until their copies
+        // are done. Nothing else is passed on: a discard, write zeroes or
+        // secure erase would change chunks the snapshots still need.
+        match bio.op() {
+            BioOp::Read => {
+                io.remap(bio, &self.dev);
+                return;
+            }
+            BioOp::Write => {}
+            _ => {
+                io.end_unsupported(bio);
+                return;
+            }
+        }
+        if self.origin.min_chunk() == 0 || self.origin.write_is_clear(bio.sector(), bio.sectors()) {
             io.remap(bio, &self.dev);
             return;
         }

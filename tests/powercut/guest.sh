@@ -40,6 +40,18 @@ die() {
 }
 trap snap_cleanup EXIT
 snap_load
+# Every other cut load (from the seed) runs with rdm's copy_delay_ms test
+# knob at 50: each copy, and the end of each whole-chunk snapshot write's
+# job, waits that long in the copier's queue, as behind a slow disk, so
+# that writes whose exceptions are not committed yet stay in flight longer
+# (the other loads run at the default, 0).
+copy_delay() {
+	snap_ref && return
+	local ms=0
+	[ $(((RDM_PC_SEED / 7 + boot) % 2)) -eq 1 ] && ms=50
+	echo $ms >/sys/module/rdm/parameters/copy_delay_ms || die "set copy_delay_ms"
+	log "copy_delay_ms=$ms for this load"
+}
 export PC_ORIGIN=$DEVDIR/pc-origin PC_SNAP=$DEVDIR/pc-snap
 
 create_origin() { dm create pc-origin --table "0 $LEN snapshot-origin $VDA" || die "create the origin"; }
@@ -120,12 +132,14 @@ first)
 	pc stamp || die "stamp the pre-snapshot image"
 	create_snapshot 1
 	log "guest ready after ${SECONDS}s"
+	copy_delay
 	pc verify-load "$boot" "$(status)" || exit 1
 	die "the load ended before the host cut the power"
 	;;
 verify-load)
 	create_all "$boot"
 	log "guest ready after ${SECONDS}s"
+	copy_delay
 	pc verify-load "$boot" "$(status)"
 	rc=$?
 	if [ $rc -eq 3 ]; then

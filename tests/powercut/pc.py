@@ -22,6 +22,15 @@ Host side:
 Devices (guest): PC_ORIGIN and PC_SNAP (the mapped origin and snapshot),
 /dev/vda (origin disk), /dev/vdb (COW disk), /dev/vdc (journal disk).
 
+Writers: three on the origin and one on the snapshot (random sizes and
+places, half of them starting in chunks without an exception), and two
+whole-chunk snapshot writers: each write covers one to four whole chunks
+that had no exception when the load started and that no whole-chunk
+write took before, so it is the first write to them (on a P snapshot it
+skips the copy and allocates the chunk itself); half are RWF_DSYNC, and
+those are journaled (committed) by their writer as soon as they return,
+without waiting for the flusher.
+
 Data: every 512-byte sector this test writes says what it is: a 32-byte
 header (b"RDPC", kind, seed, sector, version) and a fill derived from the
 same values. Kind P is the pre-snapshot image (version 0); O a write to the
@@ -240,7 +249,13 @@ class Journal:
         return os.fstat(self.dev.f.fileno()).st_size // BLK
 
     def append(self, boot, entries):
-        """One write of the records holding ENTRIES, the last one COMMIT."""
+        """One write of the records holding ENTRIES, the last one COMMIT
+        (from the flusher, and from the whole-chunk writers: one at a
+        time, as the device's buffer is shared)."""
+        with self.lock:
+            self._append(boot, entries)
+
+    def _append(self, boot, entries):
         blocks = []
         for i in range(0, len(entries), MAXE):
             part = entries[i : i + MAXE]
@@ -555,6 +570,13 @@ class Load:
         # Chunks without an exception yet: half the writes start in one, so
         # that later loads still make copies when most chunks have them.
         self.fresh = sorted(set(range(LEN // self.chunk)) - excepted)
+        # The whole-chunk snapshot writers take these chunks one by one, in
+        # a random order, each once: their writes are the first to the
+        # chunk, which on a P snapshot skips the copy.
+        self.whole_left = set(self.fresh)
+        self.whole_order = list(self.fresh)
+        random.Random(self.seed * 17 + boot).shuffle(self.whole_order)
+        self.whole_writes = 0
         if mode == "probe":
             olds = sorted(excepted)
             self.rng.shuffle(olds)
@@ -585,7 +607,25 @@ class Load:
             start = (start // self.chunk + 1) * self.chunk - r.randint(1, count - 1)
         return max(0, min(start, LEN - count)), count
 
-    def writer(self, wid, kind):
+    def pick_whole(self, r):
+        """A whole-chunk snapshot write: one chunk (sometimes up to 4
+        consecutive ones) that had no exception when the load started and
+        that no whole-chunk write took yet; None when none is left."""
+        want = r.randint(1, max(1, min(4, 256 // self.chunk)))
+        with self.glock:
+            while self.whole_order:
+                c = self.whole_order.pop()
+                if c in self.whole_left:
+                    break
+            else:
+                return None
+            n = 0
+            while n < want and c + n in self.whole_left:
+                self.whole_left.discard(c + n)
+                n += 1
+        return c * self.chunk, n * self.chunk
+
+    def writer(self, wid, kind, whole=False):
         r = random.Random(self.seed * 7 + self.boot * 1009 + wid)
         dev = self.devs[kind]
         locks = self.locks[kind]
@@ -598,7 +638,13 @@ class Load:
                     self.issued += 1
                 if i >= self.nwrites:
                     return
-            start, count = self.pick(r, i)
+            if whole:
+                picked = self.pick_whole(r)
+                if picked is None:
+                    return
+                start, count = picked
+            else:
+                start, count = self.pick(r, i)
             held = locks[start // STRIPE : (start + count - 1) // STRIPE + 1]
             for lk in held:
                 lk.acquire()
@@ -608,7 +654,7 @@ class Load:
                     v = (self.boot << 32) | (self.load_no << 24) | self.counter
                 data = gen(kind, start, count, v, self.seed)
                 buf[: len(data)] = data
-                dsync = r.random() < 0.125
+                dsync = r.random() < (0.5 if whole else 0.125)
                 try:
                     got = os.pwritev(dev.fd, [memoryview(buf)[: len(data)]], start * SECT, os.RWF_DSYNC if dsync else 0)
                 except OSError as e:
@@ -620,9 +666,24 @@ class Load:
             finally:
                 for lk in reversed(held):
                     lk.release()
+            entry = (kind, b"\1" if dsync else b"\0", count, start, v)
+            if whole and dsync:
+                # Durable once the write returned: journaled at once, so
+                # that a cut soon after it finds it committed (a driver
+                # that acknowledged it before its exception was durable
+                # has lost it then).
+                try:
+                    self.jr.append(self.boot, [entry])
+                except OSError as e:
+                    self.error("journal write failed: %s" % e)
+                    return
             with self.glock:
-                self.completed.append((kind, b"\1" if dsync else b"\0", count, start, v))
+                if not (whole and dsync):
+                    self.completed.append(entry)
+                else:
+                    self.commits += 1
                 self.done_writes += 1
+                self.whole_writes += whole
 
     def flusher(self):
         r = random.Random(self.seed * 13 + self.boot)
@@ -662,6 +723,11 @@ class Load:
         writers = [threading.Thread(target=self.writer, args=(i, b"O")) for i in range(3 if self.targets is None else 1)]
         if self.targets is None:
             writers.append(threading.Thread(target=self.writer, args=(3, b"S")))
+            # Two whole-chunk snapshot writers: the first write to a chunk
+            # of a P snapshot skips the copy, and must not be acknowledged
+            # before its exception is committed (else a cut loses it).
+            for wid in (4, 5):
+                writers.append(threading.Thread(target=self.writer, args=(wid, b"S", True)))
         fl = threading.Thread(target=self.flusher)
         self.jr.update_boot(self.boot, flag="load-" + self.mode)
         print("# %s load started: %d writers, chunk %d, log tail at record %d" % (self.mode, len(writers), self.chunk, tail), flush=True)
@@ -676,7 +742,8 @@ class Load:
         self.stop_flusher.set()
         fl.join()
         took = time.time() - t
-        text = "%s load: %d writes, %d flushes, %d commits in %.1f s" % (self.mode, self.done_writes, self.flushes, self.commits, took)
+        text = "%s load: %d writes (%d whole-chunk snapshot writes), %d flushes, %d commits in %.1f s" % (
+            self.mode, self.done_writes, self.whole_writes, self.flushes, self.commits, took)
         if self.errors:
             text += ": " + "; ".join(self.errors[:5])
         print("# " + text)

@@ -12,7 +12,7 @@ list; a full area continues in the next one (zeroed if nothing follows).
 Commands (sizes in 512-byte sectors, chunks in chunks):
 
   mkcow.py make COW --chunk C --count N [--origin-chunks M] [--stride P]
-                    [--first F] [--data all|none] [--invalid]
+                    [--first F] [--data all|none] [--invalid] [--stale S]
       Writes a COW image onto COW (block device or file) with N exceptions:
       exception i maps origin chunk old(i) = (F + i*P) mod M to the i-th
       data chunk in allocation order (the data chunks between the metadata
@@ -22,11 +22,27 @@ Commands (sizes in 512-byte sectors, chunks in chunks):
       0.618*M coprime with M (so old(i) are distinct, and neighbours in
       allocation order are not neighbours on the origin). If the last area
       is full, the next one is zeroed. --invalid: valid=0 in the header.
+      --stale S: after the end of the list (the zero entry at position N)
+      the last area holds S stale entries, positions N+1..N+S, each as
+      `make --count N+1+S` would have written it (old(i), the i-th data
+      chunk, whose data is written too): what a crash in the middle of a
+      write of a longer list leaves, or an older list. A reader stops at
+      the end and must never see them. They must fit in the area.
       After writing, reads the image back (O_DIRECT) as dm does and checks
       it (exit 1 on a mismatch). Prints one line of key=value figures,
       among them allocated= and metadata= in sectors as dm's status shows
       them for the image (dm's rule: next_free = last data chunk + 1,
       skipping a metadata area; metadata = (current area + 2) chunks).
+
+  mkcow.py olds --chunk C --count N [--origin-chunks M] [--stride P]
+                [--first F] --from I --to J
+      Prints old(i) for I <= i < J, one a line (the origin chunks of
+      exceptions I..J of the image `make` builds with the same arguments).
+
+  mkcow.py expect DEV --chunk C --tag cow|origin CHUNKS-FILE
+      Reads each chunk listed in CHUNKS-FILE (whitespace-separated) from
+      DEV: it must hold the COW data (cow) or the origin data (origin) of
+      that chunk, whole. Exit 1 on the first that does not.
 
   mkcow.py origin DEV --chunk C --chunks M
       Stamps origin chunks [0, M) of DEV with their origin data.
@@ -326,18 +342,30 @@ def cmd_make(a):
     need = L.chunks_needed() * cb
     if dev.is_blk and need > dev.size:
         die(f"the image needs {need // SECTOR} sectors, {a.cow} has {dev.size // SECTOR}")
+    stale = range(n + 1, n + 1 + a.stale)
+    if a.stale:
+        if n % epa + a.stale >= epa:
+            die(f"{a.stale} stale entries after entry {n % epa} do not fit in an area of {epa}")
+        Layout(a.chunk, n + 1 + a.stale, L.m, L.stride, L.first)  # old chunks stay distinct
+        if L.chunks_needed() + a.stale + 1 > need // cb:
+            need = (L.chunks_needed() + a.stale + 1) * cb
+            if dev.is_blk and need > dev.size:
+                die(f"the image with stale entries needs {need // SECTOR} sectors")
     w = Writer(dev, cb, COW_TAG)
     w.put(0, header(L.chunk, valid=0 if a.invalid else 1))
-    for ar in range((n + epa - 1) // epa):
+    for ar in range((n + epa - 1) // epa if not a.stale else n // epa + 1):
         lo, hi = ar * epa, min(n, (ar + 1) * epa)
         meta = bytearray(cb)
         for i in range(lo, hi):
             ENTRY.pack_into(meta, (i - lo) * ENTRY.size, L.old(i), L.new(i))
+        for i in stale:
+            if i // epa == ar:
+                ENTRY.pack_into(meta, (i - lo) * ENTRY.size, L.old(i), L.new(i))
         w.put(L.area_loc(ar), meta)
         if a.data == "all":
-            for i in range(lo, hi):
+            for i in list(range(lo, hi)) + [i for i in stale if i // epa == ar]:
                 w.put_named(L.new(i), L.old(i))
-    if n % epa == 0:
+    if n % epa == 0 and not a.stale:
         # The last area is full (or there is none): the next one must be
         # zero, or stale entries behind it would be read as exceptions.
         w.put(L.area_loc(n // epa), bytes(cb))
@@ -348,7 +376,8 @@ def cmd_make(a):
     print(f"mkcow: chunk={L.chunk} epa={epa} exceptions={n} areas={cur + 1} "
           f"origin_chunks={L.m} stride={L.stride} first={L.first} next_free={next_free} "
           f"allocated={next_free * L.chunk} metadata={(cur + 2) * L.chunk} "
-          f"wrote_kib={w.written // 1024} took_ms={int(took * 1000)}")
+          + (f"stale={a.stale} " if a.stale else "")
+          + f"wrote_kib={w.written // 1024} took_ms={int(took * 1000)}")
     # Self-check: read the image back as dm would, and compare.
     t0 = time.monotonic()
     dev = Dev(a.cow)
@@ -376,6 +405,25 @@ def cmd_make(a):
     print(f"mkcow: self-check ok: {len(r['exceptions'])} exceptions read back, "
           f"allocated={r.get('allocated')} metadata={r.get('metadata')} "
           f"({int((time.monotonic() - t0) * 1000)} ms)")
+
+
+def cmd_olds(a):
+    L = Layout(a.chunk, max(a.count, a.to), a.origin_chunks, a.stride, a.first)
+    print("\n".join(str(L.old(i)) for i in range(a.start, a.to)))
+
+
+def cmd_expect(a):
+    cb = a.chunk * SECTOR
+    tag = COW_TAG if a.tag == "cow" else ORIG_TAG
+    dev = Dev(a.dev)
+    with open(a.chunks) as f:
+        chunks = [int(w) for w in f.read().split()]
+    for c in chunks:
+        got = bytes(dev.view(c * cb, cb))
+        if got != chunk_of(tag, c, cb):
+            w = WORD.unpack_from(got)[0]
+            die(f"chunk {c} of {a.dev} reads word {w:#x}, expected the {a.tag} data {tag | c:#x}")
+    print(f"mkcow: expect ok: {len(chunks)} chunks of {a.dev} hold their {a.tag} data")
 
 
 def cmd_origin(a):
@@ -505,7 +553,20 @@ def main():
     layout_args(s)
     s.add_argument("--data", choices=("all", "none"), default="all")
     s.add_argument("--invalid", action="store_true", help="write valid=0 in the header")
+    s.add_argument("--stale", type=int, default=0,
+                   help="stale entries after the end of the list, in the last area")
     s.set_defaults(fn=cmd_make)
+    s = sub.add_parser("olds")
+    layout_args(s)
+    s.add_argument("--from", dest="start", type=int, required=True)
+    s.add_argument("--to", type=int, required=True)
+    s.set_defaults(fn=cmd_olds)
+    s = sub.add_parser("expect")
+    s.add_argument("dev")
+    s.add_argument("--chunk", type=int, required=True)
+    s.add_argument("--tag", choices=("cow", "origin"), required=True)
+    s.add_argument("chunks", help="file of chunk numbers")
+    s.set_defaults(fn=cmd_expect)
     s = sub.add_parser("origin")
     s.add_argument("dev")
     s.add_argument("--chunk", type=int, required=True)

@@ -96,6 +96,21 @@ expect_fail() {
 	fi
 }
 
+# expect_refused WHAT ERRNO-REGEX LOG-REGEX COMMAND...: COMMAND must fail,
+# its message matching ERRNO-REGEX (the errno as dmsetup or rdmsetup
+# prints it, e.g. "[Ii]nvalid argument"), and the kernel log must get a
+# line matching LOG-REGEX.
+expect_refused() {
+	local what=$1 errre=$2 logre=$3 out
+	shift 3
+	klog_mark
+	if out=$("$@" 2>&1); then
+		fail "$what: succeeded: $out"
+	fi
+	expect_match "$out" "$errre" "$what: refused ($out)"
+	expect_match "$(klog_since_mark)" "$logre" "$what: logged"
+}
+
 # wait_gone TOOL NAME: waits up to 5 s for a device to go (deferred
 # removal happens on a workqueue after the last close); fails if it stays.
 wait_gone() {
@@ -135,6 +150,8 @@ dm() { "$DM_TOOL" "$@"; }
 snap_cleanup() {
 	if snap_ref; then
 		dmsetup remove_all >/dev/null 2>&1
+		# dm-zero (loaded by some scenarios) would keep dm-mod loaded.
+		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
 		modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
 	else
 		rdm_cleanup
