@@ -172,7 +172,7 @@ impl Copier {
         }
         let work = Work {
             active: slots,
-            committing: KVec::new(),
+            committing: KVVec::new(),
         };
         let body = CopierThread {
             copier: self.clone(),
@@ -375,8 +375,10 @@ struct Work {
     /// Started jobs with I/O in flight.
     active: KVec<Option<Active>>,
     /// Jobs whose copies are done, waiting for their exceptions to be
-    /// committed to persistent stores.
-    committing: KVec<Option<Active>>,
+    /// committed to persistent stores (as many as there are jobs in
+    /// progress: a `KVVec`, so that growing it never needs more than
+    /// order-0 pages).
+    committing: KVVec<Option<Active>>,
 }
 
 /// The copier thread's body.
@@ -642,7 +644,7 @@ impl CopierThread {
     }
 
     /// Keeps a job until its commits are done.
-    fn park(&self, committing: &mut KVec<Option<Active>>, entry: Active) {
+    fn park(&self, committing: &mut KVVec<Option<Active>>, entry: Active) {
         if let Some(slot) = committing.iter_mut().find(|s| s.is_none()) {
             *slot = Some(entry);
             return;
