@@ -5,18 +5,41 @@
 //! too, up to 256 chunks in a 32-byte `struct dm_exception` plus its hash
 //! bucket). Runs live sorted in fixed-size leaves of [`LEAF_RUNS`] entries
 //! (one 2 KiB allocation each); a leaf that fills up splits in two, so an
-//! insert moves at most one leaf's worth of entries and a lookup is two
-//! binary searches. A leaf is at least half full except the newest, so the
-//! cost is 16 to 32 bytes per run.
+//! insert moves at most one leaf's worth of entries. A leaf is at least
+//! half full except the newest, so the cost is 16 to 32 bytes per run.
 //!
-//! The storage of the leaves is the caller's ([`LeafVec`]): a `Vec` on the
-//! host, a `KVec` of boxes in the kernel. The locking is the caller's too
-//! (the module keeps the table under a read-write semaphore).
+//! The leaves are indexed by *pages* of [`Slot`]s (a leaf pointer and the
+//! lowest origin chunk the leaf may hold, 16 bytes; [`PAGE_SLOTS`] of them
+//! make one 4 KiB allocation), and the pages by a *directory* of
+//! [`DirEntry`]s (a page, its lowest origin chunk and how many slots it
+//! uses). A page that fills up splits in two like a leaf. Nothing is ever
+//! allocated larger than a page but the directory, which holds one entry
+//! per 128 to 256 leaves (about one per 16,000 to 32,000 random runs) and
+//! is the caller's growable vector: the kernel's `KVVec`, which falls back
+//! to `vmalloc`, so the table never needs physically contiguous memory of
+//! more than one page however large it grows. An insert moves at most one
+//! leaf of runs and one page of slots, and, when a page splits, the
+//! directory entries after it. A lookup is three binary searches, over the
+//! directory's keys, one page's keys and one leaf's runs: two pointer
+//! dereferences.
+//!
+//! The memory is the caller's ([`TableMem`]): `Box` and `Vec` on the host
+//! (tests inject allocation failures through it), `KBox`, `KVec` and
+//! `KVVec` in the kernel. An insert makes every allocation it needs before
+//! it changes anything, so one that fails leaves the table as it was. The
+//! locking is the caller's too (the module keeps the table under a
+//! read-write semaphore).
 
 use core::fmt;
+use core::mem::size_of;
+use core::ops::DerefMut;
 
 /// Runs per leaf: a leaf (8-byte header + 16 bytes per run) fits 2 KiB.
 pub const LEAF_RUNS: usize = 127;
+
+/// Slots per page the module uses: 256 slots of 16 bytes, one 4 KiB
+/// allocation (the host tests use smaller pages too).
+pub const PAGE_SLOTS: usize = 256;
 
 /// Longest run (its length is kept in 16 bits).
 pub const MAX_RUN: u64 = 1 << 16;
@@ -143,22 +166,83 @@ impl Leaf {
     }
 }
 
-/// Out of memory for a new leaf.
+/// Index of the last of `items` (sorted by `key`) whose key is at or below
+/// `chunk`, if any: a binary search whose branches are well predicted when
+/// lookups come near each other, as a device's I/O does.
+#[inline]
+fn last_at_or_below<T>(items: &[T], chunk: u64, key: impl Fn(&T) -> u64) -> Option<usize> {
+    let (mut lo, mut hi) = (0, items.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if items.get(mid).is_some_and(|x| key(x) <= chunk) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.checked_sub(1)
+}
+
+/// Out of memory (for a leaf, a page or the directory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoMemory;
 
-/// The caller's storage of leaves, in order.
-pub trait LeafVec {
-    /// Number of leaves.
-    fn count(&self) -> usize;
-    /// Leaf `i`.
-    fn leaf(&self, i: usize) -> &Leaf;
-    /// Leaf `i`, mutably.
-    fn leaf_mut(&mut self, i: usize) -> &mut Leaf;
-    /// Inserts an empty leaf at position `i`.
-    fn insert_empty(&mut self, i: usize) -> Result<(), NoMemory>;
-    /// Bytes of memory the leaves and their index take.
-    fn bytes(&self) -> usize;
+/// One slot of a page: a leaf, and the lowest origin chunk it may hold
+/// (the first chunk of its first run; 0 for the table's first leaf).
+pub struct Slot<L> {
+    key: u64,
+    leaf: Option<L>,
+}
+
+impl<L> Slot<L> {
+    /// An unused slot.
+    pub const EMPTY: Self = Slot { key: 0, leaf: None };
+}
+
+/// A page's entry in the directory.
+pub struct DirEntry<P> {
+    /// Lowest origin chunk the page's leaves may hold (its first slot's key).
+    key: u64,
+    /// Slots in use, from the first.
+    len: usize,
+    page: P,
+}
+
+/// How the table gets its memory (the caller's allocators).
+///
+/// Leaves and pages are allocated one at a time and never grow; only the
+/// directory grows, and [`TableMem::reserve_dir`] is where it does: an
+/// implementation that must not need physically contiguous memory larger
+/// than a page makes the directory fall back to virtually contiguous
+/// memory (the kernel's `KVVec`).
+pub trait TableMem {
+    /// Slots per page: what every [`TableMem::new_page`] holds (at least 2).
+    const PAGE_SLOTS: usize;
+    /// An owned leaf (`Box<Leaf>`; `KBox<Leaf>` in the kernel).
+    type Leaf: DerefMut<Target = Leaf>;
+    /// A page: `PAGE_SLOTS` slots in one allocation.
+    type Page: DerefMut<Target = [Slot<Self::Leaf>]>;
+    /// The directory: a vector of page entries that grows.
+    type Dir: DerefMut<Target = [DirEntry<Self::Page>]>;
+
+    /// A new leaf (the table empties it).
+    fn new_leaf(&mut self) -> Result<Self::Leaf, NoMemory>;
+    /// A new page of `PAGE_SLOTS` slots, every one [`Slot::EMPTY`].
+    fn new_page(&mut self) -> Result<Self::Page, NoMemory>;
+    /// An empty directory; allocates nothing.
+    fn new_dir(&mut self) -> Self::Dir;
+    /// Makes room in `dir` for one more entry (allocating only if it has
+    /// none); on failure `dir` is as it was.
+    fn reserve_dir(&mut self, dir: &mut Self::Dir) -> Result<(), NoMemory>;
+    /// Appends `entry` to `dir`, which has room for it
+    /// ([`TableMem::reserve_dir`]): allocates nothing.
+    fn push_dir(
+        &mut self,
+        dir: &mut Self::Dir,
+        entry: DirEntry<Self::Page>,
+    ) -> Result<(), NoMemory>;
+    /// Entries `dir` has memory for.
+    fn dir_capacity(&self, dir: &Self::Dir) -> usize;
 }
 
 /// Why an exception could not be added.
@@ -168,8 +252,12 @@ pub enum InsertError {
     Duplicate,
     /// The COW chunk number needs more than 48 bits.
     TooLarge,
-    /// No memory for a new leaf.
+    /// No memory for a new leaf, page or directory entry.
     NoMemory,
+    /// The caller's memory broke its contract (a page of the wrong size, a
+    /// directory that could not take a reserved entry); the table is as it
+    /// was.
+    BadMemory,
 }
 
 impl fmt::Display for InsertError {
@@ -178,22 +266,34 @@ impl fmt::Display for InsertError {
             InsertError::Duplicate => write!(f, "the chunk already has an exception"),
             InsertError::TooLarge => write!(f, "COW chunk number too large"),
             InsertError::NoMemory => write!(f, "out of memory"),
+            InsertError::BadMemory => write!(f, "exception table memory inconsistent"),
         }
     }
 }
 
+impl From<NoMemory> for InsertError {
+    fn from(_: NoMemory) -> Self {
+        InsertError::NoMemory
+    }
+}
+
 /// The exception table.
-pub struct ExceptionTable<V: LeafVec> {
-    leaves: V,
+pub struct ExceptionTable<M: TableMem> {
+    mem: M,
+    dir: M::Dir,
+    leaves: usize,
     exceptions: u64,
     runs: u64,
 }
 
-impl<V: LeafVec> ExceptionTable<V> {
-    /// An empty table over `leaves` (which must hold no leaf).
-    pub fn new(leaves: V) -> Self {
+impl<M: TableMem> ExceptionTable<M> {
+    /// An empty table that allocates through `mem`.
+    pub fn new(mut mem: M) -> Self {
+        let dir = mem.new_dir();
         ExceptionTable {
-            leaves,
+            mem,
+            dir,
+            leaves: 0,
             exceptions: 0,
             runs: 0,
         }
@@ -214,47 +314,106 @@ impl<V: LeafVec> ExceptionTable<V> {
         self.runs
     }
 
-    /// Bytes of memory the table takes.
-    pub fn bytes(&self) -> usize {
-        self.leaves.bytes()
+    /// Number of leaves.
+    pub fn leaves(&self) -> usize {
+        self.leaves
     }
 
-    /// Index of the leaf that holds (or would hold) `chunk`.
-    fn leaf_for(&self, chunk: u64) -> usize {
-        let n = self.leaves.count();
-        // Binary search over the leaves' first chunks.
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.leaves.leaf(mid).first_old() <= chunk {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.dir.len()
+    }
+
+    /// Bytes of memory the table takes: its leaves, pages and directory.
+    pub fn bytes(&self) -> usize {
+        self.leaves * size_of::<Leaf>()
+            + self.dir.len() * M::PAGE_SLOTS * size_of::<Slot<M::Leaf>>()
+            + self.mem.dir_capacity(&self.dir) * size_of::<DirEntry<M::Page>>()
+    }
+
+    /// The used slots of a page.
+    fn slots(e: &DirEntry<M::Page>) -> &[Slot<M::Leaf>] {
+        e.page.get(..e.len).unwrap_or(&[])
+    }
+
+    /// The page (directory index) and slot of the leaf that holds, or
+    /// would hold, `chunk`: the last with a key at or below it (the first
+    /// page and slot have key 0). `None` if the table has no leaf.
+    fn find(&self, chunk: u64) -> Option<(usize, usize)> {
+        let dir: &[DirEntry<M::Page>] = &self.dir;
+        // Tables of up to some 16,000 runs have one page.
+        let d = match dir.len() {
+            1 => 0,
+            _ => last_at_or_below(dir, chunk, |e| e.key)?,
+        };
+        let s = last_at_or_below(Self::slots(dir.get(d)?), chunk, |sl| sl.key)?;
+        Some((d, s))
+    }
+
+    /// The leaf in slot `s` of page `d`.
+    fn leaf_mut(&mut self, d: usize, s: usize) -> Option<&mut Leaf> {
+        let e = self.dir.get_mut(d)?;
+        if s >= e.len {
+            return None;
         }
-        lo.saturating_sub(1)
+        e.page.get_mut(s)?.leaf.as_deref_mut()
     }
 
     /// The COW chunk of origin chunk `chunk`, if it has an exception.
     pub fn lookup(&self, chunk: u64) -> Option<u64> {
-        if self.leaves.count() == 0 {
-            return None;
-        }
-        self.leaves.leaf(self.leaf_for(chunk)).lookup(chunk)
+        let (d, s) = self.find(chunk)?;
+        let slots = Self::slots(self.dir.get(d)?);
+        slots.get(s)?.leaf.as_deref()?.lookup(chunk)
     }
 
-    /// Records that origin chunk `old` is now at COW chunk `new`.
+    /// A new page from the caller, checked.
+    fn new_page(&mut self) -> Result<M::Page, InsertError> {
+        let page = self.mem.new_page()?;
+        if M::PAGE_SLOTS < 2 || page.len() != M::PAGE_SLOTS {
+            return Err(InsertError::BadMemory);
+        }
+        Ok(page)
+    }
+
+    /// A new leaf from the caller, emptied.
+    fn new_leaf(&mut self) -> Result<M::Leaf, InsertError> {
+        let mut leaf = self.mem.new_leaf()?;
+        leaf.len = 0;
+        Ok(leaf)
+    }
+
+    /// Makes the first page with the first leaf (the table is empty).
+    fn first_leaf(&mut self) -> Result<(), InsertError> {
+        let leaf = self.new_leaf()?;
+        let mut page = self.new_page()?;
+        self.mem.reserve_dir(&mut self.dir)?;
+        page[0] = Slot {
+            key: 0,
+            leaf: Some(leaf),
+        };
+        let entry = DirEntry {
+            key: 0,
+            len: 1,
+            page,
+        };
+        self.mem
+            .push_dir(&mut self.dir, entry)
+            .map_err(|NoMemory| InsertError::BadMemory)?;
+        self.leaves = 1;
+        Ok(())
+    }
+
+    /// Records that origin chunk `old` is now at COW chunk `new`. On an
+    /// error the table is as it was.
     pub fn insert(&mut self, old: u64, new: u64) -> Result<(), InsertError> {
         if new > MAX_NEW_CHUNK {
             return Err(InsertError::TooLarge);
         }
-        if self.leaves.count() == 0 {
-            self.leaves
-                .insert_empty(0)
-                .map_err(|NoMemory| InsertError::NoMemory)?;
+        if self.dir.is_empty() {
+            self.first_leaf()?;
         }
-        let li = self.leaf_for(old);
-        let leaf = self.leaves.leaf_mut(li);
+        let (d, s) = self.find(old).ok_or(InsertError::BadMemory)?;
+        let leaf = self.leaf_mut(d, s).ok_or(InsertError::BadMemory)?;
         let before = leaf.run_before(old);
         if let Some(b) = before {
             if leaf.runs[b].lookup(old).is_some() {
@@ -265,6 +424,8 @@ impl<V: LeafVec> ExceptionTable<V> {
                 return Ok(());
             }
         }
+        // Only the table's first leaf (key 0) can get a chunk below its
+        // first run's: every other leaf's first chunk is its key, for good.
         let next = before.map_or(0, |b| b + 1);
         if next < leaf.len as usize && leaf.runs[next].try_prepend(old, new) {
             self.exceptions += 1;
@@ -274,27 +435,89 @@ impl<V: LeafVec> ExceptionTable<V> {
         if !leaf.is_full() {
             leaf.insert_at(next, run);
         } else {
-            self.leaves
-                .insert_empty(li + 1)
-                .map_err(|NoMemory| InsertError::NoMemory)?;
-            let mut upper = Leaf::EMPTY;
-            self.leaves.leaf_mut(li).split_into(&mut upper);
-            let low_len = self.leaves.leaf(li).len as usize;
-            if next <= low_len {
-                self.leaves.leaf_mut(li).insert_at(next, run);
-            } else {
-                upper.insert_at(next - low_len, run);
-            }
-            *self.leaves.leaf_mut(li + 1) = upper;
+            self.split_leaf(d, s, next, run)?;
         }
         self.exceptions += 1;
         self.runs += 1;
         Ok(())
     }
 
+    /// Splits the full leaf in slot `s` of page `d` in two and inserts
+    /// `run` at `next` of its runs. Every allocation comes first: if one
+    /// fails, nothing has changed.
+    fn split_leaf(&mut self, d: usize, s: usize, next: usize, run: Run) -> Result<(), InsertError> {
+        let mut upper = self.new_leaf()?;
+        let page_full = self.dir.get(d).map_or(0, |e| e.len) >= M::PAGE_SLOTS;
+        let (d, s) = if page_full {
+            let page = self.new_page()?;
+            self.mem.reserve_dir(&mut self.dir)?;
+            // Nothing fails from here on.
+            self.split_page(d, page)?;
+            let half = M::PAGE_SLOTS / 2;
+            if s < half {
+                (d, s)
+            } else {
+                (d + 1, s - half)
+            }
+        } else {
+            (d, s)
+        };
+        let leaf = self.leaf_mut(d, s).ok_or(InsertError::BadMemory)?;
+        leaf.split_into(&mut upper);
+        let low_len = leaf.len as usize;
+        if next <= low_len {
+            leaf.insert_at(next, run);
+        } else {
+            upper.insert_at(next - low_len, run);
+        }
+        let key = upper.first_old();
+        let e = self.dir.get_mut(d).ok_or(InsertError::BadMemory)?;
+        let len = e.len;
+        // The page has room (`len < PAGE_SLOTS`): the empty slot at `len`
+        // comes round to `s + 1`.
+        e.page[s + 1..=len].rotate_right(1);
+        e.page[s + 1] = Slot {
+            key,
+            leaf: Some(upper),
+        };
+        e.len += 1;
+        self.leaves += 1;
+        Ok(())
+    }
+
+    /// Moves the upper half of the full page `d` into `page`, which goes
+    /// into the directory after it (room for it is reserved).
+    fn split_page(&mut self, d: usize, page: M::Page) -> Result<(), InsertError> {
+        let entry = DirEntry {
+            key: 0,
+            len: 0,
+            page,
+        };
+        // The reserve makes this push infallible; if the caller's
+        // directory fails it anyway, nothing has changed yet.
+        self.mem
+            .push_dir(&mut self.dir, entry)
+            .map_err(|NoMemory| InsertError::BadMemory)?;
+        let at = d + 1;
+        self.dir[at..].rotate_right(1);
+        let (lo, hi) = self.dir.split_at_mut(at);
+        let (lo, hi) = (&mut lo[d], &mut hi[0]);
+        let half = M::PAGE_SLOTS / 2;
+        let moved = M::PAGE_SLOTS - half;
+        hi.page[..moved].swap_with_slice(&mut lo.page[half..]);
+        hi.len = moved;
+        hi.key = hi.page[0].key;
+        lo.len = half;
+        Ok(())
+    }
+
     /// Every run, in origin-chunk order.
     pub fn iter_runs(&self) -> impl Iterator<Item = Run> + '_ {
-        (0..self.leaves.count()).flat_map(move |i| self.leaves.leaf(i).runs().iter().copied())
+        self.dir
+            .iter()
+            .flat_map(|e| Self::slots(e).iter())
+            .filter_map(|sl| sl.leaf.as_deref())
+            .flat_map(|l| l.runs().iter().copied())
     }
 }
 
@@ -305,31 +528,79 @@ mod tests {
     use std::collections::BTreeMap;
     use std::vec::Vec;
 
-    // Boxed like the kernel's leaves: a split moves pointers, not leaves.
-    #[allow(clippy::vec_box)]
-    struct HostLeaves(Vec<Box<Leaf>>);
+    /// Host memory with `N` slots per page; fails the allocation numbered
+    /// `fail_at` (counting every allocation made or tried).
+    struct TestMem<const N: usize> {
+        tried: u64,
+        fail_at: Option<u64>,
+    }
 
-    impl LeafVec for HostLeaves {
-        fn count(&self) -> usize {
-            self.0.len()
-        }
-        fn leaf(&self, i: usize) -> &Leaf {
-            &self.0[i]
-        }
-        fn leaf_mut(&mut self, i: usize) -> &mut Leaf {
-            &mut self.0[i]
-        }
-        fn insert_empty(&mut self, i: usize) -> Result<(), NoMemory> {
-            self.0.insert(i, Box::new(Leaf::EMPTY));
+    impl<const N: usize> TestMem<N> {
+        fn alloc(&mut self) -> Result<(), NoMemory> {
+            let n = self.tried;
+            self.tried += 1;
+            if self.fail_at == Some(n) {
+                return Err(NoMemory);
+            }
             Ok(())
-        }
-        fn bytes(&self) -> usize {
-            self.0.len() * core::mem::size_of::<Leaf>() + self.0.capacity() * 8
         }
     }
 
-    fn table() -> ExceptionTable<HostLeaves> {
-        ExceptionTable::new(HostLeaves(Vec::new()))
+    type HostPage = Vec<Slot<Box<Leaf>>>;
+
+    impl<const N: usize> TableMem for TestMem<N> {
+        const PAGE_SLOTS: usize = N;
+        type Leaf = Box<Leaf>;
+        type Page = HostPage;
+        type Dir = Vec<DirEntry<HostPage>>;
+
+        fn new_leaf(&mut self) -> Result<Box<Leaf>, NoMemory> {
+            self.alloc()?;
+            // Not empty: the table must empty it.
+            let mut leaf = Box::new(Leaf::EMPTY);
+            leaf.len = 3;
+            Ok(leaf)
+        }
+        fn new_page(&mut self) -> Result<HostPage, NoMemory> {
+            self.alloc()?;
+            Ok((0..N).map(|_| Slot::EMPTY).collect())
+        }
+        fn new_dir(&mut self) -> Vec<DirEntry<HostPage>> {
+            Vec::new()
+        }
+        fn reserve_dir(&mut self, dir: &mut Vec<DirEntry<HostPage>>) -> Result<(), NoMemory> {
+            if dir.len() == dir.capacity() {
+                self.alloc()?;
+                dir.reserve(1);
+            }
+            Ok(())
+        }
+        fn push_dir(
+            &mut self,
+            dir: &mut Vec<DirEntry<HostPage>>,
+            entry: DirEntry<HostPage>,
+        ) -> Result<(), NoMemory> {
+            // Must not allocate.
+            assert!(dir.len() < dir.capacity(), "push without a reserve");
+            dir.push(entry);
+            Ok(())
+        }
+        fn dir_capacity(&self, dir: &Vec<DirEntry<HostPage>>) -> usize {
+            dir.capacity()
+        }
+    }
+
+    type Table<const N: usize> = ExceptionTable<TestMem<N>>;
+
+    fn table_n<const N: usize>() -> Table<N> {
+        ExceptionTable::new(TestMem {
+            tried: 0,
+            fail_at: None,
+        })
+    }
+
+    fn table() -> Table<PAGE_SLOTS> {
+        table_n()
     }
 
     /// A small deterministic generator (xorshift).
@@ -343,21 +614,86 @@ mod tests {
         }
     }
 
-    fn check(t: &ExceptionTable<HostLeaves>, oracle: &BTreeMap<u64, u64>, probe_max: u64) {
+    /// The structure's invariants, and the counts and bytes it reports.
+    fn check_structure<const N: usize>(t: &Table<N>) {
+        let mut leaves = 0;
+        let mut runs = 0;
+        let mut exceptions = 0;
+        let mut last_key = None;
+        let mut last_end = 0;
+        for (d, e) in t.dir.iter().enumerate() {
+            assert_eq!(e.page.len(), N);
+            assert!(e.len >= 1 && e.len <= N, "page {d} uses {} slots", e.len);
+            assert_eq!(e.key, e.page[0].key, "page {d}: key");
+            for (s, sl) in e.page.iter().enumerate() {
+                if s >= e.len {
+                    assert!(sl.leaf.is_none(), "page {d} slot {s}: a leaf past the end");
+                    continue;
+                }
+                let leaf = sl.leaf.as_deref().expect("a used slot without a leaf");
+                assert!(leaf.len >= 1 && leaf.len as usize <= LEAF_RUNS);
+                if d == 0 && s == 0 {
+                    assert_eq!(sl.key, 0, "the first leaf's key");
+                } else {
+                    assert_eq!(sl.key, leaf.first_old(), "page {d} slot {s}: key");
+                    assert!(last_key.is_some_and(|k| k < sl.key), "keys out of order");
+                    // No run of the leaf before reaches this one's key.
+                    assert!(last_end <= sl.key, "a run crosses a leaf's key");
+                }
+                last_key = Some(sl.key);
+                for r in leaf.runs() {
+                    assert!(r.old() >= sl.key);
+                    assert!(r.old() >= last_end, "runs overlap or are out of order");
+                    last_end = r.old() + r.len();
+                    runs += 1;
+                    exceptions += r.len();
+                }
+                leaves += 1;
+            }
+        }
+        assert_eq!(t.leaves(), leaves);
+        assert_eq!(t.runs(), runs);
+        assert_eq!(t.len(), exceptions);
+        assert_eq!(
+            t.bytes(),
+            leaves * size_of::<Leaf>()
+                + t.dir.len() * N * size_of::<Slot<Box<Leaf>>>()
+                + t.dir.capacity() * size_of::<DirEntry<HostPage>>()
+        );
+    }
+
+    fn check<const N: usize>(t: &Table<N>, oracle: &BTreeMap<u64, u64>, probe_max: u64) {
         assert_eq!(t.len(), oracle.len() as u64);
         for c in 0..probe_max {
             assert_eq!(t.lookup(c), oracle.get(&c).copied(), "chunk {c}");
         }
-        // Runs are sorted, disjoint, and cover exactly the oracle.
-        let mut last_end = 0;
-        let mut total = 0;
+        check_structure(t);
+        // The runs, chunk by chunk, are the oracle.
+        let mut it = oracle.iter();
         for r in t.iter_runs() {
-            assert!(r.old() >= last_end, "runs overlap or are out of order");
-            last_end = r.old() + r.len();
-            total += r.len();
+            for k in 0..r.len() {
+                assert_eq!(it.next(), Some((&(r.old() + k), &(r.new_chunk() + k))));
+            }
         }
-        assert_eq!(total, t.len());
-        assert!(core::mem::size_of::<Leaf>() <= 2048);
+        assert_eq!(it.next(), None);
+    }
+
+    /// Inserts into both; the table must agree with the oracle's answer.
+    fn put<const N: usize>(t: &mut Table<N>, oracle: &mut BTreeMap<u64, u64>, old: u64, new: u64) {
+        let r = t.insert(old, new);
+        if let std::collections::btree_map::Entry::Vacant(e) = oracle.entry(old) {
+            assert_eq!(r, Ok(()), "insert {old} -> {new}");
+            e.insert(new);
+        } else {
+            assert_eq!(r, Err(InsertError::Duplicate));
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert!(size_of::<Leaf>() <= 2048);
+        assert_eq!(size_of::<Slot<Box<Leaf>>>(), 16);
+        assert_eq!(PAGE_SLOTS * size_of::<Slot<Box<Leaf>>>(), 4096);
     }
 
     #[test]
@@ -378,6 +714,7 @@ mod tests {
         assert_eq!(t.runs(), 1);
         assert_eq!(t.lookup(5000), Some(0));
         assert_eq!(t.lookup(4999), None);
+        check_structure(&t);
     }
 
     #[test]
@@ -388,25 +725,307 @@ mod tests {
         let mut next_free = 0;
         for _ in 0..20_000 {
             let old = rng.next() % 50_000;
-            let r = t.insert(old, next_free);
-            if let std::collections::btree_map::Entry::Vacant(e) = oracle.entry(old) {
-                assert_eq!(r, Ok(()));
-                e.insert(next_free);
+            if !oracle.contains_key(&old) {
+                put(&mut t, &mut oracle, old, next_free);
                 next_free += 1;
             } else {
-                assert_eq!(r, Err(InsertError::Duplicate));
+                put(&mut t, &mut oracle, old, 0);
             }
         }
         check(&t, &oracle, 50_010);
         // Random chunks barely form runs: most leaves split, and the table
         // stays within 32 bytes per run (dm-snapshot: 32 bytes per
         // exception plus its hash bucket).
-        assert!(t.leaves.count() > 100);
+        assert!(t.leaves() > 100);
         assert!(
             t.bytes() as u64 <= 32 * t.runs() + 4096,
             "{} bytes",
             t.bytes()
         );
+    }
+
+    #[test]
+    fn small_pages_split_often() {
+        // Pages of 2, 3 and 4 slots: page splits at every position, and
+        // the directory grows through many reallocations.
+        fn run<const N: usize>(seed: u64) {
+            let mut t = table_n::<N>();
+            let mut oracle = BTreeMap::new();
+            let mut rng = Rng(seed);
+            for i in 0..30_000u64 {
+                let old = rng.next() % 1_000_000;
+                // COW chunks in allocation order, with gaps now and then
+                // so that neighbours sometimes form runs.
+                put(&mut t, &mut oracle, old, i * 2 + (rng.next() & 1));
+                if i % 5000 == 0 {
+                    check_structure(&t);
+                }
+            }
+            check(&t, &oracle, 0);
+            for _ in 0..100_000 {
+                let c = rng.next() % 1_000_100;
+                assert_eq!(t.lookup(c), oracle.get(&c).copied());
+            }
+            assert!(t.pages() > 50, "{} pages", t.pages());
+        }
+        run::<2>(7);
+        run::<3>(8);
+        run::<4>(9);
+    }
+
+    /// The key range of the leaf in slot `s` of page `d`.
+    fn leaf_range<const N: usize>(t: &Table<N>, d: usize, s: usize) -> (u64, u64) {
+        let lo = t.dir[d].page[s].key;
+        let hi = if s + 1 < t.dir[d].len {
+            t.dir[d].page[s + 1].key
+        } else if d + 1 < t.dir.len() {
+            t.dir[d + 1].key
+        } else {
+            u64::MAX
+        };
+        (lo, hi)
+    }
+
+    /// Whether the leaf's key range has room to split it.
+    fn has_room<const N: usize>(
+        t: &Table<N>,
+        oracle: &BTreeMap<u64, u64>,
+        d: usize,
+        s: usize,
+    ) -> bool {
+        let (lo, hi) = leaf_range(t, d, s);
+        hi - lo - oracle.range(lo..hi).count() as u64 > 2 * LEAF_RUNS as u64
+    }
+
+    /// Splits the leaf in slot `s` of page `d` by inserting chunks in its
+    /// key range (to new COW chunks, so that none joins a run).
+    fn split_leaf_at<const N: usize>(
+        t: &mut Table<N>,
+        oracle: &mut BTreeMap<u64, u64>,
+        next_new: &mut u64,
+        d: usize,
+        s: usize,
+    ) {
+        let (lo, hi) = leaf_range(t, d, s);
+        let (leaves, pages, full) = (t.leaves(), t.pages(), t.dir[d].len == N);
+        let mut c = lo;
+        while t.leaves() == leaves {
+            assert!(c < hi, "no room left in the leaf's key range");
+            if !oracle.contains_key(&c) {
+                *next_new += 2;
+                put(t, oracle, c, *next_new);
+            }
+            c += 1;
+        }
+        assert_eq!(t.leaves(), leaves + 1);
+        assert_eq!(t.pages(), pages + usize::from(full));
+        check(t, oracle, 0);
+        for k in lo.saturating_sub(2)..c + 2 {
+            assert_eq!(t.lookup(k), oracle.get(&k).copied());
+        }
+    }
+
+    #[test]
+    fn splits_at_page_edges() {
+        const N: usize = 4;
+        let mut t = table_n::<N>();
+        let mut oracle = BTreeMap::new();
+        let mut next_new = 0;
+        // Widely spaced chunks: every leaf's key range has room.
+        let mut rng = Rng(42);
+        for _ in 0..3000 {
+            let old = (rng.next() % 100_000) * 1000;
+            next_new += 2;
+            put(&mut t, &mut oracle, old, next_new);
+        }
+        check(&t, &oracle, 0);
+        // Every combination of: the first, a middle or the last page; its
+        // first or last slot; the page full or not.
+        let mut seen = [[[false; 2]; 2]; 3];
+        for _ in 0..200 {
+            for (where_d, seen_d) in seen.iter_mut().enumerate() {
+                for first_slot in [true, false] {
+                    for full in [true, false] {
+                        let n = t.dir.len();
+                        let slot =
+                            |d: usize, t: &Table<N>| if first_slot { 0 } else { t.dir[d].len - 1 };
+                        let pick = |d: usize, t: &Table<N>| {
+                            (t.dir[d].len == N) == full && has_room(t, &oracle, d, slot(d, t))
+                        };
+                        let d = match where_d {
+                            0 => 0,
+                            1 => (1..n - 1).find(|&d| pick(d, &t)).unwrap_or(1),
+                            _ => n - 1,
+                        };
+                        if d >= n || !pick(d, &t) {
+                            continue;
+                        }
+                        let s = slot(d, &t);
+                        split_leaf_at(&mut t, &mut oracle, &mut next_new, d, s);
+                        seen_d[usize::from(first_slot)][usize::from(full)] = true;
+                    }
+                }
+            }
+            if seen.iter().flatten().flatten().all(|&x| x) {
+                break;
+            }
+            // Change the shape (fill pages up, split others).
+            for _ in 0..300 {
+                let old = (rng.next() % 100_000) * 1000 + 500;
+                next_new += 2;
+                put(&mut t, &mut oracle, old, next_new);
+            }
+        }
+        assert!(
+            seen.iter().flatten().flatten().all(|&x| x),
+            "not every case came: {seen:?}"
+        );
+        check(&t, &oracle, 0);
+    }
+
+    #[test]
+    fn millions_of_random_inserts() {
+        // 2,000,000 exceptions over 8,000,000 chunks, in COW allocation
+        // order (as a snapshot fills, and as a load reads them).
+        let mut t = table();
+        let mut oracle = BTreeMap::new();
+        let mut rng = Rng(0x0dd_ba11);
+        let mut next_free = 0;
+        while oracle.len() < 2_000_000 {
+            let old = rng.next() % 8_000_000;
+            if oracle.contains_key(&old) {
+                continue;
+            }
+            put(&mut t, &mut oracle, old, next_free);
+            next_free += 1;
+        }
+        check(&t, &oracle, 0);
+        for _ in 0..2_000_000 {
+            let c = rng.next() % 8_000_100;
+            assert_eq!(t.lookup(c), oracle.get(&c).copied());
+        }
+        // About 70 % full leaves: under 26 bytes per run, the pages and
+        // directory included.
+        let per_run = t.bytes() as f64 / t.runs() as f64;
+        assert!(per_run < 26.0, "{per_run} bytes per run");
+        assert!(t.pages() > 60);
+    }
+
+    /// What an insert that failed must not have changed.
+    fn fingerprint<const N: usize>(t: &Table<N>) -> (u64, u64, usize, usize, usize, usize, u64) {
+        // The leaves' lengths and keys, folded.
+        let mut h = 0u64;
+        for e in t.dir.iter() {
+            for sl in &e.page[..e.len] {
+                let len = sl.leaf.as_deref().map_or(0, |l| l.len);
+                h = h
+                    .wrapping_mul(0x100_0000_01b3)
+                    .wrapping_add(sl.key ^ u64::from(len));
+            }
+        }
+        (
+            t.len(),
+            t.runs(),
+            t.leaves(),
+            t.pages(),
+            t.bytes(),
+            t.dir.capacity(),
+            h,
+        )
+    }
+
+    /// Fails each allocation of each insert in turn (the first, then the
+    /// second, ...), checking that a failed insert changed nothing, then
+    /// lets it through.
+    fn failing_inserts<const N: usize>(count: usize, span: u64, seed: u64) -> u64 {
+        let mut t = table_n::<N>();
+        let mut oracle = BTreeMap::new();
+        let mut rng = Rng(seed);
+        let mut failed = 0;
+        let mut next_free = 0;
+        for i in 0..count {
+            let old = rng.next() % span;
+            let new = next_free;
+            for k in 0.. {
+                t.mem.fail_at = Some(t.mem.tried + k);
+                let before = fingerprint(&t);
+                match t.insert(old, new) {
+                    Err(InsertError::NoMemory) => {
+                        failed += 1;
+                        assert_eq!(
+                            fingerprint(&t),
+                            before,
+                            "insert {i} with allocation {k} failed"
+                        );
+                        assert_eq!(t.lookup(old), oracle.get(&old).copied());
+                        if failed % 256 == 0 {
+                            check(&t, &oracle, 0);
+                        }
+                    }
+                    r => {
+                        t.mem.fail_at = None;
+                        if let std::collections::btree_map::Entry::Vacant(e) = oracle.entry(old) {
+                            assert_eq!(r, Ok(()));
+                            e.insert(new);
+                            next_free += 1;
+                        } else {
+                            assert_eq!(r, Err(InsertError::Duplicate));
+                        }
+                        break;
+                    }
+                }
+                assert!(k < 3, "an insert needs at most 3 allocations");
+            }
+        }
+        check(&t, &oracle, 0);
+        failed
+    }
+
+    #[test]
+    fn allocation_failures_change_nothing() {
+        // Small pages: page splits and directory growth all the time.
+        let f4 = failing_inserts::<4>(40_000, 1 << 30, 3);
+        // Module-sized pages.
+        let f256 = failing_inserts::<PAGE_SLOTS>(150_000, 1 << 30, 4);
+        assert!(f4 > 500 && f256 > 1000, "{f4} {f256} failures injected");
+    }
+
+    #[test]
+    fn a_bad_page_is_refused() {
+        struct Short;
+        impl TableMem for Short {
+            const PAGE_SLOTS: usize = 4;
+            type Leaf = Box<Leaf>;
+            type Page = HostPage;
+            type Dir = Vec<DirEntry<HostPage>>;
+            fn new_leaf(&mut self) -> Result<Box<Leaf>, NoMemory> {
+                Ok(Box::new(Leaf::EMPTY))
+            }
+            fn new_page(&mut self) -> Result<HostPage, NoMemory> {
+                Ok((0..3).map(|_| Slot::EMPTY).collect())
+            }
+            fn new_dir(&mut self) -> Vec<DirEntry<HostPage>> {
+                Vec::new()
+            }
+            fn reserve_dir(&mut self, dir: &mut Vec<DirEntry<HostPage>>) -> Result<(), NoMemory> {
+                dir.reserve(1);
+                Ok(())
+            }
+            fn push_dir(
+                &mut self,
+                dir: &mut Vec<DirEntry<HostPage>>,
+                e: DirEntry<HostPage>,
+            ) -> Result<(), NoMemory> {
+                dir.push(e);
+                Ok(())
+            }
+            fn dir_capacity(&self, dir: &Vec<DirEntry<HostPage>>) -> usize {
+                dir.capacity()
+            }
+        }
+        let mut t = ExceptionTable::new(Short);
+        assert_eq!(t.insert(1, 1), Err(InsertError::BadMemory));
+        assert!(t.is_empty() && t.lookup(1).is_none() && t.leaves() == 0);
     }
 
     #[test]
@@ -436,10 +1055,61 @@ mod tests {
     fn limits() {
         let mut t = table();
         assert_eq!(t.insert(1, MAX_NEW_CHUNK + 1), Err(InsertError::TooLarge));
+        assert!(t.is_empty() && t.leaves() == 0);
         t.insert(u64::MAX - 1, MAX_NEW_CHUNK).unwrap();
         assert_eq!(t.lookup(u64::MAX - 1), Some(MAX_NEW_CHUNK));
         assert_eq!(t.lookup(u64::MAX), None);
         assert_eq!(t.insert(u64::MAX - 1, 5), Err(InsertError::Duplicate));
+        // Below the first leaf's first run.
+        t.insert(0, 7).unwrap();
+        assert_eq!(t.lookup(0), Some(7));
         assert!(table().lookup(0).is_none());
+        check_structure(&t);
+    }
+
+    /// One lookup, out of line (as the module's map path makes it, once
+    /// per bio): the compiler cannot overlap or hoist work across lookups.
+    #[inline(never)]
+    fn probe(t: &Table<PAGE_SLOTS>, c: u64) -> Option<u64> {
+        t.lookup(c)
+    }
+
+    /// Lookup speed (`cargo test --release -p rdm-core lookup_speed --
+    /// --ignored --nocapture`): tables of 1,000,000 and 10,000 scattered
+    /// runs, looked up at random chunks (half of them have an exception)
+    /// and at consecutive ones. Prints the best of 40 passes of 250,000
+    /// lookups, in ns per lookup.
+    #[test]
+    #[ignore]
+    fn lookup_speed() {
+        for (runs, span) in [(1_000_000u64, 2_000_000u64), (10_000, 20_000)] {
+            let mut t = table();
+            for i in 0..runs {
+                // A stride permutation: distinct, scattered chunks.
+                t.insert((i * 1_236_067) % span, i * 2).unwrap();
+            }
+            let mut rng = Rng(0x5eed);
+            let random: Vec<u64> = (0..250_000).map(|_| rng.next() % span).collect();
+            let start = rng.next() % span;
+            let seq: Vec<u64> = (0..250_000).map(|i| (start + i) % span).collect();
+            for (what, probes) in [("random", &random), ("consecutive", &seq)] {
+                let mut best = f64::MAX;
+                let mut hits = 0;
+                for _ in 0..40 {
+                    let t0 = std::time::Instant::now();
+                    hits = 0;
+                    for &c in probes.iter() {
+                        hits += usize::from(probe(&t, std::hint::black_box(c)).is_some());
+                    }
+                    best = best.min(t0.elapsed().as_secs_f64());
+                }
+                std::println!(
+                    "lookup, {runs} runs, {what} chunks: {:.1} ns ({hits} hits; {} bytes, {:.1} bytes/run)",
+                    best * 1e9 / probes.len() as f64,
+                    t.bytes(),
+                    t.bytes() as f64 / t.runs() as f64
+                );
+            }
+        }
     }
 }

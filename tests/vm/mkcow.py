@@ -12,7 +12,8 @@ list; a full area continues in the next one (zeroed if nothing follows).
 Commands (sizes in 512-byte sectors, chunks in chunks):
 
   mkcow.py make COW --chunk C --count N [--origin-chunks M] [--stride P]
-                    [--first F] [--data all|none] [--invalid] [--stale S]
+                    [--first F] [--data all|none] [--data-below W] [--invalid]
+                    [--stale S]
       Writes a COW image onto COW (block device or file) with N exceptions:
       exception i maps origin chunk old(i) = (F + i*P) mod M to the i-th
       data chunk in allocation order (the data chunks between the metadata
@@ -28,6 +29,11 @@ Commands (sizes in 512-byte sectors, chunks in chunks):
       chunk, whose data is written too): what a crash in the middle of a
       write of a longer list leaves, or an older list. A reader stops at
       the end and must never see them. They must fit in the area.
+      --data-below W: only the exceptions of origin chunks below W get
+      their COW data (a large sparse image; `sample --below W` reads only
+      those). A small stride (about M / entries-per-area) makes each
+      metadata area one or two arithmetic progressions, which are written
+      and checked at C speed: the way to build images of millions.
       After writing, reads the image back (O_DIRECT) as dm does and checks
       it (exit 1 on a mismatch). Prints one line of key=value figures,
       among them allocated= and metadata= in sectors as dm's status shows
@@ -59,13 +65,15 @@ Commands (sizes in 512-byte sectors, chunks in chunks):
 
   mkcow.py sample SNAP --chunk C --count N [--origin-chunks M] [--stride P]
                        [--first F] [--samples K] [--seed S] [--origin-only]
+                       [--below W]
       Reads K chunks of the snapshot device SNAP that have exceptions in
       the image `make` built with the same arguments (the first and the
       last, those at area boundaries, random ones: they must hold their
       COW data) and K origin chunks below M without one (they must hold
       their origin data, from `origin`). Exit 1 on a mismatch.
       --origin-only: SNAP is the origin device: all of them must hold
-      their origin data.
+      their origin data. --below W: only chunks below W (those `make
+      --data-below W` and `origin --chunks W` wrote), random ones.
 
 Data: each 512-byte sector of a chunk starts with the little-endian word
 TAG | sector-in-chunk << 40 | chunk and its other words are TAG, with TAG
@@ -256,9 +264,50 @@ class Layout:
         if gcd(self.stride, m) != 1:
             die(f"stride {self.stride} is not coprime with {m}: old chunks would repeat")
         self.first = first
+        self.inverse = None
 
     def old(self, i):
         return (self.first + i * self.stride) % self.m
+
+    def index_of(self, c):
+        """The exception of origin chunk c, or None."""
+        if self.inverse is None:
+            self.inverse = pow(self.stride, -1, self.m)
+        i = (c - self.first) * self.inverse % self.m
+        return i if i < self.count else None
+
+    def below(self, w):
+        """The exceptions of origin chunks below w, in allocation order."""
+        found = (self.index_of(c) for c in range(min(w, self.m)))
+        return sorted(i for i in found if i is not None)
+
+    def news(self, lo, hi):
+        """array of new(i) for i in [lo, hi) (within one area)."""
+        first = self.new(lo)
+        return array.array("Q", range(first, first + hi - lo))
+
+    def olds(self, lo, hi):
+        """array of old(i) for i in [lo, hi): one C-speed range per
+        arithmetic progression between two wraps past M."""
+        out = array.array("Q")
+        i = lo
+        while i < hi:
+            start = self.old(i)
+            k = min(hi - i, (self.m - 1 - start) // self.stride + 1)
+            out.extend(range(start, start + k * self.stride, self.stride))
+            i += k
+        return out
+
+    def area_entries(self, ar):
+        """Area ar's entries as an array of little-endian (old, new)
+        words (the area's first entries; the rest of the area is zero)."""
+        lo, hi = ar * self.epa, min(self.count, (ar + 1) * self.epa)
+        e = array.array("Q", bytes(16 * (hi - lo)))
+        e[0::2] = self.olds(lo, hi)
+        e[1::2] = self.news(lo, hi)
+        if sys.byteorder != "little":
+            e.byteswap()
+        return e
 
     def area_loc(self, a):
         return 1 + a * (self.epa + 1)
@@ -286,10 +335,12 @@ def header(chunk, valid=1, version=DISK_VERSION, magic=SNAP_MAGIC):
 
 def parse(dev):
     """Reads an image as dm's persistent_read_metadata does: a dict with the
-    header fields, the exceptions (old, new) in on-disk order and dm's
-    next_free / current_area (with allocated / metadata in sectors)."""
+    header fields, the exceptions in on-disk order (arrays olds and news)
+    and dm's next_free / current_area (with allocated / metadata in
+    sectors)."""
     magic, valid, version, chunk = struct.unpack_from("<IIII", dev.view(0, SECTOR))
-    r = dict(magic=magic, valid=valid, version=version, chunk=chunk, exceptions=[])
+    olds_a, news_a = array.array("Q"), array.array("Q")
+    r = dict(magic=magic, valid=valid, version=version, chunk=chunk, olds=olds_a, news=news_a)
     if magic == 0:
         r["new"] = True
         return r
@@ -302,8 +353,10 @@ def parse(dev):
     cb = chunk * SECTOR
     epa = cb // ENTRY.size
     span = (epa + 1) * cb
-    per_read = max(1, IO_MAX // span)  # areas (with their data) per read
-    next_free, area, ex = 2, 0, r["exceptions"]
+    # Areas (with their data) per read from a device; a file (sparse, in
+    # the page cache) is read an area at a time.
+    per_read = max(1, IO_MAX // span) if dev.is_blk else 1
+    next_free, area = 2, 0
     win_first, win = None, None
     while valid:
         loc = 1 + area * (epa + 1)
@@ -314,15 +367,20 @@ def parse(dev):
             length = min(per_read * span if per_read > 1 else cb, dev.size - loc * cb)
             win = dev.view(loc * cb, length - length % cb)
         base = (area - win_first) * span
-        full = True
-        for k in range(epa):
-            old, new = ENTRY.unpack_from(win, base + k * ENTRY.size)
-            if new == 0:
-                full = False
-                break
-            next_free = max(next_free, new + 1)
-            ex.append((old, new))
-        if not full:
+        e = array.array("Q")
+        e.frombytes(win[base:base + cb])
+        if sys.byteorder != "little":
+            e.byteswap()
+        news = e[1::2]
+        try:
+            used = news.index(0)
+        except ValueError:
+            used = epa
+        if used:
+            olds_a.extend(e[0:2 * used:2])
+            news_a.extend(news[:used])
+            next_free = max(next_free, max(news[:used]) + 1)
+        if used < epa:
             break
         area += 1
     if next_free % (epa + 1) == 1:
@@ -353,18 +411,23 @@ def cmd_make(a):
                 die(f"the image with stale entries needs {need // SECTOR} sectors")
     w = Writer(dev, cb, COW_TAG)
     w.put(0, header(L.chunk, valid=0 if a.invalid else 1))
-    for ar in range((n + epa - 1) // epa if not a.stale else n // epa + 1):
+    areas = (n + epa - 1) // epa if not a.stale else n // epa + 1
+    for ar in range(areas):
         lo, hi = ar * epa, min(n, (ar + 1) * epa)
-        meta = bytearray(cb)
-        for i in range(lo, hi):
+        meta = bytearray(L.area_entries(ar).tobytes())
+        meta += bytes(cb - len(meta))
+        mine = [i for i in stale if i // epa == ar]
+        for i in mine:
             ENTRY.pack_into(meta, (i - lo) * ENTRY.size, L.old(i), L.new(i))
-        for i in stale:
-            if i // epa == ar:
-                ENTRY.pack_into(meta, (i - lo) * ENTRY.size, L.old(i), L.new(i))
-        w.put(L.area_loc(ar), meta)
-        if a.data == "all":
-            for i in list(range(lo, hi)) + [i for i in stale if i // epa == ar]:
+        w.put(L.area_loc(ar), bytes(meta))
+        if a.data == "all" and not a.data_below:
+            for i in list(range(lo, hi)) + mine:
                 w.put_named(L.new(i), L.old(i))
+    written = []
+    if a.data == "all" and a.data_below:
+        written = L.below(a.data_below)
+        for i in written:
+            w.put_named(L.new(i), L.old(i))
     if n % epa == 0 and not a.stale:
         # The last area is full (or there is none): the next one must be
         # zero, or stale entries behind it would be read as exceptions.
@@ -377,7 +440,8 @@ def cmd_make(a):
           f"origin_chunks={L.m} stride={L.stride} first={L.first} next_free={next_free} "
           f"allocated={next_free * L.chunk} metadata={(cur + 2) * L.chunk} "
           + (f"stale={a.stale} " if a.stale else "")
-          + f"wrote_kib={w.written // 1024} took_ms={int(took * 1000)}")
+          + f"wrote_kib={w.written // 1024} took_ms={int(took * 1000)}"
+          + (f" data_below={len(written)}" if a.data_below else ""))
     # Self-check: read the image back as dm would, and compare.
     t0 = time.monotonic()
     dev = Dev(a.cow)
@@ -388,21 +452,27 @@ def cmd_make(a):
         if (r["next_free"], r["current_area"]) != (next_free, cur):
             die(f"self-check: next_free {r['next_free']}, current area {r['current_area']} "
                 f"read back, expected {next_free}, {cur}")
-        ex = r["exceptions"]
-        if len(ex) != n:
-            die(f"self-check: read back {len(ex)} exceptions, wrote {n}")
-        for i, (old, new) in enumerate(ex):
-            if old != L.old(i) or new != L.new(i):
-                die(f"self-check: entry {i} reads ({old}, {new}), wrote ({L.old(i)}, {L.new(i)})")
-        if len(set(o for o, _ in ex)) != n:
-            die("self-check: old chunks repeat")
+        olds, news = r["olds"], r["news"]
+        if len(olds) != n:
+            die(f"self-check: read back {len(olds)} exceptions, wrote {n}")
+        # Compared a metadata area at a time, as arrays. (The old chunks
+        # are distinct: the stride is coprime with M.)
+        for ar in range(areas):
+            lo, hi = ar * epa, min(n, (ar + 1) * epa)
+            if olds[lo:hi] != L.olds(lo, hi) or news[lo:hi] != L.news(lo, hi):
+                i = next(i for i in range(lo, hi) if (olds[i], news[i]) != (L.old(i), L.new(i)))
+                die(f"self-check: entry {i} reads ({olds[i]}, {news[i]}), "
+                    f"wrote ({L.old(i)}, {L.new(i)})")
         if a.data == "all" and n:
             rnd = random.Random(1)
-            idx = {0, n - 1} | {rnd.randrange(n) for _ in range(min(n, 200))}
+            if a.data_below:
+                idx = set(rnd.sample(written, min(len(written), 200)))
+            else:
+                idx = {0, n - 1} | {rnd.randrange(n) for _ in range(min(n, 200))}
             for i in sorted(idx):
                 if bytes(dev.view(L.new(i) * cb, cb)) != chunk_of(COW_TAG, L.old(i), cb):
                     die(f"self-check: data chunk {L.new(i)} of exception {i} is wrong")
-    print(f"mkcow: self-check ok: {len(r['exceptions'])} exceptions read back, "
+    print(f"mkcow: self-check ok: {len(r['olds'])} exceptions read back, "
           f"allocated={r.get('allocated')} metadata={r.get('metadata')} "
           f"({int((time.monotonic() - t0) * 1000)} ms)")
 
@@ -456,19 +526,21 @@ def cmd_check(a):
     if r["new"]:
         print("mkcow: new (zero magic)")
         return
-    ex = r["exceptions"]
-    olds = [o for o, _ in ex]
-    news = [nw for _, nw in ex]
+    olds, news = r["olds"], r["news"]
+    ex = list(zip(olds, news)) if a.image else []
     cb, epa = r["chunk"] * SECTOR, r["epa"]
     bad = []
     if len(set(olds)) != len(olds):
         bad.append("an old chunk has two exceptions")
-    if len(set(news)) != len(news):
+    news_set = set(news)
+    if len(news_set) != len(news):
         bad.append("a data chunk is used twice")
-    for nw in news:
-        if nw < 2 or nw % (epa + 1) == 1 or (nw + 1) * cb > dev.size:
+    if news:
+        meta = set(range(1, max(news) + 1, epa + 1))
+        if min(news) < 2 or (max(news) + 1) * cb > dev.size or not news_set.isdisjoint(meta):
+            nw = min(news_set & meta) if not news_set.isdisjoint(meta) else (
+                min(news) if min(news) < 2 else max(news))
             bad.append(f"data chunk {nw} is a header/metadata chunk or past the end")
-            break
     if a.image and ex and not bad:
         cow = dev.read(0, (max(news) + 1) * cb)
         with open(a.image, "rb") as f:
@@ -489,7 +561,7 @@ def cmd_check(a):
     if r["valid"]:
         fig = f" areas={r['current_area'] + 1} allocated={r['allocated']} metadata={r['metadata']}"
     print(f"mkcow: chunk={r['chunk']} valid={r['valid']} version={r['version']} "
-          f"exceptions={len(ex)}{fig}" + (" image=ok" if a.image and not bad else "")
+          f"exceptions={len(olds)}{fig}" + (" image=ok" if a.image and not bad else "")
           + (" olds=ok" if a.olds and not bad else ""))
     if bad:
         die("; ".join(bad))
@@ -501,14 +573,20 @@ def cmd_sample(a):
     dev = Dev(a.snap)
     rnd = random.Random(a.seed)
     k = a.samples
-    idx = {0, n - 1}
-    for b in (1, 2, 3, n // L.epa):
-        for d in (-1, 0):
-            if 0 <= b * L.epa + d < n:
-                idx.add(b * L.epa + d)
-    while len(idx) < min(n, k):
-        idx.add(rnd.randrange(n))
-    have = set(L.old(i) for i in range(n))
+    if a.below:
+        # Random exceptions and plain chunks below W only.
+        below = L.below(a.below)
+        idx = set(rnd.sample(below, min(k, len(below))))
+        span = min(a.below, L.m)
+    else:
+        idx = {0, n - 1}
+        for b in (1, 2, 3, n // L.epa):
+            for d in (-1, 0):
+                if 0 <= b * L.epa + d < n:
+                    idx.add(b * L.epa + d)
+        while len(idx) < min(n, k):
+            idx.add(rnd.randrange(n))
+        span = L.m
     t0 = time.monotonic()
     tag = ORIG_TAG if a.origin_only else COW_TAG
     for i in sorted(idx):
@@ -522,8 +600,8 @@ def cmd_sample(a):
     tries = 0
     while len(plain) < k and tries < 100 * k:
         tries += 1
-        c = rnd.randrange(L.m)
-        if c not in have:
+        c = rnd.randrange(span)
+        if L.index_of(c) is None:
             plain.add(c)
     for c in sorted(plain):
         got = bytes(dev.view(c * cb, cb))
@@ -552,6 +630,8 @@ def main():
     s.add_argument("cow")
     layout_args(s)
     s.add_argument("--data", choices=("all", "none"), default="all")
+    s.add_argument("--data-below", type=int, default=0,
+                   help="COW data only for the exceptions of origin chunks below this")
     s.add_argument("--invalid", action="store_true", help="write valid=0 in the header")
     s.add_argument("--stale", type=int, default=0,
                    help="stale entries after the end of the list, in the last area")
@@ -584,6 +664,8 @@ def main():
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--origin-only", action="store_true",
                    help="SNAP is the origin: every sampled chunk holds the origin's data")
+    s.add_argument("--below", type=int, default=0,
+                   help="sample only chunks below this (see make --data-below)")
     s.set_defaults(fn=cmd_sample)
     a = p.parse_args()
     a.fn(a)
