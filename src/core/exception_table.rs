@@ -14,9 +14,9 @@
 //! [`DirEntry`]s (a page, its lowest origin chunk and how many slots it
 //! uses). A page that fills up splits in two like a leaf. Nothing is ever
 //! allocated larger than a page but the directory, which holds one entry
-//! per 128 to 256 leaves (about one per 16,000 to 32,000 random runs) and
-//! is the caller's growable vector: the kernel's `KVVec`, which falls back
-//! to `vmalloc`, so the table never needs physically contiguous memory of
+//! per 128 to 256 leaves (one per 8,000 to 32,000 runs) and is the
+//! caller's growable vector: the kernel's `KVVec`, which falls back to
+//! `vmalloc`, so the table never needs physically contiguous memory of
 //! more than one page however large it grows. An insert moves at most one
 //! leaf of runs and one page of slots, and, when a page splits, the
 //! directory entries after it. A lookup is three binary searches, over the
