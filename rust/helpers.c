@@ -469,6 +469,13 @@ struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const c
 	return t;
 }
 
+/* ---- rust/workqueue.rs ---- */
+
+void rdm_cond_resched(void)
+{
+	cond_resched();
+}
+
 /* ---- rust/module.rs ---- */
 
 void rdm_module_get(void)

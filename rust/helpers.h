@@ -85,6 +85,9 @@ void rdm_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 /* rust/kthread.rs */
 struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const char *name);
 
+/* rust/workqueue.rs */
+void rdm_cond_resched(void);
+
 /* rust/module.rs */
 void rdm_module_get(void);
 void rdm_module_put(void);

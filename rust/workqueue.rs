@@ -3,6 +3,8 @@
 //! Work queued on the system queues can still be running module code after
 //! the module's last reference is dropped; a queue of our own is drained by
 //! `destroy_workqueue()` in the module's exit, which closes that window.
+//! Work items are the `kernel` crate's ([`kernel::workqueue::Work`]),
+//! queued through [`OwnedQueue`]'s `Deref` to [`Queue`].
 
 use core::ptr::NonNull;
 use kernel::{bindings, c_str, error::Result, prelude::*, str::CStr, workqueue::Queue};
@@ -51,6 +53,18 @@ impl core::ops::Deref for OwnedQueue {
         // run while `self` is borrowed.
         unsafe { Queue::from_raw(self.wq.as_ptr()) }
     }
+}
+
+extern "C" {
+    fn rdm_cond_resched();
+}
+
+/// Gives the CPU to other tasks if one is due (`cond_resched()`): for long
+/// loops in work items and threads. Process context, no spinlock held.
+pub fn cond_resched() {
+    // SAFETY: the helper only calls cond_resched(); callers are in
+    // process context without spinlocks (documented contract).
+    unsafe { rdm_cond_resched() };
 }
 
 impl Drop for OwnedQueue {

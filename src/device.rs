@@ -10,9 +10,18 @@
 //! [`DrainCounter`] and leaves; the count drops when the bio completes.
 //! Suspend stops new bios (they are parked on `deferred`), waits for the SRCU
 //! readers and then for the table's count to drain; resume publishes the
-//! inactive table (if any) and lets the parked bios go. A table is freed
-//! only when the last bio that used it has completed. See
+//! inactive table (if any) and lets the parked bios go: a work item on
+//! rdm's workqueue resubmits them. A table is freed only when the last bio
+//! that used it has completed.
+//!
+//! The control path has two locks per device: `suspend_lock` serialises
+//! suspend, resume and remove and is held across their waits; `tables`
+//! holds what queries read (the tables, the suspended flag, whether the
+//! device was removed) and is only ever held briefly, so `info`, `status`,
+//! `table` and `deps` answer while a suspend waits for stalled I/O. See
 //! `Documentation/locking.rst`.
+//!
+//! [`DrainCounter`]: crate::kx::wait::DrainCounter
 
 use crate::kx::block::{BdevFile, Bio, BioDriver, BioList, BioSet, CloneEnd, GenDisk};
 use crate::kx::module::ModuleRef;
@@ -26,6 +35,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
+use kernel::workqueue::{impl_has_work, new_work, Work, WorkItem};
 use kernel::{new_mutex, new_spinlock};
 
 /// Longest name (without NUL) and uuid, as dm-ioctl.h allows.
@@ -124,20 +134,31 @@ impl Io<'_> {
     }
 }
 
-/// Control-path state of a device, under [`MappedDevice::state`].
-pub(crate) struct DevState {
+/// What suspend, resume and remove work on, under
+/// [`MappedDevice::suspend_lock`] (held across their waits).
+struct SuspendState {
     /// The gendisk; `None` once the device is removed.
-    pub(crate) disk: Option<GenDisk<MappedDevice>>,
+    disk: Option<GenDisk<MappedDevice>>,
+    /// The filesystem on the device was frozen by the suspend.
+    frozen: bool,
+}
+
+/// What the control commands read, under [`MappedDevice::tables`] (never
+/// held across a wait for I/O, a table build or drop, or a user copy).
+/// Changed by table loads and clears (inactive), and by suspend, resume and
+/// remove, which hold `suspend_lock` too.
+pub(crate) struct Tables {
     /// The active table (also published to the I/O path in `map`).
     pub(crate) active: Option<TableArc>,
     /// The table loaded for the next resume.
     pub(crate) inactive: Option<TableArc>,
-    /// Suspended (by DM_DEV_SUSPEND).
+    /// The table a resume in progress is swapping in (the inactive one when
+    /// the resume began, which a load may have replaced since).
+    resuming: Option<TableArc>,
+    /// Suspended (by DM_DEV_SUSPEND), and done waiting for I/O.
     pub(crate) suspended: bool,
-    /// The filesystem on the device was frozen by the suspend.
-    pub(crate) frozen: bool,
-    /// Created read-only.
-    pub(crate) read_only: bool,
+    /// The device is being or has been removed: commands answer ENXIO.
+    removed: bool,
 }
 
 /// Open count and removal, under [`MappedDevice::opens`] (a spinlock: taken
@@ -165,12 +186,21 @@ pub(crate) struct MappedDevice {
     /// Bios parked while suspended.
     #[pin]
     deferred: SpinLock<BioList>,
+    /// Resubmits the parked bios after a resume (dm's `md->work`).
+    #[pin]
+    restart_work: Work<MappedDevice, RESTART_WORK>,
     #[pin]
     bioset: BioSet<CloneData>,
-    /// Serialises control commands on this device (may be held across I/O
-    /// waits, never across user copies; never taken on the I/O path).
+    /// Serialises suspend, resume and remove of this device; held across
+    /// their waits (freeze, SRCU grace periods, in-flight drain), never
+    /// across user copies; never taken on the I/O path or by queries.
     #[pin]
-    pub(crate) state: Mutex<DevState>,
+    suspend_lock: Mutex<SuspendState>,
+    /// The tables and flags queries read; held only briefly.
+    #[pin]
+    tables: Mutex<Tables>,
+    /// Created read-only.
+    pub(crate) read_only: bool,
     #[pin]
     opens: SpinLock<Opens>,
     /// The event number (table swaps, renames, snapshot invalidation);
@@ -205,18 +235,26 @@ impl MappedDevice {
                 io_suspended: AtomicBool::new(false),
                 dying: AtomicBool::new(false),
                 deferred <- new_spinlock!(BioList::new(), "rdm:deferred"),
+                restart_work <- new_work!("rdm:restart_work"),
                 bioset <- BioSet::new(16),
-                state <- new_mutex!(
-                    DevState {
+                suspend_lock <- new_mutex!(
+                    SuspendState {
                         disk: None,
+                        frozen: false,
+                    },
+                    "rdm:suspend"
+                ),
+                tables <- new_mutex!(
+                    Tables {
                         active: None,
                         inactive: None,
+                        resuming: None,
                         suspended: false,
-                        frozen: false,
-                        read_only,
+                        removed: false,
                     },
-                    "rdm:device_state"
+                    "rdm:device_tables"
                 ),
+                read_only,
                 opens <- new_spinlock!(
                     Opens {
                         count: 0,
@@ -233,8 +271,28 @@ impl MappedDevice {
         )?;
         let disk = GenDisk::add(major, minor, disk_name, md.clone())?;
         disk.set_read_only(read_only);
-        md.state.lock().disk = Some(disk);
+        md.suspend_lock.lock().disk = Some(disk);
         Ok(md)
+    }
+
+    /// Runs `f` on the tables under the `tables` lock (briefly: `f` must
+    /// not wait for I/O). ENXIO if the device was removed.
+    pub(crate) fn query<R>(&self, f: impl FnOnce(&Tables) -> Result<R>) -> Result<R> {
+        let t = self.tables.lock();
+        if t.removed {
+            return Err(ENXIO);
+        }
+        f(&t)
+    }
+
+    /// Makes `table` the inactive table; returns the one it replaces, for
+    /// the caller to drop with no lock held.
+    pub(crate) fn set_inactive(&self, table: Option<TableArc>) -> Result<Option<TableArc>> {
+        let mut t = self.tables.lock();
+        if t.removed {
+            return Err(ENXIO);
+        }
+        Ok(core::mem::replace(&mut t.inactive, table))
     }
 
     /// The event number (bumped by table swaps, renames and targets).
@@ -345,75 +403,121 @@ impl MappedDevice {
     /// Stops I/O: new bios are parked, and this returns once every bio
     /// mapped through the active table has completed. With `lockfs` (dm's
     /// default), a filesystem on the device is frozen first, while its
-    /// flush can still reach the disk. Caller holds `state`.
-    pub(crate) fn suspend(&self, st: &mut DevState, lockfs: bool) -> Result {
-        if st.suspended {
-            return Ok(());
+    /// flush can still reach the disk. Takes `suspend_lock` (not `tables`:
+    /// queries answer while this waits).
+    pub(crate) fn suspend(&self, lockfs: bool) -> Result {
+        let mut ss = self.suspend_lock.lock();
+        if ss.disk.is_none() {
+            return Err(ENXIO);
         }
-        if lockfs && !st.frozen {
-            if let Some(disk) = &st.disk {
+        self.suspend_locked(&mut ss, lockfs)
+    }
+
+    /// [`MappedDevice::suspend`], `suspend_lock` held.
+    fn suspend_locked(&self, ss: &mut SuspendState, lockfs: bool) -> Result {
+        let active = {
+            let t = self.tables.lock();
+            if t.suspended {
+                return Ok(());
+            }
+            // Only changed under `suspend_lock`, which we hold: this clone
+            // is never the last reference.
+            t.active.clone()
+        };
+        if lockfs && !ss.frozen {
+            if let Some(disk) = &ss.disk {
                 disk.freeze()?;
-                st.frozen = true;
+                ss.frozen = true;
             }
         }
         self.io_suspended.store(true, Ordering::Release);
         // After this, every bio either saw the flag or is counted.
         self.srcu.synchronize();
-        if let Some(t) = &st.active {
+        if let Some(t) = &active {
             t.count().wait_zero();
         }
-        st.suspended = true;
+        self.tables.lock().suspended = true;
         Ok(())
     }
 
     /// Thaws what [`MappedDevice::suspend`] froze.
-    fn thaw(&self, st: &mut DevState) {
-        if st.frozen {
-            if let Some(disk) = &st.disk {
+    fn thaw(&self, ss: &mut SuspendState) {
+        if ss.frozen {
+            if let Some(disk) = &ss.disk {
                 disk.thaw();
             }
-            st.frozen = false;
+            ss.frozen = false;
         }
     }
 
-    /// Swaps in the inactive table, if any, and restarts I/O. Caller holds
-    /// `state`. If the swap fails, the device is as it was: the old table
-    /// (running again if it was running), the new one still inactive.
-    pub(crate) fn resume(&self, st: &mut DevState, lockfs: bool) -> Result {
-        if let Some(new) = st.inactive.clone() {
-            let was_suspended = st.suspended;
-            self.suspend(st, lockfs)?;
-            if let Err(e) = self.swap_table(st, new) {
+    /// Swaps in the inactive table, if any, and restarts I/O; the parked
+    /// bios are resubmitted by a work item, not by this call. If the swap
+    /// fails, the device is as it was: the old table (running again if it
+    /// was running), the new one still inactive.
+    pub(crate) fn resume(self: &Arc<Self>, lockfs: bool) -> Result {
+        let mut ss = self.suspend_lock.lock();
+        if ss.disk.is_none() {
+            return Err(ENXIO);
+        }
+        let (new, was_suspended) = {
+            let mut t = self.tables.lock();
+            t.resuming = t.inactive.clone();
+            (t.resuming.clone(), t.suspended)
+        };
+        if let Some(new) = new {
+            let swapped = self
+                .suspend_locked(&mut ss, lockfs)
+                .and_then(|()| self.swap_table(&ss, &new));
+            if let Err(e) = swapped {
+                let resuming = self.tables.lock().resuming.take();
+                drop(resuming);
                 if !was_suspended {
-                    self.restart(st);
+                    self.restart(&mut ss);
                 }
                 return Err(e);
             }
-            st.inactive = None;
             self.raise_event();
         }
-        self.restart(st);
+        self.restart(&mut ss);
         Ok(())
     }
 
     /// Lets I/O through again after a suspend (no-op if not suspended).
-    fn restart(&self, st: &mut DevState) {
-        if !st.suspended {
+    fn restart(self: &Arc<Self>, ss: &mut SuspendState) {
+        if !self.tables.lock().suspended {
             return;
         }
         self.io_suspended.store(false, Ordering::Release);
+        // No submitter is still about to park a bio after this: the work
+        // below finds every parked one.
         self.srcu.synchronize();
-        st.suspended = false;
-        let mut parked = self.deferred.lock().take();
-        while let Some(bio) = parked.pop() {
+        self.tables.lock().suspended = false;
+        // Not here, under `suspend_lock`: a resubmitted bio may sleep in
+        // its target's map (a snapshot origin's copy throttle), and that
+        // must not hold up this command or the device's next suspend.
+        // If the work is already queued, that run takes these bios too.
+        let _ = self
+            .registry
+            .wq
+            .enqueue::<Arc<MappedDevice>, RESTART_WORK>(self.clone());
+        self.thaw(ss);
+    }
+
+    /// Resubmits parked bios until none is left or the device is suspended
+    /// again (then the rest waits for the next resume) or dying.
+    fn resubmit_parked(&self) {
+        while !self.io_suspended.load(Ordering::Acquire) && !self.dying.load(Ordering::Acquire) {
+            let Some(bio) = self.deferred.lock().pop() else {
+                break;
+            };
             bio.submit();
+            crate::kx::workqueue::cond_resched();
         }
-        self.thaw(st);
     }
 
     /// Makes `new` the active table of a suspended device.
-    fn swap_table(&self, st: &mut DevState, new: TableArc) -> Result {
-        let Some(disk) = &st.disk else {
+    fn swap_table(&self, ss: &SuspendState, new: &TableArc) -> Result {
+        let Some(disk) = &ss.disk else {
             return Err(ENXIO);
         };
         // Every underlying device gets its holder link (sysfs
@@ -430,21 +534,38 @@ impl MappedDevice {
             Self::unlink_holders(disk, new.devices.iter());
             return Err(e);
         }
-        if let Some(old) = &st.active {
+        // The active table changes only under `suspend_lock`, held here.
+        let old_active = self.tables.lock().active.clone();
+        if let Some(old) = &old_active {
             for dev in old.devices.iter() {
                 disk.unlink_holder(dev);
             }
         }
         disk.set_capacity(new.size);
-        disk.set_read_only(st.read_only || new.read_only);
+        disk.set_read_only(self.read_only || new.read_only);
         let old = self.map.replace(Some(new.clone()), &self.srcu);
         // The targets go live (a snapshot starts preserving its chunks).
         for e in new.entries.iter() {
             e.target.get().resume();
         }
-        st.active = Some(new);
-        // The old table is drained (the device is suspended) and no reader
-        // can reach it any more; it goes when the last clone drops it.
+        let (prev, loaded) = {
+            let mut t = self.tables.lock();
+            let prev = t.active.replace(new.clone());
+            // A load since the resume began replaced the inactive table:
+            // that one stays for the next resume.
+            let loaded = match &t.inactive {
+                Some(i) if Arc::ptr_eq(i, new) => t.inactive.take(),
+                _ => None,
+            };
+            t.resuming = None;
+            (prev, loaded)
+        };
+        // Dropped with no `tables` lock held. The old table is drained (the
+        // device is suspended) and no reader can reach it any more; it goes
+        // when the last clone drops its count.
+        drop(loaded);
+        drop(prev);
+        drop(old_active);
         drop(old);
         Ok(())
     }
@@ -489,8 +610,10 @@ impl MappedDevice {
     /// parked and new I/O, removes the disk, drops the tables once their
     /// I/O has drained.
     pub(crate) fn destroy(&self) {
-        let mut st = self.state.lock();
-        self.thaw(&mut st);
+        let mut ss = self.suspend_lock.lock();
+        // Commands that looked the device up before get ENXIO from now on.
+        self.tables.lock().removed = true;
+        self.thaw(&mut ss);
         self.dying.store(true, Ordering::Release);
         self.srcu.synchronize();
         drop(self.deferred.lock().take());
@@ -498,19 +621,41 @@ impl MappedDevice {
         if let Some(t) = &old {
             t.count().wait_zero();
         }
-        if let (Some(disk), Some(t)) = (&st.disk, &st.active) {
+        let (active, inactive, resuming) = {
+            let mut t = self.tables.lock();
+            (t.active.take(), t.inactive.take(), t.resuming.take())
+        };
+        if let (Some(disk), Some(t)) = (&ss.disk, &active) {
             for dev in t.devices.iter() {
                 disk.unlink_holder(dev);
             }
         }
         // del_gendisk() and put_disk(); the disk's reference on this device
         // goes when its last opener is gone.
-        st.disk = None;
-        st.active = None;
-        st.inactive = None;
+        ss.disk = None;
         self.raise_event();
-        drop(st);
+        drop(ss);
+        // The tables go with no lock held (a snapshot target's teardown
+        // may write its COW device's header).
+        drop(resuming);
+        drop(inactive);
+        drop(active);
         drop(old);
+    }
+}
+
+/// [`MappedDevice::restart_work`]'s id.
+const RESTART_WORK: u64 = 1;
+
+impl_has_work! {
+    impl HasWork<Self, RESTART_WORK> for MappedDevice { self.restart_work }
+}
+
+impl WorkItem<RESTART_WORK> for MappedDevice {
+    type Pointer = Arc<MappedDevice>;
+
+    fn run(this: Arc<MappedDevice>) {
+        this.resubmit_parked();
     }
 }
 
@@ -754,8 +899,8 @@ impl Registry {
             e.name = new;
         }
         let (md, name, uuid) = (e.md.clone(), e.name, e.uuid);
-        // The event is raised after the registry lock is dropped: the
-        // device's state lock may be held by a suspend waiting for I/O.
+        // The event (an atomic, no lock) is raised after the registry
+        // lock is dropped, which covers the rename alone.
         drop(devices);
         md.raise_event();
         self.global_event.fetch_add(1, Ordering::AcqRel);
