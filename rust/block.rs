@@ -4,7 +4,8 @@
 //! - [`BdevFile`]: an underlying block device opened exclusively for a holder;
 //! - [`Bio`]: an owned bio, which must be ended or submitted exactly once;
 //! - [`BioSet`]: a bio pool whose clones carry typed per-clone data and call
-//!   back a [`CloneEnd`] on completion;
+//!   back a [`CloneEnd`] on completion, and which sends groups of empty
+//!   cache flushes that report to a [`FlushesDone`] when the last one ends;
 //! - [`GenDisk`]: a bio-based gendisk whose `submit_bio`, `open` and
 //!   `release` go to a [`BioDriver`];
 //! - [`BlockMajor`]: a registered block major.
@@ -69,6 +70,7 @@ extern "C" {
     fn rdm_bdev_unlink_holder(f: *mut bindings::file, disk: *mut bindings::gendisk);
     fn rdm_bio_op(bio: *const bindings::bio) -> c_uint;
     fn rdm_bio_is_preflush(bio: *const bindings::bio) -> bool;
+    fn rdm_bio_clear_preflush(bio: *mut bindings::bio);
     fn rdm_bio_set_dev(bio: *mut bindings::bio, f: *mut bindings::file);
     fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
     fn rdm_bio_zero_fill(bio: *mut bindings::bio);
@@ -327,6 +329,13 @@ impl Bio {
         unsafe { rdm_bio_is_preflush(self.bio.as_ptr()) }
     }
 
+    /// Drops the bio's `REQ_PREFLUSH` (its data goes on alone, after the
+    /// cache flushes were sent separately).
+    pub fn clear_preflush(&mut self) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { rdm_bio_clear_preflush(self.bio.as_ptr()) };
+    }
+
     /// Points the bio at `dev`.
     pub fn set_dev(&mut self, dev: &BdevFile) {
         // SAFETY: the bio is exclusively ours and the file is open.
@@ -544,6 +553,57 @@ impl<T: CloneEnd> BioSet<T> {
         self.attach(flush, orig, data)
     }
 
+    /// Sends an empty cache flush to each of `devs`, all at once; when the
+    /// last of them has ended, `C::flushed(ctx, failed)` runs, once, in
+    /// that flush's completion context (`failed` if any flush failed, or
+    /// could not be made). No flush is sent when `devs` is empty: then it
+    /// runs at once, here. Fails only if the group's bookkeeping cannot
+    /// be allocated (then nothing was sent and `ctx` comes back); call in
+    /// a `NoIo` scope on the I/O path.
+    pub fn flush_all<C: FlushesDone>(
+        &self,
+        devs: &[Arc<BdevFile>],
+        ctx: Arc<C>,
+    ) -> Result<(), Arc<C>> {
+        let group = match KBox::new(
+            FlushGroup {
+                // One for each flush, one for this function while it sends.
+                left: AtomicUsize::new(devs.len() + 1),
+                failed: AtomicBool::new(false),
+                ctx: UnsafeCell::new(None),
+            },
+            GFP_KERNEL,
+        ) {
+            Ok(group) => group,
+            Err(_) => return Err(ctx),
+        };
+        // SAFETY: the box is ours alone until it is shared below.
+        unsafe { *group.ctx.get() = Some(ctx) };
+        let group = KBox::into_raw(group);
+        for dev in devs {
+            // SAFETY: the pool is initialised and the file open; the bio's
+            // private pointer is the group, one of whose counts it owns
+            // until `flush_group_end` drops it.
+            let flush = unsafe {
+                rdm_bio_alloc_flush(
+                    dev.file.as_ptr(),
+                    self.raw(),
+                    Some(flush_group_end::<C>),
+                    group.cast(),
+                )
+            };
+            match NonNull::new(flush) {
+                // INVARIANT: a new bio, ours until submitted.
+                Some(bio) => Bio { bio }.submit(),
+                // SAFETY: no bio took this flush's count: drop it, failed.
+                None => unsafe { FlushGroup::put(group, true) },
+            }
+        }
+        // SAFETY: drops this function's count.
+        unsafe { FlushGroup::put(group, false) };
+        Ok(())
+    }
+
     /// Finishes a clone or flush bio made for `orig`: stores `data` in its
     /// front pad and hands `orig` over to it (or returns both on failure).
     fn attach(&self, bio: *mut bindings::bio, orig: Bio, data: T) -> Result<Bio, (Bio, T)> {
@@ -580,6 +640,66 @@ unsafe extern "C" fn clone_end_io<T: CloneEnd>(clone: *mut bindings::bio) {
         (Bio::from_raw(orig), data)
     };
     data.end(orig);
+}
+
+/// What a group of flushes sent by [`BioSet::flush_all`] tells when the
+/// last one has ended.
+pub trait FlushesDone: Send + Sync + 'static {
+    /// Every flush of the group ended, `failed` if one failed. Runs once,
+    /// in the last flush's completion context, which may be a hard
+    /// interrupt: no sleeping, and `this` (the group's reference) must be
+    /// handed on (to a work item), not dropped, if dropping `Self` may sleep.
+    fn flushed(this: Arc<Self>, failed: bool);
+}
+
+/// The shared state of a [`BioSet::flush_all`] group.
+struct FlushGroup<C: FlushesDone> {
+    /// Flushes not ended yet, plus one held by the sender.
+    left: AtomicUsize,
+    failed: AtomicBool,
+    /// Set before the group is shared; taken by whoever drops `left` to 0.
+    ctx: UnsafeCell<Option<Arc<C>>>,
+}
+
+impl<C: FlushesDone> FlushGroup<C> {
+    /// Drops one count; the last one frees the group and tells `ctx`.
+    /// Until then nothing but the atomics is touched, so a count's owner
+    /// lets go of nothing that could be the last reference to anything.
+    ///
+    /// # Safety
+    ///
+    /// `this` came from `KBox::into_raw` in [`BioSet::flush_all`] and the
+    /// caller owns one of its counts.
+    unsafe fn put(this: *mut Self, failed: bool) {
+        // SAFETY: a count keeps the group alive.
+        let group = unsafe { &*this };
+        if failed {
+            group.failed.store(true, Ordering::Release);
+        }
+        if group.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // SAFETY: the last count: no one else can reach the group now.
+        let group = KBox::into_inner(unsafe { KBox::from_raw(this) });
+        let failed = group.failed.load(Ordering::Acquire);
+        if let Some(ctx) = group.ctx.into_inner() {
+            C::flushed(ctx, failed);
+        }
+    }
+}
+
+/// # Safety
+///
+/// The end_io of a flush made by [`BioSet::flush_all`].
+unsafe extern "C" fn flush_group_end<C: FlushesDone>(bio: *mut bindings::bio) {
+    // SAFETY: the bio is ours, completing; its private pointer is the
+    // group, one of whose counts it owns.
+    unsafe {
+        let group = (*bio).bi_private.cast::<FlushGroup<C>>();
+        let failed = rdm_bio_failed(bio);
+        bindings::bio_put(bio);
+        FlushGroup::put(group, failed);
+    }
 }
 
 #[pinned_drop]

@@ -233,6 +233,11 @@ bool rdm_bio_is_preflush(const struct bio *bio)
 	return bio->bi_opf & REQ_PREFLUSH;
 }
 
+void rdm_bio_clear_preflush(struct bio *bio)
+{
+	bio->bi_opf &= ~REQ_PREFLUSH;
+}
+
 void rdm_bio_set_dev(struct bio *bio, struct file *f)
 {
 	bio_set_dev(bio, file_bdev(f));

@@ -41,6 +41,7 @@ int rdm_bdev_link_holder(struct file *f, struct gendisk *disk);
 void rdm_bdev_unlink_holder(struct file *f, struct gendisk *disk);
 unsigned int rdm_bio_op(const struct bio *bio);
 bool rdm_bio_is_preflush(const struct bio *bio);
+void rdm_bio_clear_preflush(struct bio *bio);
 void rdm_bio_set_dev(struct bio *bio, struct file *f);
 void rdm_bio_end(struct bio *bio, bool error);
 void rdm_bio_zero_fill(struct bio *bio);

@@ -23,11 +23,14 @@
 //!
 //! [`DrainCounter`]: crate::kx::wait::DrainCounter
 
-use crate::kx::block::{BdevFile, Bio, BioDriver, BioList, BioSet, CloneEnd, GenDisk};
+use crate::kx::block::{
+    BdevFile, Bio, BioDriver, BioList, BioSet, CloneEnd, FlushesDone, GenDisk,
+};
+use crate::kx::memalloc::NoIo;
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
 use crate::kx::wait::{DrainRef, Drained, EventCounter};
-use crate::kx::workqueue::OwnedQueue;
+use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
 use crate::snapshot::{EndHook, Snapshots};
 use crate::table::{Table, TableArc};
 use crate::target::BStr;
@@ -316,19 +319,19 @@ impl MappedDevice {
     }
 
     /// Maps one bio (the `submit_bio` of the disk).
-    fn submit(&self, bio: Bio) {
+    fn submit(this: ArcBorrow<'_, Self>, bio: Bio) {
         let table = {
-            let guard = self.srcu.read_lock();
-            if self.dying.load(Ordering::Acquire) {
+            let guard = this.srcu.read_lock();
+            if this.dying.load(Ordering::Acquire) {
                 drop(guard);
                 bio.end(true);
                 return;
             }
-            if self.io_suspended.load(Ordering::Acquire) {
-                self.deferred.lock().push(bio);
+            if this.io_suspended.load(Ordering::Acquire) {
+                this.deferred.lock().push(bio);
                 return;
             }
-            let Some(table) = self.map.read(&guard) else {
+            let Some(table) = this.map.read(&guard) else {
                 drop(guard);
                 bio.end(true);
                 return;
@@ -338,14 +341,15 @@ impl MappedDevice {
             DrainRef::new(table)
         };
         if bio.is_empty() {
-            self.flush_devices(&bio, &table);
+            this.flush_devices(&bio, &table);
             bio.end(false);
             return;
         }
         if bio.is_preflush() && !table.data_carries_flush() {
-            self.flush_devices(&bio, &table);
+            PreFlush::start(this, bio, table);
+            return;
         }
-        self.map_bio(bio, table);
+        this.map_bio(bio, table);
     }
 
     /// Sends an empty cache flush to every underlying device of `table`;
@@ -644,6 +648,100 @@ impl MappedDevice {
     }
 }
 
+/// A flush with data on a table of several devices or targets, done as dm
+/// does: an empty flush goes to every underlying device first, and only
+/// when all of them have completed does the data go, without
+/// `REQ_PREFLUSH` (a write completed before the flagged bio must be on
+/// stable media before its data is written, on whichever device it went
+/// to). The data bio stays counted on the table it was admitted on until it
+/// ends, and is mapped through that table, never parked: a suspend waiting
+/// for that count must not wait for the bio itself.
+#[pin_data]
+struct PreFlush {
+    md: Arc<MappedDevice>,
+    /// A flush failed: the data bio fails.
+    failed: AtomicBool,
+    /// The data bio and its count on its table, taken by the work.
+    #[pin]
+    data: SpinLock<Option<(Bio, DrainRef<Table>)>>,
+    /// Maps the data bio, in process context (a flush's completion may run
+    /// in a hard interrupt).
+    #[pin]
+    work: Work<PreFlush>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for PreFlush { self.work }
+}
+
+impl PreFlush {
+    /// Sends the empty flushes for `bio` (counted on `table`); when the
+    /// last one completes, the data is queued for mapping.
+    fn start(md: ArcBorrow<'_, MappedDevice>, mut bio: Bio, table: DrainRef<Table>) {
+        let owner: Arc<MappedDevice> = md.into();
+        let init = pin_init!(PreFlush {
+            md: owner,
+            failed: AtomicBool::new(false),
+            data <- new_spinlock!(None, "rdm:preflush_data"),
+            work <- new_work!("rdm:preflush_work"),
+        });
+        // The submit path: reclaim must not start I/O (GFP_NOIO). Small
+        // allocations that may wait for reclaim fail only under fault
+        // injection; then the bio fails.
+        let _noio = NoIo::enter();
+        let ctx = match Arc::pin_init(init, GFP_KERNEL) {
+            Ok(ctx) => ctx,
+            Err(_) => {
+                pr_err!("out of memory for a flush with data: I/O error\n");
+                bio.end(true);
+                drop(table);
+                return;
+            }
+        };
+        let devices = table.clone();
+        *ctx.data.lock() = Some((bio, table));
+        if let Err(ctx) = md.bioset.flush_all(&devices.devices, ctx) {
+            pr_err!("out of memory for a flush with data: I/O error\n");
+            if let Some((b, t)) = ctx.data.lock().take() {
+                bio = b;
+                bio.end(true);
+                drop(t);
+            }
+        }
+        drop(devices);
+    }
+}
+
+impl FlushesDone for PreFlush {
+    fn flushed(this: Arc<Self>, failed: bool) {
+        if failed {
+            this.failed.store(true, Ordering::Release);
+        }
+        // Queued once, when the last flush ended: it cannot be queued
+        // already. No other reference is taken to reach the queue: it
+        // could be the last one once the work has run.
+        let _ = enqueue_arc(this, |ctx| &ctx.md.registry.wq);
+    }
+}
+
+impl WorkItem for PreFlush {
+    type Pointer = Arc<PreFlush>;
+
+    fn run(this: Arc<PreFlush>) {
+        let Some((mut bio, table)) = this.data.lock().take() else {
+            return;
+        };
+        if this.failed.load(Ordering::Acquire) {
+            bio.end(true);
+            // Last: after this the table may go.
+            drop(table);
+            return;
+        }
+        bio.clear_preflush();
+        this.md.map_bio(bio, table);
+    }
+}
+
 /// [`MappedDevice::restart_work`]'s id.
 const RESTART_WORK: u64 = 1;
 
@@ -663,7 +761,7 @@ impl BioDriver for MappedDevice {
     type Ptr = Arc<MappedDevice>;
 
     fn submit_bio(this: ArcBorrow<'_, MappedDevice>, bio: Bio) {
-        this.submit(bio);
+        MappedDevice::submit(this, bio);
     }
 
     fn open(this: ArcBorrow<'_, MappedDevice>) -> Result {
