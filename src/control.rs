@@ -486,9 +486,11 @@ fn table_load(reg: &Registry, p: &mut Params) -> Result {
         events: &md.events,
     };
     let table = Table::build(&load, &p.header, &p.buf)?;
-    // The table it replaces goes here, with no lock held.
-    let old = md.set_inactive(Some(table))?;
+    // Refused if it would map the device onto itself; the table it
+    // replaces, or the refused one, goes here, with no lock held.
+    let (res, old) = reg.load_inactive(&md, table);
     drop(old);
+    res?;
     report(&md, &name, &uuid, &mut p.header)
 }
 

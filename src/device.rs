@@ -23,9 +23,7 @@
 //!
 //! [`DrainCounter`]: crate::kx::wait::DrainCounter
 
-use crate::kx::block::{
-    BdevFile, Bio, BioDriver, BioList, BioSet, CloneEnd, FlushesDone, GenDisk,
-};
+use crate::kx::block::{BdevFile, Bio, BioDriver, BioList, BioSet, CloneEnd, FlushesDone, GenDisk};
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
@@ -34,6 +32,7 @@ use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
 use crate::snapshot::{EndHook, Snapshots};
 use crate::table::{Table, TableArc};
 use crate::target::BStr;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::str::CString;
@@ -156,7 +155,8 @@ pub(crate) struct Tables {
     /// The table loaded for the next resume.
     pub(crate) inactive: Option<TableArc>,
     /// The table a resume in progress is swapping in (the inactive one when
-    /// the resume began, which a load may have replaced since).
+    /// the resume began, which a load may have replaced since): a load's
+    /// cycle check follows it too.
     resuming: Option<TableArc>,
     /// Suspended (by DM_DEV_SUSPEND), and done waiting for I/O.
     pub(crate) suspended: bool,
@@ -286,6 +286,26 @@ impl MappedDevice {
             return Err(ENXIO);
         }
         f(&t)
+    }
+
+    /// The device numbers of the underlying devices of every table the
+    /// device has (active, inactive, being resumed): where its I/O may go
+    /// now or after a resume.
+    fn mapped_devts(&self) -> Result<KVec<u64>> {
+        let t = self.tables.lock();
+        let mut devts = KVec::new();
+        if t.removed {
+            return Ok(devts);
+        }
+        for table in [&t.active, &t.inactive, &t.resuming].into_iter().flatten() {
+            for d in table.devices.iter() {
+                let devt = d.devt();
+                if !devts.contains(&devt) {
+                    devts.push(devt, GFP_KERNEL)?;
+                }
+            }
+        }
+        Ok(devts)
     }
 
     /// Makes `table` the inactive table; returns the one it replaces, for
@@ -826,6 +846,18 @@ pub(crate) struct Registry {
     pub(crate) snapshots: Arc<Snapshots>,
 }
 
+/// Text for a log line, as long as it needs to be (a path of up to every
+/// device's name); what cannot be allocated is left out.
+struct TextBuf(KVec<u8>);
+
+impl Write for TextBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
 /// How a request names a device.
 pub(crate) enum Key<'a> {
     Name(&'a [u8]),
@@ -954,6 +986,106 @@ impl Registry {
         entry.md.destroy();
         self.global_event.fetch_add(1, Ordering::AcqRel);
         Ok((entry.md, entry.name, entry.uuid))
+    }
+
+    /// Makes `table` the inactive table of `md` unless it maps `md` itself,
+    /// directly or through the tables (active, inactive, or being resumed)
+    /// of other rdm devices: I/O would then come back to `md` for ever, and
+    /// the device would hold itself open (dm refuses a direct self-map in
+    /// `dm_get_device`). The check and the install are one step under the
+    /// registry lock, so two loads cannot each miss the other's table (and
+    /// no lock a draining suspend holds is taken: a device's `tables` only
+    /// briefly). Returns the table to drop, with no lock held: the one
+    /// replaced, or on error the refused one.
+    pub(crate) fn load_inactive(
+        &self,
+        md: &Arc<MappedDevice>,
+        table: TableArc,
+    ) -> (Result, Option<TableArc>) {
+        let devices = self.devices.lock();
+        let Some(entry) = devices.iter().flatten().find(|e| Arc::ptr_eq(&e.md, md)) else {
+            // Removed since it was looked up.
+            return (Err(ENXIO), Some(table));
+        };
+        match Self::find_cycle(&devices, md, &table) {
+            Ok(None) => {}
+            Ok(Some(path)) => {
+                Self::log_cycle(&devices, entry, &path);
+                return (Err(EINVAL), Some(table));
+            }
+            Err(e) => return (Err(e), Some(table)),
+        }
+        match md.set_inactive(Some(table)) {
+            Ok(old) => (Ok(()), old),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// Walks the devices `table` maps, and the devices the tables of rdm
+    /// devices among them map, and so on, looking for `md`. Returns the
+    /// path to it (device numbers, from the table's device to `md`), if
+    /// found. Registry lock held.
+    fn find_cycle(
+        devices: &KVec<Option<Entry>>,
+        md: &MappedDevice,
+        table: &Table,
+    ) -> Result<Option<KVec<u64>>> {
+        const ROOT: usize = usize::MAX;
+        // Every device reached once, with the index of the one it was
+        // reached from.
+        let mut seen: KVec<(u64, usize)> = KVec::new();
+        for d in table.devices.iter() {
+            seen.push((d.devt(), ROOT), GFP_KERNEL)?;
+        }
+        let mut i = 0;
+        while i < seen.len() {
+            let devt = seen[i].0;
+            if devt == md.devt {
+                let mut path = KVec::new();
+                let mut at = i;
+                while at != ROOT {
+                    path.push(seen[at].0, GFP_KERNEL)?;
+                    at = seen[at].1;
+                }
+                path.reverse();
+                return Ok(Some(path));
+            }
+            if let Some(e) = devices.iter().flatten().find(|e| e.md.devt == devt) {
+                for next in e.md.mapped_devts()?.iter() {
+                    if !seen.iter().any(|(d, _)| d == next) {
+                        seen.push((*next, i), GFP_KERNEL)?;
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// Logs a refused cycle (`path` ends at `entry`'s device).
+    fn log_cycle(devices: &KVec<Option<Entry>>, entry: &Entry, path: &[u64]) {
+        let name = BStr(entry.name.as_bytes());
+        if path.len() == 1 {
+            pr_err!("{name}: table load: the table maps the device onto itself (refused)\n");
+            return;
+        }
+        let mut w = TextBuf(KVec::new());
+        let _ = write!(w, "{name}");
+        for devt in path {
+            match devices.iter().flatten().find(|e| e.md.devt == *devt) {
+                Some(e) => {
+                    let _ = write!(w, " -> {}", BStr(e.name.as_bytes()));
+                }
+                None => {
+                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(*devt);
+                    let _ = write!(w, " -> {ma}:{mi}");
+                }
+            }
+        }
+        pr_err!(
+            "{name}: table load: the table would make a cycle of devices: {} (refused)\n",
+            BStr(&w.0)
+        );
     }
 
     /// Renames a device, or sets its uuid (only if it has none); returns
