@@ -505,10 +505,15 @@ impl<T: CloneEnd> BioSet<T> {
 
     /// Splits the first `sectors` off `bio`: returns them as a bio of their
     /// own, and hands back `bio`, now holding the rest, which completes only
-    /// after the front part does.
+    /// after the front part does. `sectors` must leave something on both
+    /// sides; if it does not, or the split cannot be made (`bio_split`
+    /// returns NULL: a zone append, or no bio from the pool), `bio` ends
+    /// with an I/O error and so does this call.
     pub fn split_front(&self, bio: Bio, sectors: u32) -> Result<(Bio, Bio)> {
         // SAFETY: the bio is ours and live; the pool is initialised (type
-        // invariant). The split shares nothing we keep.
+        // invariant). The split shares nothing we keep; the helper checks
+        // `sectors` against the bio before bio_split() (which BUG()s on a
+        // bad count) and returns an ERR_PTR, never NULL, on failure.
         let front = unsafe { rdm_bio_split_front(bio.bio.as_ptr(), sectors, self.raw()) };
         let front = from_err_ptr(front)?;
         // SAFETY: bio_split() returned a new bio that we own.
@@ -728,6 +733,16 @@ pub trait BioDriver: 'static {
 
     /// An opener closed the disk.
     fn release(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>);
+
+    /// The disk is being freed (`free_disk`, after its last opener and
+    /// [`GenDisk`] are gone): `this` is the private data handed to
+    /// [`GenDisk::add`], given back. The caller is the block layer, which
+    /// holds no reference on the driver's module for this call: if
+    /// dropping `this` can drop the module's last reference, the driver
+    /// must hand it to something module unload waits for (a work item on
+    /// a workqueue that module exit destroys), or the rest of this call
+    /// would run in a module that may be unloaded already.
+    fn free(this: Self::Ptr);
 }
 
 /// A bio-based gendisk, added to the system.
@@ -735,8 +750,8 @@ pub trait BioDriver: 'static {
 /// # Invariants
 ///
 /// `disk` was allocated by `blk_alloc_disk`, added, and has as private data
-/// a `T::Ptr` from `into_foreign`, released by `free_disk`; `Drop` removes
-/// and puts it.
+/// a `T::Ptr` from `into_foreign`, handed back to [`BioDriver::free`] by
+/// `free_disk`; `Drop` removes and puts it.
 pub struct GenDisk<T: BioDriver> {
     disk: NonNull<bindings::gendisk>,
     _t: PhantomData<T>,
@@ -849,7 +864,8 @@ impl<T: BioDriver> Drop for GenDisk<T> {
     fn drop(&mut self) {
         // SAFETY: the disk was added (invariant); del_gendisk() stops new
         // opens and I/O submission, put_disk() drops our reference, and
-        // free_disk releases the private data after the last opener.
+        // free_disk hands the private data back to the driver
+        // (`BioDriver::free`) after the last opener.
         unsafe {
             bindings::del_gendisk(self.raw());
             bindings::put_disk(self.raw());
@@ -931,7 +947,7 @@ unsafe extern "C" fn ops_release<T: BioDriver>(disk: *mut bindings::gendisk) {
 unsafe extern "C" fn ops_free_disk<T: BioDriver>(disk: *mut bindings::gendisk) {
     // SAFETY: the private data came from `into_foreign` in `add`, and this is
     // its last use.
-    drop(unsafe { T::Ptr::from_foreign(rdm_disk_private(disk)) });
+    T::free(unsafe { T::Ptr::from_foreign(rdm_disk_private(disk)) });
 }
 
 /// A registered block major number.

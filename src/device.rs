@@ -192,6 +192,12 @@ pub(crate) struct MappedDevice {
     /// Resubmits the parked bios after a resume (dm's `md->work`).
     #[pin]
     restart_work: Work<MappedDevice, RESTART_WORK>,
+    /// Removes the device after its last close (deferred remove).
+    #[pin]
+    remove_work: Work<MappedDevice, REMOVE_WORK>,
+    /// Drops the disk's reference to the device, from `free_disk`.
+    #[pin]
+    release_work: Work<MappedDevice, RELEASE_WORK>,
     #[pin]
     bioset: BioSet<CloneData>,
     /// Serialises suspend, resume and remove of this device; held across
@@ -239,6 +245,8 @@ impl MappedDevice {
                 dying: AtomicBool::new(false),
                 deferred <- new_spinlock!(BioList::new(), "rdm:deferred"),
                 restart_work <- new_work!("rdm:restart_work"),
+                remove_work <- new_work!("rdm:remove_work"),
+                release_work <- new_work!("rdm:release_work"),
                 bioset <- BioSet::new(16),
                 suspend_lock <- new_mutex!(
                     SuspendState {
@@ -410,7 +418,13 @@ impl MappedDevice {
                     rest.submit();
                     front
                 }
-                Err(_) => return,
+                Err(_) => {
+                    // The bio was ended with an error. Not expected: the
+                    // split leaves sectors on both sides, the pool waits
+                    // for a bio, and rdm is not zoned (no zone appends).
+                    pr_err!("cannot split a bio at sector {sector}: I/O error\n");
+                    return;
+                }
             }
         } else {
             bio
@@ -764,9 +778,15 @@ impl WorkItem for PreFlush {
 
 /// [`MappedDevice::restart_work`]'s id.
 const RESTART_WORK: u64 = 1;
+/// [`MappedDevice::remove_work`]'s id.
+const REMOVE_WORK: u64 = 2;
+/// [`MappedDevice::release_work`]'s id.
+const RELEASE_WORK: u64 = 3;
 
 impl_has_work! {
     impl HasWork<Self, RESTART_WORK> for MappedDevice { self.restart_work }
+    impl HasWork<Self, REMOVE_WORK> for MappedDevice { self.remove_work }
+    impl HasWork<Self, RELEASE_WORK> for MappedDevice { self.release_work }
 }
 
 impl WorkItem<RESTART_WORK> for MappedDevice {
@@ -804,19 +824,51 @@ impl BioDriver for MappedDevice {
         }
         // Removal deletes the disk, which cannot happen inside its own
         // release (the block layer holds the disk's open mutex): it runs
-        // on rdm's workqueue, which module exit drains.
+        // on rdm's workqueue, which module exit drains. The work item is
+        // the device's own: queuing it needs no memory. If it is queued
+        // already (not run yet since an earlier last close), that run
+        // removes the device.
         let md: Arc<MappedDevice> = this.into();
-        let queued = this.registry.wq.try_spawn(GFP_KERNEL, move || {
-            match md.registry.remove_device(&md) {
-                Ok(()) => {}
-                // Reopened meanwhile: the next last close tries again.
-                Err(e) if e == EBUSY => {}
-                Err(e) => pr_err!("deferred remove failed ({e:?})\n"),
-            }
-        });
-        if queued.is_err() {
-            pr_err!("cannot queue the deferred remove of a device (out of memory)\n");
+        let _ = this
+            .registry
+            .wq
+            .enqueue::<Arc<MappedDevice>, REMOVE_WORK>(md);
+    }
+
+    fn free(this: Arc<MappedDevice>) {
+        // The disk's reference may be the device's last, whose drop gives
+        // back the device's module reference: that must not happen here,
+        // in the block layer's free_disk, which would then go on running
+        // (our code, returning) in a module that rmmod may be unloading.
+        // The drop runs on rdm's workqueue, which module exit destroys,
+        // waiting for it. Queued once (free_disk runs once per disk), so it
+        // is never queued already; no other reference is taken to reach the
+        // queue.
+        let _ = enqueue_arc::<MappedDevice, RELEASE_WORK>(this, |md| &md.registry.wq);
+    }
+}
+
+impl WorkItem<REMOVE_WORK> for MappedDevice {
+    type Pointer = Arc<MappedDevice>;
+
+    fn run(md: Arc<MappedDevice>) {
+        match md.registry.remove_device(&md) {
+            Ok(()) => {}
+            // Reopened meanwhile (the next last close tries again), or
+            // removed by a command meanwhile.
+            Err(e) if e == EBUSY || e == ENXIO => {}
+            Err(e) => pr_err!("deferred remove failed ({e:?})\n"),
         }
+    }
+}
+
+impl WorkItem<RELEASE_WORK> for MappedDevice {
+    type Pointer = Arc<MappedDevice>;
+
+    fn run(md: Arc<MappedDevice>) {
+        // Often the last reference: the device, and its module reference,
+        // go here.
+        drop(md);
     }
 }
 
@@ -840,7 +892,11 @@ pub(crate) struct Registry {
     pub(crate) disk_prefix: &'static str,
     /// Bumped on every device event (DM_DEV_ARM_POLL).
     pub(crate) global_event: AtomicU32,
-    /// Runs deferred removals; destroyed (drained) with the registry.
+    /// rdm's own workqueue (`WQ_MEM_RECLAIM`): deferred removals, the
+    /// resubmission of parked bios, the data of flushes with data, and
+    /// the final drop of devices. Destroyed, after waiting for its work,
+    /// with the registry, whose last reference module exit drops (every
+    /// device, holding a module reference, is gone by then).
     wq: OwnedQueue,
     /// Origins and the copier, for snapshot targets.
     pub(crate) snapshots: Arc<Snapshots>,
