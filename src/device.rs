@@ -30,7 +30,7 @@ use crate::kx::srcu::{Srcu, SrcuArc};
 use crate::kx::wait::{DrainRef, Drained, EventCounter};
 use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
 use crate::snapshot::{EndHook, Snapshots};
-use crate::table::{Table, TableArc};
+use crate::table::{Entry as TableEntry, Table, TableArc};
 use crate::target::BStr;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -395,37 +395,54 @@ impl MappedDevice {
         }
     }
 
-    /// Maps a bio through `table`, on which it is already counted.
-    fn map_bio(&self, bio: Bio, table: DrainRef<Table>) {
-        let sector = bio.sector();
+    /// Where `sector` lands in `table`: its entry, the offset in it, and
+    /// how many sectors from there one bio may cover (to the target's end,
+    /// or its own boundary). `None` (logged) past the end of the table.
+    fn locate(table: &Table, sector: u64) -> Option<(&TableEntry, u64, u64)> {
         let Some(entry) = table.find(sector) else {
             pr_err!("I/O at sector {sector} past the end of the table\n");
+            return None;
+        };
+        let offset = sector - entry.start;
+        let mut room = entry.start + entry.len - sector;
+        if let Some(max) = entry.target.get().max_io_len(offset) {
+            room = room.min(max);
+        }
+        Some((entry, offset, room))
+    }
+
+    /// Splits the first `sectors` off `bio` (the front, and the rest,
+    /// which completes after it); `None` if that failed, and then `bio`
+    /// ended with an error.
+    fn split(&self, bio: Bio, sectors: u64) -> Option<(Bio, Bio)> {
+        let sector = bio.sector();
+        match self.bioset.split_front(bio, sectors as u32) {
+            Ok(parts) => Some(parts),
+            Err(_) => {
+                // Not expected: the split leaves sectors on both sides,
+                // the pool waits for a bio, and rdm is not zoned (no zone
+                // appends).
+                pr_err!("cannot split a bio at sector {sector}: I/O error\n");
+                None
+            }
+        }
+    }
+
+    /// Maps a bio through `table`, on which it is already counted.
+    fn map_bio(&self, bio: Bio, table: DrainRef<Table>) {
+        let Some((entry, offset, room)) = Self::locate(&table, bio.sector()) else {
             bio.end(true);
             return;
         };
-        let target = entry.target.get();
-        let offset = sector - entry.start;
-        let mut room = entry.start + entry.len - sector;
-        if let Some(max) = target.max_io_len(offset) {
-            room = room.min(max);
-        }
         let bio = if bio.sectors() > room {
             // Keep the part inside this target (or its boundary); the rest
             // comes back through submit_bio (and may land in the next
             // table, after a swap).
-            match self.bioset.split_front(bio, room as u32) {
-                Ok((front, rest)) => {
-                    rest.submit();
-                    front
-                }
-                Err(_) => {
-                    // The bio was ended with an error. Not expected: the
-                    // split leaves sectors on both sides, the pool waits
-                    // for a bio, and rdm is not zoned (no zone appends).
-                    pr_err!("cannot split a bio at sector {sector}: I/O error\n");
-                    return;
-                }
-            }
+            let Some((front, rest)) = self.split(bio, room) else {
+                return;
+            };
+            rest.submit();
+            front
         } else {
             bio
         };
@@ -435,7 +452,30 @@ impl MappedDevice {
             table: table.clone(),
             bioset: &self.bioset,
         };
-        target.map(bio, offset, io);
+        entry.target.get().map(bio, offset, io);
+    }
+
+    /// Maps all of `bio` through `table`, on which it is counted: a part
+    /// past a target's end is split off and mapped here too, not sent back
+    /// through `submit_bio`, so no part of it can be parked by a suspend
+    /// (which may be waiting for this very count) or land in another
+    /// table. Process context (a work item).
+    fn map_whole(&self, mut bio: Bio, table: DrainRef<Table>) {
+        loop {
+            let Some((_, _, room)) = Self::locate(&table, bio.sector()) else {
+                bio.end(true);
+                return;
+            };
+            if bio.sectors() <= room {
+                self.map_bio(bio, table);
+                return;
+            }
+            let Some((front, rest)) = self.split(bio, room) else {
+                return;
+            };
+            self.map_bio(front, table.clone());
+            bio = rest;
+        }
     }
 
     /// Stops I/O: new bios are parked, and this returns once every bio
@@ -772,7 +812,7 @@ impl WorkItem for PreFlush {
             return;
         }
         bio.clear_preflush();
-        this.md.map_bio(bio, table);
+        this.md.map_whole(bio, table);
     }
 }
 
