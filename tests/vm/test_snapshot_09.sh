@@ -22,7 +22,9 @@ LEN=20483 # 16-sector chunks: 1280 whole ones and 3 sectors
 CS=16
 out=/tmp/s09
 rm -rf $out && mkdir -p $out
-make_pattern $out/origin 10
+# The pattern covers the whole origin (LEN sectors), tail included: the
+# disk keeps what earlier tests left past it.
+make_pattern $out/origin 11
 make_pattern $out/new 1
 
 # setup ORIGIN-SECTORS: a base device of that many sectors with the

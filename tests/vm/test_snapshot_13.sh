@@ -51,6 +51,11 @@ scenario() {
 	log "ok: $IMPL: the stalled copy holds less than 16 MiB"
 	dm resume cow || fail "resume cow"
 	wait $writer || fail "$IMPL: the origin write failed"
+	# If the snapshot went Invalid, say why (the kernel's own log lines).
+	local st
+	st=$(dm status snap)
+	case $st in *Invalid*) dmesg | grep -E 'snapshot|kcopyd|rdm' | tail -n 5 | sed 's/^/# /'
+		fail "$IMPL: the snapshot went Invalid ($st)" ;; esac
 	expect_same "$IMPL: the snapshot holds the whole old chunk" $DEVDIR/snap $out/chunk0
 	cp $out/chunk0 $out/expect
 	fput $out/new 0 $out/expect 8 8
