@@ -59,6 +59,12 @@ extern "C" {
     fn rdm_bdev_devt(f: *mut bindings::file) -> u64;
     fn rdm_bdev_nr_sectors(f: *mut bindings::file) -> u64;
     fn rdm_bdev_logical_block_size(f: *mut bindings::file) -> c_uint;
+    fn rdm_limits_io_hints(
+        lim: *mut bindings::queue_limits,
+        chunk_sectors: c_uint,
+        io_min: c_uint,
+        io_opt: c_uint,
+    );
     fn rdm_bdev_stack_limits(
         lim: *mut bindings::queue_limits,
         f: *mut bindings::file,
@@ -254,6 +260,22 @@ impl Limits {
         };
     }
 
+    /// Stacks a target's I/O hints onto the limits as the block layer
+    /// stacks a device's (`blk_stack_limits`: the largest minimum I/O,
+    /// the least common multiple of the optimal ones, the greatest
+    /// common divisor of the boundaries; 0 leaves a value as it is).
+    pub fn add_io_hints(&mut self, hints: IoHints) {
+        // SAFETY: `lim` is a valid, exclusively borrowed struct.
+        unsafe {
+            rdm_limits_io_hints(
+                &mut self.lim,
+                hints.chunk_sectors,
+                hints.io_min,
+                hints.io_opt,
+            )
+        };
+    }
+
     /// Discards of any size are taken whatever the devices offer (a
     /// target that does them itself: dm's `io_hints` of `zero`).
     pub fn allow_discard(&mut self) {
@@ -285,6 +307,19 @@ impl Limits {
     pub fn logical_block_size(&self) -> u32 {
         self.lim.logical_block_size
     }
+}
+
+/// What a target asks of the queue limits besides its devices' (dm's
+/// `io_hints`): a boundary I/O should not cross and the minimum and
+/// optimal I/O sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoHints {
+    /// Sectors at whose multiples I/O is best split (`chunk_sectors`).
+    pub chunk_sectors: u32,
+    /// The minimum I/O size in bytes (`io_min`).
+    pub io_min: u32,
+    /// The optimal I/O size in bytes (`io_opt`).
+    pub io_opt: u32,
 }
 
 /// Data carried by every clone of a [`BioSet`], given back when it ends.

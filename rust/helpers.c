@@ -221,6 +221,26 @@ void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 	lim->max_active_zones = 0;
 }
 
+/*
+ * Stacks a target's I/O hints onto @lim as blk_stack_limits() stacks a
+ * device: limits that only carry the hints (0 for none), stacked at 0.
+ * Used by rust/block.rs (Limits::add_io_hints).
+ */
+void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
+			 unsigned int io_min, unsigned int io_opt)
+{
+	struct queue_limits hints;
+
+	blk_set_stacking_limits(&hints);
+	/* Features both must have (NOWAIT, POLL) stay as they are. */
+	hints.features = lim->features;
+	hints.chunk_sectors = chunk_sectors;
+	hints.io_min = io_min;
+	hints.io_opt = io_opt;
+	hints.max_zone_append_sectors = 0;
+	blk_stack_limits(lim, &hints, 0);
+}
+
 /* Whether @f's device is zoned (host-managed or host-aware). */
 bool rdm_bdev_is_zoned(struct file *f)
 {

@@ -35,6 +35,8 @@ struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder);
 u64 rdm_bdev_devt(struct file *f);
 u64 rdm_bdev_nr_sectors(struct file *f);
 unsigned int rdm_bdev_logical_block_size(struct file *f);
+void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
+			 unsigned int io_min, unsigned int io_opt);
 void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 			   const char *pfx);
 bool rdm_bdev_is_zoned(struct file *f);

@@ -18,6 +18,7 @@ pub mod kx;
 mod control;
 mod device;
 mod snapshot;
+mod striped;
 mod table;
 mod target;
 

@@ -33,6 +33,7 @@ use crate::kx::sync::{IrqSpinLock, RwSem};
 use crate::kx::wait::{DrainCounter, EventCounter};
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
 use crate::rdm_core::snapshot::{ChunkGeometry, StoreKind};
+use crate::striped::StripeErrors;
 use copier::{Copier, Lane};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::new_spinlock;
@@ -560,7 +561,7 @@ fn update_min_chunk(origin: &Origin, snaps: &KVec<Option<Arc<Snap>>>) {
     origin.min_chunk.store(min, Ordering::Release);
 }
 
-/// A hook run when a clone made by a snapshot target completes (completion
+/// A hook run when a clone made by a target completes (completion
 /// context: may not sleep, and drops nothing whose destructor sleeps).
 pub(crate) enum EndHook {
     None,
@@ -569,6 +570,9 @@ pub(crate) enum EndHook {
     /// A whole-chunk snapshot write that is its own copy: acknowledged
     /// when its job ends.
     Overwrite(Arc<Job>),
+    /// An I/O sent to a stripe of a `striped` target: a failure is
+    /// counted against that stripe.
+    Stripe(Arc<StripeErrors>, u32),
 }
 
 impl EndHook {
@@ -585,6 +589,13 @@ impl EndHook {
                 done.end(false);
             }
             EndHook::Overwrite(job) => job.own_write_done(done),
+            EndHook::Stripe(errors, stripe) => {
+                errors.ended(stripe, done.failed());
+                // Not the last reference: `done` still counts the table,
+                // whose target holds the counts.
+                drop(errors);
+                done.end(false);
+            }
         }
     }
 }

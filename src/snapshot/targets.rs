@@ -76,8 +76,8 @@ impl Target for OriginTarget {
         write_dev(out, &self.dev)
     }
 
-    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
-        [Some((&self.dev, 0)), None]
+    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
+        f(&self.dev, 0);
     }
 }
 
@@ -314,8 +314,9 @@ impl Target for SnapshotTarget {
         write!(out, " {kind} {}", self.snap.geom.sectors())
     }
 
-    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
-        [Some((&self.snap.origin_dev, 0)), Some((&self.snap.cow, 0))]
+    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
+        f(&self.snap.origin_dev, 0);
+        f(&self.snap.cow, 0);
     }
 }
 
