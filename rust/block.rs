@@ -83,6 +83,7 @@ extern "C" {
     fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
     fn rdm_bio_set_failed(bio: *mut bindings::bio);
     fn rdm_bio_end_unsupported(bio: *mut bindings::bio);
+    fn rdm_bio_end_nospace(bio: *mut bindings::bio);
     fn rdm_bio_zero_fill(bio: *mut bindings::bio);
     fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
     fn rdm_bio_split_front(
@@ -464,6 +465,13 @@ impl Bio {
     pub fn end_unsupported(self) {
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end_unsupported(self.into_raw()) };
+    }
+
+    /// Ends the bio with "no space" (user space sees ENOSPC): there is no
+    /// room to keep what the write would change.
+    pub fn end_no_space(self) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end_nospace(self.into_raw()) };
     }
 
     /// Sends the bio to the device it points at.

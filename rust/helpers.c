@@ -311,6 +311,13 @@ void rdm_bio_end_unsupported(struct bio *bio)
 	bio_endio(bio);
 }
 
+/* Ends @bio with "no space" (ENOSPC for user space). */
+void rdm_bio_end_nospace(struct bio *bio)
+{
+	bio->bi_status = BLK_STS_NOSPC;
+	bio_endio(bio);
+}
+
 void rdm_bio_zero_fill(struct bio *bio)
 {
 	zero_fill_bio(bio);

@@ -51,6 +51,7 @@ void rdm_bio_set_dev(struct bio *bio, struct file *f);
 void rdm_bio_set_failed(struct bio *bio);
 void rdm_bio_end(struct bio *bio, bool error);
 void rdm_bio_end_unsupported(struct bio *bio);
+void rdm_bio_end_nospace(struct bio *bio);
 void rdm_bio_zero_fill(struct bio *bio);
 void rdm_bio_inc_remaining(struct bio *bio);
 struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);

@@ -183,7 +183,7 @@ fn set_up(
                 )));
             }
             (
-                Store::Transient(Transient::new(geom, cow_sectors)),
+                Store::Transient(Transient::new(geom, cow.clone())),
                 geom,
                 true,
             )
