@@ -11,6 +11,7 @@ rdm_load
 expect_eq "$(rdmsetup targets)" "linear           v1.4.0
 zero             v1.2.0
 error            v1.7.0
+striped          v1.6.0
 snapshot-origin  v1.9.0
 snapshot         v1.16.0" "targets"
 expect_eq "$(rdmsetup ls)" "No devices found" "empty ls"
