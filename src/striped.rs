@@ -80,7 +80,8 @@ impl Striped {
             let dev = open_device(ctx, TY, spec)?;
             let size = dev.nr_sectors();
             let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(dev.devt());
-            if start.checked_add(width).map_or(true, |end| end > size) {
+            // A device of size 0 (no live table yet) is not checked, as dm.
+            if size != 0 && start.checked_add(width).map_or(true, |end| end > size) {
                 return Err(ctx.fail(
                     TY,
                     format_args!(

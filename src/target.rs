@@ -201,7 +201,10 @@ impl Linear {
         let (spec, start) = parse_linear(params).map_err(|e| arg_error(ctx, "linear", e))?;
         let dev = open_device(ctx, "linear", spec)?;
         let size = dev.nr_sectors();
-        if start.checked_add(ctx.len).map_or(true, |end| end > size) {
+        // As dm (`device_area_is_invalid`): a device of size 0 (a mapped
+        // device whose table is loaded but not resumed yet, as LVM2
+        // activates a stack) is not checked.
+        if size != 0 && start.checked_add(ctx.len).map_or(true, |end| end > size) {
             return Err(ctx.fail(
                 "linear",
                 format_args!(
