@@ -113,7 +113,15 @@ export RDM_CONTROL=/dev/mapper/control
 DEVDIR=/dev/mapper
 if modprobe -d "$RDM_MODROOT" dm-mod 2>/dev/null; then
 	golden dm
-	modprobe -r -d "$RDM_MODROOT" dm-mod || fail "unload dm-mod"
+	for _ in $(seq 1 50); do
+		modprobe -r -d "$RDM_MODROOT" dm-mod 2>/dev/null && break
+		sleep 0.1
+	done
+	if grep -q '^dm_mod ' /proc/modules; then
+		log "dm_mod refcnt $(cat /sys/module/dm_mod/refcnt), holders: $(ls /sys/module/dm_mod/holders), devices: $(dmsetup ls)"
+		fuser -v /dev/mapper/control 2>&1 | sed 's/^/# /'
+		fail "unload dm-mod"
+	fi
 else
 	log "the kernel's dm-mod is not available: no reference run"
 fi
