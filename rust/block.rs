@@ -4,7 +4,8 @@
 //! - [`BdevFile`]: an underlying block device opened exclusively for a holder;
 //! - [`Bio`]: an owned bio, which must be ended or submitted exactly once;
 //! - [`BioSet`]: a bio pool whose clones carry typed per-clone data and call
-//!   back a [`CloneEnd`] on completion;
+//!   back a [`CloneEnd`] on completion, and which sends groups of empty
+//!   cache flushes that report to a [`FlushesDone`] when the last one ends;
 //! - [`GenDisk`]: a bio-based gendisk whose `submit_bio`, `open` and
 //!   `release` go to a [`BioDriver`];
 //! - [`BlockMajor`]: a registered block major.
@@ -79,6 +80,7 @@ extern "C" {
     fn rdm_bdev_unlink_holder(f: *mut bindings::file, disk: *mut bindings::gendisk);
     fn rdm_bio_op(bio: *const bindings::bio) -> c_uint;
     fn rdm_bio_is_preflush(bio: *const bindings::bio) -> bool;
+    fn rdm_bio_clear_preflush(bio: *mut bindings::bio);
     fn rdm_bio_set_dev(bio: *mut bindings::bio, f: *mut bindings::file);
     fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
     fn rdm_bio_set_failed(bio: *mut bindings::bio);
@@ -441,6 +443,13 @@ impl Bio {
         unsafe { rdm_bio_is_preflush(self.bio.as_ptr()) }
     }
 
+    /// Drops the bio's `REQ_PREFLUSH` (its data goes on alone, after the
+    /// cache flushes were sent separately).
+    pub fn clear_preflush(&mut self) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { rdm_bio_clear_preflush(self.bio.as_ptr()) };
+    }
+
     /// Points the bio at `dev`.
     pub fn set_dev(&mut self, dev: &BdevFile) {
         // SAFETY: the bio is exclusively ours and the file is open.
@@ -624,10 +633,15 @@ impl<T: CloneEnd> BioSet<T> {
 
     /// Splits the first `sectors` off `bio`: returns them as a bio of their
     /// own, and hands back `bio`, now holding the rest, which completes only
-    /// after the front part does.
+    /// after the front part does. `sectors` must leave something on both
+    /// sides; if it does not, or the split cannot be made (`bio_split`
+    /// returns NULL: a zone append, or no bio from the pool), `bio` ends
+    /// with an I/O error and so does this call.
     pub fn split_front(&self, bio: Bio, sectors: u32) -> Result<(Bio, Bio)> {
         // SAFETY: the bio is ours and live; the pool is initialised (type
-        // invariant). The split shares nothing we keep.
+        // invariant). The split shares nothing we keep; the helper checks
+        // `sectors` against the bio before bio_split() (which BUG()s on a
+        // bad count) and returns an ERR_PTR, never NULL, on failure.
         let front = unsafe { rdm_bio_split_front(bio.bio.as_ptr(), sectors, self.raw()) };
         let front = from_err_ptr(front)?;
         // SAFETY: bio_split() returned a new bio that we own.
@@ -672,6 +686,57 @@ impl<T: CloneEnd> BioSet<T> {
         self.attach(flush, orig, data)
     }
 
+    /// Sends an empty cache flush to each of `devs`, all at once; when the
+    /// last of them has ended, `C::flushed(ctx, failed)` runs, once, in
+    /// that flush's completion context (`failed` if any flush failed, or
+    /// could not be made). No flush is sent when `devs` is empty: then it
+    /// runs at once, here. Fails only if the group's bookkeeping cannot
+    /// be allocated (then nothing was sent and `ctx` comes back); call in
+    /// a `NoIo` scope on the I/O path.
+    pub fn flush_all<C: FlushesDone>(
+        &self,
+        devs: &[Arc<BdevFile>],
+        ctx: Arc<C>,
+    ) -> Result<(), Arc<C>> {
+        let group = match KBox::new(
+            FlushGroup {
+                // One for each flush, one for this function while it sends.
+                left: AtomicUsize::new(devs.len() + 1),
+                failed: AtomicBool::new(false),
+                ctx: UnsafeCell::new(None),
+            },
+            GFP_KERNEL,
+        ) {
+            Ok(group) => group,
+            Err(_) => return Err(ctx),
+        };
+        // SAFETY: the box is ours alone until it is shared below.
+        unsafe { *group.ctx.get() = Some(ctx) };
+        let group = KBox::into_raw(group);
+        for dev in devs {
+            // SAFETY: the pool is initialised and the file open; the bio's
+            // private pointer is the group, one of whose counts it owns
+            // until `flush_group_end` drops it.
+            let flush = unsafe {
+                rdm_bio_alloc_flush(
+                    dev.file.as_ptr(),
+                    self.raw(),
+                    Some(flush_group_end::<C>),
+                    group.cast(),
+                )
+            };
+            match NonNull::new(flush) {
+                // INVARIANT: a new bio, ours until submitted.
+                Some(bio) => Bio { bio }.submit(),
+                // SAFETY: no bio took this flush's count: drop it, failed.
+                None => unsafe { FlushGroup::put(group, true) },
+            }
+        }
+        // SAFETY: drops this function's count.
+        unsafe { FlushGroup::put(group, false) };
+        Ok(())
+    }
+
     /// Finishes a clone or flush bio made for `orig`: stores `data` in its
     /// front pad and hands `orig` over to it (or returns both on failure).
     fn attach(&self, bio: *mut bindings::bio, orig: Bio, data: T) -> Result<Bio, (Bio, T)> {
@@ -710,6 +775,66 @@ unsafe extern "C" fn clone_end_io<T: CloneEnd>(clone: *mut bindings::bio) {
     data.end(orig);
 }
 
+/// What a group of flushes sent by [`BioSet::flush_all`] tells when the
+/// last one has ended.
+pub trait FlushesDone: Send + Sync + 'static {
+    /// Every flush of the group ended, `failed` if one failed. Runs once,
+    /// in the last flush's completion context, which may be a hard
+    /// interrupt: no sleeping, and `this` (the group's reference) must be
+    /// handed on (to a work item), not dropped, if dropping `Self` may sleep.
+    fn flushed(this: Arc<Self>, failed: bool);
+}
+
+/// The shared state of a [`BioSet::flush_all`] group.
+struct FlushGroup<C: FlushesDone> {
+    /// Flushes not ended yet, plus one held by the sender.
+    left: AtomicUsize,
+    failed: AtomicBool,
+    /// Set before the group is shared; taken by whoever drops `left` to 0.
+    ctx: UnsafeCell<Option<Arc<C>>>,
+}
+
+impl<C: FlushesDone> FlushGroup<C> {
+    /// Drops one count; the last one frees the group and tells `ctx`.
+    /// Until then nothing but the atomics is touched, so a count's owner
+    /// lets go of nothing that could be the last reference to anything.
+    ///
+    /// # Safety
+    ///
+    /// `this` came from `KBox::into_raw` in [`BioSet::flush_all`] and the
+    /// caller owns one of its counts.
+    unsafe fn put(this: *mut Self, failed: bool) {
+        // SAFETY: a count keeps the group alive.
+        let group = unsafe { &*this };
+        if failed {
+            group.failed.store(true, Ordering::Release);
+        }
+        if group.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // SAFETY: the last count: no one else can reach the group now.
+        let group = KBox::into_inner(unsafe { KBox::from_raw(this) });
+        let failed = group.failed.load(Ordering::Acquire);
+        if let Some(ctx) = group.ctx.into_inner() {
+            C::flushed(ctx, failed);
+        }
+    }
+}
+
+/// # Safety
+///
+/// The end_io of a flush made by [`BioSet::flush_all`].
+unsafe extern "C" fn flush_group_end<C: FlushesDone>(bio: *mut bindings::bio) {
+    // SAFETY: the bio is ours, completing; its private pointer is the
+    // group, one of whose counts it owns.
+    unsafe {
+        let group = (*bio).bi_private.cast::<FlushGroup<C>>();
+        let failed = rdm_bio_failed(bio);
+        bindings::bio_put(bio);
+        FlushGroup::put(group, failed);
+    }
+}
+
 #[pinned_drop]
 impl<T: CloneEnd> PinnedDrop for BioSet<T> {
     fn drop(self: Pin<&mut Self>) {
@@ -736,6 +861,16 @@ pub trait BioDriver: 'static {
 
     /// An opener closed the disk.
     fn release(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>);
+
+    /// The disk is being freed (`free_disk`, after its last opener and
+    /// [`GenDisk`] are gone): `this` is the private data handed to
+    /// [`GenDisk::add`], given back. The caller is the block layer, which
+    /// holds no reference on the driver's module for this call: if
+    /// dropping `this` can drop the module's last reference, the driver
+    /// must hand it to something module unload waits for (a work item on
+    /// a workqueue that module exit destroys), or the rest of this call
+    /// would run in a module that may be unloaded already.
+    fn free(this: Self::Ptr);
 }
 
 /// A bio-based gendisk, added to the system.
@@ -743,8 +878,8 @@ pub trait BioDriver: 'static {
 /// # Invariants
 ///
 /// `disk` was allocated by `blk_alloc_disk`, added, and has as private data
-/// a `T::Ptr` from `into_foreign`, released by `free_disk`; `Drop` removes
-/// and puts it.
+/// a `T::Ptr` from `into_foreign`, handed back to [`BioDriver::free`] by
+/// `free_disk`; `Drop` removes and puts it.
 pub struct GenDisk<T: BioDriver> {
     disk: NonNull<bindings::gendisk>,
     _t: PhantomData<T>,
@@ -857,7 +992,8 @@ impl<T: BioDriver> Drop for GenDisk<T> {
     fn drop(&mut self) {
         // SAFETY: the disk was added (invariant); del_gendisk() stops new
         // opens and I/O submission, put_disk() drops our reference, and
-        // free_disk releases the private data after the last opener.
+        // free_disk hands the private data back to the driver
+        // (`BioDriver::free`) after the last opener.
         unsafe {
             bindings::del_gendisk(self.raw());
             bindings::put_disk(self.raw());
@@ -939,7 +1075,7 @@ unsafe extern "C" fn ops_release<T: BioDriver>(disk: *mut bindings::gendisk) {
 unsafe extern "C" fn ops_free_disk<T: BioDriver>(disk: *mut bindings::gendisk) {
     // SAFETY: the private data came from `into_foreign` in `add`, and this is
     // its last use.
-    drop(unsafe { T::Ptr::from_foreign(rdm_disk_private(disk)) });
+    T::free(unsafe { T::Ptr::from_foreign(rdm_disk_private(disk)) });
 }
 
 /// A registered block major number.

@@ -284,6 +284,11 @@ bool rdm_bio_is_preflush(const struct bio *bio)
 	return bio->bi_opf & REQ_PREFLUSH;
 }
 
+void rdm_bio_clear_preflush(struct bio *bio)
+{
+	bio->bi_opf &= ~REQ_PREFLUSH;
+}
+
 void rdm_bio_set_dev(struct bio *bio, struct file *f)
 {
 	bio_set_dev(bio, file_bdev(f));
@@ -330,14 +335,20 @@ void rdm_bio_inc_remaining(struct bio *bio)
 
 /*
  * Splits the first @sectors off @bio: returns the front part, chained to
- * @bio so that @bio completes after it; the caller resubmits @bio.
+ * @bio so that @bio completes after it; the caller resubmits @bio. Returns
+ * an ERR_PTR if @sectors does not leave sectors on both sides (bio_split()
+ * would BUG()) or if bio_split() fails, which in 6.12 it reports with NULL
+ * (a zone append, or no clone from @bs), not an ERR_PTR.
  */
 struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs)
 {
-	struct bio *split = bio_split(bio, sectors, GFP_NOIO, bs);
+	struct bio *split;
 
-	if (IS_ERR(split))
-		return split;
+	if (!sectors || sectors >= bio_sectors(bio))
+		return ERR_PTR(-EINVAL);
+	split = bio_split(bio, sectors, GFP_NOIO, bs);
+	if (IS_ERR_OR_NULL(split))
+		return split ? split : ERR_PTR(-ENOMEM);
 	bio_chain(split, bio);
 	return split;
 }
@@ -539,6 +550,13 @@ struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const c
 	get_task_struct(t);
 	wake_up_process(t);
 	return t;
+}
+
+/* ---- rust/workqueue.rs ---- */
+
+void rdm_cond_resched(void)
+{
+	cond_resched();
 }
 
 /* ---- rust/module.rs ---- */

@@ -47,6 +47,7 @@ int rdm_bdev_link_holder(struct file *f, struct gendisk *disk);
 void rdm_bdev_unlink_holder(struct file *f, struct gendisk *disk);
 unsigned int rdm_bio_op(const struct bio *bio);
 bool rdm_bio_is_preflush(const struct bio *bio);
+void rdm_bio_clear_preflush(struct bio *bio);
 void rdm_bio_set_dev(struct bio *bio, struct file *f);
 void rdm_bio_set_failed(struct bio *bio);
 void rdm_bio_end(struct bio *bio, bool error);
@@ -93,6 +94,9 @@ void rdm_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 
 /* rust/kthread.rs */
 struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const char *name);
+
+/* rust/workqueue.rs */
+void rdm_cond_resched(void);
 
 /* rust/module.rs */
 void rdm_module_get(void);

@@ -8,7 +8,7 @@
 //! and one copy of the result back. No lock is held while user memory is
 //! touched: commands work on the kernel copy.
 
-use crate::device::{DevState, Key, MappedDevice, Name, Registry, NAME_MAX, UUID_MAX};
+use crate::device::{Key, MappedDevice, Name, Registry, Tables, NAME_MAX, UUID_MAX};
 use crate::kx::capability::capable_sys_admin;
 use crate::kx::miscdevice::{Minor, MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
 use crate::rdm_core::dm_ioctl::{
@@ -226,7 +226,10 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
         Command::DevRemove => dev_remove(reg, p),
         Command::DevRename => dev_rename(reg, p),
         Command::DevSuspend => dev_suspend(reg, p),
-        Command::DevStatus => with_device(reg, p, |_, _, _| Ok(())),
+        Command::DevStatus => {
+            let (md, name, uuid) = lookup(reg, &p.header)?;
+            report(&md, &name, &uuid, &mut p.header)
+        }
         Command::DevWait => dev_wait(reg, p),
         Command::TableLoad => table_load(reg, p),
         Command::TableClear => table_clear(reg, p),
@@ -247,7 +250,7 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
 }
 
 /// Fills the header with a device's state, as dm's `__dev_status()`.
-fn dev_status(md: &MappedDevice, st: &DevState, name: &Name, uuid: &Name, h: &mut Header) {
+fn dev_status(md: &MappedDevice, t: &Tables, name: &Name, uuid: &Name, h: &mut Header) {
     h.flags &= !(DM_SUSPEND_FLAG
         | DM_READONLY_FLAG
         | DM_ACTIVE_PRESENT_FLAG
@@ -256,48 +259,57 @@ fn dev_status(md: &MappedDevice, st: &DevState, name: &Name, uuid: &Name, h: &mu
     if md.deferred_remove() {
         h.flags |= DM_DEFERRED_REMOVE;
     }
-    if st.suspended {
+    if t.suspended {
         h.flags |= DM_SUSPEND_FLAG;
     }
-    h.dev = st.disk.as_ref().map_or(0, |d| d.devt());
+    h.dev = md.devt;
     h.open_count = md.open_count();
     h.event_nr = md.event_nr();
     h.target_count = 0;
     let query_inactive = h.flags & DM_QUERY_INACTIVE_TABLE_FLAG != 0;
-    if let Some(t) = &st.active {
+    if let Some(a) = &t.active {
         h.flags |= DM_ACTIVE_PRESENT_FLAG;
         if !query_inactive {
-            h.target_count = t.entries.len() as u32;
+            h.target_count = a.entries.len() as u32;
         }
     }
-    if st.read_only || st.active.as_ref().is_some_and(|t| t.read_only) {
+    if md.read_only || t.active.as_ref().is_some_and(|a| a.read_only) {
         h.flags |= DM_READONLY_FLAG;
     }
-    if let Some(t) = &st.inactive {
+    if let Some(i) = &t.inactive {
         h.flags |= DM_INACTIVE_PRESENT_FLAG;
         if query_inactive {
-            h.target_count = t.entries.len() as u32;
+            h.target_count = i.entries.len() as u32;
         }
     }
     let _ = dm_ioctl::set_c_str(&mut h.name, name.as_bytes());
     let _ = dm_ioctl::set_c_str(&mut h.uuid, uuid.as_bytes());
 }
 
-/// Looks the device up, runs `f` under its state lock, then reports its
-/// status in the header.
-fn with_device(
-    reg: &Registry,
+/// Reports a device's status in the header (ENXIO if it was removed).
+/// Takes only the device's `tables` lock, never the lock a suspend holds
+/// while it waits for I/O.
+fn report(md: &MappedDevice, name: &Name, uuid: &Name, h: &mut Header) -> Result {
+    md.query(|t| {
+        dev_status(md, t, name, uuid, h);
+        Ok(())
+    })
+}
+
+/// Runs the query `f` on a device's tables (under its `tables` lock, so
+/// `f` must not wait for I/O), then reports its status in the header.
+fn with_tables(
+    md: &MappedDevice,
+    name: &Name,
+    uuid: &Name,
     p: &mut Params,
-    f: impl FnOnce(&MappedDevice, &mut DevState, &mut Params) -> Result,
+    f: impl FnOnce(&Tables, &mut Params) -> Result,
 ) -> Result {
-    let (md, name, uuid) = lookup(reg, &p.header)?;
-    let mut st = md.state.lock();
-    if st.disk.is_none() {
-        return Err(ENXIO);
-    }
-    f(&md, &mut st, p)?;
-    dev_status(&md, &st, &name, &uuid, &mut p.header);
-    Ok(())
+    md.query(|t| {
+        f(t, p)?;
+        dev_status(md, t, name, uuid, &mut p.header);
+        Ok(())
+    })
 }
 
 fn lookup(reg: &Registry, h: &Header) -> Result<(Arc<MappedDevice>, Name, Name)> {
@@ -340,9 +352,7 @@ fn dev_create(reg: &Arc<Registry>, p: &mut Params) -> Result {
     let want_minor = (h.flags & DM_PERSISTENT_DEV_FLAG != 0).then(|| decode_dev(h.dev).1);
     let read_only = h.flags & DM_READONLY_FLAG != 0;
     let md = reg.create(name, uuid, want_minor, read_only)?;
-    let st = md.state.lock();
-    dev_status(&md, &st, &name, &uuid, &mut p.header);
-    Ok(())
+    report(&md, &name, &uuid, &mut p.header)
 }
 
 fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
@@ -362,9 +372,7 @@ fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
                 // Closed meanwhile: try again now.
                 return dev_remove(reg, p);
             }
-            let st = md.state.lock();
-            dev_status(&md, &st, &name, &uuid, &mut p.header);
-            Ok(())
+            report(&md, &name, &uuid, &mut p.header)
         }
         Err(e) if e == EBUSY => {
             pr_err!("unable to remove open device\n");
@@ -408,7 +416,7 @@ fn list_devices(reg: &Registry, p: &mut Params) -> Result {
         w.empty_name_list();
     }
     for e in devices.iter().flatten() {
-        // Not the device's state lock: a suspend may hold it while I/O
+        // No device lock: a suspend may hold its suspend_lock while I/O
         // drains, and the registry lock must never wait for that.
         let devt = e.md.devt;
         let uuid = (!e.uuid.is_empty()).then(|| e.uuid.as_bytes());
@@ -443,8 +451,7 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
     };
     let key = key_of(&p.header)?;
     let (md, name, uuid) = reg.rename(&key, new, set_uuid)?;
-    let st = md.state.lock();
-    dev_status(&md, &st, &name, &uuid, &mut p.header);
+    report(&md, &name, &uuid, &mut p.header)?;
     p.header.flags |= DM_UEVENT_GENERATED_FLAG;
     Ok(())
 }
@@ -453,24 +460,24 @@ fn dev_suspend(reg: &Registry, p: &mut Params) -> Result {
     let suspend = p.header.flags & DM_SUSPEND_FLAG != 0;
     // As dm: freeze the filesystem unless told to skip it or not to flush.
     let lockfs = p.header.flags & (DM_SKIP_LOCKFS_FLAG | DM_NOFLUSH_FLAG) == 0;
-    with_device(reg, p, |md, st, _| {
-        if suspend {
-            md.suspend(st, lockfs)
-        } else {
-            md.resume(st, lockfs)
-        }
-    })
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    if suspend {
+        md.suspend(lockfs)?;
+    } else {
+        md.resume(lockfs)?;
+    }
+    report(&md, &name, &uuid, &mut p.header)
 }
 
 fn dev_wait(reg: &Registry, p: &mut Params) -> Result {
-    let (md, _, _) = lookup(reg, &p.header)?;
+    let (md, name, uuid) = lookup(reg, &p.header)?;
     md.wait_event(p.header.event_nr)?;
-    table_status(reg, p)
+    table_status_of(&md, &name, &uuid, p)
 }
 
 fn table_load(reg: &Registry, p: &mut Params) -> Result {
-    let (md, name, _) = lookup(reg, &p.header)?;
-    let read_only = p.header.flags & DM_READONLY_FLAG != 0 || md.state.lock().read_only;
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    let read_only = p.header.flags & DM_READONLY_FLAG != 0 || md.read_only;
     // Built with no lock held: it opens devices and may sleep.
     let load = LoadCtx {
         name: name.as_bytes(),
@@ -479,32 +486,35 @@ fn table_load(reg: &Registry, p: &mut Params) -> Result {
         events: &md.events,
     };
     let table = Table::build(&load, &p.header, &p.buf)?;
-    with_device(reg, p, move |_, st, _| {
-        st.inactive = Some(table);
-        Ok(())
-    })
+    // Refused if it would map the device onto itself; the table it
+    // replaces, or the refused one, goes here, with no lock held.
+    let (res, old) = reg.load_inactive(&md, table);
+    drop(old);
+    res?;
+    report(&md, &name, &uuid, &mut p.header)
 }
 
 fn table_clear(reg: &Registry, p: &mut Params) -> Result {
-    with_device(reg, p, |_, st, _| {
-        st.inactive = None;
-        Ok(())
-    })
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    let old = md.set_inactive(None)?;
+    drop(old);
+    report(&md, &name, &uuid, &mut p.header)
 }
 
 /// The table a query is about: the inactive one with QUERY_INACTIVE_TABLE.
-fn queried(st: &DevState, h: &Header) -> Option<TableArc> {
+fn queried<'a>(t: &'a Tables, h: &Header) -> Option<&'a TableArc> {
     if h.flags & DM_QUERY_INACTIVE_TABLE_FLAG != 0 {
-        st.inactive.clone()
+        t.inactive.as_ref()
     } else {
-        st.active.clone()
+        t.active.as_ref()
     }
 }
 
 fn table_deps(reg: &Registry, p: &mut Params) -> Result {
-    with_device(reg, p, |_, st, p| {
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    with_tables(&md, &name, &uuid, p, |t, p| {
         let mut devs = KVec::new();
-        if let Some(t) = queried(st, &p.header) {
+        if let Some(t) = queried(t, &p.header) {
             for d in t.devices.iter() {
                 devs.push(d.devt(), GFP_KERNEL)?;
             }
@@ -517,11 +527,19 @@ fn table_deps(reg: &Registry, p: &mut Params) -> Result {
 }
 
 fn table_status(reg: &Registry, p: &mut Params) -> Result {
-    with_device(reg, p, |_, st, p| {
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    table_status_of(&md, &name, &uuid, p)
+}
+
+/// The status or table lines of a device's targets, formatted under its
+/// `tables` lock: a target's status reads its own state (short locks,
+/// atomics), never waits for I/O.
+fn table_status_of(md: &MappedDevice, name: &Name, uuid: &Name, p: &mut Params) -> Result {
+    with_tables(md, name, uuid, p, |t, p| {
         let table_lines = p.header.flags & DM_STATUS_TABLE_FLAG != 0;
-        let t = queried(st, &p.header);
+        let t = queried(t, &p.header);
         let mut w = ResultWriter::new(&mut p.buf);
-        if let Some(t) = &t {
+        if let Some(t) = t {
             for e in t.entries.iter() {
                 let ok = w.target_status(e.start, e.len, e.ty.name.as_bytes(), |out| {
                     let mut bw = ByteWriter::new(out);
@@ -583,29 +601,48 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
     })?;
     let sector = msg.sector;
     let (md, name, _) = lookup(reg, &p.header)?;
-    let st = md.state.lock();
-    let Some(t) = &st.active else {
-        pr_err!(
-            "{}: target message to a device with no active table\n",
-            BStr(name.as_bytes())
-        );
-        return Err(EINVAL);
-    };
-    let Some(e) = t.find(sector) else {
-        pr_err!(
-            "{}: target message sector {sector} is outside the table\n",
-            BStr(name.as_bytes())
-        );
-        return Err(EINVAL);
-    };
     let mut words = msg
         .message
         .split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty());
     let first = words.next().unwrap_or(&[]);
-    // dm's device-level message, sent to any target of the device.
-    if first == b"@cancel_deferred_remove" {
-        drop(st);
+    let mut text = [0u8; 256];
+    let mut out = ByteWriter::new(&mut text);
+    // The target answers under the device's `tables` lock (from its own
+    // state, never waiting for I/O), not the lock a suspend holds.
+    let device_msg = md.query(|t| {
+        let Some(t) = &t.active else {
+            pr_err!(
+                "{}: target message to a device with no active table\n",
+                BStr(name.as_bytes())
+            );
+            return Err(EINVAL);
+        };
+        let Some(e) = t.find(sector) else {
+            pr_err!(
+                "{}: target message sector {sector} is outside the table\n",
+                BStr(name.as_bytes())
+            );
+            return Err(EINVAL);
+        };
+        // dm's device-level message, sent to any target of the device.
+        if first == b"@cancel_deferred_remove" {
+            return Ok(true);
+        }
+        match e.target.get().message(msg.message, &mut out) {
+            Some(r) => r.map(|()| false),
+            None => {
+                pr_err!(
+                    "{}: target {} does not accept message \"{}\"\n",
+                    BStr(name.as_bytes()),
+                    e.ty.name,
+                    BStr(first)
+                );
+                Err(EINVAL)
+            }
+        }
+    })?;
+    if device_msg {
         if md.deferred_remove() {
             md.set_deferred_remove(false);
             return Ok(());
@@ -613,29 +650,12 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
         pr_err!("{}: no deferred remove to cancel\n", BStr(name.as_bytes()));
         return Err(ENXIO);
     }
-    let mut text = [0u8; 256];
-    let mut out = ByteWriter::new(&mut text);
-    match e.target.get().message(msg.message, &mut out) {
-        Some(Ok(())) => {
-            drop(st);
-            let n = out.finish().ok_or(ENOSPC)?;
-            let mut w = ResultWriter::new(&mut p.buf);
-            if n > 0 {
-                w.string(&text[..n]);
-                p.header.flags |= DM_DATA_OUT_FLAG;
-            }
-            finish(&mut p.header, &w);
-            Ok(())
-        }
-        Some(Err(err)) => Err(err),
-        None => {
-            pr_err!(
-                "{}: target {} does not accept message \"{}\"\n",
-                BStr(name.as_bytes()),
-                e.ty.name,
-                BStr(first)
-            );
-            Err(EINVAL)
-        }
+    let n = out.finish().ok_or(ENOSPC)?;
+    let mut w = ResultWriter::new(&mut p.buf);
+    if n > 0 {
+        w.string(&text[..n]);
+        p.header.flags |= DM_DATA_OUT_FLAG;
     }
+    finish(&mut p.header, &w);
+    Ok(())
 }
