@@ -18,7 +18,7 @@ rm -rf $out && mkdir -p $out
 cleanup() {
 	dmsetup remove_all >/dev/null 2>&1
 	rdm_unload
-	modprobe -r -d "$RDM_MODROOT" dm-mod >/dev/null 2>&1
+	modprobe -r -d "$RDM_MODROOT" dm-zero dm-mod >/dev/null 2>&1
 }
 trap cleanup EXIT
 
@@ -113,6 +113,8 @@ export RDM_CONTROL=/dev/mapper/control
 DEVDIR=/dev/mapper
 if modprobe -d "$RDM_MODROOT" dm-mod 2>/dev/null; then
 	golden dm
+	# The script's zero tables loaded dm-zero, which holds dm-mod.
+	grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
 	for _ in $(seq 1 50); do
 		modprobe -r -d "$RDM_MODROOT" dm-mod 2>/dev/null && break
 		sleep 0.1
