@@ -26,9 +26,13 @@ extern const int rdm_misc_dynamic_minor;
 
 /* rust/block.rs */
 struct gendisk *rdm_alloc_disk(struct queue_limits *lim);
-int rdm_add_disk(struct gendisk *disk, const struct block_device_operations *fops,
+int rdm_add_disk(struct gendisk *disk, const struct attribute_group **groups,
+		 const struct block_device_operations *fops,
 		 void *private_data, int major, int minor, const char *name);
 void *rdm_disk_private(struct gendisk *disk);
+struct gendisk *rdm_dev_to_disk(struct device *dev);
+void rdm_sysfs_attr_init(struct attribute *attr);
+int rdm_disk_uevent(struct gendisk *disk, unsigned int action, char **envp);
 u64 rdm_disk_devt(struct gendisk *disk);
 struct file *rdm_bdev_open_path(const char *path, bool write, void *holder);
 struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder);

@@ -9,6 +9,7 @@
 //! touched: commands work on the kernel copy.
 
 use crate::device::{Key, MappedDevice, Name, Registry, Tables, NAME_MAX, UUID_MAX};
+use crate::kx::block::Uevent;
 use crate::kx::capability::capable_sys_admin;
 use crate::kx::miscdevice::{Minor, MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
 use crate::rdm_core::dm_ioctl::{
@@ -357,12 +358,16 @@ fn dev_create(reg: &Arc<Registry>, p: &mut Params) -> Result {
 
 fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
     let key = key_of(&p.header)?;
-    match reg.remove(&key) {
-        Ok((md, name, uuid)) => {
+    // The udev cookie (libdevmapper's, or 0) comes in `event_nr`, as dm.
+    let cookie = p.header.event_nr;
+    match reg.remove(&key, Some(cookie)) {
+        Ok((md, name, uuid, sent)) => {
             p.header.event_nr = md.event_nr();
             let _ = dm_ioctl::set_c_str(&mut p.header.name, name.as_bytes());
             let _ = dm_ioctl::set_c_str(&mut p.header.uuid, uuid.as_bytes());
-            p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+            if sent {
+                p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+            }
             Ok(())
         }
         Err(e) if e == EBUSY && p.header.flags & DM_DEFERRED_REMOVE != 0 => {
@@ -396,7 +401,7 @@ fn remove_all(reg: &Registry, _p: &mut Params) -> Result {
         names.push(e.name, GFP_KERNEL)?;
     }
     for name in names.iter() {
-        if let Err(e) = reg.remove(&Key::Name(name.as_bytes())) {
+        if let Err(e) = reg.remove(&Key::Name(name.as_bytes()), None) {
             if e == EBUSY {
                 pr_warn!(
                     "remove_all: {} is open, left in place\n",
@@ -450,9 +455,14 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
         checked_name(new, NAME_MAX, "name")?
     };
     let key = key_of(&p.header)?;
+    let cookie = p.header.event_nr;
     let (md, name, uuid) = reg.rename(&key, new, set_uuid)?;
+    // As dm: a change uevent with the caller's udev cookie.
+    let sent = md.uevent(Uevent::Change, cookie);
     report(&md, &name, &uuid, &mut p.header)?;
-    p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    if sent {
+        p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    }
     Ok(())
 }
 
@@ -461,12 +471,18 @@ fn dev_suspend(reg: &Registry, p: &mut Params) -> Result {
     // As dm: freeze the filesystem unless told to skip it or not to flush.
     let lockfs = p.header.flags & (DM_SKIP_LOCKFS_FLAG | DM_NOFLUSH_FLAG) == 0;
     let (md, name, uuid) = lookup(reg, &p.header)?;
-    if suspend {
+    let cookie = p.header.event_nr;
+    let sent = if suspend {
         md.suspend(lockfs)?;
+        false
     } else {
-        md.resume(lockfs)?;
+        md.resume(lockfs, cookie)?
+    };
+    report(&md, &name, &uuid, &mut p.header)?;
+    if sent {
+        p.header.flags |= DM_UEVENT_GENERATED_FLAG;
     }
-    report(&md, &name, &uuid, &mut p.header)
+    Ok(())
 }
 
 fn dev_wait(reg: &Registry, p: &mut Params) -> Result {
