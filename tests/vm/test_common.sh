@@ -358,10 +358,16 @@ lvm_cleanup() {
 	done
 	dmsetup remove_all >/dev/null 2>&1
 	lvm_wipe
+	compat_unload
+}
+# compat_unload: unloads the driver of $IMPL (the kernel's dm or rdm).
+compat_unload() {
 	# dmeventd (started by LVM2 for monitoring, or by vm-run --udev)
 	# keeps the control device open: stopped for the unload, then
 	# started again if the guest runs it.
 	local pid
+	# udev's workers may still have a device open (blkid).
+	[ -n "${RDM_UDEV:-}" ] && udevadm settle --timeout=60
 	pid=$(cat /run/dmeventd.pid 2>/dev/null)
 	if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
 		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
@@ -374,4 +380,37 @@ lvm_cleanup() {
 	fi
 	[ -n "${RDM_UDEV:-}" ] && dmeventd
 	return 0
+}
+
+# --- dm_compat tests driven by Debian's dmsetup ---
+# compat_both SCENARIO: runs the function SCENARIO with the kernel's dm
+# (dm-mod, dm-snapshot) loaded, then with rdm (dm_compat=1); IMPL says
+# which, DEVDIR is /dev/mapper and `dm` is dmsetup either way (with udev
+# synchronisation in a `vm-run --udev` guest). Each run ends with every
+# device gone and the module unloaded. A scenario that fails on the
+# kernel's dm is a wrong test.
+compat_both() {
+	local scenario=$1 rc
+	command -v dmsetup >/dev/null || skip "dmsetup is not installed"
+	DM_TOOL=dmsetup DEVDIR=/dev/mapper
+	(
+		IMPL=dm
+		trap 'dmsetup remove_all >/dev/null 2>&1; compat_unload' EXIT
+		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
+		log "reference run: the kernel's dm, driven by dmsetup"
+		"$scenario"
+	)
+	rc=$?
+	case $rc in
+	0) log "ok: $scenario on the kernel's dm (reference)" ;;
+	4) log "the kernel's dm is not available here: no reference run" ;;
+	*) fail "$scenario fails on the kernel's own dm too: the test is wrong" ;;
+	esac
+	(
+		IMPL=rdm
+		trap 'dmsetup remove_all >/dev/null 2>&1; compat_unload' EXIT
+		insmod "$RDM_KO" dm_compat=1 || fail "insmod $RDM_KO dm_compat=1"
+		"$scenario"
+	) || exit $?
+	log "ok: $scenario on rdm"
 }
