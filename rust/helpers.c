@@ -137,6 +137,7 @@ const int rdm_misc_dynamic_minor = MISC_DYNAMIC_MINOR;
 #include <linux/sched/mm.h>
 #include <linux/srcu.h>
 #include <linux/sysfs.h>
+#include <linux/poll.h>
 #include <linux/wait_bit.h>
 
 /* blk_alloc_disk() is a macro (it makes a lock class per call site). */
@@ -513,6 +514,12 @@ unsigned int rdm_param_copy_delay_ms(void)
 }
 
 /* ---- rust/wait.rs ---- */
+
+/* poll_wait() (static inline). */
+void rdm_poll_wait(struct file *file, wait_queue_head_t *wq, poll_table *pt)
+{
+	poll_wait(file, wq, pt);
+}
 
 void rdm_wake_up_var(void *var)
 {

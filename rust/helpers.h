@@ -8,6 +8,7 @@
 
 #include <linux/blkdev.h>
 #include <linux/fs.h>
+#include <linux/poll.h>
 #include <linux/types.h>
 
 struct srcu_struct;
@@ -83,6 +84,7 @@ bool rdm_param_dm_compat(void);
 unsigned int rdm_param_cow_threshold(void);
 unsigned int rdm_param_copy_delay_ms(void);
 /* rust/wait.rs */
+void rdm_poll_wait(struct file *file, wait_queue_head_t *wq, poll_table *pt);
 void rdm_wake_up_var(void *var);
 int rdm_wait_var_change(u32 *var, u32 seen);
 void rdm_wait_var_below(unsigned long *var, unsigned long limit);

@@ -30,13 +30,13 @@ use crate::kx::block::{
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
-use crate::kx::wait::{DrainRef, Drained, EventCounter};
+use crate::kx::wait::{DrainRef, Drained, EventCounter, PollEvent};
 use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
 use crate::snapshot::{EndHook, Snapshots};
 use crate::table::{Entry as TableEntry, Table, TableArc};
 use crate::target::{refuses, BStr};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
@@ -272,7 +272,10 @@ impl MappedDevice {
         read_only: bool,
     ) -> Result<Arc<MappedDevice>> {
         let srcu = Srcu::new()?;
-        let events = Arc::new(EventCounter::new(), GFP_KERNEL)?;
+        let events = Arc::new(
+            EventCounter::with_parent(registry.global_event.clone()),
+            GFP_KERNEL,
+        )?;
         let devt = crate::rdm_core::dm_ioctl::encode_dev(major, minor);
         let md = Arc::pin_init(
             try_pin_init!(MappedDevice {
@@ -1104,8 +1107,11 @@ pub(crate) struct Registry {
     pub(crate) major: u32,
     /// Disk name prefix: "rdm-" (or "dm-" in dm_compat mode).
     pub(crate) disk_prefix: &'static str,
-    /// Bumped on every device event (DM_DEV_ARM_POLL).
-    pub(crate) global_event: AtomicU32,
+    /// dm's global event (`dm_global_event_nr`): bumped when a device is
+    /// created, removed or renamed and on every device event; a `poll()`
+    /// of the control file is readable once it moved on since the file's
+    /// DM_DEV_ARM_POLL (or open).
+    pub(crate) global_event: Arc<PollEvent>,
     /// rdm's own workqueue (`WQ_MEM_RECLAIM`): deferred removals, the
     /// resubmission of parked bios, the data of flushes with data, and
     /// the final drop of devices. Destroyed, after waiting for its work,
@@ -1152,12 +1158,13 @@ impl Registry {
         disk_prefix: &'static str,
         wq: OwnedQueue,
         snapshots: Arc<Snapshots>,
+        global_event: Arc<PollEvent>,
     ) -> impl PinInit<Self> {
         pin_init!(Registry {
             devices <- new_mutex!(KVec::new(), "rdm:registry"),
             major,
             disk_prefix,
-            global_event: AtomicU32::new(0),
+            global_event,
             wq,
             snapshots,
         })
@@ -1228,7 +1235,7 @@ impl Registry {
             uuid,
             md: md.clone(),
         });
-        self.global_event.fetch_add(1, Ordering::AcqRel);
+        self.global_event.bump();
         Ok(md)
     }
 
@@ -1267,7 +1274,7 @@ impl Registry {
         };
         // Outside the registry lock: teardown waits for I/O.
         let sent = entry.md.destroy(uevent);
-        self.global_event.fetch_add(1, Ordering::AcqRel);
+        self.global_event.bump();
         Ok((entry.md, entry.name, entry.uuid, sent))
     }
 
@@ -1417,7 +1424,7 @@ impl Registry {
         // lock is dropped, which covers the rename alone.
         drop(devices);
         md.raise_event();
-        self.global_event.fetch_add(1, Ordering::AcqRel);
+        self.global_event.bump();
         Ok((md, name, uuid))
     }
 }

@@ -55,8 +55,10 @@ impl kernel::Module for Rdm {
         let copier = snapshot::copier::Copier::new()?;
         let copier_thread = copier.start()?;
         let snapshots = snapshot::Snapshots::new(copier)?;
+        let global_event =
+            kernel::sync::Arc::pin_init(crate::new_poll_event!("rdm:global_event"), GFP_KERNEL)?;
         let registry = kernel::sync::Arc::pin_init(
-            device::Registry::new(major.major(), disk_prefix, wq, snapshots),
+            device::Registry::new(major.major(), disk_prefix, wq, snapshots, global_event),
             GFP_KERNEL,
         )?;
         let control = control::ControlDevice::register(registry, compat)?;

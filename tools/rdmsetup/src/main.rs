@@ -112,7 +112,8 @@ struct Cli {
     #[arg(short = 'f', long, global = true)]
     force: bool,
 
-    /// remove: if the device is open, remove it on its last close.
+    /// remove, remove_all: a device that is open is removed on its last
+    /// close.
     #[arg(long, global = true)]
     deferred: bool,
 
@@ -297,7 +298,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
             c.call(Command::DevSuspend, &r).map(drop)
         }
         Cmd::Remove { name } => remove(&c, cli, name.as_deref(), compat),
-        Cmd::RemoveAll => remove_all(&c),
+        Cmd::RemoveAll => remove_all(&c, cli.deferred),
         Cmd::Rename {
             name,
             new_name,
@@ -588,10 +589,14 @@ fn device_count(c: &Control) -> Result<usize, Error> {
 /// DM_REMOVE_ALL, repeated while it makes progress: a device held open by
 /// another device's table (a snapshot's COW device) is closed only when
 /// the call that removed its holder returns to user space.
-fn remove_all(c: &Control) -> Result<(), Error> {
+fn remove_all(c: &Control, deferred: bool) -> Result<(), Error> {
+    let mut r = Request::new();
+    if deferred {
+        r.header.flags |= DM_DEFERRED_REMOVE;
+    }
     let mut left = device_count(c)?;
     loop {
-        c.call(Command::RemoveAll, &Request::new())?;
+        c.call(Command::RemoveAll, &r)?;
         let now = device_count(c)?;
         if now == 0 || now >= left {
             return Ok(());
