@@ -43,6 +43,7 @@ extern "C" {
     fn rdm_alloc_disk(lim: *mut bindings::queue_limits) -> *mut bindings::gendisk;
     fn rdm_add_disk(
         disk: *mut bindings::gendisk,
+        groups: *const *const bindings::attribute_group,
         fops: *const bindings::block_device_operations,
         private_data: *mut c_void,
         major: c_int,
@@ -50,6 +51,13 @@ extern "C" {
         name: *const c_char,
     ) -> c_int;
     fn rdm_disk_private(disk: *mut bindings::gendisk) -> *mut c_void;
+    fn rdm_dev_to_disk(dev: *mut bindings::device) -> *mut bindings::gendisk;
+    fn rdm_sysfs_attr_init(attr: *mut bindings::attribute);
+    fn rdm_disk_uevent(
+        disk: *mut bindings::gendisk,
+        action: c_uint,
+        envp: *const *mut c_char,
+    ) -> c_int;
     fn rdm_disk_devt(disk: *mut bindings::gendisk) -> u64;
     fn rdm_bdev_open_path(
         path: *const c_char,
@@ -60,6 +68,12 @@ extern "C" {
     fn rdm_bdev_devt(f: *mut bindings::file) -> u64;
     fn rdm_bdev_nr_sectors(f: *mut bindings::file) -> u64;
     fn rdm_bdev_logical_block_size(f: *mut bindings::file) -> c_uint;
+    fn rdm_limits_io_hints(
+        lim: *mut bindings::queue_limits,
+        chunk_sectors: c_uint,
+        io_min: c_uint,
+        io_opt: c_uint,
+    );
     fn rdm_bdev_stack_limits(
         lim: *mut bindings::queue_limits,
         f: *mut bindings::file,
@@ -79,6 +93,7 @@ extern "C" {
     fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
     fn rdm_bio_set_failed(bio: *mut bindings::bio);
     fn rdm_bio_end_unsupported(bio: *mut bindings::bio);
+    fn rdm_bio_end_nospace(bio: *mut bindings::bio);
     fn rdm_bio_zero_fill(bio: *mut bindings::bio);
     fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
     fn rdm_bio_split_front(
@@ -256,6 +271,22 @@ impl Limits {
         };
     }
 
+    /// Stacks a target's I/O hints onto the limits as the block layer
+    /// stacks a device's (`blk_stack_limits`: the largest minimum I/O,
+    /// the least common multiple of the optimal ones, the greatest
+    /// common divisor of the boundaries; 0 leaves a value as it is).
+    pub fn add_io_hints(&mut self, hints: IoHints) {
+        // SAFETY: `lim` is a valid, exclusively borrowed struct.
+        unsafe {
+            rdm_limits_io_hints(
+                &mut self.lim,
+                hints.chunk_sectors,
+                hints.io_min,
+                hints.io_opt,
+            )
+        };
+    }
+
     /// Discards of any size are taken whatever the devices offer (a
     /// target that does them itself: dm's `io_hints` of `zero`).
     pub fn allow_discard(&mut self) {
@@ -287,6 +318,19 @@ impl Limits {
     pub fn logical_block_size(&self) -> u32 {
         self.lim.logical_block_size
     }
+}
+
+/// What a target asks of the queue limits besides its devices' (dm's
+/// `io_hints`): a boundary I/O should not cross and the minimum and
+/// optimal I/O sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoHints {
+    /// Sectors at whose multiples I/O is best split (`chunk_sectors`).
+    pub chunk_sectors: u32,
+    /// The minimum I/O size in bytes (`io_min`).
+    pub io_min: u32,
+    /// The optimal I/O size in bytes (`io_opt`).
+    pub io_opt: u32,
 }
 
 /// Data carried by every clone of a [`BioSet`], given back when it ends.
@@ -438,6 +482,13 @@ impl Bio {
     pub fn end_unsupported(self) {
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end_unsupported(self.into_raw()) };
+    }
+
+    /// Ends the bio with "no space" (user space sees ENOSPC): there is no
+    /// room to keep what the write would change.
+    pub fn end_no_space(self) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end_nospace(self.into_raw()) };
     }
 
     /// Sends the bio to the device it points at.
@@ -828,6 +879,185 @@ pub trait BioDriver: 'static {
     /// a workqueue that module exit destroys), or the rest of this call
     /// would run in a module that may be unloaded already.
     fn free(this: Self::Ptr);
+
+    /// The name of the disk's directory of attributes in sysfs
+    /// (`/sys/block/<disk>/<ATTR_DIR>/`).
+    const ATTR_DIR: &'static CStr;
+
+    /// The attributes of that directory (at most [`MAX_DISK_ATTRS`]); an
+    /// attribute is named by its index in this list.
+    const ATTRS: &'static [DiskAttr];
+
+    /// Writes the value of attribute `index` (one line) to `out`. Runs in
+    /// process context, for as long as the disk is added: [`GenDisk`]'s
+    /// drop waits for it.
+    fn show_attr(
+        this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        index: usize,
+        out: &mut AttrText<'_>,
+    ) -> Result;
+
+    /// Takes `input`, written to the writable attribute `index`.
+    fn store_attr(
+        this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        index: usize,
+        input: &[u8],
+    ) -> Result;
+}
+
+/// How many attributes a disk's directory may have.
+pub const MAX_DISK_ATTRS: usize = 8;
+
+/// An attribute in a disk's directory (see [`BioDriver::ATTRS`]).
+pub struct DiskAttr {
+    /// Its file name.
+    pub name: &'static CStr,
+    /// Root may write it (mode 0644); otherwise it is read-only (0444).
+    pub writable: bool,
+}
+
+/// The text of an attribute being read: at most a page.
+pub struct AttrText<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl AttrText<'_> {
+    /// Appends raw bytes; ENOSPC (and nothing written) if they do not fit.
+    pub fn push(&mut self, bytes: &[u8]) -> Result {
+        let end = self.len.checked_add(bytes.len()).ok_or(ENOSPC)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(ENOSPC)?
+            .copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl core::fmt::Write for AttrText<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.push(s.as_bytes()).map_err(|_| core::fmt::Error)
+    }
+}
+
+/// One attribute as sysfs sees it, with its index in [`BioDriver::ATTRS`].
+#[repr(C)]
+struct AttrSlot {
+    /// First: sysfs hands the show and store callbacks a pointer to it.
+    dev_attr: bindings::device_attribute,
+    index: usize,
+}
+
+/// A disk's attribute group, at a stable address (boxed) from before
+/// `add_disk` until after `del_gendisk` has removed it.
+struct DiskAttrs {
+    slots: [AttrSlot; MAX_DISK_ATTRS],
+    /// NULL-terminated pointers to the slots' attributes.
+    ptrs: [*mut bindings::attribute; MAX_DISK_ATTRS + 1],
+    group: bindings::attribute_group,
+    /// NULL-terminated, as `device_add_disk` takes them.
+    groups: [*const bindings::attribute_group; 2],
+}
+
+impl DiskAttrs {
+    /// The group `T::ATTR_DIR` of `T::ATTRS`, ready for `device_add_disk`.
+    fn new<T: BioDriver>() -> Result<KBox<Self>> {
+        if T::ATTRS.len() > MAX_DISK_ATTRS {
+            return Err(EINVAL);
+        }
+        let mut a = KBox::new(
+            DiskAttrs {
+                slots: core::array::from_fn(|index| AttrSlot {
+                    dev_attr: bindings::device_attribute::default(),
+                    index,
+                }),
+                ptrs: [core::ptr::null_mut(); MAX_DISK_ATTRS + 1],
+                group: bindings::attribute_group::default(),
+                groups: [core::ptr::null(); 2],
+            },
+            GFP_KERNEL,
+        )?;
+        for (i, attr) in T::ATTRS.iter().enumerate() {
+            let slot = &mut a.slots[i];
+            slot.dev_attr.attr.name = attr.name.as_char_ptr();
+            slot.dev_attr.attr.mode = if attr.writable { 0o644 } else { 0o444 };
+            slot.dev_attr.show = Some(attr_show::<T>);
+            if attr.writable {
+                slot.dev_attr.store = Some(attr_store::<T>);
+            }
+            let raw: *mut bindings::attribute = &mut slot.dev_attr.attr;
+            // SAFETY: `raw` points to an attribute in the box, not yet
+            // registered; the call only sets its lockdep key.
+            unsafe { rdm_sysfs_attr_init(raw) };
+            a.ptrs[i] = raw;
+        }
+        a.group.name = T::ATTR_DIR.as_char_ptr();
+        a.group.attrs = a.ptrs.as_mut_ptr();
+        let group: *const bindings::attribute_group = &a.group;
+        a.groups[0] = group;
+        Ok(a)
+    }
+}
+
+/// # Safety
+///
+/// Called by sysfs for an attribute of a [`DiskAttrs`] group of a disk made
+/// by [`GenDisk::add`] for `T`, with a page-sized `buf`.
+unsafe extern "C" fn attr_show<T: BioDriver>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *mut c_char,
+) -> isize {
+    // SAFETY: `attr` is the first field of an `AttrSlot` (repr(C)); the
+    // group is on the disk's device, so `dev` is a disk's, and the disk
+    // stays added (del_gendisk drains the attribute's readers before
+    // [`GenDisk`] puts the disk and free_disk can run) for this call;
+    // `buf` is a page that sysfs gives us to fill.
+    let (index, this, page) = unsafe {
+        (
+            (*attr.cast::<AttrSlot>()).index,
+            borrow_private::<T>(rdm_dev_to_disk(dev)),
+            core::slice::from_raw_parts_mut(buf.cast::<u8>(), PAGE_SIZE),
+        )
+    };
+    let mut out = AttrText { buf: page, len: 0 };
+    match T::show_attr(this, index, &mut out) {
+        Ok(()) => out.len as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// As [`attr_show`], with `buf` holding `count` bytes written by the user.
+unsafe extern "C" fn attr_store<T: BioDriver>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *const c_char,
+    count: usize,
+) -> isize {
+    // SAFETY: as in `attr_show`; sysfs hands us `count` readable bytes.
+    let (index, this, input) = unsafe {
+        (
+            (*attr.cast::<AttrSlot>()).index,
+            borrow_private::<T>(rdm_dev_to_disk(dev)),
+            core::slice::from_raw_parts(buf.cast::<u8>(), count),
+        )
+    };
+    match T::store_attr(this, index, input) {
+        Ok(()) => count as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// A uevent a driver sends for its disk (besides the block layer's own).
+#[derive(Clone, Copy)]
+pub enum Uevent {
+    /// `change`.
+    Change,
+    /// `remove` (sent while the disk is still there).
+    Remove,
 }
 
 /// A bio-based gendisk, added to the system.
@@ -839,11 +1069,14 @@ pub trait BioDriver: 'static {
 /// `free_disk`; `Drop` removes and puts it.
 pub struct GenDisk<T: BioDriver> {
     disk: NonNull<bindings::gendisk>,
+    /// The disk's attribute group; dropped after `del_gendisk` removed it.
+    _attrs: KBox<DiskAttrs>,
     _t: PhantomData<T>,
 }
 
 // SAFETY: the gendisk's operations used through `&self` (capacity, read-only
-// flag, limits, holders) take the block layer's own locks.
+// flag, limits, holders, uevents) take the block layer's own locks; the
+// attribute group is only read (by sysfs) once built.
 unsafe impl<T: BioDriver> Send for GenDisk<T> {}
 // SAFETY: as above.
 unsafe impl<T: BioDriver> Sync for GenDisk<T> {}
@@ -851,17 +1084,22 @@ unsafe impl<T: BioDriver> Sync for GenDisk<T> {}
 impl<T: BioDriver> GenDisk<T> {
     /// Allocates and adds a disk `name` at `major:minor`, empty (capacity 0).
     pub fn add(major: u32, minor: u32, name: &CStr, data: T::Ptr) -> Result<Self> {
+        let attrs = DiskAttrs::new::<T>()?;
         let mut lim = Limits::empty();
         // SAFETY: `lim` is a valid queue_limits for the call.
         let disk = unsafe { rdm_alloc_disk(&mut lim.lim) };
         let disk = from_err_ptr(disk)?;
         let private = data.into_foreign().cast_mut();
         // SAFETY: `disk` is a fresh disk; the operations table is static;
-        // `name` is NUL-terminated. On failure the disk is put below and
-        // `private` taken back, as nothing else saw them.
+        // `name` is NUL-terminated; the groups are boxed, and the box is
+        // kept (in the `GenDisk`) until del_gendisk removed them, or
+        // dropped below when add_disk failed (which removed them). On
+        // failure the disk is put below and `private` taken back, as
+        // nothing else saw them.
         let ret = unsafe {
             rdm_add_disk(
                 disk,
+                attrs.groups.as_ptr(),
                 OpsTable::<T>::build(),
                 private,
                 major as c_int,
@@ -881,6 +1119,7 @@ impl<T: BioDriver> GenDisk<T> {
         // INVARIANT: allocated, added, private data from into_foreign.
         Ok(GenDisk {
             disk: NonNull::new(disk).ok_or(ENOMEM)?,
+            _attrs: attrs,
             _t: PhantomData,
         })
     }
@@ -895,10 +1134,31 @@ impl<T: BioDriver> GenDisk<T> {
         unsafe { rdm_disk_devt(self.raw()) }
     }
 
-    /// Sets the size in sectors (and tells user space if it changed).
+    /// Sets the size in sectors, without a uevent (as dm: the driver
+    /// announces a change itself, see [`GenDisk::uevent`]).
     pub fn set_capacity(&self, sectors: u64) {
         // SAFETY: the disk is live; the call takes its own locks.
-        unsafe { bindings::set_capacity_and_notify(self.raw(), sectors) };
+        unsafe { bindings::set_capacity(self.raw(), sectors) };
+    }
+
+    /// Sends a uevent for the disk with the variables `env` (`NAME=value`,
+    /// at most 4), as dm does (`dm_kobject_uevent`); allocations inside
+    /// do no I/O. Ok if it was sent (or no one listens).
+    pub fn uevent(&self, action: Uevent, env: &[&CStr]) -> Result {
+        let mut envp: [*mut c_char; 5] = [core::ptr::null_mut(); 5];
+        if env.len() >= envp.len() {
+            return Err(EINVAL);
+        }
+        for (p, v) in envp.iter_mut().zip(env) {
+            *p = v.as_char_ptr().cast_mut();
+        }
+        let action = match action {
+            Uevent::Change => bindings::kobject_action_KOBJ_CHANGE,
+            Uevent::Remove => bindings::kobject_action_KOBJ_REMOVE,
+        };
+        // SAFETY: the disk is live and added; `envp` is NULL-terminated
+        // and its strings outlive the call, which only reads them.
+        to_result(unsafe { rdm_disk_uevent(self.raw(), action, envp.as_ptr()) })
     }
 
     /// Makes the disk read-only or writable.

@@ -9,8 +9,10 @@
 //! touched: commands work on the kernel copy.
 
 use crate::device::{Key, MappedDevice, Name, Registry, Tables, NAME_MAX, UUID_MAX};
+use crate::kx::block::Uevent;
 use crate::kx::capability::capable_sys_admin;
 use crate::kx::miscdevice::{Minor, MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
+use crate::kx::wait::{PollTable, EPOLLIN};
 use crate::rdm_core::dm_ioctl::{
     self, c_str, check_data_size, check_version, decode_dev, decode_version, encode_version,
     Command, Header, ParamError, HEADER_SIZE, VERSION, VERSION_BYTES,
@@ -22,7 +24,7 @@ use crate::target::{BStr, TARGET_TYPES};
 use core::sync::atomic::{AtomicU32, Ordering};
 use dm_ioctl::sys::{
     DM_ACTIVE_PRESENT_FLAG, DM_BUFFER_FULL_FLAG, DM_DATA_OUT_FLAG, DM_DEFERRED_REMOVE,
-    DM_INACTIVE_PRESENT_FLAG, DM_NOFLUSH_FLAG, DM_PERSISTENT_DEV_FLAG,
+    DM_IMA_MEASUREMENT_FLAG, DM_INACTIVE_PRESENT_FLAG, DM_NOFLUSH_FLAG, DM_PERSISTENT_DEV_FLAG,
     DM_QUERY_INACTIVE_TABLE_FLAG, DM_READONLY_FLAG, DM_SECURE_DATA_FLAG, DM_SKIP_LOCKFS_FLAG,
     DM_STATUS_TABLE_FLAG, DM_SUSPEND_FLAG, DM_UEVENT_GENERATED_FLAG, DM_UUID_FLAG,
 };
@@ -79,7 +81,7 @@ impl MiscDevice for Control {
 
     fn open(registry: ArcBorrow<'_, Registry>) -> Result<Arc<ControlFile>> {
         let registry: Arc<Registry> = registry.into();
-        let armed = registry.global_event.load(Ordering::Acquire);
+        let armed = registry.global_event.get();
         Ok(Arc::new(
             ControlFile {
                 registry,
@@ -92,6 +94,19 @@ impl MiscDevice for Control {
     fn ioctl(file: ArcBorrow<'_, ControlFile>, request: u32, arg: usize) -> Result<isize> {
         ctl_ioctl(&file, request, arg)?;
         Ok(0)
+    }
+
+    /// As dm's `dm_poll()`: readable once the global event number moved
+    /// on since the file's last DM_DEV_ARM_POLL (or its open).
+    fn poll(file: ArcBorrow<'_, ControlFile>, pt: &PollTable) -> u32 {
+        let ev = &file.registry.global_event;
+        ev.poll_wait(pt);
+        let armed = file.armed_event.load(Ordering::Acquire);
+        if (ev.get().wrapping_sub(armed) as i32) > 0 {
+            EPOLLIN
+        } else {
+            0
+        }
     }
 }
 
@@ -238,7 +253,7 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
         Command::ListVersions | Command::GetTargetVersion => list_versions(p, cmd),
         Command::TargetMsg => target_msg(reg, p),
         Command::DevArmPoll => {
-            let now = reg.global_event.load(Ordering::Acquire);
+            let now = reg.global_event.get();
             file.armed_event.store(now, Ordering::Release);
             Ok(())
         }
@@ -312,16 +327,25 @@ fn with_tables(
     })
 }
 
+/// Looks a device up. A device that does not exist is ENXIO with a debug
+/// line only, as dm (`DMDEBUG_LIMIT`): user space asks whether devices
+/// exist all the time (LVM2 before every activation), and that is no
+/// error.
 fn lookup(reg: &Registry, h: &Header) -> Result<(Arc<MappedDevice>, Name, Name)> {
     let key = key_of(h)?;
     reg.get(&key).inspect_err(|_| match key {
-        Key::Name(n) => pr_err!("device {} doesn't exist\n", BStr(n)),
-        Key::Uuid(u) => pr_err!("device with uuid {} doesn't exist\n", BStr(u)),
+        Key::Name(n) => pr_debug!("device {} doesn't exist\n", BStr(n)),
+        Key::Uuid(u) => pr_debug!("device with uuid {} doesn't exist\n", BStr(u)),
         Key::Dev(d) => {
             let (ma, mi) = decode_dev(d);
-            pr_err!("device {ma}:{mi} doesn't exist\n")
+            pr_debug!("device {ma}:{mi} doesn't exist\n")
         }
     })
+}
+
+/// EOPNOTSUPP (6.12's `kernel::error::code` lacks it).
+fn eopnotsupp() -> Error {
+    Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
 
 fn checked_name(s: &[u8], max: usize, what: &str) -> Result<Name> {
@@ -357,12 +381,16 @@ fn dev_create(reg: &Arc<Registry>, p: &mut Params) -> Result {
 
 fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
     let key = key_of(&p.header)?;
-    match reg.remove(&key) {
-        Ok((md, name, uuid)) => {
+    // The udev cookie (libdevmapper's, or 0) comes in `event_nr`, as dm.
+    let cookie = p.header.event_nr;
+    match reg.remove(&key, Some(cookie)) {
+        Ok((md, name, uuid, sent)) => {
             p.header.event_nr = md.event_nr();
             let _ = dm_ioctl::set_c_str(&mut p.header.name, name.as_bytes());
             let _ = dm_ioctl::set_c_str(&mut p.header.uuid, uuid.as_bytes());
-            p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+            if sent {
+                p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+            }
             Ok(())
         }
         Err(e) if e == EBUSY && p.header.flags & DM_DEFERRED_REMOVE != 0 => {
@@ -385,27 +413,45 @@ fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
     }
 }
 
-fn remove_all(reg: &Registry, _p: &mut Params) -> Result {
-    // Snapshot the names, then remove each one that is not open: no
-    // teardown runs under the registry lock. A device held open by another
-    // rdm device's table (a snapshot's COW device) stays: the table's
-    // close of it runs when this call returns to user space (fput), so
-    // rdmsetup repeats the call while it makes progress.
-    let mut names = KVec::new();
-    for e in reg.devices.lock().iter().flatten() {
-        names.push(e.name, GFP_KERNEL)?;
-    }
-    for name in names.iter() {
-        if let Err(e) = reg.remove(&Key::Name(name.as_bytes())) {
-            if e == EBUSY {
-                pr_warn!(
-                    "remove_all: {} is open, left in place\n",
-                    BStr(name.as_bytes())
-                );
+/// As dm's `dm_hash_remove_all()`: removes every device no one has open,
+/// over and over while that makes progress (a device may have held
+/// another open); with DM_DEFERRED_REMOVE, an open device is marked to go
+/// on its last close. No teardown runs under the registry lock. A device
+/// held open by another rdm device's table (a snapshot's COW device) may
+/// still stay: that table's close of it runs when this call returns to
+/// user space (fput), so dmsetup and rdmsetup repeat the call.
+fn remove_all(reg: &Registry, p: &mut Params) -> Result {
+    let deferred = p.header.flags & DM_DEFERRED_REMOVE != 0;
+    loop {
+        let mut names = KVec::new();
+        for e in reg.devices.lock().iter().flatten() {
+            names.push(e.name, GFP_KERNEL)?;
+        }
+        let (mut progress, mut left) = (false, 0u32);
+        for name in names.iter() {
+            let key = Key::Name(name.as_bytes());
+            match reg.remove(&key, None) {
+                Ok(_) => progress = true,
+                Err(e) if e == EBUSY => {
+                    left += 1;
+                    if deferred {
+                        if let Ok((md, _, _)) = reg.get(&key) {
+                            // Closed meanwhile: the next pass removes it.
+                            progress |= !md.set_deferred_remove(true);
+                        }
+                    }
+                }
+                // Removed or renamed meanwhile.
+                Err(_) => {}
             }
         }
+        if !progress {
+            if left > 0 {
+                pr_warn!("remove_all left {left} open device(s)\n");
+            }
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 fn list_devices(reg: &Registry, p: &mut Params) -> Result {
@@ -450,9 +496,14 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
         checked_name(new, NAME_MAX, "name")?
     };
     let key = key_of(&p.header)?;
+    let cookie = p.header.event_nr;
     let (md, name, uuid) = reg.rename(&key, new, set_uuid)?;
+    // As dm: a change uevent with the caller's udev cookie.
+    let sent = md.uevent(Uevent::Change, cookie);
     report(&md, &name, &uuid, &mut p.header)?;
-    p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    if sent {
+        p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    }
     Ok(())
 }
 
@@ -461,12 +512,18 @@ fn dev_suspend(reg: &Registry, p: &mut Params) -> Result {
     // As dm: freeze the filesystem unless told to skip it or not to flush.
     let lockfs = p.header.flags & (DM_SKIP_LOCKFS_FLAG | DM_NOFLUSH_FLAG) == 0;
     let (md, name, uuid) = lookup(reg, &p.header)?;
-    if suspend {
+    let cookie = p.header.event_nr;
+    let sent = if suspend {
         md.suspend(lockfs)?;
+        false
     } else {
-        md.resume(lockfs)?;
+        md.resume(lockfs, cookie)?
+    };
+    report(&md, &name, &uuid, &mut p.header)?;
+    if sent {
+        p.header.flags |= DM_UEVENT_GENERATED_FLAG;
     }
-    report(&md, &name, &uuid, &mut p.header)
+    Ok(())
 }
 
 fn dev_wait(reg: &Registry, p: &mut Params) -> Result {
@@ -528,6 +585,14 @@ fn table_deps(reg: &Registry, p: &mut Params) -> Result {
 
 fn table_status(reg: &Registry, p: &mut Params) -> Result {
     let (md, name, uuid) = lookup(reg, &p.header)?;
+    if p.header.flags & (DM_STATUS_TABLE_FLAG | DM_IMA_MEASUREMENT_FLAG) == DM_IMA_MEASUREMENT_FLAG
+    {
+        pr_err!(
+            "{}: DM_TABLE_STATUS with DM_IMA_MEASUREMENT_FLAG (dmsetup measure): rdm has no IMA measurements\n",
+            BStr(name.as_bytes())
+        );
+        return Err(eopnotsupp());
+    }
     table_status_of(&md, &name, &uuid, p)
 }
 
@@ -606,6 +671,16 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
         .split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty());
     let first = words.next().unwrap_or(&[]);
+    // dm's statistics (dmstats), which dm answers before any target sees
+    // the message.
+    if first.starts_with(b"@stats_") {
+        pr_err!(
+            "{}: {}: dm statistics (dmstats) are not supported\n",
+            BStr(name.as_bytes()),
+            BStr(first)
+        );
+        return Err(eopnotsupp());
+    }
     let mut text = [0u8; 256];
     let mut out = ByteWriter::new(&mut text);
     // The target answers under the device's `tables` lock (from its own

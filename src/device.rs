@@ -24,23 +24,24 @@
 //! [`DrainCounter`]: crate::kx::wait::DrainCounter
 
 use crate::kx::block::{
-    BdevFile, Bio, BioDriver, BioList, BioOp, BioSet, CloneEnd, FlushesDone, GenDisk,
+    AttrText, BdevFile, Bio, BioDriver, BioList, BioOp, BioSet, CloneEnd, DiskAttr, FlushesDone,
+    GenDisk, Uevent,
 };
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
-use crate::kx::wait::{DrainRef, Drained, EventCounter};
+use crate::kx::wait::{DrainRef, Drained, EventCounter, PollEvent};
 use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
 use crate::snapshot::{EndHook, Snapshots};
 use crate::table::{Entry as TableEntry, Table, TableArc};
 use crate::target::{refuses, BStr};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
-use kernel::str::CString;
+use kernel::str::{CStr, CString};
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
 use kernel::workqueue::{impl_has_work, new_work, Work, WorkItem};
-use kernel::{new_mutex, new_spinlock};
+use kernel::{c_str, new_mutex, new_spinlock};
 
 /// Longest name (without NUL) and uuid, as dm-ioctl.h allows.
 pub(crate) const NAME_MAX: usize = crate::rdm_core::dm_ioctl::sys::DM_NAME_LEN as usize - 1;
@@ -243,6 +244,13 @@ pub(crate) struct MappedDevice {
     pub(crate) read_only: bool,
     #[pin]
     opens: SpinLock<Opens>,
+    /// The name and uuid while the device is registered, for the `dm/`
+    /// sysfs attributes (as dm's `dm_hash_cells_mutex`: the registry lock
+    /// is held across `add_disk`, so a sysfs read must not take it). A
+    /// copy of the registry entry's, set and changed under the registry
+    /// lock; a leaf lock.
+    #[pin]
+    names: SpinLock<Option<(Name, Name)>>,
     /// The event number (table swaps, renames, snapshot invalidation);
     /// targets get a reference to raise events from any context.
     pub(crate) events: Arc<EventCounter>,
@@ -264,7 +272,10 @@ impl MappedDevice {
         read_only: bool,
     ) -> Result<Arc<MappedDevice>> {
         let srcu = Srcu::new()?;
-        let events = Arc::new(EventCounter::new(), GFP_KERNEL)?;
+        let events = Arc::new(
+            EventCounter::with_parent(registry.global_event.clone()),
+            GFP_KERNEL,
+        )?;
         let devt = crate::rdm_core::dm_ioctl::encode_dev(major, minor);
         let md = Arc::pin_init(
             try_pin_init!(MappedDevice {
@@ -305,6 +316,7 @@ impl MappedDevice {
                     },
                     "rdm:opens"
                 ),
+                names <- new_spinlock!(None, "rdm:names"),
                 events,
                 registry: registry.clone(),
                 _module: ModuleRef::get(),
@@ -575,7 +587,12 @@ impl MappedDevice {
     /// bios are resubmitted by a work item, not by this call. If the swap
     /// fails, the device is as it was: the old table (running again if it
     /// was running), the new one still inactive.
-    pub(crate) fn resume(self: &Arc<Self>, lockfs: bool) -> Result {
+    ///
+    /// As dm's `do_resume()`: a device that was suspended (or was, for the
+    /// swap) gets a `change` uevent carrying `DM_COOKIE=cookie` (none if
+    /// 0) and `RESIZE=1` if a table swap changed a nonzero size to another
+    /// nonzero size. Returns whether that uevent was sent.
+    pub(crate) fn resume(self: &Arc<Self>, lockfs: bool, cookie: u32) -> Result<bool> {
         let mut ss = self.suspend_lock.lock();
         if ss.disk.is_none() {
             return Err(ENXIO);
@@ -585,28 +602,79 @@ impl MappedDevice {
             t.resuming = t.inactive.clone();
             (t.resuming.clone(), t.suspended)
         };
+        let mut resized = false;
         if let Some(new) = new {
             let swapped = self
                 .suspend_locked(&mut ss, lockfs)
                 .and_then(|()| self.swap_table(&ss, &new));
-            if let Err(e) = swapped {
-                let resuming = self.tables.lock().resuming.take();
-                drop(resuming);
-                if !was_suspended {
-                    self.restart(&mut ss);
+            match swapped {
+                Ok(old_size) => resized = old_size != 0 && new.size != 0 && old_size != new.size,
+                Err(e) => {
+                    let resuming = self.tables.lock().resuming.take();
+                    drop(resuming);
+                    if !was_suspended {
+                        self.restart(&mut ss);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
             self.raise_event();
         }
-        self.restart(&mut ss);
-        Ok(())
+        if !self.restart(&mut ss) {
+            return Ok(false);
+        }
+        Ok(ss
+            .disk
+            .as_ref()
+            .is_some_and(|d| Self::send_uevent(d, Uevent::Change, cookie, resized)))
     }
 
-    /// Lets I/O through again after a suspend (no-op if not suspended).
-    fn restart(self: &Arc<Self>, ss: &mut SuspendState) {
+    /// Sends a uevent for the disk as dm's `dm_kobject_uevent()`:
+    /// `DM_COOKIE=cookie` unless it is 0, `RESIZE=1` if `resize`. Returns
+    /// whether it was sent.
+    fn send_uevent(
+        disk: &GenDisk<MappedDevice>,
+        action: Uevent,
+        cookie: u32,
+        resize: bool,
+    ) -> bool {
+        let mut text = [0u8; 24];
+        let mut w = crate::rdm_core::payload::ByteWriter::new(&mut text[..23]);
+        let _ = write!(w, "DM_COOKIE={cookie}");
+        let Some(n) = w.finish() else {
+            return false;
+        };
+        let Ok(cookie_var) = CStr::from_bytes_with_nul(&text[..=n]) else {
+            return false;
+        };
+        let mut env: [&CStr; 2] = [cookie_var, c_str!("RESIZE=1")];
+        let vars: &[&CStr] = match (cookie != 0, resize) {
+            (true, true) => &env,
+            (true, false) => &env[..1],
+            (false, true) => {
+                env[0] = env[1];
+                &env[..1]
+            }
+            (false, false) => &[],
+        };
+        disk.uevent(action, vars).is_ok()
+    }
+
+    /// Sends a uevent for the device (a rename's `change`), as
+    /// [`MappedDevice::send_uevent`]; false if it was not sent (the device
+    /// is gone).
+    pub(crate) fn uevent(&self, action: Uevent, cookie: u32) -> bool {
+        let ss = self.suspend_lock.lock();
+        ss.disk
+            .as_ref()
+            .is_some_and(|d| Self::send_uevent(d, action, cookie, false))
+    }
+
+    /// Lets I/O through again after a suspend. Returns false (and does
+    /// nothing) if the device was not suspended.
+    fn restart(self: &Arc<Self>, ss: &mut SuspendState) -> bool {
         if !self.tables.lock().suspended {
-            return;
+            return false;
         }
         self.io_suspended.store(false, Ordering::Release);
         // No submitter is still about to park a bio after this: the work
@@ -622,6 +690,7 @@ impl MappedDevice {
             .wq
             .enqueue::<Arc<MappedDevice>, RESTART_WORK>(self.clone());
         self.thaw(ss);
+        true
     }
 
     /// Resubmits parked bios until none is left or the device is suspended
@@ -636,8 +705,9 @@ impl MappedDevice {
         }
     }
 
-    /// Makes `new` the active table of a suspended device.
-    fn swap_table(&self, ss: &SuspendState, new: &TableArc) -> Result {
+    /// Makes `new` the active table of a suspended device; returns the
+    /// size before (0 if there was no active table).
+    fn swap_table(&self, ss: &SuspendState, new: &TableArc) -> Result<u64> {
         let Some(disk) = &ss.disk else {
             return Err(ENXIO);
         };
@@ -657,6 +727,7 @@ impl MappedDevice {
         }
         // The active table changes only under `suspend_lock`, held here.
         let old_active = self.tables.lock().active.clone();
+        let old_size = old_active.as_ref().map_or(0, |t| t.size);
         if let Some(old) = &old_active {
             for dev in old.devices.iter() {
                 disk.unlink_holder(dev);
@@ -688,7 +759,7 @@ impl MappedDevice {
         drop(prev);
         drop(old_active);
         drop(old);
-        Ok(())
+        Ok(old_size)
     }
 
     fn unlink_holders<'a>(
@@ -729,8 +800,10 @@ impl MappedDevice {
 
     /// Tears the device down (after [`MappedDevice::begin_remove`]): fails
     /// parked and new I/O, removes the disk, drops the tables once their
-    /// I/O has drained.
-    pub(crate) fn destroy(&self) {
+    /// I/O has drained. With `uevent` (a DM_DEV_REMOVE and its cookie), a
+    /// `remove` uevent with the cookie goes out just before the disk is
+    /// deleted, as dm's `dev_remove()`; returns whether it was sent.
+    pub(crate) fn destroy(&self, uevent: Option<u32>) -> bool {
         let mut ss = self.suspend_lock.lock();
         // Commands that looked the device up before get ENXIO from now on.
         self.tables.lock().removed = true;
@@ -751,6 +824,10 @@ impl MappedDevice {
                 disk.unlink_holder(dev);
             }
         }
+        let sent = match (&ss.disk, uevent) {
+            (Some(disk), Some(cookie)) => Self::send_uevent(disk, Uevent::Remove, cookie, false),
+            _ => false,
+        };
         // del_gendisk() and put_disk(); the disk's reference on this device
         // goes when its last opener is gone.
         ss.disk = None;
@@ -762,6 +839,7 @@ impl MappedDevice {
         drop(inactive);
         drop(active);
         drop(old);
+        sent
     }
 }
 
@@ -918,6 +996,62 @@ impl BioDriver for MappedDevice {
             .enqueue::<Arc<MappedDevice>, REMOVE_WORK>(md);
     }
 
+    // dm's attributes (dm-sysfs.c), which lsblk, udev rules and LVM2 read.
+    const ATTR_DIR: &'static CStr = c_str!("dm");
+    const ATTRS: &'static [DiskAttr] = &[
+        DiskAttr {
+            name: c_str!("name"),
+            writable: false,
+        },
+        DiskAttr {
+            name: c_str!("uuid"),
+            writable: false,
+        },
+        DiskAttr {
+            name: c_str!("suspended"),
+            writable: false,
+        },
+        DiskAttr {
+            name: c_str!("use_blk_mq"),
+            writable: false,
+        },
+        // Request-based devices only; dm shows 0 and ignores writes on
+        // the others too.
+        DiskAttr {
+            name: c_str!("rq_based_seq_io_merge_deadline"),
+            writable: true,
+        },
+    ];
+
+    fn show_attr(
+        this: ArcBorrow<'_, MappedDevice>,
+        index: usize,
+        out: &mut AttrText<'_>,
+    ) -> Result {
+        let line = match index {
+            0 | 1 => {
+                // EIO once the device has left the registry (being
+                // removed), as dm once it has no hash cell.
+                let (name, uuid) = (*this.names.lock()).ok_or(EIO)?;
+                let v = if index == 0 { name } else { uuid };
+                return out.push(v.as_bytes()).and_then(|()| out.push(b"\n"));
+            }
+            2 => writeln!(out, "{}", u8::from(this.tables.lock().suspended)),
+            // "Purely for userspace compatibility", as dm.
+            3 => writeln!(out, "1"),
+            4 => writeln!(out, "0"),
+            _ => return Err(EINVAL),
+        };
+        line.map_err(|_| EINVAL)
+    }
+
+    fn store_attr(_this: ArcBorrow<'_, MappedDevice>, index: usize, _input: &[u8]) -> Result {
+        match index {
+            4 => Ok(()),
+            _ => Err(EIO),
+        }
+    }
+
     fn free(this: Arc<MappedDevice>) {
         // The disk's reference may be the device's last, whose drop gives
         // back the device's module reference: that must not happen here,
@@ -973,8 +1107,11 @@ pub(crate) struct Registry {
     pub(crate) major: u32,
     /// Disk name prefix: "rdm-" (or "dm-" in dm_compat mode).
     pub(crate) disk_prefix: &'static str,
-    /// Bumped on every device event (DM_DEV_ARM_POLL).
-    pub(crate) global_event: AtomicU32,
+    /// dm's global event (`dm_global_event_nr`): bumped when a device is
+    /// created, removed or renamed and on every device event; a `poll()`
+    /// of the control file is readable once it moved on since the file's
+    /// DM_DEV_ARM_POLL (or open).
+    pub(crate) global_event: Arc<PollEvent>,
     /// rdm's own workqueue (`WQ_MEM_RECLAIM`): deferred removals, the
     /// resubmission of parked bios, the data of flushes with data, and
     /// the final drop of devices. Destroyed, after waiting for its work,
@@ -1021,12 +1158,13 @@ impl Registry {
         disk_prefix: &'static str,
         wq: OwnedQueue,
         snapshots: Arc<Snapshots>,
+        global_event: Arc<PollEvent>,
     ) -> impl PinInit<Self> {
         pin_init!(Registry {
             devices <- new_mutex!(KVec::new(), "rdm:registry"),
             major,
             disk_prefix,
-            global_event: AtomicU32::new(0),
+            global_event,
             wq,
             snapshots,
         })
@@ -1091,27 +1229,38 @@ impl Registry {
             }
         };
         let md = MappedDevice::create(self, self.major, minor, &disk_name, read_only)?;
+        *md.names.lock() = Some((name, uuid));
         devices[slot] = Some(Entry {
             name,
             uuid,
             md: md.clone(),
         });
-        self.global_event.fetch_add(1, Ordering::AcqRel);
+        self.global_event.bump();
         Ok(md)
     }
 
-    /// Removes a device that no one has open.
-    pub(crate) fn remove(&self, key: &Key<'_>) -> Result<(Arc<MappedDevice>, Name, Name)> {
-        self.remove_if(|e| key.matches(e))
+    /// Removes a device that no one has open; `uevent` as
+    /// [`MappedDevice::destroy`]. Returns the device, its name and uuid,
+    /// and whether the uevent was sent.
+    pub(crate) fn remove(
+        &self,
+        key: &Key<'_>,
+        uevent: Option<u32>,
+    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
+        self.remove_if(|e| key.matches(e), uevent)
     }
 
     /// Removes `md` itself, if it is still registered (deferred removal:
     /// its minor may have been reused by another device meanwhile).
     pub(crate) fn remove_device(&self, md: &Arc<MappedDevice>) -> Result {
-        self.remove_if(|e| Arc::ptr_eq(&e.md, md)).map(drop)
+        self.remove_if(|e| Arc::ptr_eq(&e.md, md), None).map(drop)
     }
 
-    fn remove_if(&self, pred: impl Fn(&Entry) -> bool) -> Result<(Arc<MappedDevice>, Name, Name)> {
+    fn remove_if(
+        &self,
+        pred: impl Fn(&Entry) -> bool,
+        uevent: Option<u32>,
+    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
         let entry = {
             let mut devices = self.devices.lock();
             let slot = devices
@@ -1119,12 +1268,14 @@ impl Registry {
                 .find(|e| e.as_ref().is_some_and(&pred))
                 .ok_or(ENXIO)?;
             slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
-            slot.take().ok_or(ENXIO)?
+            let entry = slot.take().ok_or(ENXIO)?;
+            *entry.md.names.lock() = None;
+            entry
         };
         // Outside the registry lock: teardown waits for I/O.
-        entry.md.destroy();
-        self.global_event.fetch_add(1, Ordering::AcqRel);
-        Ok((entry.md, entry.name, entry.uuid))
+        let sent = entry.md.destroy(uevent);
+        self.global_event.bump();
+        Ok((entry.md, entry.name, entry.uuid, sent))
     }
 
     /// Makes `table` the inactive table of `md` unless it maps `md` itself,
@@ -1268,11 +1419,12 @@ impl Registry {
             e.name = new;
         }
         let (md, name, uuid) = (e.md.clone(), e.name, e.uuid);
+        *md.names.lock() = Some((name, uuid));
         // The event (an atomic, no lock) is raised after the registry
         // lock is dropped, which covers the rename alone.
         drop(devices);
         md.raise_event();
-        self.global_event.fetch_add(1, Ordering::AcqRel);
+        self.global_event.bump();
         Ok((md, name, uuid))
     }
 }
