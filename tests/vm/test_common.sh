@@ -231,6 +231,18 @@ dread() {
 	dd if="$1" iflag=direct,skip_bytes,count_bytes,fullblock skip=$(($2 * 512)) \
 		count=$(($3 * 512)) bs=1M status=none
 }
+# done_within PID SECONDS: the process ends successfully within SECONDS.
+done_within() {
+	local pid=$1 i
+	for i in $(seq 1 $(($2 * 10))); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid"
+			return
+		fi
+		sleep 0.1
+	done
+	return 1
+}
 # expect_same WHAT DEV FILE [SECTORS [DEV-SECTOR [FILE-SECTOR]]]: the
 # device's sectors (O_DIRECT) equal the file's; SECTORS defaults to the file.
 expect_same() {

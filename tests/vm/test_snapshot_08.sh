@@ -33,18 +33,6 @@ alive() {
 	sleep "$2"
 	kill -0 "$1" 2>/dev/null
 }
-# done_within PID SECONDS: the process ends (successfully) within SECONDS.
-done_within() {
-	local pid=$1 i
-	for i in $(seq 1 $(($2 * 10))); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid"
-			return
-		fi
-		sleep 0.1
-	done
-	return 1
-}
 
 scenario() {
 	local store

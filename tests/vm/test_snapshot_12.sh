@@ -26,19 +26,6 @@ rm -rf $out && mkdir -p $out
 make_pattern $out/origin 8
 make_pattern $out/new 1
 
-# done_within PID SECONDS: the process ends successfully within SECONDS.
-done_within() {
-	local pid=$1 i
-	for i in $(seq 1 $(($2 * 10))); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid"
-			return
-		fi
-		sleep 0.1
-	done
-	return 1
-}
-
 # recreate_during_removal STORE: S on C, chunk 10 copied, chunk 20's copy
 # in flight while C is suspended, S removed and S2 created meanwhile, C
 # resumed; then chunk 30 written once S2 is live.

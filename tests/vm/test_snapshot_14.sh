@@ -21,19 +21,6 @@ rm -rf $out && mkdir -p $out
 make_pattern $out/origin 8
 make_pattern $out/new 1
 
-# done_within PID SECONDS: the process ends successfully within SECONDS.
-done_within() {
-	local pid=$1 i
-	for i in $(seq 1 $(($2 * 10))); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid"
-			return
-		fi
-		sleep 0.1
-	done
-	return 1
-}
-
 scenario() {
 	dd if=$out/origin of=$VDA bs=1M oflag=direct status=none || fail "stamp"
 	# The origin: chunks 200-299 through device x (suspended below), the
