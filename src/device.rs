@@ -390,9 +390,15 @@ impl MappedDevice {
         if st.suspended {
             return Ok(());
         }
+        // The targets stop their own writes first (a merge finishes its
+        // batch, which lets the writes it held go), as dm's presuspend.
+        Self::presuspend_targets(st);
         if lockfs && !st.frozen {
             if let Some(disk) = &st.disk {
-                disk.freeze()?;
+                if let Err(e) = disk.freeze() {
+                    Self::resume_targets(st);
+                    return Err(e);
+                }
                 st.frozen = true;
             }
         }
@@ -404,6 +410,22 @@ impl MappedDevice {
         }
         st.suspended = true;
         Ok(())
+    }
+
+    fn presuspend_targets(st: &DevState) {
+        if let Some(t) = &st.active {
+            for e in t.entries.iter() {
+                e.target.get().presuspend();
+            }
+        }
+    }
+
+    fn resume_targets(st: &DevState) {
+        if let Some(t) = &st.active {
+            for e in t.entries.iter() {
+                e.target.get().resume();
+            }
+        }
     }
 
     /// Thaws what [`MappedDevice::suspend`] froze.
@@ -431,15 +453,27 @@ impl MappedDevice {
             }
             st.inactive = None;
             self.raise_event();
+            // The new table's targets were resumed by the swap.
+            self.restart_io(st, false);
+            return Ok(());
         }
         self.restart(st);
         Ok(())
     }
 
     /// Lets I/O through again after a suspend (no-op if not suspended).
+    /// The targets go on first (a table just swapped in was resumed by
+    /// the swap).
     fn restart(&self, st: &mut DevState) {
+        self.restart_io(st, true);
+    }
+
+    fn restart_io(&self, st: &mut DevState, resume_targets: bool) {
         if !st.suspended {
             return;
+        }
+        if resume_targets {
+            Self::resume_targets(st);
         }
         self.io_suspended.store(false, Ordering::Release);
         self.srcu.synchronize();

@@ -7,6 +7,10 @@
 //! - [`kx`]: the safe abstractions the 6.12 `kernel` crate lacks (`rust/`);
 //! - [`control`]: the device-mapper ioctl interface on `/dev/rdm-control`.
 
+// `pin_init!` expands one field per macro step: the snapshot's state has
+// more fields than the default limit (128) allows.
+#![recursion_limit = "256"]
+
 use kernel::prelude::*;
 
 #[path = "core/mod.rs"]

@@ -467,6 +467,15 @@ impl Appender {
         Some(slot)
     }
 
+    /// A merge cut the list to `len` entries ([`merge_cut`]): the next
+    /// entry goes at `len`, and the next free chunk is the one after that
+    /// entry's place in allocation order (dm's figure after a
+    /// `commit_merge`, [`merge_usage`]).
+    pub fn merged_to(&mut self, len: u64) {
+        self.next_pos = len;
+        self.next_free = merge_usage(&self.layout, len).0;
+    }
+
     /// The next COW chunk to hand out (status: allocated = this × chunk).
     pub fn next_free(&self) -> u64 {
         self.next_free
@@ -1016,6 +1025,18 @@ mod tests {
         assert_eq!(merge_usage(&l, 300), (258 + 44 + 1, 1));
         assert_eq!(merge_cut(&l, 300), (1, 44));
         assert_eq!(merge_cut(&l, 256), (1, 0));
+        // An appender after a merge: the next entry's chunk in order.
+        let mut a = Appender::new(l, None);
+        for _ in 0..300 {
+            a.allocate().unwrap();
+        }
+        let mut b = Appender::new(l, None);
+        for _ in 0..44 {
+            b.allocate().unwrap();
+        }
+        a.merged_to(44);
+        assert_eq!((a.next_pos(), a.next_free()), (b.next_pos(), b.next_free()));
+        assert_eq!(a.allocate(), b.allocate());
     }
 
     #[test]
