@@ -564,6 +564,11 @@ impl MappedDevice {
     /// I/O has drained.
     pub(crate) fn destroy(&self) {
         let mut st = self.state.lock();
+        // As dm's __dm_destroy: the targets stop their own writes first
+        // (a merge stops after its batch).
+        if !st.suspended {
+            Self::presuspend_targets(&st);
+        }
         self.thaw(&mut st);
         self.dying.store(true, Ordering::Release);
         self.srcu.synchronize();

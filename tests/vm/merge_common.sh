@@ -18,15 +18,18 @@ merge_start() {
 	dm remove "$2" || fail "remove $2"
 }
 
-# merge_status DEV: the status info of DEV's snapshot-merge target.
+# merge_status DEV: the status info of DEV's (one) target: what follows
+# "<start> <length> <type>".
 merge_status() {
-	local st
+	local st info
 	st=$(dm status "$1") || return 1
-	echo "${st#* snapshot-merge }"
+	read -r _ _ _ info <<<"$st"
+	echo "$info"
 }
 
-# merge_left DEV: sectors of data still to merge (allocated - metadata), or
-# the status word ("Merge failed", "Invalid") if there are no figures.
+# merge_left DEV: sectors of data still to merge (allocated - metadata) of
+# a snapshot-merge or snapshot target, or the status word ("Merge failed",
+# "Invalid") if there are no figures.
 merge_left() {
 	local st a m
 	st=$(merge_status "$1") || return 1
