@@ -64,21 +64,26 @@ merge_wait() {
 }
 
 # cow_entries DEV CHUNK: the exceptions listed in the persistent store on
-# DEV (chunk size CHUNK sectors), read straight from the device.
+# DEV (chunk size CHUNK sectors), read straight from the device (O_DIRECT:
+# while a device above holds DEV open, its page cache is not dropped on
+# close and would show an old list).
 cow_entries() {
 	python3 - "$1" "$2" <<'EOF'
-import os, struct, sys
+import mmap, os, struct, sys
 dev, chunk = sys.argv[1], int(sys.argv[2])
-fd = os.open(dev, os.O_RDONLY)
+fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
 size = os.lseek(fd, 0, os.SEEK_END)
 cb = chunk * 512
 epa = cb // 16
+buf = mmap.mmap(-1, max(cb, 4096))
 n, area = 0, 0
 while True:
     loc = (1 + area * (epa + 1)) * cb
     if loc + cb > size:
         break
-    a = os.pread(fd, cb, loc)
+    if os.preadv(fd, [memoryview(buf)[:cb]], loc) != cb:
+        sys.exit("cow_entries: short read at %d" % loc)
+    a = bytes(buf[:cb])
     k = 0
     while k < epa and struct.unpack_from("<QQ", a, k * 16)[1] != 0:
         k += 1
