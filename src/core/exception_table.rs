@@ -665,7 +665,11 @@ impl<M: TableMem> ExceptionTable<M> {
         let Some(e) = self.dir.get_mut(d) else {
             return;
         };
-        let Some(first) = e.page.get(s).and_then(|sl| sl.leaf.as_deref()).map(Leaf::first_old)
+        let Some(first) = e
+            .page
+            .get(s)
+            .and_then(|sl| sl.leaf.as_deref())
+            .map(Leaf::first_old)
         else {
             return;
         };
@@ -730,7 +734,10 @@ mod tests {
     struct TestMem<const N: usize> {
         tried: u64,
         fail_at: Option<u64>,
-        #[expect(clippy::vec_box, reason = "the table's leaves are boxes; spares are leaves")]
+        #[expect(
+            clippy::vec_box,
+            reason = "the table's leaves are boxes; spares are leaves"
+        )]
         spare_leaves: Vec<Box<Leaf>>,
         spare_pages: Vec<HostPage>,
     }
@@ -1259,10 +1266,7 @@ mod tests {
             fn dir_capacity(&self, dir: &Vec<DirEntry<HostPage>>) -> usize {
                 dir.capacity()
             }
-            fn pop_dir(
-                &mut self,
-                dir: &mut Vec<DirEntry<HostPage>>,
-            ) -> Option<DirEntry<HostPage>> {
+            fn pop_dir(&mut self, dir: &mut Vec<DirEntry<HostPage>>) -> Option<DirEntry<HostPage>> {
                 dir.pop()
             }
             fn reserve(
@@ -1335,7 +1339,11 @@ mod tests {
                 // and scattered ones.
                 for _ in 0..4000 {
                     let old = rng.next() % 40_000;
-                    let n = if rng.next().is_multiple_of(4) { rng.next() % 300 } else { 1 };
+                    let n = if rng.next().is_multiple_of(4) {
+                        rng.next() % 300
+                    } else {
+                        1
+                    };
                     for k in 0..n {
                         if !oracle.contains_key(&(old + k)) {
                             put(&mut t, &mut oracle, old + k, next_free);
@@ -1411,7 +1419,11 @@ mod tests {
                 match t.remove(old) {
                     Err(InsertError::NoMemory) => {
                         failed += 1;
-                        assert_eq!(fingerprint(&t), before, "remove {old}, allocation {k} failed");
+                        assert_eq!(
+                            fingerprint(&t),
+                            before,
+                            "remove {old}, allocation {k} failed"
+                        );
                         assert_eq!(t.lookup(old), oracle.get(&old).copied());
                     }
                     r => {

@@ -977,7 +977,11 @@ mod tests {
             let total = 1 + next() % 400;
             let mut old = 0;
             while (ex.len() as u64) < total {
-                old = if next() % 3 == 0 { old + 1 } else { next() % 100_000 };
+                old = if next() % 3 == 0 {
+                    old + 1
+                } else {
+                    next() % 100_000
+                };
                 if ex.iter().any(|&(o, _)| o == old) {
                     continue;
                 }
@@ -996,7 +1000,9 @@ mod tests {
                 } else {
                     let mut dm = DmMerge::load(l, &img);
                     for _ in 0..1 + next() % 5 {
-                        let Some(gone) = dm.step(l, &mut img) else { break };
+                        let Some(gone) = dm.step(l, &mut img) else {
+                            break;
+                        };
                         for (i, e) in gone.iter().enumerate() {
                             assert_eq!(*e, ex[(len - 1) as usize - i], "dm merges newest first");
                         }
@@ -1016,7 +1022,7 @@ mod tests {
     #[test]
     fn merge_usage_is_dms() {
         let l = layout(8, 100_000); // 256 entries per area, areas at 1, 258, ...
-        // All merged: "16/total 16" for 8-sector chunks.
+                                    // All merged: "16/total 16" for 8-sector chunks.
         assert_eq!(merge_usage(&l, 0), (2, 0));
         // dm after commit_merge: next_free = area_location(area) +
         // current_committed + 1, metadata (area + 2) chunks.
@@ -1041,14 +1047,25 @@ mod tests {
 
     #[test]
     fn merge_copies_group_runs() {
-        let e = [(1, 10), (2, 11), (3, 12), (4, 20), (5, 21), (9, 22), (10, 23)];
+        let e = [
+            (1, 10),
+            (2, 11),
+            (3, 12),
+            (4, 20),
+            (5, 21),
+            (9, 22),
+            (10, 23),
+        ];
         let c: Vec<_> = merge_copies(&e, 100).collect();
         assert_eq!(c, [(1, 10, 3), (4, 20, 2), (9, 22, 2)]);
         let c: Vec<_> = merge_copies(&e, 2).collect();
         assert_eq!(c, [(1, 10, 2), (3, 12, 1), (4, 20, 2), (9, 22, 2)]);
         assert_eq!(merge_copies(&[], 4).count(), 0);
         let top = [(u64::MAX - 1, 5), (u64::MAX, 6)];
-        assert_eq!(merge_copies(&top, 0).collect::<Vec<_>>(), [(u64::MAX - 1, 5, 1), (u64::MAX, 6, 1)]);
+        assert_eq!(
+            merge_copies(&top, 0).collect::<Vec<_>>(),
+            [(u64::MAX - 1, 5, 1), (u64::MAX, 6, 1)]
+        );
     }
 
     #[test]

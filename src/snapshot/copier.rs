@@ -614,7 +614,14 @@ impl Job {
         group: &Arc<JobGroup>,
     ) -> Result<Arc<Job>> {
         let sectors = chunks * snap.geom.sectors();
-        let job = Self::build(&snap.lane, old, sectors, JobKind::Merge, 1, Some(group.clone()))?;
+        let job = Self::build(
+            &snap.lane,
+            old,
+            sectors,
+            JobKind::Merge,
+            1,
+            Some(group.clone()),
+        )?;
         job.add_target(
             snap,
             Slot {
@@ -857,8 +864,7 @@ impl CopierThread {
             // origin holds (dm's merge clamps its copy the same way).
             JobKind::Merge => {
                 let start = job.chunk * first.snap.geom.sectors();
-                job.chunk_sectors
-                    .min(origin_sectors.saturating_sub(start))
+                job.chunk_sectors.min(origin_sectors.saturating_sub(start))
             }
             _ => first.snap.geom.extent_on(job.chunk, origin_sectors),
         };
@@ -925,14 +931,7 @@ impl CopierThread {
             done_job.lane.copier.kick();
         };
         let res = self.copier.submitting_job_io(|| {
-            submit_page_io_part(
-                &dev,
-                PageIo::Read,
-                sector,
-                buf.clone(),
-                bytes,
-                on_done,
-            )
+            submit_page_io_part(&dev, PageIo::Read, sector, buf.clone(), bytes, on_done)
         });
         if res.is_err() {
             job.failed.store(true, Ordering::Release);

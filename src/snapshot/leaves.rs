@@ -9,8 +9,8 @@
 //! copier's `NoIo` scope (no compaction) could not count on, and has no
 //! `KMALLOC_MAX_SIZE` ceiling.
 
-use crate::rdm_core::exception_table::{DirEntry, Leaf, NoMemory, Slot, TableMem, PAGE_SLOTS};
 use crate::kx::vec;
+use crate::rdm_core::exception_table::{DirEntry, Leaf, NoMemory, Slot, TableMem, PAGE_SLOTS};
 use kernel::prelude::*;
 
 /// A page of leaf slots.
@@ -111,11 +111,15 @@ impl TableMem for KLeaves {
         while self.spare_leaves.len() < leaves {
             let leaf = KBox::new(Leaf::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)?;
             // Room reserved above: allocates nothing.
-            self.spare_leaves.push(leaf, GFP_KERNEL).map_err(|_| NoMemory)?;
+            self.spare_leaves
+                .push(leaf, GFP_KERNEL)
+                .map_err(|_| NoMemory)?;
         }
         while self.spare_pages.len() < pages {
             let page = Self::alloc_page()?;
-            self.spare_pages.push(page, GFP_KERNEL).map_err(|_| NoMemory)?;
+            self.spare_pages
+                .push(page, GFP_KERNEL)
+                .map_err(|_| NoMemory)?;
         }
         dir.reserve(pages, GFP_KERNEL).map_err(|_| NoMemory)
     }

@@ -50,9 +50,7 @@
 
 use super::copier::{Job, JobGroup, MAX_PIECE_BYTES};
 use super::store::Persistent;
-use super::{
-    From, Snap, MERGE_DONE, MERGE_FAILED, MERGE_RUNNING, MERGE_STOPPED,
-};
+use super::{From, Snap, MERGE_DONE, MERGE_FAILED, MERGE_RUNNING, MERGE_STOPPED};
 use crate::kx::kthread::{Current, ThreadBody};
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::param_merge_kib_per_s;
@@ -89,10 +87,9 @@ impl fmt::Display for MergeError {
             MergeError::CowRead => write!(f, "I/O error reading the COW device"),
             MergeError::OriginWrite => write!(f, "I/O error writing the origin"),
             MergeError::CowWrite => write!(f, "I/O error writing the snapshot metadata"),
-            MergeError::NotInMemory(c) => write!(
-                f,
-                "the exception of chunk {c} is on disk but not in memory"
-            ),
+            MergeError::NotInMemory(c) => {
+                write!(f, "the exception of chunk {c} is on disk but not in memory")
+            }
             MergeError::NoMem => write!(f, "out of memory"),
         }
     }
@@ -232,9 +229,13 @@ impl MergeThread {
             .max(1);
         let lo = len.saturating_sub(max);
         let mut entries = KVVec::new();
-        let image = p
-            .merge_read(lo, len, &mut entries)
-            .map_err(|e| if e == ENOMEM { MergeError::NoMem } else { MergeError::CowRead })?;
+        let image = p.merge_read(lo, len, &mut entries).map_err(|e| {
+            if e == ENOMEM {
+                MergeError::NoMem
+            } else {
+                MergeError::CowRead
+            }
+        })?;
         entries.sort_unstable_by_key(|e| e.0);
         let origin = snap.origin();
         // No snapshot of the origin becomes active until the batch is over.
@@ -264,9 +265,7 @@ impl MergeThread {
             .and_then(|()| p.merge_cut(lo, image).map_err(|_| MergeError::CowWrite));
         snap.merge_end(&desc, res.is_ok());
         res?;
-        snap.merge
-            .merged
-            .fetch_add(len - lo, Ordering::AcqRel);
+        snap.merge.merged.fetch_add(len - lo, Ordering::AcqRel);
         snap.merge.batches.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }

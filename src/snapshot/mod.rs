@@ -578,7 +578,9 @@ impl Snap {
         }
         // Not in the middle of a merge batch of the origin: the batch made
         // the copies the snapshots active when it started needed.
-        self.origin.gate.paused(|| self.active.store(true, Ordering::Release));
+        self.origin
+            .gate
+            .paused(|| self.active.store(true, Ordering::Release));
     }
 
     /// Handed over to a merge.

@@ -785,7 +785,11 @@ impl Persistent {
         let l = self.layout;
         let (area, _) = merge_cut(&l, lo);
         let sector = l.sector_of(l.area_chunk(area));
-        page_io_sync(&self.cow, PageIo::WriteFlushFua, &mut [(sector, &mut image)])?;
+        page_io_sync(
+            &self.cow,
+            PageIo::WriteFlushFua,
+            &mut [(sector, &mut image)],
+        )?;
         {
             let mut c = self.commit.lock();
             c.committed = lo;

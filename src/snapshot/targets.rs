@@ -405,12 +405,12 @@ impl MergeTarget {
             // `origins`.
             snap.unregister();
             return Err(match why {
-                MergeRefusal::Invalid => fail(format_args!(
-                    "the snapshot is invalid: it cannot be merged"
-                )),
-                MergeRefusal::Overflowed => fail(format_args!(
-                    "the snapshot overflowed: it cannot be merged"
-                )),
+                MergeRefusal::Invalid => {
+                    fail(format_args!("the snapshot is invalid: it cannot be merged"))
+                }
+                MergeRefusal::Overflowed => {
+                    fail(format_args!("the snapshot overflowed: it cannot be merged"))
+                }
                 MergeRefusal::OtherMerge(other) => {
                     let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
                     fail(format_args!(
