@@ -10,7 +10,8 @@
 # verifies; after the merge the origin outside fio's region equals S1's
 # image; S2 and S3 read what they read before the merge (their checksums).
 # On rdm the round runs twice: at the default and with merge_kib_per_s at
-# 2048, so that the load surely overlaps many batches.
+# 2048, so that the load surely overlaps many batches (checked: the merge
+# still has data left when fio starts).
 . "$(dirname "$0")/test_common.sh"
 . "$(dirname "$0")/merge_common.sh"
 require_vm
@@ -26,7 +27,7 @@ make_pattern $out/stamp 32
 sum() { dread "$1" 0 $LEN | sha256sum | cut -c1-16; }
 
 one_round() { # one_round WHAT SEED
-	local what="$IMPL: $1" seed=$2 s2 s3 fio_pid
+	local what="$IMPL: $1" seed=$2 s2 s3 fio_pid left
 	log "--- $what"
 	for d in $VDB $VDC $VDD; do
 		dd if=/dev/zero of=$d bs=64k count=1 oflag=direct status=none || fail "zero $d"
@@ -51,6 +52,11 @@ one_round() { # one_round WHAT SEED
 		--verify=crc32c --verify_backlog=256 --randseed="$seed" \
 		--output=$out/fio.log >/dev/null 2>&1 &
 	fio_pid=$!
+	left=$(merge_left orig)
+	log "$what: $left sectors left to merge as fio starts"
+	if [ "$seed" = 22 ]; then
+		[ "$left" -gt 0 ] 2>/dev/null || fail "$what: the merge was over before fio started ($left)"
+	fi
 	expect_same "$what: the origin before fio's region, while merging" $DEVDIR/orig $out/image $((FIO_OFF * 2048))
 	expect_same "$what: the origin after fio's region, while merging" $DEVDIR/orig $out/image \
 		$((LEN - (FIO_OFF + FIO_MIB) * 2048)) $(((FIO_OFF + FIO_MIB) * 2048)) $(((FIO_OFF + FIO_MIB) * 2048))
