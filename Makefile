@@ -9,6 +9,7 @@
 #   make bench      fio: rdm against the kernel's dm-linear and dm-snapshot
 #   make stress     the stress test with its oracle, long (RDM_STRESS_SECONDS=600)
 #   make powercut   power cuts of a persistent snapshot, long (RDM_POWERCUT_CUTS=20)
+#   make lvm2-suite LVM2's own snapshot tests on the kernel's dm and on rdm (long)
 #   make clippy     rebuild rdm.ko with CLIPPY=1
 #   make fmt        format the module and the host crates
 #   make bindings   regenerate src/core/dm_ioctl_sys.rs from the kernel header
@@ -20,7 +21,7 @@ KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
 # Module sources for rustfmt (cargo fmt covers the host crates).
 MODULE_RS := src/rdm_main.rs
 
-.PHONY: all module tools kernel demo bench stress powercut check check-debug clippy fmt fmt-check bindings clean
+.PHONY: all module tools kernel demo bench stress powercut lvm2-suite check check-debug clippy fmt fmt-check bindings clean
 
 all: module tools
 
@@ -73,6 +74,21 @@ stress: all
 RDM_POWERCUT_CUTS ?= 20
 powercut: all
 	@RDM_POWERCUT_CUTS=$(RDM_POWERCUT_CUTS) scripts/powercut
+
+# LVM2's own test suite (Debian's lvm2 2.03.16 source, built once into the
+# cache by scripts/lvm2-suite) run by its own runner in one guest, on the
+# kernel's dm and then on rdm (dm_compat=1): the tests whose names match
+# RDM_LVM2_TESTS (default: snap), in the no-udev flavour unless
+# RDM_LVM2_FLAVOUR=udev-vanilla. Results in results/lvm2-suite-<date>/.
+RDM_LVM2_TESTS ?= snap
+RDM_LVM2_FLAVOUR ?= ndev-vanilla
+lvm2-suite: all
+	@scripts/lvm2-suite build >/dev/null
+	@out=results/lvm2-suite-$$(date +%Y%m%d-%H%M%S) && \
+	scripts/vm-run --disks 0 --memory 3G --timeout 21600 --results "$$out" \
+		$$([ "$(RDM_LVM2_FLAVOUR)" = udev-vanilla ] && echo --udev) -- \
+		env RDM_LVM2_TESTS=$(RDM_LVM2_TESTS) scripts/lvm2-suite run --flavour $(RDM_LVM2_FLAVOUR) && \
+	echo "results in $$out"
 
 # The same suite on the debug kernel (KASAN, KFENCE, kmemleak, debug objects).
 check-debug:

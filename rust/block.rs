@@ -4,7 +4,8 @@
 //! - [`BdevFile`]: an underlying block device opened exclusively for a holder;
 //! - [`Bio`]: an owned bio, which must be ended or submitted exactly once;
 //! - [`BioSet`]: a bio pool whose clones carry typed per-clone data and call
-//!   back a [`CloneEnd`] on completion;
+//!   back a [`CloneEnd`] on completion, and which sends groups of empty
+//!   cache flushes that report to a [`FlushesDone`] when the last one ends;
 //! - [`GenDisk`]: a bio-based gendisk whose `submit_bio`, `open` and
 //!   `release` go to a [`BioDriver`];
 //! - [`BlockMajor`]: a registered block major.
@@ -42,6 +43,7 @@ extern "C" {
     fn rdm_alloc_disk(lim: *mut bindings::queue_limits) -> *mut bindings::gendisk;
     fn rdm_add_disk(
         disk: *mut bindings::gendisk,
+        groups: *const *const bindings::attribute_group,
         fops: *const bindings::block_device_operations,
         private_data: *mut c_void,
         major: c_int,
@@ -49,6 +51,13 @@ extern "C" {
         name: *const c_char,
     ) -> c_int;
     fn rdm_disk_private(disk: *mut bindings::gendisk) -> *mut c_void;
+    fn rdm_dev_to_disk(dev: *mut bindings::device) -> *mut bindings::gendisk;
+    fn rdm_sysfs_attr_init(attr: *mut bindings::attribute);
+    fn rdm_disk_uevent(
+        disk: *mut bindings::gendisk,
+        action: c_uint,
+        envp: *const *mut c_char,
+    ) -> c_int;
     fn rdm_disk_devt(disk: *mut bindings::gendisk) -> u64;
     fn rdm_bdev_open_path(
         path: *const c_char,
@@ -59,6 +68,12 @@ extern "C" {
     fn rdm_bdev_devt(f: *mut bindings::file) -> u64;
     fn rdm_bdev_nr_sectors(f: *mut bindings::file) -> u64;
     fn rdm_bdev_logical_block_size(f: *mut bindings::file) -> c_uint;
+    fn rdm_limits_io_hints(
+        lim: *mut bindings::queue_limits,
+        chunk_sectors: c_uint,
+        io_min: c_uint,
+        io_opt: c_uint,
+    );
     fn rdm_bdev_stack_limits(
         lim: *mut bindings::queue_limits,
         f: *mut bindings::file,
@@ -73,10 +88,12 @@ extern "C" {
     fn rdm_bdev_unlink_holder(f: *mut bindings::file, disk: *mut bindings::gendisk);
     fn rdm_bio_op(bio: *const bindings::bio) -> c_uint;
     fn rdm_bio_is_preflush(bio: *const bindings::bio) -> bool;
+    fn rdm_bio_clear_preflush(bio: *mut bindings::bio);
     fn rdm_bio_set_dev(bio: *mut bindings::bio, f: *mut bindings::file);
     fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
     fn rdm_bio_set_failed(bio: *mut bindings::bio);
     fn rdm_bio_end_unsupported(bio: *mut bindings::bio);
+    fn rdm_bio_end_nospace(bio: *mut bindings::bio);
     fn rdm_bio_zero_fill(bio: *mut bindings::bio);
     fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
     fn rdm_bio_split_front(
@@ -268,6 +285,22 @@ impl Limits {
         };
     }
 
+    /// Stacks a target's I/O hints onto the limits as the block layer
+    /// stacks a device's (`blk_stack_limits`: the largest minimum I/O,
+    /// the least common multiple of the optimal ones, the greatest
+    /// common divisor of the boundaries; 0 leaves a value as it is).
+    pub fn add_io_hints(&mut self, hints: IoHints) {
+        // SAFETY: `lim` is a valid, exclusively borrowed struct.
+        unsafe {
+            rdm_limits_io_hints(
+                &mut self.lim,
+                hints.chunk_sectors,
+                hints.io_min,
+                hints.io_opt,
+            )
+        };
+    }
+
     /// Discards of any size are taken whatever the devices offer (a
     /// target that does them itself: dm's `io_hints` of `zero`).
     pub fn allow_discard(&mut self) {
@@ -299,6 +332,19 @@ impl Limits {
     pub fn logical_block_size(&self) -> u32 {
         self.lim.logical_block_size
     }
+}
+
+/// What a target asks of the queue limits besides its devices' (dm's
+/// `io_hints`): a boundary I/O should not cross and the minimum and
+/// optimal I/O sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoHints {
+    /// Sectors at whose multiples I/O is best split (`chunk_sectors`).
+    pub chunk_sectors: u32,
+    /// The minimum I/O size in bytes (`io_min`).
+    pub io_min: u32,
+    /// The optimal I/O size in bytes (`io_opt`).
+    pub io_opt: u32,
 }
 
 /// Data carried by every clone of a [`BioSet`], given back when it ends.
@@ -419,6 +465,13 @@ impl Bio {
         unsafe { rdm_bio_is_preflush(self.bio.as_ptr()) }
     }
 
+    /// Drops the bio's `REQ_PREFLUSH` (its data goes on alone, after the
+    /// cache flushes were sent separately).
+    pub fn clear_preflush(&mut self) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { rdm_bio_clear_preflush(self.bio.as_ptr()) };
+    }
+
     /// Points the bio at `dev`.
     pub fn set_dev(&mut self, dev: &BdevFile) {
         // SAFETY: the bio is exclusively ours and the file is open.
@@ -443,6 +496,13 @@ impl Bio {
     pub fn end_unsupported(self) {
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end_unsupported(self.into_raw()) };
+    }
+
+    /// Ends the bio with "no space" (user space sees ENOSPC): there is no
+    /// room to keep what the write would change.
+    pub fn end_no_space(self) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end_nospace(self.into_raw()) };
     }
 
     /// Sends the bio to the device it points at.
@@ -595,10 +655,15 @@ impl<T: CloneEnd> BioSet<T> {
 
     /// Splits the first `sectors` off `bio`: returns them as a bio of their
     /// own, and hands back `bio`, now holding the rest, which completes only
-    /// after the front part does.
+    /// after the front part does. `sectors` must leave something on both
+    /// sides; if it does not, or the split cannot be made (`bio_split`
+    /// returns NULL: a zone append, or no bio from the pool), `bio` ends
+    /// with an I/O error and so does this call.
     pub fn split_front(&self, bio: Bio, sectors: u32) -> Result<(Bio, Bio)> {
         // SAFETY: the bio is ours and live; the pool is initialised (type
-        // invariant). The split shares nothing we keep.
+        // invariant). The split shares nothing we keep; the helper checks
+        // `sectors` against the bio before bio_split() (which BUG()s on a
+        // bad count) and returns an ERR_PTR, never NULL, on failure.
         let front = unsafe { rdm_bio_split_front(bio.bio.as_ptr(), sectors, self.raw()) };
         let front = from_err_ptr(front)?;
         // SAFETY: bio_split() returned a new bio that we own.
@@ -643,6 +708,57 @@ impl<T: CloneEnd> BioSet<T> {
         self.attach(flush, orig, data)
     }
 
+    /// Sends an empty cache flush to each of `devs`, all at once; when the
+    /// last of them has ended, `C::flushed(ctx, failed)` runs, once, in
+    /// that flush's completion context (`failed` if any flush failed, or
+    /// could not be made). No flush is sent when `devs` is empty: then it
+    /// runs at once, here. Fails only if the group's bookkeeping cannot
+    /// be allocated (then nothing was sent and `ctx` comes back); call in
+    /// a `NoIo` scope on the I/O path.
+    pub fn flush_all<C: FlushesDone>(
+        &self,
+        devs: &[Arc<BdevFile>],
+        ctx: Arc<C>,
+    ) -> Result<(), Arc<C>> {
+        let group = match KBox::new(
+            FlushGroup {
+                // One for each flush, one for this function while it sends.
+                left: AtomicUsize::new(devs.len() + 1),
+                failed: AtomicBool::new(false),
+                ctx: UnsafeCell::new(None),
+            },
+            GFP_KERNEL,
+        ) {
+            Ok(group) => group,
+            Err(_) => return Err(ctx),
+        };
+        // SAFETY: the box is ours alone until it is shared below.
+        unsafe { *group.ctx.get() = Some(ctx) };
+        let group = KBox::into_raw(group);
+        for dev in devs {
+            // SAFETY: the pool is initialised and the file open; the bio's
+            // private pointer is the group, one of whose counts it owns
+            // until `flush_group_end` drops it.
+            let flush = unsafe {
+                rdm_bio_alloc_flush(
+                    dev.file.as_ptr(),
+                    self.raw(),
+                    Some(flush_group_end::<C>),
+                    group.cast(),
+                )
+            };
+            match NonNull::new(flush) {
+                // INVARIANT: a new bio, ours until submitted.
+                Some(bio) => Bio { bio }.submit(),
+                // SAFETY: no bio took this flush's count: drop it, failed.
+                None => unsafe { FlushGroup::put(group, true) },
+            }
+        }
+        // SAFETY: drops this function's count.
+        unsafe { FlushGroup::put(group, false) };
+        Ok(())
+    }
+
     /// Finishes a clone or flush bio made for `orig`: stores `data` in its
     /// front pad and hands `orig` over to it (or returns both on failure).
     fn attach(&self, bio: *mut bindings::bio, orig: Bio, data: T) -> Result<Bio, (Bio, T)> {
@@ -681,6 +797,66 @@ unsafe extern "C" fn clone_end_io<T: CloneEnd>(clone: *mut bindings::bio) {
     data.end(orig);
 }
 
+/// What a group of flushes sent by [`BioSet::flush_all`] tells when the
+/// last one has ended.
+pub trait FlushesDone: Send + Sync + 'static {
+    /// Every flush of the group ended, `failed` if one failed. Runs once,
+    /// in the last flush's completion context, which may be a hard
+    /// interrupt: no sleeping, and `this` (the group's reference) must be
+    /// handed on (to a work item), not dropped, if dropping `Self` may sleep.
+    fn flushed(this: Arc<Self>, failed: bool);
+}
+
+/// The shared state of a [`BioSet::flush_all`] group.
+struct FlushGroup<C: FlushesDone> {
+    /// Flushes not ended yet, plus one held by the sender.
+    left: AtomicUsize,
+    failed: AtomicBool,
+    /// Set before the group is shared; taken by whoever drops `left` to 0.
+    ctx: UnsafeCell<Option<Arc<C>>>,
+}
+
+impl<C: FlushesDone> FlushGroup<C> {
+    /// Drops one count; the last one frees the group and tells `ctx`.
+    /// Until then nothing but the atomics is touched, so a count's owner
+    /// lets go of nothing that could be the last reference to anything.
+    ///
+    /// # Safety
+    ///
+    /// `this` came from `KBox::into_raw` in [`BioSet::flush_all`] and the
+    /// caller owns one of its counts.
+    unsafe fn put(this: *mut Self, failed: bool) {
+        // SAFETY: a count keeps the group alive.
+        let group = unsafe { &*this };
+        if failed {
+            group.failed.store(true, Ordering::Release);
+        }
+        if group.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // SAFETY: the last count: no one else can reach the group now.
+        let group = KBox::into_inner(unsafe { KBox::from_raw(this) });
+        let failed = group.failed.load(Ordering::Acquire);
+        if let Some(ctx) = group.ctx.into_inner() {
+            C::flushed(ctx, failed);
+        }
+    }
+}
+
+/// # Safety
+///
+/// The end_io of a flush made by [`BioSet::flush_all`].
+unsafe extern "C" fn flush_group_end<C: FlushesDone>(bio: *mut bindings::bio) {
+    // SAFETY: the bio is ours, completing; its private pointer is the
+    // group, one of whose counts it owns.
+    unsafe {
+        let group = (*bio).bi_private.cast::<FlushGroup<C>>();
+        let failed = rdm_bio_failed(bio);
+        bindings::bio_put(bio);
+        FlushGroup::put(group, failed);
+    }
+}
+
 #[pinned_drop]
 impl<T: CloneEnd> PinnedDrop for BioSet<T> {
     fn drop(self: Pin<&mut Self>) {
@@ -707,6 +883,195 @@ pub trait BioDriver: 'static {
 
     /// An opener closed the disk.
     fn release(this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>);
+
+    /// The disk is being freed (`free_disk`, after its last opener and
+    /// [`GenDisk`] are gone): `this` is the private data handed to
+    /// [`GenDisk::add`], given back. The caller is the block layer, which
+    /// holds no reference on the driver's module for this call: if
+    /// dropping `this` can drop the module's last reference, the driver
+    /// must hand it to something module unload waits for (a work item on
+    /// a workqueue that module exit destroys), or the rest of this call
+    /// would run in a module that may be unloaded already.
+    fn free(this: Self::Ptr);
+
+    /// The name of the disk's directory of attributes in sysfs
+    /// (`/sys/block/<disk>/<ATTR_DIR>/`).
+    const ATTR_DIR: &'static CStr;
+
+    /// The attributes of that directory (at most [`MAX_DISK_ATTRS`]); an
+    /// attribute is named by its index in this list.
+    const ATTRS: &'static [DiskAttr];
+
+    /// Writes the value of attribute `index` (one line) to `out`. Runs in
+    /// process context, for as long as the disk is added: [`GenDisk`]'s
+    /// drop waits for it.
+    fn show_attr(
+        this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        index: usize,
+        out: &mut AttrText<'_>,
+    ) -> Result;
+
+    /// Takes `input`, written to the writable attribute `index`.
+    fn store_attr(
+        this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        index: usize,
+        input: &[u8],
+    ) -> Result;
+}
+
+/// How many attributes a disk's directory may have.
+pub const MAX_DISK_ATTRS: usize = 8;
+
+/// An attribute in a disk's directory (see [`BioDriver::ATTRS`]).
+pub struct DiskAttr {
+    /// Its file name.
+    pub name: &'static CStr,
+    /// Root may write it (mode 0644); otherwise it is read-only (0444).
+    pub writable: bool,
+}
+
+/// The text of an attribute being read: at most a page.
+pub struct AttrText<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl AttrText<'_> {
+    /// Appends raw bytes; ENOSPC (and nothing written) if they do not fit.
+    pub fn push(&mut self, bytes: &[u8]) -> Result {
+        let end = self.len.checked_add(bytes.len()).ok_or(ENOSPC)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(ENOSPC)?
+            .copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl core::fmt::Write for AttrText<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.push(s.as_bytes()).map_err(|_| core::fmt::Error)
+    }
+}
+
+/// One attribute as sysfs sees it, with its index in [`BioDriver::ATTRS`].
+#[repr(C)]
+struct AttrSlot {
+    /// First: sysfs hands the show and store callbacks a pointer to it.
+    dev_attr: bindings::device_attribute,
+    index: usize,
+}
+
+/// A disk's attribute group, at a stable address (boxed) from before
+/// `add_disk` until after `del_gendisk` has removed it.
+struct DiskAttrs {
+    slots: [AttrSlot; MAX_DISK_ATTRS],
+    /// NULL-terminated pointers to the slots' attributes.
+    ptrs: [*mut bindings::attribute; MAX_DISK_ATTRS + 1],
+    group: bindings::attribute_group,
+    /// NULL-terminated, as `device_add_disk` takes them.
+    groups: [*const bindings::attribute_group; 2],
+}
+
+impl DiskAttrs {
+    /// The group `T::ATTR_DIR` of `T::ATTRS`, ready for `device_add_disk`.
+    fn new<T: BioDriver>() -> Result<KBox<Self>> {
+        if T::ATTRS.len() > MAX_DISK_ATTRS {
+            return Err(EINVAL);
+        }
+        let mut a = KBox::new(
+            DiskAttrs {
+                slots: core::array::from_fn(|index| AttrSlot {
+                    dev_attr: bindings::device_attribute::default(),
+                    index,
+                }),
+                ptrs: [core::ptr::null_mut(); MAX_DISK_ATTRS + 1],
+                group: bindings::attribute_group::default(),
+                groups: [core::ptr::null(); 2],
+            },
+            GFP_KERNEL,
+        )?;
+        for (i, attr) in T::ATTRS.iter().enumerate() {
+            let slot = &mut a.slots[i];
+            slot.dev_attr.attr.name = attr.name.as_char_ptr();
+            slot.dev_attr.attr.mode = if attr.writable { 0o644 } else { 0o444 };
+            slot.dev_attr.show = Some(attr_show::<T>);
+            if attr.writable {
+                slot.dev_attr.store = Some(attr_store::<T>);
+            }
+            let raw: *mut bindings::attribute = &mut slot.dev_attr.attr;
+            // SAFETY: `raw` points to an attribute in the box, not yet
+            // registered; the call only sets its lockdep key.
+            unsafe { rdm_sysfs_attr_init(raw) };
+            a.ptrs[i] = raw;
+        }
+        a.group.name = T::ATTR_DIR.as_char_ptr();
+        a.group.attrs = a.ptrs.as_mut_ptr();
+        let group: *const bindings::attribute_group = &a.group;
+        a.groups[0] = group;
+        Ok(a)
+    }
+}
+
+/// # Safety
+///
+/// Called by sysfs for an attribute of a [`DiskAttrs`] group of a disk made
+/// by [`GenDisk::add`] for `T`, with a page-sized `buf`.
+unsafe extern "C" fn attr_show<T: BioDriver>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *mut c_char,
+) -> isize {
+    // SAFETY: `attr` is the first field of an `AttrSlot` (repr(C)); the
+    // group is on the disk's device, so `dev` is a disk's, and the disk
+    // stays added (del_gendisk drains the attribute's readers before
+    // [`GenDisk`] puts the disk and free_disk can run) for this call;
+    // `buf` is a page that sysfs gives us to fill.
+    let (index, this, page) = unsafe {
+        (
+            (*attr.cast::<AttrSlot>()).index,
+            borrow_private::<T>(rdm_dev_to_disk(dev)),
+            core::slice::from_raw_parts_mut(buf.cast::<u8>(), PAGE_SIZE),
+        )
+    };
+    let mut out = AttrText { buf: page, len: 0 };
+    match T::show_attr(this, index, &mut out) {
+        Ok(()) => out.len as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// As [`attr_show`], with `buf` holding `count` bytes written by the user.
+unsafe extern "C" fn attr_store<T: BioDriver>(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *const c_char,
+    count: usize,
+) -> isize {
+    // SAFETY: as in `attr_show`; sysfs hands us `count` readable bytes.
+    let (index, this, input) = unsafe {
+        (
+            (*attr.cast::<AttrSlot>()).index,
+            borrow_private::<T>(rdm_dev_to_disk(dev)),
+            core::slice::from_raw_parts(buf.cast::<u8>(), count),
+        )
+    };
+    match T::store_attr(this, index, input) {
+        Ok(()) => count as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// A uevent a driver sends for its disk (besides the block layer's own).
+#[derive(Clone, Copy)]
+pub enum Uevent {
+    /// `change`.
+    Change,
+    /// `remove` (sent while the disk is still there).
+    Remove,
 }
 
 /// A bio-based gendisk, added to the system.
@@ -714,15 +1079,18 @@ pub trait BioDriver: 'static {
 /// # Invariants
 ///
 /// `disk` was allocated by `blk_alloc_disk`, added, and has as private data
-/// a `T::Ptr` from `into_foreign`, released by `free_disk`; `Drop` removes
-/// and puts it.
+/// a `T::Ptr` from `into_foreign`, handed back to [`BioDriver::free`] by
+/// `free_disk`; `Drop` removes and puts it.
 pub struct GenDisk<T: BioDriver> {
     disk: NonNull<bindings::gendisk>,
+    /// The disk's attribute group; dropped after `del_gendisk` removed it.
+    _attrs: KBox<DiskAttrs>,
     _t: PhantomData<T>,
 }
 
 // SAFETY: the gendisk's operations used through `&self` (capacity, read-only
-// flag, limits, holders) take the block layer's own locks.
+// flag, limits, holders, uevents) take the block layer's own locks; the
+// attribute group is only read (by sysfs) once built.
 unsafe impl<T: BioDriver> Send for GenDisk<T> {}
 // SAFETY: as above.
 unsafe impl<T: BioDriver> Sync for GenDisk<T> {}
@@ -730,17 +1098,22 @@ unsafe impl<T: BioDriver> Sync for GenDisk<T> {}
 impl<T: BioDriver> GenDisk<T> {
     /// Allocates and adds a disk `name` at `major:minor`, empty (capacity 0).
     pub fn add(major: u32, minor: u32, name: &CStr, data: T::Ptr) -> Result<Self> {
+        let attrs = DiskAttrs::new::<T>()?;
         let mut lim = Limits::empty();
         // SAFETY: `lim` is a valid queue_limits for the call.
         let disk = unsafe { rdm_alloc_disk(&mut lim.lim) };
         let disk = from_err_ptr(disk)?;
         let private = data.into_foreign().cast_mut();
         // SAFETY: `disk` is a fresh disk; the operations table is static;
-        // `name` is NUL-terminated. On failure the disk is put below and
-        // `private` taken back, as nothing else saw them.
+        // `name` is NUL-terminated; the groups are boxed, and the box is
+        // kept (in the `GenDisk`) until del_gendisk removed them, or
+        // dropped below when add_disk failed (which removed them). On
+        // failure the disk is put below and `private` taken back, as
+        // nothing else saw them.
         let ret = unsafe {
             rdm_add_disk(
                 disk,
+                attrs.groups.as_ptr(),
                 OpsTable::<T>::build(),
                 private,
                 major as c_int,
@@ -760,6 +1133,7 @@ impl<T: BioDriver> GenDisk<T> {
         // INVARIANT: allocated, added, private data from into_foreign.
         Ok(GenDisk {
             disk: NonNull::new(disk).ok_or(ENOMEM)?,
+            _attrs: attrs,
             _t: PhantomData,
         })
     }
@@ -774,10 +1148,31 @@ impl<T: BioDriver> GenDisk<T> {
         unsafe { rdm_disk_devt(self.raw()) }
     }
 
-    /// Sets the size in sectors (and tells user space if it changed).
+    /// Sets the size in sectors, without a uevent (as dm: the driver
+    /// announces a change itself, see [`GenDisk::uevent`]).
     pub fn set_capacity(&self, sectors: u64) {
         // SAFETY: the disk is live; the call takes its own locks.
-        unsafe { bindings::set_capacity_and_notify(self.raw(), sectors) };
+        unsafe { bindings::set_capacity(self.raw(), sectors) };
+    }
+
+    /// Sends a uevent for the disk with the variables `env` (`NAME=value`,
+    /// at most 4), as dm does (`dm_kobject_uevent`); allocations inside
+    /// do no I/O. Ok if it was sent (or no one listens).
+    pub fn uevent(&self, action: Uevent, env: &[&CStr]) -> Result {
+        let mut envp: [*mut c_char; 5] = [core::ptr::null_mut(); 5];
+        if env.len() >= envp.len() {
+            return Err(EINVAL);
+        }
+        for (p, v) in envp.iter_mut().zip(env) {
+            *p = v.as_char_ptr().cast_mut();
+        }
+        let action = match action {
+            Uevent::Change => bindings::kobject_action_KOBJ_CHANGE,
+            Uevent::Remove => bindings::kobject_action_KOBJ_REMOVE,
+        };
+        // SAFETY: the disk is live and added; `envp` is NULL-terminated
+        // and its strings outlive the call, which only reads them.
+        to_result(unsafe { rdm_disk_uevent(self.raw(), action, envp.as_ptr()) })
     }
 
     /// Makes the disk read-only or writable.
@@ -828,7 +1223,8 @@ impl<T: BioDriver> Drop for GenDisk<T> {
     fn drop(&mut self) {
         // SAFETY: the disk was added (invariant); del_gendisk() stops new
         // opens and I/O submission, put_disk() drops our reference, and
-        // free_disk releases the private data after the last opener.
+        // free_disk hands the private data back to the driver
+        // (`BioDriver::free`) after the last opener.
         unsafe {
             bindings::del_gendisk(self.raw());
             bindings::put_disk(self.raw());
@@ -910,7 +1306,7 @@ unsafe extern "C" fn ops_release<T: BioDriver>(disk: *mut bindings::gendisk) {
 unsafe extern "C" fn ops_free_disk<T: BioDriver>(disk: *mut bindings::gendisk) {
     // SAFETY: the private data came from `into_foreign` in `add`, and this is
     // its last use.
-    drop(unsafe { T::Ptr::from_foreign(rdm_disk_private(disk)) });
+    T::free(unsafe { T::Ptr::from_foreign(rdm_disk_private(disk)) });
 }
 
 /// A registered block major number.

@@ -134,7 +134,10 @@ const int rdm_misc_dynamic_minor = MISC_DYNAMIC_MINOR;
 
 #include <linux/bio.h>
 #include <linux/blkdev.h>
+#include <linux/sched/mm.h>
 #include <linux/srcu.h>
+#include <linux/sysfs.h>
+#include <linux/poll.h>
 #include <linux/wait_bit.h>
 
 /* blk_alloc_disk() is a macro (it makes a lock class per call site). */
@@ -148,7 +151,8 @@ struct gendisk *rdm_alloc_disk(struct queue_limits *lim)
  * @major:@minor named @name, served by @fops with @private_data. Returns 0
  * or an errno; on error the caller still owns (and puts) the disk.
  */
-int rdm_add_disk(struct gendisk *disk, const struct block_device_operations *fops,
+int rdm_add_disk(struct gendisk *disk, const struct attribute_group **groups,
+		 const struct block_device_operations *fops,
 		 void *private_data, int major, int minor, const char *name)
 {
 	disk->major = major;
@@ -158,7 +162,35 @@ int rdm_add_disk(struct gendisk *disk, const struct block_device_operations *fop
 	disk->private_data = private_data;
 	disk->flags |= GENHD_FL_NO_PART;
 	strscpy(disk->disk_name, name, DISK_NAME_LEN);
-	return add_disk(disk);
+	/* @groups (NULL-terminated, or NULL) become the disk device's own
+	 * attribute groups: created before its "add" uevent, removed (and
+	 * drained of readers) by del_gendisk(). */
+	return device_add_disk(NULL, disk, groups);
+}
+
+/* The disk of a disk's struct device (an attribute's show or store). */
+struct gendisk *rdm_dev_to_disk(struct device *dev)
+{
+	return dev_to_disk(dev);
+}
+
+/* Gives a dynamically allocated attribute a static lockdep key (one class
+ * for all of rdm's: sysfs_attr_init() makes one key per call site). */
+void rdm_sysfs_attr_init(struct attribute *attr)
+{
+	sysfs_attr_init(attr);
+}
+
+/* Sends a uevent for the disk with the extra environment @envp (NULL-
+ * terminated), as dm_kobject_uevent(): with no I/O from memory reclaim,
+ * since the caller may hold a device that is suspended. */
+int rdm_disk_uevent(struct gendisk *disk, unsigned int action, char **envp)
+{
+	unsigned int noio = memalloc_noio_save();
+	int r = kobject_uevent_env(&disk_to_dev(disk)->kobj, action, envp);
+
+	memalloc_noio_restore(noio);
+	return r;
 }
 
 /* The private data of a disk. */
@@ -221,6 +253,26 @@ void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 	lim->max_active_zones = 0;
 }
 
+/*
+ * Stacks a target's I/O hints onto @lim as blk_stack_limits() stacks a
+ * device: limits that only carry the hints (0 for none), stacked at 0.
+ * Used by rust/block.rs (Limits::add_io_hints).
+ */
+void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
+			 unsigned int io_min, unsigned int io_opt)
+{
+	struct queue_limits hints;
+
+	blk_set_stacking_limits(&hints);
+	/* Features both must have (NOWAIT, POLL) stay as they are. */
+	hints.features = lim->features;
+	hints.chunk_sectors = chunk_sectors;
+	hints.io_min = io_min;
+	hints.io_opt = io_opt;
+	hints.max_zone_append_sectors = 0;
+	blk_stack_limits(lim, &hints, 0);
+}
+
 /* Whether @f's device is zoned (host-managed or host-aware). */
 bool rdm_bdev_is_zoned(struct file *f)
 {
@@ -264,6 +316,11 @@ bool rdm_bio_is_preflush(const struct bio *bio)
 	return bio->bi_opf & REQ_PREFLUSH;
 }
 
+void rdm_bio_clear_preflush(struct bio *bio)
+{
+	bio->bi_opf &= ~REQ_PREFLUSH;
+}
+
 void rdm_bio_set_dev(struct bio *bio, struct file *f)
 {
 	bio_set_dev(bio, file_bdev(f));
@@ -291,6 +348,13 @@ void rdm_bio_end_unsupported(struct bio *bio)
 	bio_endio(bio);
 }
 
+/* Ends @bio with "no space" (ENOSPC for user space). */
+void rdm_bio_end_nospace(struct bio *bio)
+{
+	bio->bi_status = BLK_STS_NOSPC;
+	bio_endio(bio);
+}
+
 void rdm_bio_zero_fill(struct bio *bio)
 {
 	zero_fill_bio(bio);
@@ -303,14 +367,20 @@ void rdm_bio_inc_remaining(struct bio *bio)
 
 /*
  * Splits the first @sectors off @bio: returns the front part, chained to
- * @bio so that @bio completes after it; the caller resubmits @bio.
+ * @bio so that @bio completes after it; the caller resubmits @bio. Returns
+ * an ERR_PTR if @sectors does not leave sectors on both sides (bio_split()
+ * would BUG()) or if bio_split() fails, which in 6.12 it reports with NULL
+ * (a zone append, or no clone from @bs), not an ERR_PTR.
  */
 struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs)
 {
-	struct bio *split = bio_split(bio, sectors, GFP_NOIO, bs);
+	struct bio *split;
 
-	if (IS_ERR(split))
-		return split;
+	if (!sectors || sectors >= bio_sectors(bio))
+		return ERR_PTR(-EINVAL);
+	split = bio_split(bio, sectors, GFP_NOIO, bs);
+	if (IS_ERR_OR_NULL(split))
+		return split ? split : ERR_PTR(-ENOMEM);
 	bio_chain(split, bio);
 	return split;
 }
@@ -455,6 +525,12 @@ unsigned int rdm_param_copy_delay_ms(void)
 
 /* ---- rust/wait.rs ---- */
 
+/* poll_wait() (static inline). */
+void rdm_poll_wait(struct file *file, wait_queue_head_t *wq, poll_table *pt)
+{
+	poll_wait(file, wq, pt);
+}
+
 void rdm_wake_up_var(void *var)
 {
 	wake_up_var(var);
@@ -522,6 +598,13 @@ struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const c
 	get_task_struct(t);
 	wake_up_process(t);
 	return t;
+}
+
+/* ---- rust/workqueue.rs ---- */
+
+void rdm_cond_resched(void)
+{
+	cond_resched();
 }
 
 /* ---- rust/module.rs ---- */

@@ -8,6 +8,7 @@
 
 #include <linux/blkdev.h>
 #include <linux/fs.h>
+#include <linux/poll.h>
 #include <linux/types.h>
 
 struct srcu_struct;
@@ -26,15 +27,21 @@ extern const int rdm_misc_dynamic_minor;
 
 /* rust/block.rs */
 struct gendisk *rdm_alloc_disk(struct queue_limits *lim);
-int rdm_add_disk(struct gendisk *disk, const struct block_device_operations *fops,
+int rdm_add_disk(struct gendisk *disk, const struct attribute_group **groups,
+		 const struct block_device_operations *fops,
 		 void *private_data, int major, int minor, const char *name);
 void *rdm_disk_private(struct gendisk *disk);
+struct gendisk *rdm_dev_to_disk(struct device *dev);
+void rdm_sysfs_attr_init(struct attribute *attr);
+int rdm_disk_uevent(struct gendisk *disk, unsigned int action, char **envp);
 u64 rdm_disk_devt(struct gendisk *disk);
 struct file *rdm_bdev_open_path(const char *path, bool write, void *holder);
 struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder);
 u64 rdm_bdev_devt(struct file *f);
 u64 rdm_bdev_nr_sectors(struct file *f);
 unsigned int rdm_bdev_logical_block_size(struct file *f);
+void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
+			 unsigned int io_min, unsigned int io_opt);
 void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 			   const char *pfx);
 bool rdm_bdev_is_zoned(struct file *f);
@@ -45,10 +52,12 @@ int rdm_bdev_link_holder(struct file *f, struct gendisk *disk);
 void rdm_bdev_unlink_holder(struct file *f, struct gendisk *disk);
 unsigned int rdm_bio_op(const struct bio *bio);
 bool rdm_bio_is_preflush(const struct bio *bio);
+void rdm_bio_clear_preflush(struct bio *bio);
 void rdm_bio_set_dev(struct bio *bio, struct file *f);
 void rdm_bio_set_failed(struct bio *bio);
 void rdm_bio_end(struct bio *bio, bool error);
 void rdm_bio_end_unsupported(struct bio *bio);
+void rdm_bio_end_nospace(struct bio *bio);
 void rdm_bio_zero_fill(struct bio *bio);
 void rdm_bio_inc_remaining(struct bio *bio);
 struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);
@@ -76,6 +85,7 @@ unsigned int rdm_param_cow_threshold(void);
 unsigned int rdm_param_copy_delay_ms(void);
 unsigned int rdm_param_merge_kib_per_s(void);
 /* rust/wait.rs */
+void rdm_poll_wait(struct file *file, wait_queue_head_t *wq, poll_table *pt);
 void rdm_wake_up_var(void *var);
 int rdm_wait_var_change(u32 *var, u32 seen);
 void rdm_wait_var_below(unsigned long *var, unsigned long limit);
@@ -91,6 +101,9 @@ void rdm_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 
 /* rust/kthread.rs */
 struct task_struct *rdm_kthread_run(int (*threadfn)(void *), void *data, const char *name);
+
+/* rust/workqueue.rs */
+void rdm_cond_resched(void);
 
 /* rust/module.rs */
 void rdm_module_get(void);

@@ -7,6 +7,9 @@
 //!
 //! C header: [`include/linux/miscdevice.h`](srctree/include/linux/miscdevice.h)
 
+#[allow(unused_imports, reason = "named in the documentation")]
+use super::wait::PollEvent;
+use super::wait::PollTable;
 use core::{marker::PhantomData, mem::MaybeUninit, ptr::NonNull};
 use kernel::{
     bindings,
@@ -89,6 +92,11 @@ pub trait MiscDevice: 'static {
         cmd: u32,
         arg: usize,
     ) -> Result<isize>;
+
+    /// Handles `poll()`: registers `pt` with the wait queues to watch
+    /// ([`PollEvent::poll_wait`]) and returns the events ready now
+    /// (`EPOLL*` bits).
+    fn poll(device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, pt: &PollTable) -> u32;
 }
 
 /// A registered misc device; dropping it deregisters the device.
@@ -180,6 +188,7 @@ impl<T: MiscDevice> VTable<T> {
         open: Some(fops_open::<T>),
         release: Some(fops_release::<T>),
         unlocked_ioctl: Some(fops_ioctl::<T>),
+        poll: Some(fops_poll::<T>),
         // Every dm ioctl has the same layout for 32-bit callers; the
         // kernel's helper converts the pointer and calls `unlocked_ioctl`.
         #[cfg(CONFIG_COMPAT)]
@@ -250,4 +259,17 @@ unsafe extern "C" fn fops_ioctl<T: MiscDevice>(
         Ok(ret) => ret,
         Err(e) => Error::to_errno(e) as c_long,
     }
+}
+
+/// # Safety
+///
+/// Called by the VFS for a `file` whose `fops_open` succeeded and whose
+/// `fops_release` has not started, with its poll table (may be NULL).
+unsafe extern "C" fn fops_poll<T: MiscDevice>(
+    file: *mut bindings::file,
+    pt: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: as in `fops_ioctl`: release cannot run before this returns.
+    let device = unsafe { T::Ptr::borrow((*file).private_data) };
+    T::poll(device, &PollTable { file, table: pt })
 }

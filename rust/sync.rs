@@ -33,7 +33,7 @@ extern "C" {
 }
 
 /// The lock class key's C object.
-fn key_ptr(key: &'static LockClassKey) -> *mut bindings::lock_class_key {
+pub(crate) fn key_ptr(key: &'static LockClassKey) -> *mut bindings::lock_class_key {
     // `LockClassKey` is `#[repr(transparent)]` over `Opaque<lock_class_key>`,
     // itself transparent over the C struct, so the addresses coincide; the
     // key is static and lockdep only uses it by address.

@@ -1,6 +1,7 @@
 //! Counters one can wait on (`wait_var_event`/`wake_up_var`): [`DrainCounter`]
 //! (wait for zero), [`EventCounter`] (wait for a change), [`Slots`] (wait
-//! for room below a limit).
+//! for room below a limit); and [`PollEvent`], an event number with a wait
+//! queue of its own that `poll()` waits on.
 //!
 //! rdm counts the bios in flight on each table with one; suspend waits for
 //! it to drain. Incrementing and decrementing are single atomic operations
@@ -9,6 +10,10 @@
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use kernel::ffi::c_void;
+use kernel::prelude::*;
+use kernel::str::CStr;
+use kernel::sync::{Arc, LockClassKey};
+use kernel::types::Opaque;
 
 extern "C" {
     fn rdm_wake_up_var(var: *mut c_void);
@@ -71,6 +76,8 @@ extern "C" {
 /// An event number: bumped from any context, waited on for a change.
 pub struct EventCounter {
     nr: AtomicU32,
+    /// Bumped too on every event.
+    parent: Option<Arc<PollEvent>>,
 }
 
 impl EventCounter {
@@ -78,6 +85,15 @@ impl EventCounter {
     pub const fn new() -> Self {
         EventCounter {
             nr: AtomicU32::new(0),
+            parent: None,
+        }
+    }
+
+    /// Event number 0; every event also bumps `parent`.
+    pub fn with_parent(parent: Arc<PollEvent>) -> Self {
+        EventCounter {
+            nr: AtomicU32::new(0),
+            parent: Some(parent),
         }
     }
 
@@ -93,6 +109,9 @@ impl EventCounter {
         self.nr.fetch_add(1, Ordering::SeqCst);
         // SAFETY: the address is only a wait-queue hash key.
         unsafe { rdm_wake_up_var(self.nr.as_ptr().cast()) };
+        if let Some(p) = &self.parent {
+            p.bump();
+        }
     }
 
     /// Sleeps (interruptibly) until the number is no longer `seen`.
@@ -274,4 +293,98 @@ pub fn sleep_ms(ms: u32) {
     // task state itself and returns after the timeout (process context,
     // per this function's contract).
     unsafe { kernel::bindings::schedule_timeout_uninterruptible(j) };
+}
+
+#[allow(
+    improper_ctypes,
+    reason = "kernel structs only cross by pointer; their layout is bindgen's"
+)]
+extern "C" {
+    fn rdm_poll_wait(
+        file: *mut kernel::bindings::file,
+        wq: *mut kernel::bindings::wait_queue_head,
+        pt: *mut kernel::bindings::poll_table_struct,
+    );
+}
+
+/// An event number with a wait queue that `poll()` can wait on (dm's
+/// `dm_global_event_nr` and `dm_global_eventq`).
+///
+/// # Invariants
+///
+/// `wq` was initialised by `__init_waitqueue_head`.
+#[pin_data]
+pub struct PollEvent {
+    nr: AtomicU32,
+    #[pin]
+    wq: Opaque<kernel::bindings::wait_queue_head>,
+}
+
+// SAFETY: the number is atomic and the wait queue has its own spinlock.
+unsafe impl Send for PollEvent {}
+// SAFETY: as above.
+unsafe impl Sync for PollEvent {}
+
+/// Creates a [`PollEvent`] initialiser with its own lock class.
+#[macro_export]
+macro_rules! new_poll_event {
+    ($name:literal) => {
+        $crate::kx::wait::PollEvent::new(::kernel::c_str!($name), ::kernel::static_lock_class!())
+    };
+}
+
+impl PollEvent {
+    /// Event number 0, its wait queue's lock in class `key`.
+    pub fn new(name: &'static CStr, key: &'static LockClassKey) -> impl PinInit<Self> {
+        pin_init!(Self {
+            nr: AtomicU32::new(0),
+            // SAFETY: `slot` is valid for the call; `name` and `key` are
+            // static, as lockdep requires.
+            wq <- Opaque::ffi_init(|slot| unsafe {
+                kernel::bindings::__init_waitqueue_head(slot, name.as_char_ptr(), super::sync::key_ptr(key))
+            }),
+        })
+    }
+
+    /// The current event number.
+    pub fn get(&self) -> u32 {
+        self.nr.load(Ordering::Acquire)
+    }
+
+    /// Moves the number on and wakes every waiter and poller. Any context
+    /// (the wait queue's lock is taken with interrupts off).
+    pub fn bump(&self) {
+        // SeqCst: the barrier the wake-up needs between the update and its
+        // look at the queue (a poller adds itself, then reads the number).
+        self.nr.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: initialised (invariant); `wake_up_all()`.
+        unsafe {
+            kernel::bindings::__wake_up(
+                self.wq.get(),
+                kernel::bindings::TASK_NORMAL,
+                0,
+                core::ptr::null_mut(),
+            )
+        };
+    }
+
+    /// Adds the poll table of a `poll()` on `file` to this wait queue
+    /// (`poll_wait`); the caller then reads the number.
+    pub fn poll_wait(&self, pt: &PollTable) {
+        // SAFETY: the queue is initialised and outlives the file's poll
+        // registration: the file's state keeps this event alive until the
+        // file is released, which frees the poll table entries first
+        // (the VFS removes them before a file's last reference goes).
+        unsafe { rdm_poll_wait(pt.file, self.wq.get(), pt.table) };
+    }
+}
+
+/// `EPOLLIN` (`include/uapi/linux/eventpoll.h`; bindgen skips it for its
+/// `__force` cast).
+pub const EPOLLIN: u32 = 0x0000_0001;
+
+/// The arguments of a file's `poll` operation.
+pub struct PollTable {
+    pub(crate) file: *mut kernel::bindings::file,
+    pub(crate) table: *mut kernel::bindings::poll_table_struct,
 }

@@ -3,9 +3,18 @@
 //! Work queued on the system queues can still be running module code after
 //! the module's last reference is dropped; a queue of our own is drained by
 //! `destroy_workqueue()` in the module's exit, which closes that window.
+//! Work items are the `kernel` crate's ([`kernel::workqueue::Work`]),
+//! queued through [`OwnedQueue`]'s `Deref` to [`Queue`].
 
 use core::ptr::NonNull;
-use kernel::{bindings, c_str, error::Result, prelude::*, str::CStr, workqueue::Queue};
+use kernel::{
+    bindings, c_str,
+    error::Result,
+    prelude::*,
+    str::CStr,
+    sync::Arc,
+    workqueue::{HasWork, Queue, WorkItem},
+};
 
 /// An owned workqueue; dropping it waits for its work and frees it.
 ///
@@ -43,6 +52,32 @@ impl OwnedQueue {
     }
 }
 
+/// Queues `this`, a work item in an `Arc`, on the queue `queue` finds
+/// through it (a queue owned by something `this` holds), without taking
+/// another reference to reach the queue. For completion context: a
+/// reference taken only to reach the queue would be dropped after the work
+/// may already have run and dropped `this`, so it could be the last one,
+/// and its destructor may sleep. Gives `this` back if it is queued already.
+pub fn enqueue_arc<T, const ID: u64>(
+    this: Arc<T>,
+    queue: impl FnOnce(&T) -> &OwnedQueue,
+) -> core::result::Result<(), Arc<T>>
+where
+    T: WorkItem<ID, Pointer = Arc<T>> + HasWork<T, ID> + Send + Sync + 'static,
+{
+    let wq = queue(&this).wq.as_ptr();
+    // SAFETY: `wq` is live when the call starts: its `OwnedQueue` is
+    // reachable from `this`, which we hold. It stays valid until
+    // `queue_work_on()` returns even if the work runs (and drops `this`)
+    // meanwhile: the queue is destroyed only by `OwnedQueue::drop`, whose
+    // destroy_workqueue() waits until this work item has run, and frees the
+    // workqueue after an RCU grace period, while queue_work_on() touches it
+    // only inside rcu_read_lock() (and not after that). `enqueue` does not
+    // touch the queue after queue_work_on().
+    let q = unsafe { Queue::from_raw(wq) };
+    q.enqueue::<Arc<T>, ID>(this)
+}
+
 impl core::ops::Deref for OwnedQueue {
     type Target = Queue;
 
@@ -51,6 +86,18 @@ impl core::ops::Deref for OwnedQueue {
         // run while `self` is borrowed.
         unsafe { Queue::from_raw(self.wq.as_ptr()) }
     }
+}
+
+extern "C" {
+    fn rdm_cond_resched();
+}
+
+/// Gives the CPU to other tasks if one is due (`cond_resched()`): for long
+/// loops in work items and threads. Process context, no spinlock held.
+pub fn cond_resched() {
+    // SAFETY: the helper only calls cond_resched(); callers are in
+    // process context without spinlocks (documented contract).
+    unsafe { rdm_cond_resched() };
 }
 
 impl Drop for OwnedQueue {

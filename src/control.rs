@@ -8,9 +8,11 @@
 //! and one copy of the result back. No lock is held while user memory is
 //! touched: commands work on the kernel copy.
 
-use crate::device::{DevState, Key, MappedDevice, Name, Registry, NAME_MAX, UUID_MAX};
+use crate::device::{Key, MappedDevice, Name, Registry, Tables, NAME_MAX, UUID_MAX};
+use crate::kx::block::Uevent;
 use crate::kx::capability::capable_sys_admin;
 use crate::kx::miscdevice::{Minor, MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
+use crate::kx::wait::{PollTable, EPOLLIN};
 use crate::rdm_core::dm_ioctl::{
     self, c_str, check_data_size, check_version, decode_dev, decode_version, encode_version,
     Command, Header, ParamError, HEADER_SIZE, VERSION, VERSION_BYTES,
@@ -22,7 +24,7 @@ use crate::target::{BStr, TARGET_TYPES};
 use core::sync::atomic::{AtomicU32, Ordering};
 use dm_ioctl::sys::{
     DM_ACTIVE_PRESENT_FLAG, DM_BUFFER_FULL_FLAG, DM_DATA_OUT_FLAG, DM_DEFERRED_REMOVE,
-    DM_INACTIVE_PRESENT_FLAG, DM_NOFLUSH_FLAG, DM_PERSISTENT_DEV_FLAG,
+    DM_IMA_MEASUREMENT_FLAG, DM_INACTIVE_PRESENT_FLAG, DM_NOFLUSH_FLAG, DM_PERSISTENT_DEV_FLAG,
     DM_QUERY_INACTIVE_TABLE_FLAG, DM_READONLY_FLAG, DM_SECURE_DATA_FLAG, DM_SKIP_LOCKFS_FLAG,
     DM_STATUS_TABLE_FLAG, DM_SUSPEND_FLAG, DM_UEVENT_GENERATED_FLAG, DM_UUID_FLAG,
 };
@@ -79,7 +81,7 @@ impl MiscDevice for Control {
 
     fn open(registry: ArcBorrow<'_, Registry>) -> Result<Arc<ControlFile>> {
         let registry: Arc<Registry> = registry.into();
-        let armed = registry.global_event.load(Ordering::Acquire);
+        let armed = registry.global_event.get();
         Ok(Arc::new(
             ControlFile {
                 registry,
@@ -92,6 +94,19 @@ impl MiscDevice for Control {
     fn ioctl(file: ArcBorrow<'_, ControlFile>, request: u32, arg: usize) -> Result<isize> {
         ctl_ioctl(&file, request, arg)?;
         Ok(0)
+    }
+
+    /// As dm's `dm_poll()`: readable once the global event number moved
+    /// on since the file's last DM_DEV_ARM_POLL (or its open).
+    fn poll(file: ArcBorrow<'_, ControlFile>, pt: &PollTable) -> u32 {
+        let ev = &file.registry.global_event;
+        ev.poll_wait(pt);
+        let armed = file.armed_event.load(Ordering::Acquire);
+        if (ev.get().wrapping_sub(armed) as i32) > 0 {
+            EPOLLIN
+        } else {
+            0
+        }
     }
 }
 
@@ -226,7 +241,10 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
         Command::DevRemove => dev_remove(reg, p),
         Command::DevRename => dev_rename(reg, p),
         Command::DevSuspend => dev_suspend(reg, p),
-        Command::DevStatus => with_device(reg, p, |_, _, _| Ok(())),
+        Command::DevStatus => {
+            let (md, name, uuid) = lookup(reg, &p.header)?;
+            report(&md, &name, &uuid, &mut p.header)
+        }
         Command::DevWait => dev_wait(reg, p),
         Command::TableLoad => table_load(reg, p),
         Command::TableClear => table_clear(reg, p),
@@ -235,7 +253,7 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
         Command::ListVersions | Command::GetTargetVersion => list_versions(p, cmd),
         Command::TargetMsg => target_msg(reg, p),
         Command::DevArmPoll => {
-            let now = reg.global_event.load(Ordering::Acquire);
+            let now = reg.global_event.get();
             file.armed_event.store(now, Ordering::Release);
             Ok(())
         }
@@ -247,7 +265,7 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
 }
 
 /// Fills the header with a device's state, as dm's `__dev_status()`.
-fn dev_status(md: &MappedDevice, st: &DevState, name: &Name, uuid: &Name, h: &mut Header) {
+fn dev_status(md: &MappedDevice, t: &Tables, name: &Name, uuid: &Name, h: &mut Header) {
     h.flags &= !(DM_SUSPEND_FLAG
         | DM_READONLY_FLAG
         | DM_ACTIVE_PRESENT_FLAG
@@ -256,60 +274,78 @@ fn dev_status(md: &MappedDevice, st: &DevState, name: &Name, uuid: &Name, h: &mu
     if md.deferred_remove() {
         h.flags |= DM_DEFERRED_REMOVE;
     }
-    if st.suspended {
+    if t.suspended {
         h.flags |= DM_SUSPEND_FLAG;
     }
-    h.dev = st.disk.as_ref().map_or(0, |d| d.devt());
+    h.dev = md.devt;
     h.open_count = md.open_count();
     h.event_nr = md.event_nr();
     h.target_count = 0;
     let query_inactive = h.flags & DM_QUERY_INACTIVE_TABLE_FLAG != 0;
-    if let Some(t) = &st.active {
+    if let Some(a) = &t.active {
         h.flags |= DM_ACTIVE_PRESENT_FLAG;
         if !query_inactive {
-            h.target_count = t.entries.len() as u32;
+            h.target_count = a.entries.len() as u32;
         }
     }
-    if st.read_only || st.active.as_ref().is_some_and(|t| t.read_only) {
+    if md.read_only || t.active.as_ref().is_some_and(|a| a.read_only) {
         h.flags |= DM_READONLY_FLAG;
     }
-    if let Some(t) = &st.inactive {
+    if let Some(i) = &t.inactive {
         h.flags |= DM_INACTIVE_PRESENT_FLAG;
         if query_inactive {
-            h.target_count = t.entries.len() as u32;
+            h.target_count = i.entries.len() as u32;
         }
     }
     let _ = dm_ioctl::set_c_str(&mut h.name, name.as_bytes());
     let _ = dm_ioctl::set_c_str(&mut h.uuid, uuid.as_bytes());
 }
 
-/// Looks the device up, runs `f` under its state lock, then reports its
-/// status in the header.
-fn with_device(
-    reg: &Registry,
-    p: &mut Params,
-    f: impl FnOnce(&MappedDevice, &mut DevState, &mut Params) -> Result,
-) -> Result {
-    let (md, name, uuid) = lookup(reg, &p.header)?;
-    let mut st = md.state.lock();
-    if st.disk.is_none() {
-        return Err(ENXIO);
-    }
-    f(&md, &mut st, p)?;
-    dev_status(&md, &st, &name, &uuid, &mut p.header);
-    Ok(())
+/// Reports a device's status in the header (ENXIO if it was removed).
+/// Takes only the device's `tables` lock, never the lock a suspend holds
+/// while it waits for I/O.
+fn report(md: &MappedDevice, name: &Name, uuid: &Name, h: &mut Header) -> Result {
+    md.query(|t| {
+        dev_status(md, t, name, uuid, h);
+        Ok(())
+    })
 }
 
+/// Runs the query `f` on a device's tables (under its `tables` lock, so
+/// `f` must not wait for I/O), then reports its status in the header.
+fn with_tables(
+    md: &MappedDevice,
+    name: &Name,
+    uuid: &Name,
+    p: &mut Params,
+    f: impl FnOnce(&Tables, &mut Params) -> Result,
+) -> Result {
+    md.query(|t| {
+        f(t, p)?;
+        dev_status(md, t, name, uuid, &mut p.header);
+        Ok(())
+    })
+}
+
+/// Looks a device up. A device that does not exist is ENXIO with a debug
+/// line only, as dm (`DMDEBUG_LIMIT`): user space asks whether devices
+/// exist all the time (LVM2 before every activation), and that is no
+/// error.
 fn lookup(reg: &Registry, h: &Header) -> Result<(Arc<MappedDevice>, Name, Name)> {
     let key = key_of(h)?;
     reg.get(&key).inspect_err(|_| match key {
-        Key::Name(n) => pr_err!("device {} doesn't exist\n", BStr(n)),
-        Key::Uuid(u) => pr_err!("device with uuid {} doesn't exist\n", BStr(u)),
+        Key::Name(n) => pr_debug!("device {} doesn't exist\n", BStr(n)),
+        Key::Uuid(u) => pr_debug!("device with uuid {} doesn't exist\n", BStr(u)),
         Key::Dev(d) => {
             let (ma, mi) = decode_dev(d);
-            pr_err!("device {ma}:{mi} doesn't exist\n")
+            pr_debug!("device {ma}:{mi} doesn't exist\n")
         }
     })
+}
+
+/// EOPNOTSUPP (6.12's `kernel::error::code` lacks it).
+fn eopnotsupp() -> Error {
+    Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
 }
 
 fn checked_name(s: &[u8], max: usize, what: &str) -> Result<Name> {
@@ -340,19 +376,21 @@ fn dev_create(reg: &Arc<Registry>, p: &mut Params) -> Result {
     let want_minor = (h.flags & DM_PERSISTENT_DEV_FLAG != 0).then(|| decode_dev(h.dev).1);
     let read_only = h.flags & DM_READONLY_FLAG != 0;
     let md = reg.create(name, uuid, want_minor, read_only)?;
-    let st = md.state.lock();
-    dev_status(&md, &st, &name, &uuid, &mut p.header);
-    Ok(())
+    report(&md, &name, &uuid, &mut p.header)
 }
 
 fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
     let key = key_of(&p.header)?;
-    match reg.remove(&key) {
-        Ok((md, name, uuid)) => {
+    // The udev cookie (libdevmapper's, or 0) comes in `event_nr`, as dm.
+    let cookie = p.header.event_nr;
+    match reg.remove(&key, Some(cookie)) {
+        Ok((md, name, uuid, sent)) => {
             p.header.event_nr = md.event_nr();
             let _ = dm_ioctl::set_c_str(&mut p.header.name, name.as_bytes());
             let _ = dm_ioctl::set_c_str(&mut p.header.uuid, uuid.as_bytes());
-            p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+            if sent {
+                p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+            }
             Ok(())
         }
         Err(e) if e == EBUSY && p.header.flags & DM_DEFERRED_REMOVE != 0 => {
@@ -362,9 +400,7 @@ fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
                 // Closed meanwhile: try again now.
                 return dev_remove(reg, p);
             }
-            let st = md.state.lock();
-            dev_status(&md, &st, &name, &uuid, &mut p.header);
-            Ok(())
+            report(&md, &name, &uuid, &mut p.header)
         }
         Err(e) if e == EBUSY => {
             pr_err!("unable to remove open device\n");
@@ -377,27 +413,45 @@ fn dev_remove(reg: &Registry, p: &mut Params) -> Result {
     }
 }
 
-fn remove_all(reg: &Registry, _p: &mut Params) -> Result {
-    // Snapshot the names, then remove each one that is not open: no
-    // teardown runs under the registry lock. A device held open by another
-    // rdm device's table (a snapshot's COW device) stays: the table's
-    // close of it runs when this call returns to user space (fput), so
-    // rdmsetup repeats the call while it makes progress.
-    let mut names = KVec::new();
-    for e in reg.devices.lock().iter().flatten() {
-        names.push(e.name, GFP_KERNEL)?;
-    }
-    for name in names.iter() {
-        if let Err(e) = reg.remove(&Key::Name(name.as_bytes())) {
-            if e == EBUSY {
-                pr_warn!(
-                    "remove_all: {} is open, left in place\n",
-                    BStr(name.as_bytes())
-                );
+/// As dm's `dm_hash_remove_all()`: removes every device no one has open,
+/// over and over while that makes progress (a device may have held
+/// another open); with DM_DEFERRED_REMOVE, an open device is marked to go
+/// on its last close. No teardown runs under the registry lock. A device
+/// held open by another rdm device's table (a snapshot's COW device) may
+/// still stay: that table's close of it runs when this call returns to
+/// user space (fput), so dmsetup and rdmsetup repeat the call.
+fn remove_all(reg: &Registry, p: &mut Params) -> Result {
+    let deferred = p.header.flags & DM_DEFERRED_REMOVE != 0;
+    loop {
+        let mut names = KVec::new();
+        for e in reg.devices.lock().iter().flatten() {
+            names.push(e.name, GFP_KERNEL)?;
+        }
+        let (mut progress, mut left) = (false, 0u32);
+        for name in names.iter() {
+            let key = Key::Name(name.as_bytes());
+            match reg.remove(&key, None) {
+                Ok(_) => progress = true,
+                Err(e) if e == EBUSY => {
+                    left += 1;
+                    if deferred {
+                        if let Ok((md, _, _)) = reg.get(&key) {
+                            // Closed meanwhile: the next pass removes it.
+                            progress |= !md.set_deferred_remove(true);
+                        }
+                    }
+                }
+                // Removed or renamed meanwhile.
+                Err(_) => {}
             }
         }
+        if !progress {
+            if left > 0 {
+                pr_warn!("remove_all left {left} open device(s)\n");
+            }
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 fn list_devices(reg: &Registry, p: &mut Params) -> Result {
@@ -408,7 +462,7 @@ fn list_devices(reg: &Registry, p: &mut Params) -> Result {
         w.empty_name_list();
     }
     for e in devices.iter().flatten() {
-        // Not the device's state lock: a suspend may hold it while I/O
+        // No device lock: a suspend may hold its suspend_lock while I/O
         // drains, and the registry lock must never wait for that.
         let devt = e.md.devt;
         let uuid = (!e.uuid.is_empty()).then(|| e.uuid.as_bytes());
@@ -442,10 +496,14 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
         checked_name(new, NAME_MAX, "name")?
     };
     let key = key_of(&p.header)?;
+    let cookie = p.header.event_nr;
     let (md, name, uuid) = reg.rename(&key, new, set_uuid)?;
-    let st = md.state.lock();
-    dev_status(&md, &st, &name, &uuid, &mut p.header);
-    p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    // As dm: a change uevent with the caller's udev cookie.
+    let sent = md.uevent(Uevent::Change, cookie);
+    report(&md, &name, &uuid, &mut p.header)?;
+    if sent {
+        p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    }
     Ok(())
 }
 
@@ -453,24 +511,30 @@ fn dev_suspend(reg: &Registry, p: &mut Params) -> Result {
     let suspend = p.header.flags & DM_SUSPEND_FLAG != 0;
     // As dm: freeze the filesystem unless told to skip it or not to flush.
     let lockfs = p.header.flags & (DM_SKIP_LOCKFS_FLAG | DM_NOFLUSH_FLAG) == 0;
-    with_device(reg, p, |md, st, _| {
-        if suspend {
-            md.suspend(st, lockfs)
-        } else {
-            md.resume(st, lockfs)
-        }
-    })
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    let cookie = p.header.event_nr;
+    let sent = if suspend {
+        md.suspend(lockfs)?;
+        false
+    } else {
+        md.resume(lockfs, cookie)?
+    };
+    report(&md, &name, &uuid, &mut p.header)?;
+    if sent {
+        p.header.flags |= DM_UEVENT_GENERATED_FLAG;
+    }
+    Ok(())
 }
 
 fn dev_wait(reg: &Registry, p: &mut Params) -> Result {
-    let (md, _, _) = lookup(reg, &p.header)?;
+    let (md, name, uuid) = lookup(reg, &p.header)?;
     md.wait_event(p.header.event_nr)?;
-    table_status(reg, p)
+    table_status_of(&md, &name, &uuid, p)
 }
 
 fn table_load(reg: &Registry, p: &mut Params) -> Result {
-    let (md, name, _) = lookup(reg, &p.header)?;
-    let read_only = p.header.flags & DM_READONLY_FLAG != 0 || md.state.lock().read_only;
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    let read_only = p.header.flags & DM_READONLY_FLAG != 0 || md.read_only;
     // Built with no lock held: it opens devices and may sleep.
     let load = LoadCtx {
         name: name.as_bytes(),
@@ -479,32 +543,35 @@ fn table_load(reg: &Registry, p: &mut Params) -> Result {
         events: &md.events,
     };
     let table = Table::build(&load, &p.header, &p.buf)?;
-    with_device(reg, p, move |_, st, _| {
-        st.inactive = Some(table);
-        Ok(())
-    })
+    // Refused if it would map the device onto itself; the table it
+    // replaces, or the refused one, goes here, with no lock held.
+    let (res, old) = reg.load_inactive(&md, table);
+    drop(old);
+    res?;
+    report(&md, &name, &uuid, &mut p.header)
 }
 
 fn table_clear(reg: &Registry, p: &mut Params) -> Result {
-    with_device(reg, p, |_, st, _| {
-        st.inactive = None;
-        Ok(())
-    })
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    let old = md.set_inactive(None)?;
+    drop(old);
+    report(&md, &name, &uuid, &mut p.header)
 }
 
 /// The table a query is about: the inactive one with QUERY_INACTIVE_TABLE.
-fn queried(st: &DevState, h: &Header) -> Option<TableArc> {
+fn queried<'a>(t: &'a Tables, h: &Header) -> Option<&'a TableArc> {
     if h.flags & DM_QUERY_INACTIVE_TABLE_FLAG != 0 {
-        st.inactive.clone()
+        t.inactive.as_ref()
     } else {
-        st.active.clone()
+        t.active.as_ref()
     }
 }
 
 fn table_deps(reg: &Registry, p: &mut Params) -> Result {
-    with_device(reg, p, |_, st, p| {
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    with_tables(&md, &name, &uuid, p, |t, p| {
         let mut devs = KVec::new();
-        if let Some(t) = queried(st, &p.header) {
+        if let Some(t) = queried(t, &p.header) {
             for d in t.devices.iter() {
                 devs.push(d.devt(), GFP_KERNEL)?;
             }
@@ -517,11 +584,27 @@ fn table_deps(reg: &Registry, p: &mut Params) -> Result {
 }
 
 fn table_status(reg: &Registry, p: &mut Params) -> Result {
-    with_device(reg, p, |_, st, p| {
+    let (md, name, uuid) = lookup(reg, &p.header)?;
+    if p.header.flags & (DM_STATUS_TABLE_FLAG | DM_IMA_MEASUREMENT_FLAG) == DM_IMA_MEASUREMENT_FLAG
+    {
+        pr_err!(
+            "{}: DM_TABLE_STATUS with DM_IMA_MEASUREMENT_FLAG (dmsetup measure): rdm has no IMA measurements\n",
+            BStr(name.as_bytes())
+        );
+        return Err(eopnotsupp());
+    }
+    table_status_of(&md, &name, &uuid, p)
+}
+
+/// The status or table lines of a device's targets, formatted under its
+/// `tables` lock: a target's status reads its own state (short locks,
+/// atomics), never waits for I/O.
+fn table_status_of(md: &MappedDevice, name: &Name, uuid: &Name, p: &mut Params) -> Result {
+    with_tables(md, name, uuid, p, |t, p| {
         let table_lines = p.header.flags & DM_STATUS_TABLE_FLAG != 0;
-        let t = queried(st, &p.header);
+        let t = queried(t, &p.header);
         let mut w = ResultWriter::new(&mut p.buf);
-        if let Some(t) = &t {
+        if let Some(t) = t {
             for e in t.entries.iter() {
                 let ok = w.target_status(e.start, e.len, e.ty.name.as_bytes(), |out| {
                     let mut bw = ByteWriter::new(out);
@@ -583,29 +666,58 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
     })?;
     let sector = msg.sector;
     let (md, name, _) = lookup(reg, &p.header)?;
-    let st = md.state.lock();
-    let Some(t) = &st.active else {
-        pr_err!(
-            "{}: target message to a device with no active table\n",
-            BStr(name.as_bytes())
-        );
-        return Err(EINVAL);
-    };
-    let Some(e) = t.find(sector) else {
-        pr_err!(
-            "{}: target message sector {sector} is outside the table\n",
-            BStr(name.as_bytes())
-        );
-        return Err(EINVAL);
-    };
     let mut words = msg
         .message
         .split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty());
     let first = words.next().unwrap_or(&[]);
-    // dm's device-level message, sent to any target of the device.
-    if first == b"@cancel_deferred_remove" {
-        drop(st);
+    // dm's statistics (dmstats), which dm answers before any target sees
+    // the message.
+    if first.starts_with(b"@stats_") {
+        pr_err!(
+            "{}: {}: dm statistics (dmstats) are not supported\n",
+            BStr(name.as_bytes()),
+            BStr(first)
+        );
+        return Err(eopnotsupp());
+    }
+    let mut text = [0u8; 256];
+    let mut out = ByteWriter::new(&mut text);
+    // The target answers under the device's `tables` lock (from its own
+    // state, never waiting for I/O), not the lock a suspend holds.
+    let device_msg = md.query(|t| {
+        let Some(t) = &t.active else {
+            pr_err!(
+                "{}: target message to a device with no active table\n",
+                BStr(name.as_bytes())
+            );
+            return Err(EINVAL);
+        };
+        let Some(e) = t.find(sector) else {
+            pr_err!(
+                "{}: target message sector {sector} is outside the table\n",
+                BStr(name.as_bytes())
+            );
+            return Err(EINVAL);
+        };
+        // dm's device-level message, sent to any target of the device.
+        if first == b"@cancel_deferred_remove" {
+            return Ok(true);
+        }
+        match e.target.get().message(msg.message, &mut out) {
+            Some(r) => r.map(|()| false),
+            None => {
+                pr_err!(
+                    "{}: target {} does not accept message \"{}\"\n",
+                    BStr(name.as_bytes()),
+                    e.ty.name,
+                    BStr(first)
+                );
+                Err(EINVAL)
+            }
+        }
+    })?;
+    if device_msg {
         if md.deferred_remove() {
             md.set_deferred_remove(false);
             return Ok(());
@@ -613,29 +725,12 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
         pr_err!("{}: no deferred remove to cancel\n", BStr(name.as_bytes()));
         return Err(ENXIO);
     }
-    let mut text = [0u8; 256];
-    let mut out = ByteWriter::new(&mut text);
-    match e.target.get().message(msg.message, &mut out) {
-        Some(Ok(())) => {
-            drop(st);
-            let n = out.finish().ok_or(ENOSPC)?;
-            let mut w = ResultWriter::new(&mut p.buf);
-            if n > 0 {
-                w.string(&text[..n]);
-                p.header.flags |= DM_DATA_OUT_FLAG;
-            }
-            finish(&mut p.header, &w);
-            Ok(())
-        }
-        Some(Err(err)) => Err(err),
-        None => {
-            pr_err!(
-                "{}: target {} does not accept message \"{}\"\n",
-                BStr(name.as_bytes()),
-                e.ty.name,
-                BStr(first)
-            );
-            Err(EINVAL)
-        }
+    let n = out.finish().ok_or(ENOSPC)?;
+    let mut w = ResultWriter::new(&mut p.buf);
+    if n > 0 {
+        w.string(&text[..n]);
+        p.header.flags |= DM_DATA_OUT_FLAG;
     }
+    finish(&mut p.header, &w);
+    Ok(())
 }

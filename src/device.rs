@@ -10,23 +10,38 @@
 //! [`DrainCounter`] and leaves; the count drops when the bio completes.
 //! Suspend stops new bios (they are parked on `deferred`), waits for the SRCU
 //! readers and then for the table's count to drain; resume publishes the
-//! inactive table (if any) and lets the parked bios go. A table is freed
-//! only when the last bio that used it has completed. See
+//! inactive table (if any) and lets the parked bios go: a work item on
+//! rdm's workqueue resubmits them. A table is freed only when the last bio
+//! that used it has completed.
+//!
+//! The control path has two locks per device: `suspend_lock` serialises
+//! suspend, resume and remove and is held across their waits; `tables`
+//! holds what queries read (the tables, the suspended flag, whether the
+//! device was removed) and is only ever held briefly, so `info`, `status`,
+//! `table` and `deps` answer while a suspend waits for stalled I/O. See
 //! `Documentation/locking.rst`.
+//!
+//! [`DrainCounter`]: crate::kx::wait::DrainCounter
 
-use crate::kx::block::{BdevFile, Bio, BioDriver, BioList, BioOp, BioSet, CloneEnd, GenDisk};
+use crate::kx::block::{
+    AttrText, BdevFile, Bio, BioDriver, BioList, BioOp, BioSet, CloneEnd, DiskAttr, FlushesDone,
+    GenDisk, Uevent,
+};
+use crate::kx::memalloc::NoIo;
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
-use crate::kx::wait::{DrainRef, Drained, EventCounter};
-use crate::kx::workqueue::OwnedQueue;
+use crate::kx::wait::{DrainRef, Drained, EventCounter, PollEvent};
+use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
 use crate::snapshot::{EndHook, Snapshots};
-use crate::table::{Table, TableArc};
+use crate::table::{Entry as TableEntry, Table, TableArc};
 use crate::target::{refuses, BStr};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
-use kernel::str::CString;
+use kernel::str::{CStr, CString};
 use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
-use kernel::{new_mutex, new_spinlock};
+use kernel::workqueue::{impl_has_work, new_work, Work, WorkItem};
+use kernel::{c_str, new_mutex, new_spinlock};
 
 /// Longest name (without NUL) and uuid, as dm-ioctl.h allows.
 pub(crate) const NAME_MAX: usize = crate::rdm_core::dm_ioctl::sys::DM_NAME_LEN as usize - 1;
@@ -153,20 +168,32 @@ impl Io<'_> {
     }
 }
 
-/// Control-path state of a device, under [`MappedDevice::state`].
-pub(crate) struct DevState {
+/// What suspend, resume and remove work on, under
+/// [`MappedDevice::suspend_lock`] (held across their waits).
+struct SuspendState {
     /// The gendisk; `None` once the device is removed.
-    pub(crate) disk: Option<GenDisk<MappedDevice>>,
+    disk: Option<GenDisk<MappedDevice>>,
+    /// The filesystem on the device was frozen by the suspend.
+    frozen: bool,
+}
+
+/// What the control commands read, under [`MappedDevice::tables`] (never
+/// held across a wait for I/O, a table build or drop, or a user copy).
+/// Changed by table loads and clears (inactive), and by suspend, resume and
+/// remove, which hold `suspend_lock` too.
+pub(crate) struct Tables {
     /// The active table (also published to the I/O path in `map`).
     pub(crate) active: Option<TableArc>,
     /// The table loaded for the next resume.
     pub(crate) inactive: Option<TableArc>,
-    /// Suspended (by DM_DEV_SUSPEND).
+    /// The table a resume in progress is swapping in (the inactive one when
+    /// the resume began, which a load may have replaced since): a load's
+    /// cycle check follows it too.
+    resuming: Option<TableArc>,
+    /// Suspended (by DM_DEV_SUSPEND), and done waiting for I/O.
     pub(crate) suspended: bool,
-    /// The filesystem on the device was frozen by the suspend.
-    pub(crate) frozen: bool,
-    /// Created read-only.
-    pub(crate) read_only: bool,
+    /// The device is being or has been removed: commands answer ENXIO.
+    removed: bool,
 }
 
 /// Open count and removal, under [`MappedDevice::opens`] (a spinlock: taken
@@ -194,14 +221,36 @@ pub(crate) struct MappedDevice {
     /// Bios parked while suspended.
     #[pin]
     deferred: SpinLock<BioList>,
+    /// Resubmits the parked bios after a resume (dm's `md->work`).
+    #[pin]
+    restart_work: Work<MappedDevice, RESTART_WORK>,
+    /// Removes the device after its last close (deferred remove).
+    #[pin]
+    remove_work: Work<MappedDevice, REMOVE_WORK>,
+    /// Drops the disk's reference to the device, from `free_disk`.
+    #[pin]
+    release_work: Work<MappedDevice, RELEASE_WORK>,
     #[pin]
     bioset: BioSet<CloneData>,
-    /// Serialises control commands on this device (may be held across I/O
-    /// waits, never across user copies; never taken on the I/O path).
+    /// Serialises suspend, resume and remove of this device; held across
+    /// their waits (freeze, SRCU grace periods, in-flight drain), never
+    /// across user copies; never taken on the I/O path or by queries.
     #[pin]
-    pub(crate) state: Mutex<DevState>,
+    suspend_lock: Mutex<SuspendState>,
+    /// The tables and flags queries read; held only briefly.
+    #[pin]
+    tables: Mutex<Tables>,
+    /// Created read-only.
+    pub(crate) read_only: bool,
     #[pin]
     opens: SpinLock<Opens>,
+    /// The name and uuid while the device is registered, for the `dm/`
+    /// sysfs attributes (as dm's `dm_hash_cells_mutex`: the registry lock
+    /// is held across `add_disk`, so a sysfs read must not take it). A
+    /// copy of the registry entry's, set and changed under the registry
+    /// lock; a leaf lock.
+    #[pin]
+    names: SpinLock<Option<(Name, Name)>>,
     /// The event number (table swaps, renames, snapshot invalidation);
     /// targets get a reference to raise events from any context.
     pub(crate) events: Arc<EventCounter>,
@@ -223,7 +272,10 @@ impl MappedDevice {
         read_only: bool,
     ) -> Result<Arc<MappedDevice>> {
         let srcu = Srcu::new()?;
-        let events = Arc::new(EventCounter::new(), GFP_KERNEL)?;
+        let events = Arc::new(
+            EventCounter::with_parent(registry.global_event.clone()),
+            GFP_KERNEL,
+        )?;
         let devt = crate::rdm_core::dm_ioctl::encode_dev(major, minor);
         let md = Arc::pin_init(
             try_pin_init!(MappedDevice {
@@ -234,18 +286,28 @@ impl MappedDevice {
                 io_suspended: AtomicBool::new(false),
                 dying: AtomicBool::new(false),
                 deferred <- new_spinlock!(BioList::new(), "rdm:deferred"),
+                restart_work <- new_work!("rdm:restart_work"),
+                remove_work <- new_work!("rdm:remove_work"),
+                release_work <- new_work!("rdm:release_work"),
                 bioset <- BioSet::new(16),
-                state <- new_mutex!(
-                    DevState {
+                suspend_lock <- new_mutex!(
+                    SuspendState {
                         disk: None,
+                        frozen: false,
+                    },
+                    "rdm:suspend"
+                ),
+                tables <- new_mutex!(
+                    Tables {
                         active: None,
                         inactive: None,
+                        resuming: None,
                         suspended: false,
-                        frozen: false,
-                        read_only,
+                        removed: false,
                     },
-                    "rdm:device_state"
+                    "rdm:device_tables"
                 ),
+                read_only,
                 opens <- new_spinlock!(
                     Opens {
                         count: 0,
@@ -254,6 +316,7 @@ impl MappedDevice {
                     },
                     "rdm:opens"
                 ),
+                names <- new_spinlock!(None, "rdm:names"),
                 events,
                 registry: registry.clone(),
                 _module: ModuleRef::get(),
@@ -262,8 +325,48 @@ impl MappedDevice {
         )?;
         let disk = GenDisk::add(major, minor, disk_name, md.clone())?;
         disk.set_read_only(read_only);
-        md.state.lock().disk = Some(disk);
+        md.suspend_lock.lock().disk = Some(disk);
         Ok(md)
+    }
+
+    /// Runs `f` on the tables under the `tables` lock (briefly: `f` must
+    /// not wait for I/O). ENXIO if the device was removed.
+    pub(crate) fn query<R>(&self, f: impl FnOnce(&Tables) -> Result<R>) -> Result<R> {
+        let t = self.tables.lock();
+        if t.removed {
+            return Err(ENXIO);
+        }
+        f(&t)
+    }
+
+    /// The device numbers of the underlying devices of every table the
+    /// device has (active, inactive, being resumed): where its I/O may go
+    /// now or after a resume.
+    fn mapped_devts(&self) -> Result<KVec<u64>> {
+        let t = self.tables.lock();
+        let mut devts = KVec::new();
+        if t.removed {
+            return Ok(devts);
+        }
+        for table in [&t.active, &t.inactive, &t.resuming].into_iter().flatten() {
+            for d in table.devices.iter() {
+                let devt = d.devt();
+                if !devts.contains(&devt) {
+                    devts.push(devt, GFP_KERNEL)?;
+                }
+            }
+        }
+        Ok(devts)
+    }
+
+    /// Makes `table` the inactive table; returns the one it replaces, for
+    /// the caller to drop with no lock held.
+    pub(crate) fn set_inactive(&self, table: Option<TableArc>) -> Result<Option<TableArc>> {
+        let mut t = self.tables.lock();
+        if t.removed {
+            return Err(ENXIO);
+        }
+        Ok(core::mem::replace(&mut t.inactive, table))
     }
 
     /// The event number (bumped by table swaps, renames and targets).
@@ -287,19 +390,19 @@ impl MappedDevice {
     }
 
     /// Maps one bio (the `submit_bio` of the disk).
-    fn submit(&self, bio: Bio) {
+    fn submit(this: ArcBorrow<'_, Self>, bio: Bio) {
         let table = {
-            let guard = self.srcu.read_lock();
-            if self.dying.load(Ordering::Acquire) {
+            let guard = this.srcu.read_lock();
+            if this.dying.load(Ordering::Acquire) {
                 drop(guard);
                 bio.end(true);
                 return;
             }
-            if self.io_suspended.load(Ordering::Acquire) {
-                self.deferred.lock().push(bio);
+            if this.io_suspended.load(Ordering::Acquire) {
+                this.deferred.lock().push(bio);
                 return;
             }
-            let Some(table) = self.map.read(&guard) else {
+            let Some(table) = this.map.read(&guard) else {
                 drop(guard);
                 bio.end(true);
                 return;
@@ -313,7 +416,7 @@ impl MappedDevice {
             // flush; an empty bio of another kind (a zone reset or finish)
             // is not: rdm maps no zone operations.
             if matches!(bio.op(), BioOp::Write | BioOp::Flush) {
-                self.flush_devices(&bio, &table);
+                this.flush_devices(&bio, &table);
                 bio.end(false);
             } else {
                 bio.end_unsupported();
@@ -321,9 +424,10 @@ impl MappedDevice {
             return;
         }
         if bio.is_preflush() && !table.data_carries_flush() {
-            self.flush_devices(&bio, &table);
+            PreFlush::start(this, bio, table);
+            return;
         }
-        self.map_bio(bio, table);
+        this.map_bio(bio, table);
     }
 
     /// Sends an empty cache flush to every underlying device of `table`;
@@ -341,11 +445,42 @@ impl MappedDevice {
         }
     }
 
-    /// Maps a bio through `table`, on which it is already counted.
-    fn map_bio(&self, bio: Bio, table: DrainRef<Table>) {
-        let sector = bio.sector();
+    /// Where `sector` lands in `table`: its entry, the offset in it, and
+    /// how many sectors from there one bio may cover (to the target's end,
+    /// or its own boundary). `None` (logged) past the end of the table.
+    fn locate(table: &Table, sector: u64) -> Option<(&TableEntry, u64, u64)> {
         let Some(entry) = table.find(sector) else {
             pr_err!("I/O at sector {sector} past the end of the table\n");
+            return None;
+        };
+        let offset = sector - entry.start;
+        let mut room = entry.start + entry.len - sector;
+        if let Some(max) = entry.target.get().max_io_len(offset) {
+            room = room.min(max);
+        }
+        Some((entry, offset, room))
+    }
+
+    /// Splits the first `sectors` off `bio` (the front, and the rest,
+    /// which completes after it); `None` if that failed, and then `bio`
+    /// ended with an error.
+    fn split(&self, bio: Bio, sectors: u64) -> Option<(Bio, Bio)> {
+        let sector = bio.sector();
+        match self.bioset.split_front(bio, sectors as u32) {
+            Ok(parts) => Some(parts),
+            Err(_) => {
+                // Not expected: the split leaves sectors on both sides,
+                // the pool waits for a bio, and rdm is not zoned (no zone
+                // appends).
+                pr_err!("cannot split a bio at sector {sector}: I/O error\n");
+                None
+            }
+        }
+    }
+
+    /// Maps a bio through `table`, on which it is already counted.
+    fn map_bio(&self, bio: Bio, table: DrainRef<Table>) {
+        let Some((entry, offset, room)) = Self::locate(&table, bio.sector()) else {
             bio.end(true);
             return;
         };
@@ -354,22 +489,15 @@ impl MappedDevice {
             bio.end_unsupported();
             return;
         }
-        let offset = sector - entry.start;
-        let mut room = entry.start + entry.len - sector;
-        if let Some(max) = target.max_io_len(offset) {
-            room = room.min(max);
-        }
         let bio = if bio.sectors() > room {
             // Keep the part inside this target (or its boundary); the rest
             // comes back through submit_bio (and may land in the next
             // table, after a swap).
-            match self.bioset.split_front(bio, room as u32) {
-                Ok((front, rest)) => {
-                    rest.submit();
-                    front
-                }
-                Err(_) => return,
-            }
+            let Some((front, rest)) = self.split(bio, room) else {
+                return;
+            };
+            rest.submit();
+            front
         } else {
             bio
         };
@@ -382,46 +510,88 @@ impl MappedDevice {
         target.map(bio, offset, io);
     }
 
+    /// Maps all of `bio` through `table`, on which it is counted: a part
+    /// past a target's end is split off and mapped here too, not sent back
+    /// through `submit_bio`, so no part of it can be parked by a suspend
+    /// (which may be waiting for this very count) or land in another
+    /// table. Process context (a work item).
+    fn map_whole(&self, mut bio: Bio, table: DrainRef<Table>) {
+        loop {
+            let Some((_, _, room)) = Self::locate(&table, bio.sector()) else {
+                bio.end(true);
+                return;
+            };
+            if bio.sectors() <= room {
+                self.map_bio(bio, table);
+                return;
+            }
+            let Some((front, rest)) = self.split(bio, room) else {
+                return;
+            };
+            self.map_bio(front, table.clone());
+            bio = rest;
+        }
+    }
+
     /// Stops I/O: new bios are parked, and this returns once every bio
     /// mapped through the active table has completed. With `lockfs` (dm's
     /// default), a filesystem on the device is frozen first, while its
-    /// flush can still reach the disk. Caller holds `state`.
-    pub(crate) fn suspend(&self, st: &mut DevState, lockfs: bool) -> Result {
-        if st.suspended {
-            return Ok(());
+    /// flush can still reach the disk. Takes `suspend_lock` (not `tables`:
+    /// queries answer while this waits).
+    pub(crate) fn suspend(&self, lockfs: bool) -> Result {
+        let mut ss = self.suspend_lock.lock();
+        if ss.disk.is_none() {
+            return Err(ENXIO);
         }
+        self.suspend_locked(&mut ss, lockfs)
+    }
+
+    /// [`MappedDevice::suspend`], `suspend_lock` held.
+    fn suspend_locked(&self, ss: &mut SuspendState, lockfs: bool) -> Result {
+        let active = {
+            let t = self.tables.lock();
+            if t.suspended {
+                return Ok(());
+            }
+            // Only changed under `suspend_lock`, which we hold: this clone
+            // is never the last reference.
+            t.active.clone()
+        };
         // The targets stop their own writes first (a merge finishes its
-        // batch, which lets the writes it held go), as dm's presuspend.
-        Self::presuspend_targets(st);
-        if lockfs && !st.frozen {
-            if let Some(disk) = &st.disk {
+        // batch, which lets the writes it held go), as dm's presuspend;
+        // with no `tables` lock held (that may wait for I/O).
+        Self::presuspend_targets(active.as_ref());
+        if lockfs && !ss.frozen {
+            if let Some(disk) = &ss.disk {
                 if let Err(e) = disk.freeze() {
-                    Self::resume_targets(st);
+                    Self::resume_targets(active.as_ref());
                     return Err(e);
                 }
-                st.frozen = true;
+                ss.frozen = true;
             }
         }
         self.io_suspended.store(true, Ordering::Release);
         // After this, every bio either saw the flag or is counted.
         self.srcu.synchronize();
-        if let Some(t) = &st.active {
+        if let Some(t) = &active {
             t.count().wait_zero();
         }
-        st.suspended = true;
+        self.tables.lock().suspended = true;
         Ok(())
     }
 
-    fn presuspend_targets(st: &DevState) {
-        if let Some(t) = &st.active {
+    /// Calls every target's `presuspend` (dm's); no `tables` lock held.
+    fn presuspend_targets(table: Option<&TableArc>) {
+        if let Some(t) = table {
             for e in t.entries.iter() {
                 e.target.get().presuspend();
             }
         }
     }
 
-    fn resume_targets(st: &DevState) {
-        if let Some(t) = &st.active {
+    /// Calls every target's `resume` (dm's); no `tables` lock held.
+    fn resume_targets(table: Option<&TableArc>) {
+        if let Some(t) = table {
             for e in t.entries.iter() {
                 e.target.get().resume();
             }
@@ -429,65 +599,156 @@ impl MappedDevice {
     }
 
     /// Thaws what [`MappedDevice::suspend`] froze.
-    fn thaw(&self, st: &mut DevState) {
-        if st.frozen {
-            if let Some(disk) = &st.disk {
+    fn thaw(&self, ss: &mut SuspendState) {
+        if ss.frozen {
+            if let Some(disk) = &ss.disk {
                 disk.thaw();
             }
-            st.frozen = false;
+            ss.frozen = false;
         }
     }
 
-    /// Swaps in the inactive table, if any, and restarts I/O. Caller holds
-    /// `state`. If the swap fails, the device is as it was: the old table
-    /// (running again if it was running), the new one still inactive.
-    pub(crate) fn resume(&self, st: &mut DevState, lockfs: bool) -> Result {
-        if let Some(new) = st.inactive.clone() {
-            let was_suspended = st.suspended;
-            self.suspend(st, lockfs)?;
-            if let Err(e) = self.swap_table(st, new) {
-                if !was_suspended {
-                    self.restart(st);
+    /// Swaps in the inactive table, if any, and restarts I/O; the parked
+    /// bios are resubmitted by a work item, not by this call. If the swap
+    /// fails, the device is as it was: the old table (running again if it
+    /// was running), the new one still inactive.
+    ///
+    /// As dm's `do_resume()`: a device that was suspended (or was, for the
+    /// swap) gets a `change` uevent carrying `DM_COOKIE=cookie` (none if
+    /// 0) and `RESIZE=1` if a table swap changed a nonzero size to another
+    /// nonzero size. Returns whether that uevent was sent.
+    pub(crate) fn resume(self: &Arc<Self>, lockfs: bool, cookie: u32) -> Result<bool> {
+        let mut ss = self.suspend_lock.lock();
+        if ss.disk.is_none() {
+            return Err(ENXIO);
+        }
+        let (new, was_suspended) = {
+            let mut t = self.tables.lock();
+            t.resuming = t.inactive.clone();
+            (t.resuming.clone(), t.suspended)
+        };
+        let mut resized = false;
+        let swapped_in = new.is_some();
+        if let Some(new) = new {
+            let swapped = self
+                .suspend_locked(&mut ss, lockfs)
+                .and_then(|()| self.swap_table(&ss, &new));
+            match swapped {
+                Ok(old_size) => resized = old_size != 0 && new.size != 0 && old_size != new.size,
+                Err(e) => {
+                    let resuming = self.tables.lock().resuming.take();
+                    drop(resuming);
+                    if !was_suspended {
+                        // The old table's targets go on again (they were
+                        // presuspended for the swap).
+                        self.restart(&mut ss, true);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
-            st.inactive = None;
             self.raise_event();
-            // The new table's targets were resumed by the swap.
-            self.restart_io(st, false);
-            return Ok(());
         }
-        self.restart(st);
-        Ok(())
+        // A table just swapped in had its targets resumed by the swap.
+        if !self.restart(&mut ss, !swapped_in) {
+            return Ok(false);
+        }
+        Ok(ss
+            .disk
+            .as_ref()
+            .is_some_and(|d| Self::send_uevent(d, Uevent::Change, cookie, resized)))
     }
 
-    /// Lets I/O through again after a suspend (no-op if not suspended).
-    /// The targets go on first (a table just swapped in was resumed by
-    /// the swap).
-    fn restart(&self, st: &mut DevState) {
-        self.restart_io(st, true);
+    /// Sends a uevent for the disk as dm's `dm_kobject_uevent()`:
+    /// `DM_COOKIE=cookie` unless it is 0, `RESIZE=1` if `resize`. Returns
+    /// whether it was sent.
+    fn send_uevent(
+        disk: &GenDisk<MappedDevice>,
+        action: Uevent,
+        cookie: u32,
+        resize: bool,
+    ) -> bool {
+        let mut text = [0u8; 24];
+        let mut w = crate::rdm_core::payload::ByteWriter::new(&mut text[..23]);
+        let _ = write!(w, "DM_COOKIE={cookie}");
+        let Some(n) = w.finish() else {
+            return false;
+        };
+        let Ok(cookie_var) = CStr::from_bytes_with_nul(&text[..=n]) else {
+            return false;
+        };
+        let mut env: [&CStr; 2] = [cookie_var, c_str!("RESIZE=1")];
+        let vars: &[&CStr] = match (cookie != 0, resize) {
+            (true, true) => &env,
+            (true, false) => &env[..1],
+            (false, true) => {
+                env[0] = env[1];
+                &env[..1]
+            }
+            (false, false) => &[],
+        };
+        disk.uevent(action, vars).is_ok()
     }
 
-    fn restart_io(&self, st: &mut DevState, resume_targets: bool) {
-        if !st.suspended {
-            return;
-        }
+    /// Sends a uevent for the device (a rename's `change`), as
+    /// [`MappedDevice::send_uevent`]; false if it was not sent (the device
+    /// is gone).
+    pub(crate) fn uevent(&self, action: Uevent, cookie: u32) -> bool {
+        let ss = self.suspend_lock.lock();
+        ss.disk
+            .as_ref()
+            .is_some_and(|d| Self::send_uevent(d, action, cookie, false))
+    }
+
+    /// Lets I/O through again after a suspend. Returns false (and does
+    /// nothing) if the device was not suspended. With `resume_targets`,
+    /// the active table's targets go on first (a table just swapped in was
+    /// resumed by the swap).
+    fn restart(self: &Arc<Self>, ss: &mut SuspendState, resume_targets: bool) -> bool {
+        let active = {
+            let t = self.tables.lock();
+            if !t.suspended {
+                return false;
+            }
+            // Only changed under `suspend_lock`, which we hold.
+            t.active.clone()
+        };
         if resume_targets {
-            Self::resume_targets(st);
+            Self::resume_targets(active.as_ref());
         }
+        drop(active);
         self.io_suspended.store(false, Ordering::Release);
+        // No submitter is still about to park a bio after this: the work
+        // below finds every parked one.
         self.srcu.synchronize();
-        st.suspended = false;
-        let mut parked = self.deferred.lock().take();
-        while let Some(bio) = parked.pop() {
-            bio.submit();
-        }
-        self.thaw(st);
+        self.tables.lock().suspended = false;
+        // Not here, under `suspend_lock`: a resubmitted bio may sleep in
+        // its target's map (a snapshot origin's copy throttle), and that
+        // must not hold up this command or the device's next suspend.
+        // If the work is already queued, that run takes these bios too.
+        let _ = self
+            .registry
+            .wq
+            .enqueue::<Arc<MappedDevice>, RESTART_WORK>(self.clone());
+        self.thaw(ss);
+        true
     }
 
-    /// Makes `new` the active table of a suspended device.
-    fn swap_table(&self, st: &mut DevState, new: TableArc) -> Result {
-        let Some(disk) = &st.disk else {
+    /// Resubmits parked bios until none is left or the device is suspended
+    /// again (then the rest waits for the next resume) or dying.
+    fn resubmit_parked(&self) {
+        while !self.io_suspended.load(Ordering::Acquire) && !self.dying.load(Ordering::Acquire) {
+            let Some(bio) = self.deferred.lock().pop() else {
+                break;
+            };
+            bio.submit();
+            crate::kx::workqueue::cond_resched();
+        }
+    }
+
+    /// Makes `new` the active table of a suspended device; returns the
+    /// size before (0 if there was no active table).
+    fn swap_table(&self, ss: &SuspendState, new: &TableArc) -> Result<u64> {
+        let Some(disk) = &ss.disk else {
             return Err(ENXIO);
         };
         // Every underlying device gets its holder link (sysfs
@@ -504,23 +765,41 @@ impl MappedDevice {
             Self::unlink_holders(disk, new.devices.iter());
             return Err(e);
         }
-        if let Some(old) = &st.active {
+        // The active table changes only under `suspend_lock`, held here.
+        let old_active = self.tables.lock().active.clone();
+        let old_size = old_active.as_ref().map_or(0, |t| t.size);
+        if let Some(old) = &old_active {
             for dev in old.devices.iter() {
                 disk.unlink_holder(dev);
             }
         }
         disk.set_capacity(new.size);
-        disk.set_read_only(st.read_only || new.read_only);
+        disk.set_read_only(self.read_only || new.read_only);
         let old = self.map.replace(Some(new.clone()), &self.srcu);
         // The targets go live (a snapshot starts preserving its chunks).
         for e in new.entries.iter() {
             e.target.get().resume();
         }
-        st.active = Some(new);
-        // The old table is drained (the device is suspended) and no reader
-        // can reach it any more; it goes when the last clone drops it.
+        let (prev, loaded) = {
+            let mut t = self.tables.lock();
+            let prev = t.active.replace(new.clone());
+            // A load since the resume began replaced the inactive table:
+            // that one stays for the next resume.
+            let loaded = match &t.inactive {
+                Some(i) if Arc::ptr_eq(i, new) => t.inactive.take(),
+                _ => None,
+            };
+            t.resuming = None;
+            (prev, loaded)
+        };
+        // Dropped with no `tables` lock held. The old table is drained (the
+        // device is suspended) and no reader can reach it any more; it goes
+        // when the last clone drops its count.
+        drop(loaded);
+        drop(prev);
+        drop(old_active);
         drop(old);
-        Ok(())
+        Ok(old_size)
     }
 
     fn unlink_holders<'a>(
@@ -561,15 +840,23 @@ impl MappedDevice {
 
     /// Tears the device down (after [`MappedDevice::begin_remove`]): fails
     /// parked and new I/O, removes the disk, drops the tables once their
-    /// I/O has drained.
-    pub(crate) fn destroy(&self) {
-        let mut st = self.state.lock();
+    /// I/O has drained. With `uevent` (a DM_DEV_REMOVE and its cookie), a
+    /// `remove` uevent with the cookie goes out just before the disk is
+    /// deleted, as dm's `dev_remove()`; returns whether it was sent.
+    pub(crate) fn destroy(&self, uevent: Option<u32>) -> bool {
+        let mut ss = self.suspend_lock.lock();
+        let active = {
+            let mut t = self.tables.lock();
+            // Commands that looked the device up before get ENXIO from now on.
+            t.removed = true;
+            // Only changed under `suspend_lock`, which we hold.
+            (!t.suspended).then(|| t.active.clone()).flatten()
+        };
         // As dm's __dm_destroy: the targets stop their own writes first
-        // (a merge stops after its batch).
-        if !st.suspended {
-            Self::presuspend_targets(&st);
-        }
-        self.thaw(&mut st);
+        // (a merge stops after its batch); no `tables` lock held.
+        Self::presuspend_targets(active.as_ref());
+        drop(active);
+        self.thaw(&mut ss);
         self.dying.store(true, Ordering::Release);
         self.srcu.synchronize();
         drop(self.deferred.lock().take());
@@ -577,19 +864,146 @@ impl MappedDevice {
         if let Some(t) = &old {
             t.count().wait_zero();
         }
-        if let (Some(disk), Some(t)) = (&st.disk, &st.active) {
+        let (active, inactive, resuming) = {
+            let mut t = self.tables.lock();
+            (t.active.take(), t.inactive.take(), t.resuming.take())
+        };
+        if let (Some(disk), Some(t)) = (&ss.disk, &active) {
             for dev in t.devices.iter() {
                 disk.unlink_holder(dev);
             }
         }
+        let sent = match (&ss.disk, uevent) {
+            (Some(disk), Some(cookie)) => Self::send_uevent(disk, Uevent::Remove, cookie, false),
+            _ => false,
+        };
         // del_gendisk() and put_disk(); the disk's reference on this device
         // goes when its last opener is gone.
-        st.disk = None;
-        st.active = None;
-        st.inactive = None;
+        ss.disk = None;
         self.raise_event();
-        drop(st);
+        drop(ss);
+        // The tables go with no lock held (a snapshot target's teardown
+        // may write its COW device's header).
+        drop(resuming);
+        drop(inactive);
+        drop(active);
         drop(old);
+        sent
+    }
+}
+
+/// A flush with data on a table of several devices or targets, done as dm
+/// does: an empty flush goes to every underlying device first, and only
+/// when all of them have completed does the data go, without
+/// `REQ_PREFLUSH` (a write completed before the flagged bio must be on
+/// stable media before its data is written, on whichever device it went
+/// to). The data bio stays counted on the table it was admitted on until it
+/// ends, and is mapped through that table, never parked: a suspend waiting
+/// for that count must not wait for the bio itself.
+#[pin_data]
+struct PreFlush {
+    md: Arc<MappedDevice>,
+    /// A flush failed: the data bio fails.
+    failed: AtomicBool,
+    /// The data bio and its count on its table, taken by the work.
+    #[pin]
+    data: SpinLock<Option<(Bio, DrainRef<Table>)>>,
+    /// Maps the data bio, in process context (a flush's completion may run
+    /// in a hard interrupt).
+    #[pin]
+    work: Work<PreFlush>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for PreFlush { self.work }
+}
+
+impl PreFlush {
+    /// Sends the empty flushes for `bio` (counted on `table`); when the
+    /// last one completes, the data is queued for mapping.
+    fn start(md: ArcBorrow<'_, MappedDevice>, mut bio: Bio, table: DrainRef<Table>) {
+        let owner: Arc<MappedDevice> = md.into();
+        let init = pin_init!(PreFlush {
+            md: owner,
+            failed: AtomicBool::new(false),
+            data <- new_spinlock!(None, "rdm:preflush_data"),
+            work <- new_work!("rdm:preflush_work"),
+        });
+        // The submit path: reclaim must not start I/O (GFP_NOIO). Small
+        // allocations that may wait for reclaim fail only under fault
+        // injection; then the bio fails.
+        let _noio = NoIo::enter();
+        let ctx = match Arc::pin_init(init, GFP_KERNEL) {
+            Ok(ctx) => ctx,
+            Err(_) => {
+                pr_err!("out of memory for a flush with data: I/O error\n");
+                bio.end(true);
+                drop(table);
+                return;
+            }
+        };
+        let devices = table.clone();
+        *ctx.data.lock() = Some((bio, table));
+        if let Err(ctx) = md.bioset.flush_all(&devices.devices, ctx) {
+            pr_err!("out of memory for a flush with data: I/O error\n");
+            if let Some((b, t)) = ctx.data.lock().take() {
+                bio = b;
+                bio.end(true);
+                drop(t);
+            }
+        }
+        drop(devices);
+    }
+}
+
+impl FlushesDone for PreFlush {
+    fn flushed(this: Arc<Self>, failed: bool) {
+        if failed {
+            this.failed.store(true, Ordering::Release);
+        }
+        // Queued once, when the last flush ended: it cannot be queued
+        // already. No other reference is taken to reach the queue: it
+        // could be the last one once the work has run.
+        let _ = enqueue_arc(this, |ctx| &ctx.md.registry.wq);
+    }
+}
+
+impl WorkItem for PreFlush {
+    type Pointer = Arc<PreFlush>;
+
+    fn run(this: Arc<PreFlush>) {
+        let Some((mut bio, table)) = this.data.lock().take() else {
+            return;
+        };
+        if this.failed.load(Ordering::Acquire) {
+            bio.end(true);
+            // Last: after this the table may go.
+            drop(table);
+            return;
+        }
+        bio.clear_preflush();
+        this.md.map_whole(bio, table);
+    }
+}
+
+/// [`MappedDevice::restart_work`]'s id.
+const RESTART_WORK: u64 = 1;
+/// [`MappedDevice::remove_work`]'s id.
+const REMOVE_WORK: u64 = 2;
+/// [`MappedDevice::release_work`]'s id.
+const RELEASE_WORK: u64 = 3;
+
+impl_has_work! {
+    impl HasWork<Self, RESTART_WORK> for MappedDevice { self.restart_work }
+    impl HasWork<Self, REMOVE_WORK> for MappedDevice { self.remove_work }
+    impl HasWork<Self, RELEASE_WORK> for MappedDevice { self.release_work }
+}
+
+impl WorkItem<RESTART_WORK> for MappedDevice {
+    type Pointer = Arc<MappedDevice>;
+
+    fn run(this: Arc<MappedDevice>) {
+        this.resubmit_parked();
     }
 }
 
@@ -597,7 +1011,7 @@ impl BioDriver for MappedDevice {
     type Ptr = Arc<MappedDevice>;
 
     fn submit_bio(this: ArcBorrow<'_, MappedDevice>, bio: Bio) {
-        this.submit(bio);
+        MappedDevice::submit(this, bio);
     }
 
     fn open(this: ArcBorrow<'_, MappedDevice>) -> Result {
@@ -620,19 +1034,107 @@ impl BioDriver for MappedDevice {
         }
         // Removal deletes the disk, which cannot happen inside its own
         // release (the block layer holds the disk's open mutex): it runs
-        // on rdm's workqueue, which module exit drains.
+        // on rdm's workqueue, which module exit drains. The work item is
+        // the device's own: queuing it needs no memory. If it is queued
+        // already (not run yet since an earlier last close), that run
+        // removes the device.
         let md: Arc<MappedDevice> = this.into();
-        let queued = this.registry.wq.try_spawn(GFP_KERNEL, move || {
-            match md.registry.remove_device(&md) {
-                Ok(()) => {}
-                // Reopened meanwhile: the next last close tries again.
-                Err(e) if e == EBUSY => {}
-                Err(e) => pr_err!("deferred remove failed ({e:?})\n"),
+        let _ = this
+            .registry
+            .wq
+            .enqueue::<Arc<MappedDevice>, REMOVE_WORK>(md);
+    }
+
+    // dm's attributes (dm-sysfs.c), which lsblk, udev rules and LVM2 read.
+    const ATTR_DIR: &'static CStr = c_str!("dm");
+    const ATTRS: &'static [DiskAttr] = &[
+        DiskAttr {
+            name: c_str!("name"),
+            writable: false,
+        },
+        DiskAttr {
+            name: c_str!("uuid"),
+            writable: false,
+        },
+        DiskAttr {
+            name: c_str!("suspended"),
+            writable: false,
+        },
+        DiskAttr {
+            name: c_str!("use_blk_mq"),
+            writable: false,
+        },
+        // Request-based devices only; dm shows 0 and ignores writes on
+        // the others too.
+        DiskAttr {
+            name: c_str!("rq_based_seq_io_merge_deadline"),
+            writable: true,
+        },
+    ];
+
+    fn show_attr(
+        this: ArcBorrow<'_, MappedDevice>,
+        index: usize,
+        out: &mut AttrText<'_>,
+    ) -> Result {
+        let line = match index {
+            0 | 1 => {
+                // EIO once the device has left the registry (being
+                // removed), as dm once it has no hash cell.
+                let (name, uuid) = (*this.names.lock()).ok_or(EIO)?;
+                let v = if index == 0 { name } else { uuid };
+                return out.push(v.as_bytes()).and_then(|()| out.push(b"\n"));
             }
-        });
-        if queued.is_err() {
-            pr_err!("cannot queue the deferred remove of a device (out of memory)\n");
+            2 => writeln!(out, "{}", u8::from(this.tables.lock().suspended)),
+            // "Purely for userspace compatibility", as dm.
+            3 => writeln!(out, "1"),
+            4 => writeln!(out, "0"),
+            _ => return Err(EINVAL),
+        };
+        line.map_err(|_| EINVAL)
+    }
+
+    fn store_attr(_this: ArcBorrow<'_, MappedDevice>, index: usize, _input: &[u8]) -> Result {
+        match index {
+            4 => Ok(()),
+            _ => Err(EIO),
         }
+    }
+
+    fn free(this: Arc<MappedDevice>) {
+        // The disk's reference may be the device's last, whose drop gives
+        // back the device's module reference: that must not happen here,
+        // in the block layer's free_disk, which would then go on running
+        // (our code, returning) in a module that rmmod may be unloading.
+        // The drop runs on rdm's workqueue, which module exit destroys,
+        // waiting for it. Queued once (free_disk runs once per disk), so it
+        // is never queued already; no other reference is taken to reach the
+        // queue.
+        let _ = enqueue_arc::<MappedDevice, RELEASE_WORK>(this, |md| &md.registry.wq);
+    }
+}
+
+impl WorkItem<REMOVE_WORK> for MappedDevice {
+    type Pointer = Arc<MappedDevice>;
+
+    fn run(md: Arc<MappedDevice>) {
+        match md.registry.remove_device(&md) {
+            Ok(()) => {}
+            // Reopened meanwhile (the next last close tries again), or
+            // removed by a command meanwhile.
+            Err(e) if e == EBUSY || e == ENXIO => {}
+            Err(e) => pr_err!("deferred remove failed ({e:?})\n"),
+        }
+    }
+}
+
+impl WorkItem<RELEASE_WORK> for MappedDevice {
+    type Pointer = Arc<MappedDevice>;
+
+    fn run(md: Arc<MappedDevice>) {
+        // Often the last reference: the device, and its module reference,
+        // go here.
+        drop(md);
     }
 }
 
@@ -654,12 +1156,31 @@ pub(crate) struct Registry {
     pub(crate) major: u32,
     /// Disk name prefix: "rdm-" (or "dm-" in dm_compat mode).
     pub(crate) disk_prefix: &'static str,
-    /// Bumped on every device event (DM_DEV_ARM_POLL).
-    pub(crate) global_event: AtomicU32,
-    /// Runs deferred removals; destroyed (drained) with the registry.
+    /// dm's global event (`dm_global_event_nr`): bumped when a device is
+    /// created, removed or renamed and on every device event; a `poll()`
+    /// of the control file is readable once it moved on since the file's
+    /// DM_DEV_ARM_POLL (or open).
+    pub(crate) global_event: Arc<PollEvent>,
+    /// rdm's own workqueue (`WQ_MEM_RECLAIM`): deferred removals, the
+    /// resubmission of parked bios, the data of flushes with data, and
+    /// the final drop of devices. Destroyed, after waiting for its work,
+    /// with the registry, whose last reference module exit drops (every
+    /// device, holding a module reference, is gone by then).
     wq: OwnedQueue,
     /// Origins and the copier, for snapshot targets.
     pub(crate) snapshots: Arc<Snapshots>,
+}
+
+/// Text for a log line, as long as it needs to be (a path of up to every
+/// device's name); what cannot be allocated is left out.
+struct TextBuf(KVec<u8>);
+
+impl Write for TextBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| core::fmt::Error)
+    }
 }
 
 /// How a request names a device.
@@ -686,12 +1207,13 @@ impl Registry {
         disk_prefix: &'static str,
         wq: OwnedQueue,
         snapshots: Arc<Snapshots>,
+        global_event: Arc<PollEvent>,
     ) -> impl PinInit<Self> {
         pin_init!(Registry {
             devices <- new_mutex!(KVec::new(), "rdm:registry"),
             major,
             disk_prefix,
-            global_event: AtomicU32::new(0),
+            global_event,
             wq,
             snapshots,
         })
@@ -756,27 +1278,38 @@ impl Registry {
             }
         };
         let md = MappedDevice::create(self, self.major, minor, &disk_name, read_only)?;
+        *md.names.lock() = Some((name, uuid));
         devices[slot] = Some(Entry {
             name,
             uuid,
             md: md.clone(),
         });
-        self.global_event.fetch_add(1, Ordering::AcqRel);
+        self.global_event.bump();
         Ok(md)
     }
 
-    /// Removes a device that no one has open.
-    pub(crate) fn remove(&self, key: &Key<'_>) -> Result<(Arc<MappedDevice>, Name, Name)> {
-        self.remove_if(|e| key.matches(e))
+    /// Removes a device that no one has open; `uevent` as
+    /// [`MappedDevice::destroy`]. Returns the device, its name and uuid,
+    /// and whether the uevent was sent.
+    pub(crate) fn remove(
+        &self,
+        key: &Key<'_>,
+        uevent: Option<u32>,
+    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
+        self.remove_if(|e| key.matches(e), uevent)
     }
 
     /// Removes `md` itself, if it is still registered (deferred removal:
     /// its minor may have been reused by another device meanwhile).
     pub(crate) fn remove_device(&self, md: &Arc<MappedDevice>) -> Result {
-        self.remove_if(|e| Arc::ptr_eq(&e.md, md)).map(drop)
+        self.remove_if(|e| Arc::ptr_eq(&e.md, md), None).map(drop)
     }
 
-    fn remove_if(&self, pred: impl Fn(&Entry) -> bool) -> Result<(Arc<MappedDevice>, Name, Name)> {
+    fn remove_if(
+        &self,
+        pred: impl Fn(&Entry) -> bool,
+        uevent: Option<u32>,
+    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
         let entry = {
             let mut devices = self.devices.lock();
             let slot = devices
@@ -784,12 +1317,114 @@ impl Registry {
                 .find(|e| e.as_ref().is_some_and(&pred))
                 .ok_or(ENXIO)?;
             slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
-            slot.take().ok_or(ENXIO)?
+            let entry = slot.take().ok_or(ENXIO)?;
+            *entry.md.names.lock() = None;
+            entry
         };
         // Outside the registry lock: teardown waits for I/O.
-        entry.md.destroy();
-        self.global_event.fetch_add(1, Ordering::AcqRel);
-        Ok((entry.md, entry.name, entry.uuid))
+        let sent = entry.md.destroy(uevent);
+        self.global_event.bump();
+        Ok((entry.md, entry.name, entry.uuid, sent))
+    }
+
+    /// Makes `table` the inactive table of `md` unless it maps `md` itself,
+    /// directly or through the tables (active, inactive, or being resumed)
+    /// of other rdm devices: I/O would then come back to `md` for ever, and
+    /// the device would hold itself open (dm refuses a direct self-map in
+    /// `dm_get_device`). The check and the install are one step under the
+    /// registry lock, so two loads cannot each miss the other's table (and
+    /// no lock a draining suspend holds is taken: a device's `tables` only
+    /// briefly). Returns the table to drop, with no lock held: the one
+    /// replaced, or on error the refused one.
+    pub(crate) fn load_inactive(
+        &self,
+        md: &Arc<MappedDevice>,
+        table: TableArc,
+    ) -> (Result, Option<TableArc>) {
+        let devices = self.devices.lock();
+        let Some(entry) = devices.iter().flatten().find(|e| Arc::ptr_eq(&e.md, md)) else {
+            // Removed since it was looked up.
+            return (Err(ENXIO), Some(table));
+        };
+        match Self::find_cycle(&devices, md, &table) {
+            Ok(None) => {}
+            Ok(Some(path)) => {
+                Self::log_cycle(&devices, entry, &path);
+                return (Err(EINVAL), Some(table));
+            }
+            Err(e) => return (Err(e), Some(table)),
+        }
+        match md.set_inactive(Some(table)) {
+            Ok(old) => (Ok(()), old),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// Walks the devices `table` maps, and the devices the tables of rdm
+    /// devices among them map, and so on, looking for `md`. Returns the
+    /// path to it (device numbers, from the table's device to `md`), if
+    /// found. Registry lock held.
+    fn find_cycle(
+        devices: &KVec<Option<Entry>>,
+        md: &MappedDevice,
+        table: &Table,
+    ) -> Result<Option<KVec<u64>>> {
+        const ROOT: usize = usize::MAX;
+        // Every device reached once, with the index of the one it was
+        // reached from.
+        let mut seen: KVec<(u64, usize)> = KVec::new();
+        for d in table.devices.iter() {
+            seen.push((d.devt(), ROOT), GFP_KERNEL)?;
+        }
+        let mut i = 0;
+        while i < seen.len() {
+            let devt = seen[i].0;
+            if devt == md.devt {
+                let mut path = KVec::new();
+                let mut at = i;
+                while at != ROOT {
+                    path.push(seen[at].0, GFP_KERNEL)?;
+                    at = seen[at].1;
+                }
+                path.reverse();
+                return Ok(Some(path));
+            }
+            if let Some(e) = devices.iter().flatten().find(|e| e.md.devt == devt) {
+                for next in e.md.mapped_devts()?.iter() {
+                    if !seen.iter().any(|(d, _)| d == next) {
+                        seen.push((*next, i), GFP_KERNEL)?;
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// Logs a refused cycle (`path` ends at `entry`'s device).
+    fn log_cycle(devices: &KVec<Option<Entry>>, entry: &Entry, path: &[u64]) {
+        let name = BStr(entry.name.as_bytes());
+        if path.len() == 1 {
+            pr_err!("{name}: table load: the table maps the device onto itself (refused)\n");
+            return;
+        }
+        let mut w = TextBuf(KVec::new());
+        let _ = write!(w, "{name}");
+        for devt in path {
+            match devices.iter().flatten().find(|e| e.md.devt == *devt) {
+                Some(e) => {
+                    let _ = write!(w, " -> {}", BStr(e.name.as_bytes()));
+                }
+                None => {
+                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(*devt);
+                    let _ = write!(w, " -> {ma}:{mi}");
+                }
+            }
+        }
+        pr_err!(
+            "{name}: table load: the table would make a cycle of devices: {} (refused)\n",
+            BStr(&w.0)
+        );
     }
 
     /// Renames a device, or sets its uuid (only if it has none); returns
@@ -833,11 +1468,12 @@ impl Registry {
             e.name = new;
         }
         let (md, name, uuid) = (e.md.clone(), e.name, e.uuid);
-        // The event is raised after the registry lock is dropped: the
-        // device's state lock may be held by a suspend waiting for I/O.
+        *md.names.lock() = Some((name, uuid));
+        // The event (an atomic, no lock) is raised after the registry
+        // lock is dropped, which covers the rename alone.
         drop(devices);
         md.raise_event();
-        self.global_event.fetch_add(1, Ordering::AcqRel);
+        self.global_event.bump();
         Ok((md, name, uuid))
     }
 }

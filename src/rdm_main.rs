@@ -7,8 +7,8 @@
 //! - [`kx`]: the safe abstractions the 6.12 `kernel` crate lacks (`rust/`);
 //! - [`control`]: the device-mapper ioctl interface on `/dev/rdm-control`.
 
-// `pin_init!` expands one field per macro step: the snapshot's state has
-// more fields than the default limit (128) allows.
+// `pin_init!` of a struct with many fields (`MappedDevice`, `Snap`, the
+// snapshot's state) nests its macros deeper than the default limit of 128.
 #![recursion_limit = "256"]
 
 use kernel::prelude::*;
@@ -22,6 +22,7 @@ pub mod kx;
 mod control;
 mod device;
 mod snapshot;
+mod striped;
 mod table;
 mod target;
 
@@ -54,8 +55,10 @@ impl kernel::Module for Rdm {
         let copier = snapshot::copier::Copier::new()?;
         let copier_thread = copier.start()?;
         let snapshots = snapshot::Snapshots::new(copier)?;
+        let global_event =
+            kernel::sync::Arc::pin_init(crate::new_poll_event!("rdm:global_event"), GFP_KERNEL)?;
         let registry = kernel::sync::Arc::pin_init(
-            device::Registry::new(major.major(), disk_prefix, wq, snapshots),
+            device::Registry::new(major.major(), disk_prefix, wq, snapshots, global_event),
             GFP_KERNEL,
         )?;
         let control = control::ControlDevice::register(registry, compat)?;

@@ -13,6 +13,7 @@ use crate::rdm_core::table::{
 };
 use crate::snapshot::Snapshots;
 use crate::target::{find_type, BStr, Ctx, TargetKind, TargetType};
+use core::num::NonZeroU64;
 use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -98,11 +99,13 @@ impl Table {
                 events: load.events,
             };
             let target = ty.construct(&ctx, spec.params)?;
-            for (dev, _) in target.get().devices().into_iter().flatten() {
-                if !devices.iter().any(|d| d.devt() == dev.devt()) {
-                    devices.push(dev.clone(), GFP_KERNEL)?;
+            let mut pushed = Ok(());
+            target.get().devices(&mut |dev, _| {
+                if pushed.is_ok() && !devices.iter().any(|d| d.devt() == dev.devt()) {
+                    pushed = devices.push(dev.clone(), GFP_KERNEL);
                 }
-            }
+            });
+            pushed?;
             entries.push(
                 Entry {
                     start: spec.start,
@@ -135,29 +138,32 @@ impl Table {
     fn check_blocks(name: &[u8], entries: &[Entry], devices: &[Arc<BdevFile>]) -> Result {
         // In sectors; 1 for a target without devices.
         let block_of = |e: &Entry| {
-            e.target
-                .get()
-                .devices()
-                .into_iter()
-                .flatten()
-                .map(|(dev, _)| u64::from(dev.logical_block_size() >> 9).max(1))
-                .max()
-                .unwrap_or(1)
+            let mut block = NonZeroU64::MIN;
+            e.target.get().devices(&mut |dev, _| {
+                if let Some(b) = NonZeroU64::new(u64::from(dev.logical_block_size() >> 9)) {
+                    block = block.max(b);
+                }
+            });
+            block
         };
         for (index, e) in entries.iter().enumerate() {
             let block = block_of(e);
-            for (dev, offset) in e.target.get().devices().into_iter().flatten() {
-                if offset % block != 0 || e.len % block != 0 {
-                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(dev.devt());
-                    pr_err!(
-                        "{}: table load: target {index} ({}): start {offset} on device {ma}:{mi} or length {} is not aligned to the logical block size of its devices ({} bytes)\n",
-                        BStr(name),
-                        e.ty.name,
-                        e.len,
-                        block * 512
-                    );
-                    return Err(EINVAL);
+            let mut bad = None;
+            e.target.get().devices(&mut |dev, offset| {
+                if bad.is_none() && (offset % block != 0 || e.len % block != 0) {
+                    bad = Some((dev.devt(), offset));
                 }
+            });
+            if let Some((devt, offset)) = bad {
+                let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(devt);
+                pr_err!(
+                    "{}: table load: target {index} ({}): start {offset} on device {ma}:{mi} or length {} is not aligned to the logical block size of its devices ({} bytes)\n",
+                    BStr(name),
+                    e.ty.name,
+                    e.len,
+                    block.get() * 512
+                );
+                return Err(EINVAL);
             }
         }
         let table_block = devices
@@ -167,7 +173,7 @@ impl Table {
             .unwrap_or(1);
         let targets = entries.iter().map(|e| TargetBlock {
             len: e.len,
-            block: block_of(e),
+            block: block_of(e).get(),
         });
         check_block_alignment(table_block, targets).map_err(|err| {
             let ty = entries.get(err.index as usize).map_or("", |e| e.ty.name);
@@ -183,14 +189,16 @@ impl Table {
         (sector < e.start + e.len).then_some(e)
     }
 
-    /// Queue limits stacked from every underlying device, offering
+    /// Queue limits stacked from every underlying device and the targets'
+    /// I/O hints (a striped target's chunk and stripe sizes), offering
     /// discard, write zeroes and secure erase only as [`Table::ops`] says.
     pub(crate) fn limits(&self) -> Limits {
         let mut lim = Limits::stacking();
         for e in self.entries.iter() {
             let target = e.target.get();
-            for (dev, offset) in target.devices().into_iter().flatten() {
-                lim.stack(dev, offset, c_str!("rdm"));
+            target.devices(&mut |dev, offset| lim.stack(dev, offset, c_str!("rdm")));
+            if let Some(hints) = target.io_hints() {
+                lim.add_io_hints(hints);
             }
             if target.ops().discard == OpSupport::Own {
                 lim.allow_discard();
@@ -215,16 +223,14 @@ impl Table {
     pub(crate) fn ops(&self) -> DeviceOps {
         table_ops(self.entries.iter().map(|e| {
             let target = e.target.get();
-            let devices = target
-                .devices()
-                .into_iter()
-                .flatten()
-                .map(|(dev, _)| DeviceOps {
-                    discard: dev.max_discard_sectors() > 0,
-                    write_zeroes: dev.max_write_zeroes_sectors() > 0,
-                    secure_erase: dev.max_secure_erase_sectors() > 0,
-                });
-            (target.ops(), devices)
+            // What every device of the target offers.
+            let mut all = DeviceOps::ALL;
+            target.devices(&mut |dev, _| {
+                all.discard &= dev.max_discard_sectors() > 0;
+                all.write_zeroes &= dev.max_write_zeroes_sectors() > 0;
+                all.secure_erase &= dev.max_secure_erase_sectors() > 0;
+            });
+            (target.ops(), [all])
         }))
     }
 }

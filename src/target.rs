@@ -7,13 +7,14 @@
 //! `DM_LIST_VERSIONS` reports. The snapshot targets join the same list.
 
 use crate::device::Io;
-use crate::kx::block::{BdevFile, Bio, BioOp};
+use crate::kx::block::{BdevFile, Bio, BioOp, IoHints};
 use crate::kx::wait::EventCounter;
 use crate::rdm_core::table::{
     parse_linear, parse_none, ArgError, DevSpec, OpSupport, OptionalOp, TargetOps,
 };
 use crate::snapshot::targets::{MergeTarget, OriginTarget, SnapshotTarget};
 use crate::snapshot::Snapshots;
+use crate::striped::Striped;
 use core::fmt::{self, Write};
 use kernel::prelude::*;
 use kernel::str::CString;
@@ -56,9 +57,14 @@ pub(crate) trait Target: Send + Sync {
     /// The table line's parameters as dm reports them.
     fn table(&self, out: &mut dyn Write) -> fmt::Result;
 
-    /// The underlying devices and the sector each is used from.
-    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
-        [None, None]
+    /// Calls `f` with each underlying device and the sector it is used
+    /// from (dm's `iterate_devices`).
+    fn devices(&self, _f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {}
+
+    /// I/O hints for the device's queue limits beyond its devices' (dm's
+    /// `io_hints`).
+    fn io_hints(&self) -> Option<IoHints> {
+        None
     }
 
     /// What the target does with discards, write zeroes and secure erases
@@ -200,7 +206,10 @@ impl Linear {
         let (spec, start) = parse_linear(params).map_err(|e| arg_error(ctx, "linear", e))?;
         let dev = open_device(ctx, "linear", spec)?;
         let size = dev.nr_sectors();
-        if start.checked_add(ctx.len).map_or(true, |end| end > size) {
+        // As dm (`device_area_is_invalid`): a device of size 0 (a mapped
+        // device whose table is loaded but not resumed yet, as LVM2
+        // activates a stack) is not checked.
+        if size != 0 && start.checked_add(ctx.len).map_or(true, |end| end > size) {
             return Err(ctx.fail(
                 "linear",
                 format_args!(
@@ -239,8 +248,8 @@ impl Target for Linear {
         write!(out, " {}", self.start)
     }
 
-    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
-        [Some((&self.dev, self.start)), None]
+    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
+        f(&self.dev, self.start);
     }
 
     /// Discards, write zeroes and secure erases go to the device (the
@@ -312,6 +321,7 @@ pub(crate) enum TargetKind {
     Linear(Linear),
     Zero(Zero),
     Error(ErrorTarget),
+    Striped(Striped),
     Origin(OriginTarget),
     Snapshot(SnapshotTarget),
     Merge(MergeTarget),
@@ -323,6 +333,7 @@ impl TargetKind {
             TargetKind::Linear(t) => t,
             TargetKind::Zero(t) => t,
             TargetKind::Error(t) => t,
+            TargetKind::Striped(t) => t,
             TargetKind::Origin(t) => t,
             TargetKind::Snapshot(t) => t,
             TargetKind::Merge(t) => t,
@@ -345,7 +356,7 @@ impl TargetType {
 }
 
 /// Every target type rdm has (dm's versions for the same behaviour).
-pub(crate) static TARGET_TYPES: [TargetType; 6] = [
+pub(crate) static TARGET_TYPES: [TargetType; 7] = [
     TargetType {
         name: "linear",
         version: [1, 4, 0],
@@ -366,6 +377,11 @@ pub(crate) static TARGET_TYPES: [TargetType; 6] = [
             parse_none(p).map_err(|e| arg_error(ctx, "error", e))?;
             Ok(TargetKind::Error(ErrorTarget))
         },
+    },
+    TargetType {
+        name: "striped",
+        version: [1, 6, 0],
+        ctr: |ctx, p| Ok(TargetKind::Striped(Striped::new(ctx, p)?)),
     },
     TargetType {
         name: "snapshot-origin",

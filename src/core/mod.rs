@@ -6,4 +6,5 @@ pub mod exception_table;
 pub mod payload;
 pub mod persistent;
 pub mod snapshot;
+pub mod striped;
 pub mod table;

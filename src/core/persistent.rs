@@ -25,6 +25,7 @@
 //! describe a prefix of the allocated chunks: a crash leaks no COW space
 //! below the last committed chunk and never hands one out twice.
 
+use super::snapshot::NoRoom;
 use core::fmt;
 use core::num::NonZeroU64;
 
@@ -251,11 +252,22 @@ impl Layout {
         1 + area * self.stride.get()
     }
 
-    /// Whether area `area` lies inside the device.
+    /// Whether area `area` lies inside the device (its size when the
+    /// layout was made: what the load reads).
     pub fn area_fits(&self, area: u64) -> bool {
+        self.area_fits_in(area, self.cow_chunks)
+    }
+
+    /// Whether area `area` lies inside a COW device of `cow_chunks`.
+    pub fn area_fits_in(&self, area: u64, cow_chunks: u64) -> bool {
         area.checked_mul(self.stride.get())
             .and_then(|c| c.checked_add(1))
-            .is_some_and(|c| c < self.cow_chunks)
+            .is_some_and(|c| c < cow_chunks)
+    }
+
+    /// Whole chunks in a COW device of `cow_sectors`.
+    pub fn chunks_in(&self, cow_sectors: u64) -> u64 {
+        cow_sectors.checked_div(self.chunk_sectors).unwrap_or(0)
     }
 
     /// The first sector of `chunk`.
@@ -445,18 +457,28 @@ impl Appender {
         }
     }
 
-    /// A place for a new exception, or `None` when the device is full: the
-    /// chunk must fit, and an entry that fills its area needs the next
-    /// area to fit too (it is zeroed before the full area is written).
-    pub fn allocate(&mut self) -> Option<Slot> {
+    /// A place for a new exception on a COW device of `cow_chunks` (its
+    /// size now: a device that grew is used at once, as dm's
+    /// `persistent_prepare_exception` sizes it every time). The chunk must
+    /// fit, and an entry that fills its area needs the next area to fit
+    /// too (it is zeroed before the full area is written). A device that
+    /// shrank below the chunks already handed out is [`NoRoom::Shrunk`].
+    pub fn allocate(&mut self, cow_chunks: u64) -> Result<Slot, NoRoom> {
         let l = self.layout;
         let new_chunk = self.next_free;
-        if new_chunk >= l.cow_chunks {
-            return None;
+        if cow_chunks < new_chunk {
+            return Err(NoRoom::Shrunk {
+                in_use: new_chunk.saturating_mul(l.chunk_sectors),
+            });
+        }
+        if new_chunk >= cow_chunks {
+            return Err(NoRoom::Full);
         }
         let (area, index) = l.entry_at(self.next_pos);
-        if !l.area_fits(area) || (index + 1 == l.epa() && !l.area_fits(area + 1)) {
-            return None;
+        if !l.area_fits_in(area, cow_chunks)
+            || (index + 1 == l.epa() && !l.area_fits_in(area + 1, cow_chunks))
+        {
+            return Err(NoRoom::Full);
         }
         let slot = Slot {
             pos: self.next_pos,
@@ -464,7 +486,7 @@ impl Appender {
         };
         self.next_pos += 1;
         self.next_free = l.skip_metadata(new_chunk + 1);
-        Some(slot)
+        Ok(slot)
     }
 
     /// A merge cut the list to `len` entries ([`merge_cut`]): the next
@@ -642,7 +664,7 @@ mod tests {
         let l = layout(1, 200); // 32 entries per area, areas at 1, 34, 67, ...
         let mut a = Appender::new(l, None);
         let mut chunks = Vec::new();
-        while let Some(s) = a.allocate() {
+        while let Ok(s) = a.allocate(l.cow_chunks()) {
             assert_eq!(s.pos, chunks.len() as u64);
             assert!(!l.is_metadata(s.new_chunk));
             chunks.push(s.new_chunk);
@@ -668,9 +690,51 @@ mod tests {
         // data of area 0: chunks 0..34 (area 1 would be chunk 34).
         let l = layout(1, 34);
         let mut a = Appender::new(l, None);
-        let n = core::iter::from_fn(|| a.allocate()).count();
+        let n = core::iter::from_fn(|| a.allocate(l.cow_chunks()).ok()).count();
         // The 32nd entry would fill area 0 with no room for area 1.
         assert_eq!(n, 31);
+    }
+
+    #[test]
+    fn allocation_follows_the_cow_device_size() {
+        // A device ending right after the data of area 0, as above: full
+        // after 31 exceptions.
+        let l = layout(1, 34);
+        let mut a = Appender::new(l, None);
+        let first: Vec<_> = core::iter::from_fn(|| a.allocate(34).ok()).collect();
+        assert_eq!(first.len(), 31);
+        assert_eq!(a.allocate(34), Err(NoRoom::Full));
+        // Grown to 100 chunks: area 1 (chunk 34) fits, the 32nd entry may
+        // fill area 0, and the next chunk skips area 1.
+        let s = a.allocate(100).unwrap();
+        assert_eq!((s.pos, s.new_chunk), (31, 33));
+        let s = a.allocate(100).unwrap();
+        assert_eq!((s.pos, s.new_chunk), (32, 35));
+        // Shrunk to exactly the chunks in use: full. Below: shrunk, with
+        // the sectors in use (chunks 0..=35, one sector each).
+        assert_eq!(a.allocate(36), Err(NoRoom::Full));
+        assert_eq!(a.allocate(35), Err(NoRoom::Shrunk { in_use: 36 }));
+        assert_eq!(a.allocate(0), Err(NoRoom::Shrunk { in_use: 36 }));
+        // Grown again: it goes on where it was.
+        assert_eq!(a.allocate(37).map(|s| s.new_chunk), Ok(36));
+        // A device written while small loads at its new size.
+        let ex: Vec<_> = first
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64, s.new_chunk))
+            .collect();
+        let grown = layout(1, 100);
+        let (got, pos) = load(grown, &image_with(grown, &ex)).unwrap();
+        assert_eq!(got.len(), 31);
+        assert_eq!(
+            Appender::new(grown, Some(pos))
+                .allocate(100)
+                .unwrap()
+                .new_chunk,
+            33
+        );
+        assert_eq!(l.chunks_in(35), 35);
+        assert_eq!(layout(8, 10).chunks_in(79), 9);
     }
 
     /// Writes a device image the way rdm commits (entries in allocation
@@ -710,7 +774,7 @@ mod tests {
         let mut a = Appender::new(l, None);
         let mut ex = Vec::new();
         for i in 0..100u64 {
-            let s = a.allocate().unwrap();
+            let s = a.allocate(l.cow_chunks()).unwrap();
             ex.push((i * 7 % 1013, s.new_chunk));
         }
         let img = image_with(l, &ex);
@@ -725,7 +789,7 @@ mod tests {
         // Appending after the load picks up the same positions and chunks.
         let mut b = Appender::new(l, Some(pos));
         assert_eq!(b.next_pos(), a.next_pos());
-        assert_eq!(b.allocate(), a.allocate());
+        assert_eq!(b.allocate(l.cow_chunks()), a.allocate(l.cow_chunks()));
     }
 
     #[test]
@@ -733,13 +797,16 @@ mod tests {
         let l = layout(1, 1000);
         let mut a = Appender::new(l, None);
         let ex: Vec<_> = (0..32u64)
-            .map(|i| (i, a.allocate().unwrap().new_chunk))
+            .map(|i| (i, a.allocate(l.cow_chunks()).unwrap().new_chunk))
             .collect();
         let img = image_with(l, &ex);
         let (got, pos) = load(l, &img).unwrap();
         assert_eq!(got.len(), 32);
         assert_eq!((pos.area, pos.in_area), (1, 0));
-        assert_eq!(Appender::new(l, Some(pos)).allocate(), a.allocate());
+        assert_eq!(
+            Appender::new(l, Some(pos)).allocate(l.cow_chunks()),
+            a.allocate(l.cow_chunks())
+        );
     }
 
     #[test]
@@ -836,7 +903,7 @@ mod tests {
         let l = layout(1, 1000); // epa 32
         let mut a = Appender::new(l, None);
         let live: Vec<_> = (0..10u64)
-            .map(|i| (i, a.allocate().unwrap().new_chunk))
+            .map(|i| (i, a.allocate(l.cow_chunks()).unwrap().new_chunk))
             .collect();
         let mut img = image_with(l, &live);
         let stale: Vec<(u64, u64)> = (11..31u64).map(|i| (500 + i, i + 3)).collect();
@@ -857,7 +924,7 @@ mod tests {
         let mut raw = img[0].clone();
         let mut want: BTreeMap<u64, u64> = live.iter().copied().collect();
         for k in 0..15u64 {
-            let s = b.allocate().unwrap();
+            let s = b.allocate(l.cow_chunks()).unwrap();
             let (area_no, index) = l.entry_at(s.pos);
             assert_eq!(area_no, 0);
             encode_entry(&mut area, index as usize, 100 + k, s.new_chunk);
@@ -985,7 +1052,9 @@ mod tests {
                 if ex.iter().any(|&(o, _)| o == old) {
                     continue;
                 }
-                let Some(s) = a.allocate() else { break };
+                let Ok(s) = a.allocate(l.cow_chunks()) else {
+                    break;
+                };
                 ex.push((old, s.new_chunk));
             }
             let mut img = image_with(l, &ex);
@@ -1034,15 +1103,15 @@ mod tests {
         // An appender after a merge: the next entry's chunk in order.
         let mut a = Appender::new(l, None);
         for _ in 0..300 {
-            a.allocate().unwrap();
+            a.allocate(l.cow_chunks()).unwrap();
         }
         let mut b = Appender::new(l, None);
         for _ in 0..44 {
-            b.allocate().unwrap();
+            b.allocate(l.cow_chunks()).unwrap();
         }
         a.merged_to(44);
         assert_eq!((a.next_pos(), a.next_free()), (b.next_pos(), b.next_free()));
-        assert_eq!(a.allocate(), b.allocate());
+        assert_eq!(a.allocate(l.cow_chunks()), b.allocate(l.cow_chunks()));
     }
 
     #[test]

@@ -242,6 +242,41 @@ impl ChunkGeometry {
     }
 }
 
+/// Why an exception store has no COW chunk for a new exception. Both
+/// stores size their COW device anew at every allocation (as dm's
+/// `get_dev_size()` in `prepare_exception`), so a COW device that grew
+/// (lvextend, dmeventd's autoextend) is used at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// Every chunk of the COW device is in use: the snapshot is full.
+    Full,
+    /// The COW device is now smaller than the space the snapshot already
+    /// uses (it shrank under the snapshot): chunks in use lie past its
+    /// end. Not a reason to drop the snapshot: it may grow back.
+    Shrunk {
+        /// Sectors of the COW device in use.
+        in_use: u64,
+    },
+}
+
+/// The transient store's allocation (dm-snap-transient.c): COW chunks are
+/// handed out in order from sector 0; `next_free` is the first free
+/// sector. Gives the next `next_free` if a chunk of `chunk_sectors` fits in
+/// a COW device of `cow_sectors` (its size now).
+pub fn transient_allocate(
+    next_free: u64,
+    chunk_sectors: u64,
+    cow_sectors: u64,
+) -> Result<u64, NoRoom> {
+    if cow_sectors < next_free {
+        return Err(NoRoom::Shrunk { in_use: next_free });
+    }
+    match next_free.checked_add(chunk_sectors) {
+        Some(end) if end <= cow_sectors => Ok(end),
+        _ => Err(NoRoom::Full),
+    }
+}
+
 /// `sectors` rounded up to a multiple of a device's logical block of
 /// `block_bytes` (a power of two): the part of a copy's last piece that
 /// is written to a COW device with larger blocks than the origin.
@@ -272,6 +307,27 @@ mod tests {
         assert_eq!(round_up_to_block(4, 4096), 8);
         assert_eq!(round_up_to_block(8, 4096), 8);
         assert_eq!(round_up_to_block(3, 512), 3);
+    }
+
+    #[test]
+    fn transient_allocation_follows_the_live_size() {
+        // 16-sector chunks on a 40-sector COW device: two fit.
+        assert_eq!(transient_allocate(0, 16, 40), Ok(16));
+        assert_eq!(transient_allocate(16, 16, 40), Ok(32));
+        assert_eq!(transient_allocate(32, 16, 40), Err(NoRoom::Full));
+        // Grown to 48: the third fits now.
+        assert_eq!(transient_allocate(32, 16, 48), Ok(48));
+        // Shrunk to exactly what is in use: full, nothing lost.
+        assert_eq!(transient_allocate(48, 16, 48), Err(NoRoom::Full));
+        // Shrunk below it: chunks in use are past the end.
+        assert_eq!(
+            transient_allocate(48, 16, 40),
+            Err(NoRoom::Shrunk { in_use: 48 })
+        );
+        assert_eq!(
+            transient_allocate(u64::MAX - 8, 16, u64::MAX),
+            Err(NoRoom::Full)
+        );
     }
 
     #[test]

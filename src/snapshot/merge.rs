@@ -79,6 +79,9 @@ pub(crate) enum MergeError {
     NotInMemory(u64),
     /// No memory.
     NoMem,
+    /// Another snapshot of the origin needs a chunk of the batch copied
+    /// but its COW device is smaller than the chunks it holds.
+    OtherShrunk,
 }
 
 impl fmt::Display for MergeError {
@@ -91,6 +94,10 @@ impl fmt::Display for MergeError {
                 write!(f, "the exception of chunk {c} is on disk but not in memory")
             }
             MergeError::NoMem => write!(f, "out of memory"),
+            MergeError::OtherShrunk => write!(
+                f,
+                "another snapshot of the origin needs a copy of a chunk but its COW device shrank below the space in use"
+            ),
         }
     }
 }
@@ -291,7 +298,14 @@ impl MergeThread {
                     continue;
                 }
                 let sectors = cs.min(origin_sectors - start);
-                if origin.preserve(start, sectors)?.is_some() {
+                let pending = origin.preserve(start, sectors).map_err(|e| {
+                    if e == ENOSPC {
+                        MergeError::OtherShrunk
+                    } else {
+                        MergeError::NoMem
+                    }
+                })?;
+                if pending.is_some() {
                     unclear.get_or_insert(i);
                 }
             }

@@ -38,7 +38,8 @@ use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
 use crate::kx::sync::{IrqSpinLock, RwSem};
 use crate::kx::wait::{sleep_ms, DrainCounter, EventCounter};
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
-use crate::rdm_core::snapshot::{ChunkGeometry, StoreKind};
+use crate::rdm_core::snapshot::{ChunkGeometry, NoRoom, StoreKind};
+use crate::striped::StripeErrors;
 use copier::{Copier, Lane};
 use core::sync::atomic::{
     fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
@@ -340,6 +341,9 @@ pub(crate) struct Snap {
     /// `PO`: a write to the snapshot found no room; its writes fail from
     /// now on, its reads go on.
     overflowed: AtomicBool,
+    /// The COW device was found smaller than the chunks in use (and this
+    /// was logged); cleared by the next allocation that succeeds.
+    shrunk: AtomicBool,
     /// Snapshot targets using this snapshot (a reload shares it). Never
     /// goes up from 0: at 0 the snapshot is being taken down.
     users: AtomicUsize,
@@ -482,6 +486,7 @@ impl Snap {
                 valid: AtomicBool::new(valid),
                 active: AtomicBool::new(false),
                 overflowed: AtomicBool::new(false),
+                shrunk: AtomicBool::new(false),
                 users: AtomicUsize::new(1),
                 listed: DrainCounter::new(),
                 outstanding: DrainCounter::new(),
@@ -670,6 +675,21 @@ impl Snap {
         }
     }
 
+    /// The COW device shrank below the `in_use` sectors the snapshot
+    /// holds: logged once (until an allocation succeeds again). The
+    /// snapshot stays valid; the writes that need a new chunk fail with
+    /// ENOSPC, and reads of chunks past the device's end fail there.
+    fn report_shrunk(&self, in_use: u64) {
+        if !self.shrunk.swap(true, Ordering::AcqRel) {
+            let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(self.cow.devt());
+            pr_err!(
+                "snapshot on COW device {ma}:{mi}: the COW device shrank to {} sectors, below the {in_use} sectors in use: writes that need a new chunk fail (ENOSPC) until it grows back; the snapshot is kept\n",
+                self.cow.nr_sectors()
+            );
+            self.events.bump();
+        }
+    }
+
     /// Counts a read of `chunk` sent to the origin, with `node` for a
     /// chunk not counted yet (process context, NoIo).
     fn track(&self, chunk: u64, node: RBTreeNodeReservation<u64, u32>) {
@@ -791,7 +811,7 @@ fn update_min_chunk(origin: &Origin, snaps: &KVec<Option<Arc<Snap>>>) {
     origin.min_chunk.store(min, Ordering::Release);
 }
 
-/// A hook run when a clone made by a snapshot target completes (completion
+/// A hook run when a clone made by a target completes (completion
 /// context: may not sleep, and drops nothing whose destructor sleeps).
 pub(crate) enum EndHook {
     None,
@@ -804,6 +824,9 @@ pub(crate) enum EndHook {
     /// A write to a snapshot device (counted in `Snap::writes`): uncount
     /// it.
     SnapWrite(Arc<Snap>),
+    /// An I/O sent to a stripe of a `striped` target: a failure is
+    /// counted against that stripe.
+    Stripe(Arc<StripeErrors>, u32),
 }
 
 impl EndHook {
@@ -824,6 +847,13 @@ impl EndHook {
                 snap.writes.dec();
                 // Not the last reference, as for a tracked read.
                 drop(snap);
+                done.end(false);
+            }
+            EndHook::Stripe(errors, stripe) => {
+                errors.ended(stripe, done.failed());
+                // Not the last reference: `done` still counts the table,
+                // whose target holds the counts.
+                drop(errors);
                 done.end(false);
             }
         }
@@ -925,9 +955,10 @@ impl Origin {
 
     /// Makes a job copying `chunk` and publishes it as the pending exception
     /// of every active snapshot of its chunk size that still needs the
-    /// chunk, giving each a COW chunk. Returns the job and how many
-    /// snapshots it serves.
-    fn publish_copy(&self, chunk: u64, chunk_sectors: u64) -> Result<(Arc<Job>, usize)> {
+    /// chunk, giving each a COW chunk. Returns the job, how many snapshots
+    /// it serves, and whether a snapshot that needs the chunk has no room
+    /// for it because its COW device shrank (the write must fail).
+    fn publish_copy(&self, chunk: u64, chunk_sectors: u64) -> Result<(Arc<Job>, usize, bool)> {
         let snaps = self.snaps.read();
         // Room for every snapshot there is: registering one needs the
         // write lock we keep out.
@@ -940,6 +971,7 @@ impl Origin {
             nodes.push(Some(RBTreeNodeReservation::new(GFP_KERNEL)?), GFP_KERNEL)?;
         }
         let mut served = 0;
+        let mut shrunk = false;
         for (snap, node) in snaps.iter().zip(nodes.iter_mut()) {
             let Some(snap) = snap else { continue };
             if snap.geom.sectors() != chunk_sectors
@@ -949,11 +981,13 @@ impl Origin {
                 continue;
             }
             let Some(node) = node.take() else { continue };
-            if publish_one(snap, job, chunk, node, false) == Published::Yes {
-                served += 1;
+            match publish_one(snap, job, chunk, node, false) {
+                Published::Yes => served += 1,
+                Published::Shrunk => shrunk = true,
+                Published::No | Published::Overflow => {}
             }
         }
-        Ok((job.clone(), served))
+        Ok((job.clone(), served, shrunk))
     }
 
     /// An origin write (a counted clone, in origin sectors): goes to the
@@ -1021,12 +1055,25 @@ impl Origin {
                         self.lane.wait_for_slot();
                         continue;
                     }
-                    let Ok((job, served)) = self.publish_copy(chunk, chunk_sectors) else {
+                    let Ok((job, served, shrunk)) = self.publish_copy(chunk, chunk_sectors) else {
                         self.lane.put_slot();
                         pr_err!("origin write: out of memory for a copy\n");
                         bio.end(true);
                         return;
                     };
+                    if shrunk {
+                        // A snapshot's COW device shrank below what it
+                        // holds: the write fails, and the snapshot keeps
+                        // everything (dm would invalidate it). The copies
+                        // for the other snapshots go on.
+                        if served > 0 {
+                            job.enqueue();
+                        } else {
+                            self.lane.put_slot();
+                        }
+                        bio.end_no_space();
+                        return;
+                    }
                     cursor = Some(at);
                     if served == 0 {
                         // Another writer got there first (or every snapshot
@@ -1047,7 +1094,8 @@ impl Origin {
     /// `[sector, sector + sectors)` copy it first (a merge is about to
     /// overwrite those origin chunks), as an origin write would, but with
     /// no bio: returns a job to wait for if a copy is pending (`None`: the
-    /// range is clear). Copies are made past `cow_threshold` (the merge
+    /// range is clear), ENOSPC if a snapshot that needs the data has a COW
+    /// device shrunk below the chunks it holds. Copies are made past `cow_threshold` (the merge
     /// thread waits for them anyway, holding nothing). Process context.
     pub(crate) fn preserve(&self, sector: u64, sectors: u64) -> Result<Option<Arc<Job>>> {
         let _noio = NoIo::enter();
@@ -1078,13 +1126,26 @@ impl Origin {
                     cursor: at,
                 } => {
                     self.lane.take_slot(From::Copier);
-                    let (job, served) = match self.publish_copy(chunk, chunk_sectors) {
+                    let (job, served, shrunk) = match self.publish_copy(chunk, chunk_sectors) {
                         Ok(made) => made,
                         Err(e) => {
                             self.lane.put_slot();
                             return Err(e);
                         }
                     };
+                    if shrunk {
+                        // A snapshot's COW device shrank below what it
+                        // holds: the chunk cannot be preserved for it, so
+                        // the merge must not overwrite it (as an origin
+                        // write fails). The snapshot keeps everything; the
+                        // copies for the others go on.
+                        if served > 0 {
+                            job.enqueue();
+                        } else {
+                            self.lane.put_slot();
+                        }
+                        return Err(ENOSPC);
+                    }
                     cursor = Some(at);
                     if served == 0 {
                         self.lane.put_slot();
@@ -1109,6 +1170,9 @@ enum Published {
     /// A `PO` snapshot's own write found no room: the snapshot is marked
     /// overflowed (still valid) and the write must fail.
     Overflow,
+    /// The COW device is smaller than the chunks in use: the snapshot is
+    /// kept, the write that needs the chunk must fail (ENOSPC).
+    Shrunk,
 }
 
 /// Makes `job` the pending exception of `chunk` in `snap` unless the chunk
@@ -1134,19 +1198,23 @@ fn publish_one(
     if (!own_write && !snap.wants_copies()) || snap.is_handed_over() {
         return Published::No;
     }
-    let Some(slot) = snap.store.prepare_exception() else {
-        drop(pending);
-        drop(ex);
-        if own_write && snap.store.kind() == StoreKind::PersistentOverflow {
-            if !snap.overflowed.swap(true, Ordering::AcqRel) {
-                pr_err!("snapshot overflowed: no room for a write to the snapshot\n");
-                snap.events.bump();
-            }
-            return Published::Overflow;
+    let slot = match snap.store.prepare_exception() {
+        Ok(slot) => slot,
+        Err(NoRoom::Shrunk { in_use }) => {
+            drop(pending);
+            drop(ex);
+            snap.report_shrunk(in_use);
+            return Published::Shrunk;
         }
-        snap.invalidate("COW device full");
-        return Published::No;
+        Err(NoRoom::Full) => {
+            drop(pending);
+            drop(ex);
+            return full(snap, own_write);
+        }
     };
+    if snap.shrunk.load(Ordering::Relaxed) {
+        snap.shrunk.store(false, Ordering::Relaxed);
+    }
     if job.add_target(snap, slot).is_err() {
         drop(pending);
         drop(ex);
@@ -1180,6 +1248,20 @@ impl Drop for WriteCount<'_> {
             snap.writes.dec();
         }
     }
+}
+
+/// The COW device of `snap` is full: a `PO` snapshot's own write
+/// overflows it, anything else invalidates it (as dm).
+fn full(snap: &Snap, own_write: bool) -> Published {
+    if own_write && snap.store.kind() == StoreKind::PersistentOverflow {
+        if !snap.overflowed.swap(true, Ordering::AcqRel) {
+            pr_err!("snapshot overflowed: no room for a write to the snapshot\n");
+            snap.events.bump();
+        }
+        return Published::Overflow;
+    }
+    snap.invalidate("COW device full");
+    Published::No
 }
 
 impl Snap {
@@ -1300,6 +1382,13 @@ impl Snap {
                 Published::Overflow => {
                     lane.put_slot();
                     io.end(bio, true);
+                    return;
+                }
+                Published::Shrunk => {
+                    lane.put_slot();
+                    // As `io.end`, with ENOSPC.
+                    bio.end_no_space();
+                    drop(io);
                     return;
                 }
                 Published::No => {

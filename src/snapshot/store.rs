@@ -28,7 +28,9 @@ use crate::rdm_core::persistent::{
     self, decode_header, encode_header, merge_cut, Appender, CommitPlan, FormatError, Layout,
     Loader, Position, DEFAULT_CHUNK_SECTORS, HEADER_BYTES,
 };
-use crate::rdm_core::snapshot::{ChunkGeometry, SnapshotError, StoreKind};
+use crate::rdm_core::snapshot::{
+    transient_allocate, ChunkGeometry, NoRoom, SnapshotError, StoreKind,
+};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use kernel::prelude::*;
@@ -47,9 +49,11 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// Takes a free COW chunk for a new exception, or `None` if the COW
-    /// device is full. Never sleeps (called under spinlocks).
-    pub(crate) fn prepare_exception(&self) -> Option<Slot> {
+    /// Takes a free COW chunk for a new exception, or says why there is
+    /// none: the COW device is full, or it shrank below the chunks in use.
+    /// The COW device's size is read now (it may have grown). Never
+    /// sleeps (called under spinlocks).
+    pub(crate) fn prepare_exception(&self) -> Result<Slot, NoRoom> {
         match self {
             Store::Transient(t) => t
                 .prepare_exception()
@@ -76,7 +80,8 @@ impl Store {
     }
 
     /// Status text of a valid snapshot: `<allocated>/<total> <metadata>`
-    /// in sectors, as dm-snapshot prints it.
+    /// in sectors, as dm-snapshot prints it (the total is the COW
+    /// device's size now).
     pub(crate) fn status(&self, out: &mut dyn Write) -> fmt::Result {
         let (allocated, total, metadata) = match self {
             Store::Transient(t) => t.usage(),
@@ -91,16 +96,16 @@ pub(crate) struct Transient {
     geom: ChunkGeometry,
     /// First free sector of the COW device.
     next_free: AtomicU64,
-    /// Size of the COW device in sectors.
-    cow_sectors: u64,
+    /// The COW device, sized at every allocation.
+    cow: Arc<BdevFile>,
 }
 
 impl Transient {
-    pub(crate) fn new(geom: ChunkGeometry, cow_sectors: u64) -> Self {
+    pub(crate) fn new(geom: ChunkGeometry, cow: Arc<BdevFile>) -> Self {
         Transient {
             geom,
             next_free: AtomicU64::new(0),
-            cow_sectors,
+            cow,
         }
     }
 
@@ -109,19 +114,26 @@ impl Transient {
         geom.sectors()
     }
 
-    fn prepare_exception(&self) -> Option<u64> {
+    fn prepare_exception(&self) -> Result<u64, NoRoom> {
         let size = self.geom.sectors();
-        let cow = self.cow_sectors;
+        let cow = self.cow.nr_sectors();
+        let mut why = NoRoom::Full;
         self.next_free
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |next| {
-                (next + size <= cow).then_some(next + size)
+                transient_allocate(next, size, cow)
+                    .map_err(|e| why = e)
+                    .ok()
             })
-            .ok()
             .map(|sector| self.geom.chunk_of(sector))
+            .map_err(|_| why)
     }
 
     fn usage(&self) -> (u64, u64, u64) {
-        (self.next_free.load(Ordering::Acquire), self.cow_sectors, 0)
+        (
+            self.next_free.load(Ordering::Acquire),
+            self.cow.nr_sectors(),
+            0,
+        )
     }
 }
 
@@ -469,8 +481,9 @@ impl Persistent {
         Ok(loader.position())
     }
 
-    fn prepare_exception(&self) -> Option<Slot> {
-        self.alloc.lock().allocate()
+    fn prepare_exception(&self) -> Result<Slot, NoRoom> {
+        let cow_chunks = self.layout.chunks_in(self.cow.nr_sectors());
+        self.alloc.lock().allocate(cow_chunks)
     }
 
     fn usage(&self) -> (u64, u64, u64) {

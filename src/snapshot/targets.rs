@@ -38,7 +38,10 @@ impl OriginTarget {
         let spec = parse_origin(params).map_err(|e| arg_error(ctx, TY, e))?;
         let dev = open_device(ctx, TY, spec)?;
         let size = dev.nr_sectors();
-        if ctx.len > size {
+        // A device of size 0 (no live table yet: LVM2 loads the origin
+        // over its `-real` device before resuming that) is not checked,
+        // as dm.
+        if size != 0 && ctx.len > size {
             return Err(ctx.fail(
                 TY,
                 format_args!(
@@ -85,8 +88,8 @@ impl Target for OriginTarget {
         write_dev(out, &self.dev)
     }
 
-    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
-        [Some((&self.dev, 0)), None]
+    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
+        f(&self.dev, 0);
     }
 }
 
@@ -113,7 +116,7 @@ impl SnapshotTarget {
         if origin_dev.devt() == cow.devt() {
             return Err(fail(format_args!("origin and COW are the same device")));
         }
-        if ctx.len > origin_dev.nr_sectors() {
+        if origin_dev.nr_sectors() != 0 && ctx.len > origin_dev.nr_sectors() {
             return Err(fail(format_args!(
                 "the snapshot ({} sectors) is longer than its origin ({} sectors)",
                 ctx.len,
@@ -195,13 +198,14 @@ fn set_up(
             .map_err(|e| fail(format_args!("{e}")))?;
             let cow_sectors = cow.nr_sectors();
             let need = Transient::min_cow_sectors(geom);
-            if cow_sectors < need {
+            // Size 0 (no live table yet): not checked, as dm.
+            if cow_sectors != 0 && cow_sectors < need {
                 return Err(fail(format_args!(
                     "COW device is too small: {cow_sectors} sectors, the store needs at least {need}"
                 )));
             }
             (
-                Store::Transient(Transient::new(geom, cow_sectors)),
+                Store::Transient(Transient::new(geom, cow.clone())),
                 geom,
                 true,
             )
@@ -335,8 +339,9 @@ impl Target for SnapshotTarget {
         write!(out, " {kind} {}", self.snap.geom.sectors())
     }
 
-    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
-        [Some((&self.snap.origin_dev, 0)), Some((&self.snap.cow, 0))]
+    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
+        f(&self.snap.origin_dev, 0);
+        f(&self.snap.cow, 0);
     }
 }
 
@@ -543,8 +548,9 @@ impl Target for MergeTarget {
         write!(out, " {kind} {}", self.snap.geom.sectors())
     }
 
-    fn devices(&self) -> [Option<(&Arc<BdevFile>, u64)>; 2] {
-        [Some((&self.snap.origin_dev, 0)), Some((&self.snap.cow, 0))]
+    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
+        f(&self.snap.origin_dev, 0);
+        f(&self.snap.cow, 0);
     }
 }
 

@@ -18,7 +18,12 @@ for t in "${tests[@]}"; do
 	t=$(basename "$t")
 	echo "# selftests: rdm: $t"
 	start=$SECONDS
-	timeout -k 10 "${RDM_TEST_TIMEOUT:-600}" "./$t" 2>&1 | sed -u 's/^\([^#]\)/# \1/; s/^$/#/'
+	# A test may ask for more time than the default with a header line
+	# "# rdm-timeout: SECONDS" (a sweep that is long by design).
+	limit=${RDM_TEST_TIMEOUT:-600}
+	own=$(sed -n 's/^# rdm-timeout: \([0-9][0-9]*\)$/\1/p' "$t" | head -n 1)
+	[ -n "$own" ] && [ "$own" -gt "$limit" ] && limit=$own
+	timeout -k 10 "$limit" "./$t" 2>&1 | sed -u 's/^\([^#]\)/# \1/; s/^$/#/'
 	rc=${PIPESTATUS[0]}
 	took=$((SECONDS - start))
 	# Leave no module behind for the next test.

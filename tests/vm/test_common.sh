@@ -300,3 +300,117 @@ run_both() {
 	) || exit $?
 	log "ok: $scenario on rdm"
 }
+
+# --- LVM2 tests ---
+# With dm_compat=1 rdm *is* the system's device-mapper: LVM2, dmsetup and
+# (with `vm-run --udev`) udev and dmeventd drive it unmodified. LVM2 runs
+# with its default lvm.conf in a writable $LVM_SYSTEM_DIR; without udev
+# (the default guest) libdevmapper makes the nodes itself.
+# lvm_both SCENARIO DISK...: runs the function SCENARIO with the kernel's
+# dm (dm-mod, dm-snapshot) loaded, then with rdm (dm_compat=1); IMPL says
+# which. Each run starts from wiped DISKs and ends with every VG and
+# device gone and the module unloaded. A scenario that fails on the
+# kernel's dm is a wrong test.
+lvm_both() {
+	local scenario=$1 rc
+	shift
+	LVM_DISKS="$*"
+	command -v lvm >/dev/null || skip "LVM2 is not installed (scripts/setup-deps)"
+	if [ -z "${LVM_SYSTEM_DIR:-}" ]; then
+		export LVM_SYSTEM_DIR=/tmp/rdm-lvm
+		mkdir -p "$LVM_SYSTEM_DIR"
+		cp /etc/lvm/lvm.conf "$LVM_SYSTEM_DIR/"
+	fi
+	(
+		IMPL=dm
+		trap lvm_cleanup EXIT
+		lvm_wipe
+		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
+		log "reference run: the kernel's dm, driven by LVM2"
+		"$scenario"
+	)
+	rc=$?
+	case $rc in
+	0) log "ok: $scenario on the kernel's dm (reference)" ;;
+	4) log "the kernel's dm is not available here: no reference run" ;;
+	*) fail "$scenario fails on the kernel's own dm too: the test is wrong" ;;
+	esac
+	(
+		IMPL=rdm
+		trap lvm_cleanup EXIT
+		lvm_wipe
+		insmod "$RDM_KO" dm_compat=1 || fail "insmod $RDM_KO dm_compat=1"
+		"$scenario"
+	) || exit $?
+	log "ok: $scenario on rdm"
+}
+lvm_wipe() {
+	local d
+	for d in $LVM_DISKS; do
+		dd if=/dev/zero of="$d" bs=1M count=4 oflag=direct status=none
+	done
+}
+lvm_cleanup() {
+	local vg
+	for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do
+		vgchange -an "$vg" >/dev/null 2>&1
+		vgremove -ff -y "$vg" >/dev/null 2>&1
+	done
+	dmsetup remove_all >/dev/null 2>&1
+	lvm_wipe
+	compat_unload
+}
+# compat_unload: unloads the driver of $IMPL (the kernel's dm or rdm).
+compat_unload() {
+	# dmeventd (started by LVM2 for monitoring, or by vm-run --udev)
+	# keeps the control device open: stopped for the unload, then
+	# started again if the guest runs it.
+	local pid
+	# udev's workers may still have a device open (blkid).
+	[ -n "${RDM_UDEV:-}" ] && udevadm settle --timeout=60
+	pid=$(cat /run/dmeventd.pid 2>/dev/null)
+	if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	fi
+	if [ "${IMPL:-}" = dm ]; then
+		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
+		modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
+	else
+		rdm_unload
+	fi
+	[ -n "${RDM_UDEV:-}" ] && dmeventd
+	return 0
+}
+
+# --- dm_compat tests driven by Debian's dmsetup ---
+# compat_both SCENARIO: runs the function SCENARIO with the kernel's dm
+# (dm-mod, dm-snapshot) loaded, then with rdm (dm_compat=1); IMPL says
+# which, DEVDIR is /dev/mapper and `dm` is dmsetup either way (with udev
+# synchronisation in a `vm-run --udev` guest). Each run ends with every
+# device gone and the module unloaded. A scenario that fails on the
+# kernel's dm is a wrong test.
+compat_both() {
+	local scenario=$1 rc
+	command -v dmsetup >/dev/null || skip "dmsetup is not installed"
+	DM_TOOL=dmsetup DEVDIR=/dev/mapper
+	(
+		IMPL=dm
+		trap 'dmsetup remove_all >/dev/null 2>&1; compat_unload' EXIT
+		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
+		log "reference run: the kernel's dm, driven by dmsetup"
+		"$scenario"
+	)
+	rc=$?
+	case $rc in
+	0) log "ok: $scenario on the kernel's dm (reference)" ;;
+	4) log "the kernel's dm is not available here: no reference run" ;;
+	*) fail "$scenario fails on the kernel's own dm too: the test is wrong" ;;
+	esac
+	(
+		IMPL=rdm
+		trap 'dmsetup remove_all >/dev/null 2>&1; compat_unload' EXIT
+		insmod "$RDM_KO" dm_compat=1 || fail "insmod $RDM_KO dm_compat=1"
+		"$scenario"
+	) || exit $?
+	log "ok: $scenario on rdm"
+}

@@ -10,10 +10,14 @@
 require_vm
 require_disks $VDA $VDB $VDC
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
-export DM_DISABLE_UDEV=1
+# With `vm-run --udev`, dmsetup uses udev synchronisation (and dmeventd,
+# which compat_unload stops for an unload, runs).
+NOSYNC=
+[ -n "${RDM_UDEV:-}" ] || { export DM_DISABLE_UDEV=1; NOSYNC=--noudevsync; }
 cleanup() {
 	dmsetup remove_all >/dev/null 2>&1
-	rdm_unload
+	IMPL=rdm compat_unload
+	IMPL=dm compat_unload
 	modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
 }
 trap cleanup EXIT
@@ -22,7 +26,7 @@ if snap_ref; then
 	modprobe -d "$RDM_MODROOT" dm-snapshot || skip "the kernel's dm-snapshot is not available"
 	log "reference run: the kernel's dm-snapshot"
 else
-	modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
+	IMPL=dm compat_unload
 	RDM_CONTROL=/dev/mapper/control
 	rdm_load dm_compat=1
 	expect_match "$(dmsetup targets)" "^snapshot-origin +v1\." "dmsetup lists snapshot-origin"
@@ -30,7 +34,7 @@ else
 fi
 dms() { dmsetup "$@"; }
 take() { # take SNAP TABLE
-	dms suspend orig && dms create --noudevsync "$1" --table "$2" && dms resume orig ||
+	dms suspend orig && dms create $NOSYNC "$1" --table "$2" && dms resume orig ||
 		fail "take snapshot $1"
 }
 
@@ -40,12 +44,12 @@ pat=/tmp/compat02.pat new=/tmp/compat02.new new2=/tmp/compat02.new2 exp=/tmp/com
 make_pattern $pat 8
 make_pattern $new 8
 make_pattern $new2 8
-dms create --noudevsync orig --table "0 $LEN snapshot-origin $VDA" || fail "dmsetup create the origin"
+dms create $NOSYNC orig --table "0 $LEN snapshot-origin $VDA" || fail "dmsetup create the origin"
 orig=/dev/mapper/orig
 [ -b $orig ] || fail "dmsetup did not make $orig"
 dd if=$pat of=$orig bs=1M oflag=direct status=none || fail "stamp the pattern"
 cp $pat $exp
-dms create --noudevsync cow2 --table "0 128 linear $VDC 0" || fail "create cow2"
+dms create $NOSYNC cow2 --table "0 128 linear $VDC 0" || fail "create cow2"
 take snap1 "0 $LEN snapshot $VDA $VDB N $CS"
 take snap2 "0 $LEN snapshot $VDA /dev/mapper/cow2 N $CS"
 cow1=$(disk_sectors $VDB)
@@ -91,8 +95,8 @@ expect_same "the origin reads all its writes" $orig $exp
 expect_same "snap1 still reads the old data and its own write" /dev/mapper/snap1 /tmp/compat02.snap1
 expect_eq "$(dms status snap1)" "0 $LEN snapshot $((18 * CS))/$cow1 0" "snap1: 18 chunks allocated"
 
-dms suspend orig && dms remove --noudevsync snap2 && dms remove --noudevsync snap1 && dms resume orig ||
+dms suspend orig && dms remove $NOSYNC snap2 && dms remove $NOSYNC snap1 && dms resume orig ||
 	fail "remove the snapshots"
-dms remove --noudevsync orig && dms remove --noudevsync cow2 || fail "remove the origin and cow2"
+dms remove $NOSYNC orig && dms remove $NOSYNC cow2 || fail "remove the origin and cow2"
 expect_eq "$(dms ls)" "No devices found" "all gone"
 exit $KSFT_PASS

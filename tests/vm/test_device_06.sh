@@ -11,8 +11,10 @@ rdm_load
 expect_eq "$(rdmsetup targets)" "linear           v1.4.0
 zero             v1.2.0
 error            v1.7.0
+striped          v1.6.0
 snapshot-origin  v1.9.0
-snapshot         v1.16.0" "targets"
+snapshot         v1.16.0
+snapshot-merge   v1.5.0" "targets"
 expect_eq "$(rdmsetup ls)" "No devices found" "empty ls"
 rdmsetup create b --table "0 16 zero" || fail "create b"
 rdmsetup create a -u RDM-A --table "0 8 linear $VDA 0" || fail "create a"
@@ -33,13 +35,15 @@ log "ok: mknodes remade the links"
 
 # An event: wait returns once a resume swaps the table.
 ev=$(rdmsetup info a | sed -n 's/^Event number: *//p')
-rdmsetup wait a "$ev" >/tmp/wait.out &
+rdmsetup -v wait a "$ev" >/tmp/wait.out &
 wpid=$!
 sleep 1
 kill -0 $wpid 2>/dev/null || fail "wait returned before any event"
 rdmsetup load a --table "0 8 zero" && rdmsetup resume a || fail "swap"
 wait $wpid || fail "wait failed"
-expect_eq "$(cat /tmp/wait.out)" "$((ev + 1))" "wait returns the new event number"
+# As dmsetup: with -v, the info block once the event came.
+expect_eq "$(sed -n 's/^Event number: *//p' /tmp/wait.out)" "$((ev + 1))" "wait -v shows the new event number"
+expect_match "$(head -1 /tmp/wait.out)" "^Name: +a$" "wait -v prints the info block"
 
 rdmsetup create ro -r --table "0 8 linear $VDA 0" || fail "create read-only"
 expect_match "$(rdmsetup info ro)" "State: +ACTIVE \(READ-ONLY\)" "read-only state"

@@ -13,6 +13,7 @@
 # good command after it works. The guest log must stay clean (no WARNING,
 # no leak report later in the debug kernel). Prints how many failures were
 # injected.
+# rdm-timeout: 1800
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks $VDA $VDB $VDC

@@ -6,9 +6,9 @@
 #    only what the device has) and through the snapshot (a partial write
 #    to the snapshot's own last chunk) complete, the snapshot stays valid
 #    and reads the old data; a reload reads it back (P).
-# 2. The same with the COW device on 4 KiB logical blocks while the origin
-#    has 512-byte ones: the copy of the 3-sector tail is written as a
-#    whole COW block (rdm only: see below).
+# 2. A COW device of 4 KiB logical blocks under an origin of 512-byte
+#    ones whose size is odd: the copy of the 11-sector tail is written up
+#    to whole COW blocks.
 # 3. A snapshot shorter than its origin (as after lvextend of the origin):
 #    origin writes past the snapshot's length copy nothing, so a COW
 #    device with room for 8 chunks survives 64 chunks written there, and
@@ -22,7 +22,9 @@ LEN=20483 # 16-sector chunks: 1280 whole ones and 3 sectors
 CS=16
 out=/tmp/s09
 rm -rf $out && mkdir -p $out
-make_pattern $out/origin 10
+# The pattern covers the whole origin (LEN sectors), tail included: the
+# disk keeps what earlier tests left past it.
+make_pattern $out/origin 11
 make_pattern $out/new 1
 
 # setup ORIGIN-SECTORS: a base device of that many sectors with the
@@ -99,23 +101,32 @@ beyond_length() {
 run_both tail_chunk
 run_both beyond_length
 
-# 2. rdm only: the kernel's dm-snapshot sends the 3-sector copy as it is,
-# which a device of 4 KiB blocks refuses (the snapshot goes Invalid).
-snap_load
-loopf=$out/cow4k.img
-truncate -s 8M $loopf
-loop=$(losetup -f --show -b 4096 "$loopf") || skip "losetup -b 4096 failed"
-trap 'losetup -d $loop 2>/dev/null; snap_cleanup' EXIT
-IMPL=rdm
-setup $LEN
-snap_take orig snap "0 $LEN snapshot $BASE $loop P $CS"
-dwrite $out/new 0 $DEVDIR/orig $((LEN - 1)) 1 || fail "rdm: write the last sector (4 KiB COW)"
-expect_valid snap "rdm: tail copy to a COW device of 4 KiB blocks"
-head -c $((LEN * 512)) $out/origin >$out/expect
-expect_same "rdm: the snapshot keeps the old tail (4 KiB COW)" $DEVDIR/snap $out/expect
-snap_drop orig snap
-snap_take orig snap "0 $LEN snapshot $BASE $loop P $CS"
-expect_same "rdm: ... after a reload" $DEVDIR/snap $out/expect
-snap_drop orig snap
-teardown
+# 2. The COW device on 4 KiB logical blocks, the origin on 512-byte ones
+# and of an odd size (20491 sectors), the snapshot as long as a 4 KiB
+# multiple allows (20488: dm refuses a table misaligned for its COW
+# device). Its last chunk (sectors 20480-20490 on the origin) holds 11
+# sectors: the copy's write is rounded up to whole COW blocks. (The
+# kernel's dm-snapshot writes 11 sectors, which the device refuses, and
+# its snapshot goes Invalid: known bad, logged.)
+cow_4k_blocks() {
+	local len=20491 slen=20488 loopf=$out/cow4k-$IMPL.img loop
+	rm -f $loopf
+	truncate -s 8M $loopf
+	loop=$(losetup -f --show -b 4096 "$loopf") || skip "losetup -b 4096 failed"
+	setup $len
+	snap_take orig snap "0 $slen snapshot $BASE $loop P $CS"
+	dwrite $out/new 0 $DEVDIR/orig $((slen - 1)) 1 || fail "$IMPL: write the snapshot's last sector (4 KiB COW)"
+	expect_valid snap "$IMPL: tail copy of 11 sectors to a COW device of 4 KiB blocks"
+	head -c $((slen * 512)) $out/origin >$out/expect4k
+	expect_same "$IMPL: the snapshot keeps the old tail (4 KiB COW)" $DEVDIR/snap $out/expect4k
+	snap_drop orig snap
+	snap_take orig snap "0 $slen snapshot $BASE $loop P $CS"
+	expect_same "$IMPL: ... after a reload" $DEVDIR/snap $out/expect4k
+	snap_drop orig snap
+	teardown
+	losetup -d $loop
+	rm -f $loopf
+}
+RDM_REF_KNOWN_BAD="dm-snapshot writes the 11-sector copy as it is, which the 4 KiB device refuses: the snapshot goes Invalid" \
+	run_both cow_4k_blocks
 exit $KSFT_PASS

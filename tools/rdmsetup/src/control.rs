@@ -30,6 +30,8 @@ pub enum Error {
     Usage(String),
     /// A file could not be read or written.
     Io(String, std::io::Error),
+    /// Some of the devices a command went through failed (each said why).
+    Failed,
 }
 
 impl fmt::Display for Error {
@@ -62,6 +64,7 @@ impl fmt::Display for Error {
                 write!(f, "{}: reply larger than {MAX_BUFFER} bytes", cmd.name())
             }
             Error::Usage(s) => f.write_str(s),
+            Error::Failed => f.write_str("Command failed."),
             Error::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -76,6 +79,7 @@ pub struct Control {
 }
 
 /// A request under construction.
+#[derive(Clone)]
 pub struct Request {
     pub header: Header,
     /// Bytes to place at `data_start` (a table, a new name, a message).
@@ -92,6 +96,27 @@ impl Request {
             payload: Vec::new(),
             device: None,
         }
+    }
+
+    /// A request about the device whose uuid is `uuid`.
+    pub fn with_uuid(uuid: &str) -> Result<Request, Error> {
+        let mut r = Request::new();
+        set_c_str(&mut r.header.uuid, uuid.as_bytes()).ok_or_else(|| {
+            Error::Usage(format!(
+                "uuid {uuid:?} is too long (128 bytes at most) or has a NUL"
+            ))
+        })?;
+        r.device = Some(format!("uuid {uuid}"));
+        Ok(r)
+    }
+
+    /// A request about the device numbered `major:minor` (no name or
+    /// uuid: the driver looks it up by number).
+    pub fn with_dev(major: u32, minor: u32) -> Request {
+        let mut r = Request::new();
+        r.header.dev = rdm_core::dm_ioctl::encode_dev(major, minor);
+        r.device = Some(format!("{major}:{minor}"));
+        r
     }
 
     /// A request about the device called `name`.

@@ -6,15 +6,17 @@
 //! dm_compat mode, or the kernel's own dm-mod). Output follows dmsetup's.
 
 mod control;
+mod report;
 
 use clap::{Args, Parser, Subcommand};
 use control::{Control, Error, Request};
 use rdm_core::dm_ioctl::sys::*;
-use rdm_core::dm_ioctl::{c_str, decode_dev, set_c_str, Command, NameList};
+use rdm_core::dm_ioctl::{c_str, decode_dev, set_c_str, Command, Header, NameList};
 use rdm_core::payload::{
     decode_deps, encode_load_spec, load_payload_size, StatusSpecs, TargetSpec, TargetVersions,
 };
 use rdm_core::table::parse_table_line;
+use report::DeviceInfo;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,16 +24,98 @@ use std::process::ExitCode;
 /// The default control node of rdm (its own name, so it coexists with dm-mod).
 const DEFAULT_CONTROL: &str = "/dev/rdm-control";
 
+/// Options may come before or after the command, as dmsetup's do.
 #[derive(Parser)]
 #[command(
     name = "rdmsetup",
     version,
-    about = "Control tool for rdm mapped devices"
+    about = "Control tool for rdm mapped devices (dmsetup's commands, options and output)"
 )]
 struct Cli {
     /// Control device to talk to.
     #[arg(long, global = true, env = "RDM_CONTROL", default_value = DEFAULT_CONTROL)]
     control: PathBuf,
+
+    /// The device's uuid: names the device a command is about (instead
+    /// of its name), or sets the uuid of a device being created.
+    #[arg(short = 'u', long = "uuid", global = true)]
+    uuid: Option<String>,
+
+    /// The device's major number (with --minor: names the device a command
+    /// is about).
+    #[arg(short = 'j', long = "major", global = true)]
+    major: Option<u32>,
+
+    /// The device's minor number: names the device a command is about
+    /// (with --major), or asks for this minor when creating one.
+    #[arg(short = 'm', long = "minor", global = true)]
+    minor: Option<u32>,
+
+    /// info: one line per device in columns (see --options).
+    #[arg(
+        short = 'c',
+        visible_short_alias = 'C',
+        long = "columns",
+        global = true
+    )]
+    columns: bool,
+
+    /// info -c: the fields, comma-separated (`+FIELDS` adds to the
+    /// default name,major,minor,attr,open,segments,events,uuid).
+    #[arg(short = 'o', long = "options", global = true)]
+    options: Option<String>,
+
+    /// info -c: no heading line; fields separated by ':' and not aligned.
+    #[arg(long, global = true)]
+    noheadings: bool,
+
+    /// info -c: the field separator (fields are then not aligned).
+    #[arg(long, global = true)]
+    separator: Option<String>,
+
+    /// info -c: print each field as DM_<FIELD>='value'.
+    #[arg(long, global = true)]
+    nameprefixes: bool,
+
+    /// info -c: with --nameprefixes, values without quotes.
+    #[arg(long, global = true)]
+    unquoted: bool,
+
+    /// info -c: a line per field instead of per device.
+    #[arg(long, global = true)]
+    rows: bool,
+
+    /// More output: wait prints the device's info block.
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// suspend: do not flush; a filesystem on the device is not frozen
+    /// (DM_NOFLUSH_FLAG).
+    #[arg(long, global = true)]
+    noflush: bool,
+
+    /// suspend: do not freeze a filesystem on the device
+    /// (DM_SKIP_LOCKFS_FLAG).
+    #[arg(long, global = true)]
+    nolockfs: bool,
+
+    /// create, load: the device (or table) is read-only.
+    #[arg(short = 'r', long = "readonly", global = true)]
+    readonly: bool,
+
+    /// table, status, deps: about the inactive table.
+    #[arg(long, global = true)]
+    inactive: bool,
+
+    /// remove: if the device is open, load an error table first (its
+    /// I/O fails), then remove it.
+    #[arg(short = 'f', long, global = true)]
+    force: bool,
+
+    /// remove, remove_all: a device that is open is removed on its last
+    /// close.
+    #[arg(long, global = true)]
+    deferred: bool,
 
     #[command(subcommand)]
     command: Cmd,
@@ -56,14 +140,8 @@ enum Cmd {
         #[command(flatten)]
         table: TableArgs,
         /// Create the device without a table.
-        #[arg(long, conflicts_with_all = ["table", "file"])]
+        #[arg(long, short = 'n', conflicts_with_all = ["table", "file"])]
         notable: bool,
-        /// Make the device read-only.
-        #[arg(long, short = 'r')]
-        readonly: bool,
-        /// Set the device's uuid.
-        #[arg(long, short = 'u')]
-        uuid: Option<String>,
     },
     /// Load a table into the inactive slot (activated by `resume`).
     #[command(alias = "reload")]
@@ -73,27 +151,11 @@ enum Cmd {
         table: TableArgs,
     },
     /// Suspend I/O (waits for I/O in flight to complete).
-    Suspend {
-        name: String,
-        /// Do not flush queued I/O (accepted for dmsetup compatibility).
-        #[arg(long)]
-        noflush: bool,
-        /// Do not freeze the filesystem (accepted for dmsetup compatibility).
-        #[arg(long)]
-        nolockfs: bool,
-    },
+    Suspend { name: Option<String> },
     /// Resume I/O, switching to the inactive table if one is loaded.
-    Resume { name: String },
+    Resume { name: Option<String> },
     /// Remove a device.
-    Remove {
-        name: String,
-        /// Replace the table with one that fails all I/O first.
-        #[arg(long, short = 'f')]
-        force: bool,
-        /// If the device is open, remove it on its last close.
-        #[arg(long)]
-        deferred: bool,
-    },
+    Remove { name: Option<String> },
     /// Remove every device that is not open.
     #[command(name = "remove_all")]
     RemoveAll,
@@ -109,21 +171,11 @@ enum Cmd {
     /// Show a device's state (all devices if none is named).
     Info { name: Option<String> },
     /// Show table lines.
-    Table {
-        name: Option<String>,
-        /// Show the inactive table.
-        #[arg(long)]
-        inactive: bool,
-    },
+    Table { name: Option<String> },
     /// Show target status.
-    Status {
-        name: Option<String>,
-        /// Show the inactive table's status.
-        #[arg(long)]
-        inactive: bool,
-    },
+    Status { name: Option<String> },
     /// Show the devices a device depends on.
-    Deps { name: String },
+    Deps { name: Option<String> },
     /// List the target types the driver has.
     Targets,
     /// Send a message to the target at a sector.
@@ -133,8 +185,12 @@ enum Cmd {
         #[arg(required = true)]
         message: Vec<String>,
     },
-    /// Wait for an event on a device (after event number N).
-    Wait { name: String, event_nr: Option<u32> },
+    /// Wait for an event on a device (after event number N): `wait
+    /// [NAME] [N]`; with -v, print the device's info block then.
+    Wait {
+        #[arg(num_args = 0..=2)]
+        args: Vec<String>,
+    },
     /// Create the named device nodes (/dev/rdm/NAME, or /dev/mapper/NAME).
     Mknodes { name: Option<String> },
     /// Set a device's geometry (rdm does not support this yet: ENOTTY).
@@ -153,7 +209,18 @@ fn main() -> ExitCode {
     // SAFETY: restoring a signal's default disposition at startup, before
     // any thread exists, has no memory-safety preconditions.
     unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL) };
-    let cli = Cli::parse();
+    // As dmsetup: a usage error exits with 1 (clap's own code is 2).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -161,6 +228,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The request about the device a command names: by `name`, or by the
+/// -u or -j/-m options (dmsetup's `_set_task_device`).
+fn device_request(cli: &Cli, name: Option<&str>) -> Result<Request, Error> {
+    if let Some(n) = name {
+        return Request::named(n);
+    }
+    if let Some(u) = &cli.uuid {
+        return Request::with_uuid(u);
+    }
+    match (cli.major, cli.minor) {
+        (Some(ma), Some(mi)) => Ok(Request::with_dev(ma, mi)),
+        _ => Err(Error::Usage("No device specified.".into())),
+    }
+}
+
+/// Whether the command names one device through -u or -j/-m.
+fn addressed(cli: &Cli) -> bool {
+    cli.uuid.is_some() || (cli.major.is_some() && cli.minor.is_some())
 }
 
 fn run(cli: &Cli) -> Result<(), Error> {
@@ -179,67 +266,84 @@ fn run(cli: &Cli) -> Result<(), Error> {
             name,
             table,
             notable,
-            readonly,
-            uuid,
         } => {
             let lines = if *notable {
                 None
             } else {
                 Some(read_table(table)?)
             };
-            create(&c, name, lines.as_deref(), *readonly, uuid.as_deref())?;
+            create(&c, cli, name, lines.as_deref())?;
             mknode(&c, name, compat)
         }
-        Cmd::Load { name, table } => load(&c, name, &read_table(table)?, false),
-        Cmd::Suspend {
-            name,
-            noflush,
-            nolockfs,
-        } => {
-            let mut r = Request::named(name)?;
+        Cmd::Load { name, table } => load(&c, name, &read_table(table)?, cli.readonly),
+        Cmd::Suspend { name } => {
+            let mut r = device_request(cli, name.as_deref())?;
             r.header.flags |= DM_SUSPEND_FLAG;
-            if *noflush {
+            if cli.noflush {
                 r.header.flags |= DM_NOFLUSH_FLAG;
             }
-            if *nolockfs {
+            if cli.nolockfs {
                 r.header.flags |= DM_SKIP_LOCKFS_FLAG;
             }
             c.call(Command::DevSuspend, &r).map(drop)
         }
-        Cmd::Resume { name } => c
-            .call(Command::DevSuspend, &Request::named(name)?)
-            .map(drop),
-        Cmd::Remove {
-            name,
-            force,
-            deferred,
-        } => remove(&c, name, *force, *deferred, compat),
-        Cmd::RemoveAll => remove_all(&c),
+        Cmd::Resume { name } => {
+            let mut r = device_request(cli, name.as_deref())?;
+            if cli.noflush {
+                r.header.flags |= DM_NOFLUSH_FLAG;
+            }
+            if cli.nolockfs {
+                r.header.flags |= DM_SKIP_LOCKFS_FLAG;
+            }
+            c.call(Command::DevSuspend, &r).map(drop)
+        }
+        Cmd::Remove { name } => remove(&c, cli, name.as_deref(), compat),
+        Cmd::RemoveAll => remove_all(&c, cli.deferred),
         Cmd::Rename {
             name,
             new_name,
             setuuid,
         } => rename(&c, name, new_name.as_deref(), setuuid.as_deref(), compat),
         Cmd::Ls => ls(&c),
-        Cmd::Info { name } => for_devices(&c, name.as_deref(), info),
-        Cmd::Table { name, inactive } => for_devices(&c, name.as_deref(), |c, n| {
-            status(c, n, true, *inactive, name.is_none())
+        Cmd::Info { name } => info_cmd(&c, cli, name.as_deref()),
+        Cmd::Table { name } => for_devices(&c, cli, name.as_deref(), |c, r, many| {
+            status(c, r, true, cli.inactive, many)
         }),
-        Cmd::Status { name, inactive } => for_devices(&c, name.as_deref(), |c, n| {
-            status(c, n, false, *inactive, name.is_none())
+        Cmd::Status { name } => for_devices(&c, cli, name.as_deref(), |c, r, many| {
+            status(c, r, false, cli.inactive, many)
         }),
-        Cmd::Deps { name } => deps(&c, name),
+        Cmd::Deps { name } => for_devices(&c, cli, name.as_deref(), |c, r, many| {
+            deps(c, r, cli.inactive, many)
+        }),
         Cmd::Targets => targets(&c),
         Cmd::Message {
             name,
             sector,
             message,
         } => message_cmd(&c, name, *sector, &message.join(" ")),
-        Cmd::Wait { name, event_nr } => {
-            let mut r = Request::named(name)?;
-            r.header.event_nr = event_nr.unwrap_or(0);
+        Cmd::Wait { args } => {
+            // dmsetup: the device name comes first unless -u or -j/-m
+            // names it; an event number is the last argument.
+            let (name, event) = if addressed(cli) {
+                (None, args.last())
+            } else {
+                match args.as_slice() {
+                    [] => return Err(Error::Usage("No device specified.".into())),
+                    [n] => (Some(n.as_str()), None),
+                    [n, e] => (Some(n.as_str()), Some(e)),
+                    _ => return Err(Error::Usage("too many arguments".into())),
+                }
+            };
+            let mut r = device_request(cli, name)?;
+            if let Some(e) = event {
+                r.header.event_nr = e
+                    .parse()
+                    .map_err(|_| Error::Usage(format!("invalid event number {e:?}")))?;
+            }
             let reply = c.call(Command::DevWait, &r)?;
-            println!("{}", reply.header.event_nr);
+            if cli.verbose > 0 {
+                print_info_long(&device_info(&reply.header, false, None)?);
+            }
             Ok(())
         }
         Cmd::Setgeometry {
@@ -331,31 +435,30 @@ fn load(c: &Control, name: &str, table: &str, readonly: bool) -> Result<(), Erro
     c.call(Command::TableLoad, &r).map(drop)
 }
 
-fn create(
-    c: &Control,
-    name: &str,
-    table: Option<&str>,
-    readonly: bool,
-    uuid: Option<&str>,
-) -> Result<(), Error> {
+fn create(c: &Control, cli: &Cli, name: &str, table: Option<&str>) -> Result<(), Error> {
     // Check the table before creating anything.
     if let Some(t) = table {
         encode_table(t)?;
     }
     let mut r = Request::named(name)?;
-    if let Some(u) = uuid {
+    if let Some(u) = &cli.uuid {
         set_c_str(&mut r.header.uuid, u.as_bytes())
             .ok_or_else(|| Error::Usage(format!("uuid {u:?} is too long (128 bytes at most)")))?;
     }
-    if readonly {
+    if cli.readonly {
         r.header.flags |= DM_READONLY_FLAG;
+    }
+    if let Some(minor) = cli.minor {
+        // As dmsetup: ask for this minor (the major is the driver's).
+        r.header.flags |= DM_PERSISTENT_DEV_FLAG;
+        r.header.dev = rdm_core::dm_ioctl::encode_dev(cli.major.unwrap_or(0), minor);
     }
     c.call(Command::DevCreate, &r)?;
     let Some(t) = table else {
         return Ok(());
     };
     // As dmsetup: if loading or resuming fails, the new device goes again.
-    let activated = load(c, name, t, readonly).and_then(|()| {
+    let activated = load(c, name, t, cli.readonly).and_then(|()| {
         c.call(Command::DevSuspend, &Request::named(name)?)
             .map(drop)
     });
@@ -366,37 +469,44 @@ fn create(
     Ok(())
 }
 
-fn remove(c: &Control, name: &str, force: bool, deferred: bool, compat: bool) -> Result<(), Error> {
-    let mut r = Request::named(name)?;
-    if deferred {
+fn remove(c: &Control, cli: &Cli, name: Option<&str>, compat: bool) -> Result<(), Error> {
+    let mut r = device_request(cli, name)?;
+    if cli.deferred {
         r.header.flags |= DM_DEFERRED_REMOVE;
     }
     let first = c.call(Command::DevRemove, &r);
     if let Ok(reply) = &first {
         if reply.header.flags & DM_DEFERRED_REMOVE != 0 {
-            println!("Device {name} is open: it will be removed on its last close");
             return Ok(());
         }
     }
-    let result = match first {
-        Err(Error::Ioctl(_, _, nix::errno::Errno::EBUSY)) if force => {
+    let reply = match first {
+        Err(Error::Ioctl(_, _, nix::errno::Errno::EBUSY)) if cli.force => {
             // dmsetup --force: fail all I/O, then try again.
-            let size = device_size(c, name)?;
+            let size = device_size(c, &r)?;
             if size > 0 {
-                load(c, name, &format!("0 {size} error"), false)?;
-                c.call(Command::DevSuspend, &Request::named(name)?)?;
+                let mut load = r.clone();
+                let (payload, count) = encode_table(&format!("0 {size} error"))?;
+                load.header.target_count = count;
+                load.payload = payload;
+                c.call(Command::TableLoad, &load)?;
+                c.call(Command::DevSuspend, &r)?;
             }
-            c.call(Command::DevRemove, &r).map(drop)
+            c.call(Command::DevRemove, &r)?
         }
-        other => other.map(drop),
+        other => other?,
     };
-    result?;
-    remove_node(name, compat);
+    // The node goes by the name the driver reports (the device may have
+    // been named by uuid or number).
+    if let Some(n) = c_str(&reply.header.name).filter(|n| !n.is_empty()) {
+        remove_node(&String::from_utf8_lossy(n), compat);
+    }
     Ok(())
 }
 
-fn device_size(c: &Control, name: &str) -> Result<u64, Error> {
-    let mut r = Request::named(name)?;
+/// The length of a device's live table.
+fn device_size(c: &Control, r: &Request) -> Result<u64, Error> {
+    let mut r = r.clone();
     r.header.flags |= DM_STATUS_TABLE_FLAG;
     let reply = c.call(Command::TableStatus, &r)?;
     Ok(StatusSpecs::new(reply.payload(), reply.header.target_count)
@@ -444,25 +554,31 @@ fn device_names(c: &Control) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-/// Runs `f` for the named device, or for every device (sorted by name).
+/// Runs `f` for the device the command names (by name, -u or -j/-m), or
+/// for every device (sorted by name; `f` is then told there are many).
+/// As dmsetup, a device that fails does not stop the others: its error
+/// is printed and the command fails at the end.
 fn for_devices(
     c: &Control,
+    cli: &Cli,
     name: Option<&str>,
-    mut f: impl FnMut(&Control, &str) -> Result<(), Error>,
+    mut f: impl FnMut(&Control, &Request, bool) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    match name {
-        Some(n) => f(c, n),
-        None => {
-            let names = device_names(c)?;
-            if names.is_empty() {
-                println!("No devices found");
-            }
-            for n in names {
-                f(c, &n)?;
-            }
-            Ok(())
+    if name.is_some() || addressed(cli) {
+        return f(c, &device_request(cli, name)?, false);
+    }
+    let names = device_names(c)?;
+    if names.is_empty() {
+        println!("No devices found");
+    }
+    let mut failed = None;
+    for n in names {
+        if let Err(e) = f(c, &Request::named(&n)?, true) {
+            eprintln!("rdmsetup: {e}");
+            failed = Some(Error::Failed);
         }
     }
+    failed.map_or(Ok(()), Err)
 }
 
 fn device_count(c: &Control) -> Result<usize, Error> {
@@ -473,10 +589,14 @@ fn device_count(c: &Control) -> Result<usize, Error> {
 /// DM_REMOVE_ALL, repeated while it makes progress: a device held open by
 /// another device's table (a snapshot's COW device) is closed only when
 /// the call that removed its holder returns to user space.
-fn remove_all(c: &Control) -> Result<(), Error> {
+fn remove_all(c: &Control, deferred: bool) -> Result<(), Error> {
+    let mut r = Request::new();
+    if deferred {
+        r.header.flags |= DM_DEFERRED_REMOVE;
+    }
     let mut left = device_count(c)?;
     loop {
-        c.call(Command::RemoveAll, &Request::new())?;
+        c.call(Command::RemoveAll, &r)?;
         let now = device_count(c)?;
         if now == 0 || now >= left {
             return Ok(());
@@ -502,46 +622,139 @@ fn ls(c: &Control) -> Result<(), Error> {
     Ok(())
 }
 
-fn info(c: &Control, name: &str) -> Result<(), Error> {
-    let h = c.call(Command::DevStatus, &Request::named(name)?)?.header;
-    let mut state = if h.flags & DM_SUSPEND_FLAG != 0 {
-        "SUSPENDED"
-    } else {
-        "ACTIVE"
+/// A device's state as `info` shows it, from a reply naming it.
+fn device_info(h: &Header, with_deps: bool, c: Option<&Control>) -> Result<DeviceInfo, Error> {
+    let (major, minor) = decode_dev(h.dev);
+    let text = |b: &[u8]| String::from_utf8_lossy(c_str(b).unwrap_or(&[])).into_owned();
+    let mut d = DeviceInfo {
+        name: text(&h.name),
+        uuid: text(&h.uuid),
+        major,
+        minor,
+        open_count: h.open_count,
+        target_count: h.target_count,
+        event_nr: h.event_nr,
+        live_table: h.flags & DM_ACTIVE_PRESENT_FLAG != 0,
+        inactive_table: h.flags & DM_INACTIVE_PRESENT_FLAG != 0,
+        suspended: h.flags & DM_SUSPEND_FLAG != 0,
+        read_only: h.flags & DM_READONLY_FLAG != 0,
+        deferred_remove: h.flags & DM_DEFERRED_REMOVE != 0,
+        read_ahead: read_ahead(major, minor),
+        blkdevname: kernel_name(major, minor),
+        deps: Vec::new(),
+    };
+    if let (true, Some(c)) = (with_deps, c) {
+        let reply = c.call(Command::TableDeps, &Request::named(&d.name)?)?;
+        let mut devs = vec![0u64; 256];
+        let n = decode_deps(reply.payload(), &mut devs).unwrap_or(0);
+        d.deps = devs[..n.min(devs.len())]
+            .iter()
+            .map(|&dev| {
+                let (ma, mi) = decode_dev(dev);
+                (ma, mi, kernel_name(ma, mi))
+            })
+            .collect();
     }
-    .to_string();
-    if h.flags & DM_READONLY_FLAG != 0 {
-        state.push_str(" (READ-ONLY)");
+    Ok(d)
+}
+
+/// The read-ahead of a disk in sectors, as libdevmapper reads it
+/// (`/sys/dev/block/M:m/bdi/read_ahead_kb` × 2).
+fn read_ahead(major: u32, minor: u32) -> Option<u32> {
+    let kb = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/bdi/read_ahead_kb"))
+        .ok()?;
+    kb.trim().parse::<u32>().ok().map(|v| v * 2)
+}
+
+/// The kernel's name of a block device (`dm-0`, `vda`), from sysfs (as
+/// libdevmapper's `dm_device_get_name`), if it is there.
+fn kernel_name(major: u32, minor: u32) -> Option<String> {
+    std::fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// dmsetup's info block (`_display_info_long`).
+fn print_info_long(d: &DeviceInfo) {
+    println!("Name:              {}", d.name);
+    println!(
+        "State:             {}{}{}",
+        if d.suspended { "SUSPENDED" } else { "ACTIVE" },
+        if d.read_only { " (READ-ONLY)" } else { "" },
+        if d.deferred_remove {
+            " (DEFERRED REMOVE)"
+        } else {
+            ""
+        }
+    );
+    if let Some(ra) = d.read_ahead {
+        println!("Read Ahead:        {ra}");
     }
-    let tables = match (
-        h.flags & DM_ACTIVE_PRESENT_FLAG != 0,
-        h.flags & DM_INACTIVE_PRESENT_FLAG != 0,
-    ) {
+    let tables = match (d.live_table, d.inactive_table) {
         (true, true) => "LIVE & INACTIVE",
         (true, false) => "LIVE",
         (false, true) => "INACTIVE",
         (false, false) => "None",
     };
-    let (major, minor) = decode_dev(h.dev);
-    println!(
-        "Name:              {}",
-        String::from_utf8_lossy(c_str(&h.name).unwrap_or(name.as_bytes()))
-    );
-    println!("State:             {state}");
     println!("Tables present:    {tables}");
-    println!("Open count:        {}", h.open_count);
-    println!("Event number:      {}", h.event_nr);
-    println!("Major, minor:      {major}, {minor}");
-    println!("Number of targets: {}", h.target_count);
-    if let Some(u) = c_str(&h.uuid).filter(|u| !u.is_empty()) {
-        println!("UUID: {}", String::from_utf8_lossy(u));
+    println!("Open count:        {}", d.open_count);
+    println!("Event number:      {}", d.event_nr);
+    println!("Major, minor:      {}, {}", d.major, d.minor);
+    println!("Number of targets: {}", d.target_count);
+    if !d.uuid.is_empty() {
+        println!("UUID: {}", d.uuid);
     }
     println!();
-    Ok(())
 }
 
-fn status(c: &Control, name: &str, table: bool, inactive: bool, prefix: bool) -> Result<(), Error> {
-    let mut r = Request::named(name)?;
+/// `info`: the info block of each device, or with -c one report of them
+/// all.
+fn info_cmd(c: &Control, cli: &Cli, name: Option<&str>) -> Result<(), Error> {
+    let columns = cli
+        .columns
+        .then(|| report::parse_fields(cli.options.as_deref()));
+    let fields = match columns {
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => return Err(Error::Usage(e.to_string())),
+        None => None,
+    };
+    let with_deps = fields.as_deref().is_some_and(report::needs_deps);
+    let mut rows = Vec::new();
+    let result = for_devices(c, cli, name, |c, r, _| {
+        let h = c.call(Command::DevStatus, r)?.header;
+        let d = device_info(&h, with_deps, Some(c))?;
+        match &fields {
+            // A row that cannot be made leaves the device out (dmsetup).
+            Some(f) => rows.push(report::row(f, &d).map_err(|e| Error::Usage(e.to_string()))?),
+            None => print_info_long(&d),
+        }
+        Ok(())
+    });
+    if let Some(f) = &fields {
+        let style = report::Style::new(
+            cli.noheadings,
+            cli.separator.as_deref(),
+            cli.nameprefixes,
+            cli.unquoted,
+            cli.rows,
+        );
+        if !rows.is_empty() {
+            for line in report::render(f, &style, &rows) {
+                println!("{line}");
+            }
+        }
+    }
+    result
+}
+
+fn status(
+    c: &Control,
+    r: &Request,
+    table: bool,
+    inactive: bool,
+    prefix: bool,
+) -> Result<(), Error> {
+    let mut r = r.clone();
     if table {
         r.header.flags |= DM_STATUS_TABLE_FLAG;
     }
@@ -549,7 +762,10 @@ fn status(c: &Control, name: &str, table: bool, inactive: bool, prefix: bool) ->
         r.header.flags |= DM_QUERY_INACTIVE_TABLE_FLAG;
     }
     let reply = c.call(Command::TableStatus, &r)?;
+    let name = String::from_utf8_lossy(c_str(&reply.header.name).unwrap_or(&[])).into_owned();
+    let mut any = false;
     for s in StatusSpecs::new(reply.payload(), reply.header.target_count) {
+        any = true;
         if prefix {
             print!("{name}: ");
         }
@@ -561,21 +777,38 @@ fn status(c: &Control, name: &str, table: bool, inactive: bool, prefix: bool) ->
             String::from_utf8_lossy(s.params)
         );
     }
+    if !any {
+        // dmsetup prints the device's line even without a table.
+        if prefix {
+            print!("{name}: ");
+        }
+        println!();
+    }
     Ok(())
 }
 
-fn deps(c: &Control, name: &str) -> Result<(), Error> {
-    let reply = c.call(Command::TableDeps, &Request::named(name)?)?;
+/// dmsetup's `deps` line: `N dependencies\t: (M, m)...`.
+fn deps(c: &Control, r: &Request, inactive: bool, prefix: bool) -> Result<(), Error> {
+    let mut r = r.clone();
+    if inactive {
+        r.header.flags |= DM_QUERY_INACTIVE_TABLE_FLAG;
+    }
+    let reply = c.call(Command::TableDeps, &r)?;
     let mut devs = vec![0u64; 256];
     let n = decode_deps(reply.payload(), &mut devs).unwrap_or(0);
-    let list: Vec<String> = devs[..n.min(devs.len())]
-        .iter()
-        .map(|&d| {
-            let (ma, mi) = decode_dev(d);
-            format!("({ma}, {mi})")
-        })
-        .collect();
-    println!("{n} dependencies\t: {}", list.join(" "));
+    let mut line = String::new();
+    if prefix {
+        line.push_str(&String::from_utf8_lossy(
+            c_str(&reply.header.name).unwrap_or(&[]),
+        ));
+        line.push_str(": ");
+    }
+    line.push_str(&format!("{n} dependencies\t:"));
+    for &d in &devs[..n.min(devs.len())] {
+        let (ma, mi) = decode_dev(d);
+        line.push_str(&format!(" ({ma}, {mi})"));
+    }
+    println!("{line}");
     Ok(())
 }
 
