@@ -221,6 +221,20 @@ impl BdevFile {
     }
 }
 
+impl BdevFile {
+    /// Flushes the device's volatile write cache and waits for it: every
+    /// write that completed before the call is then on stable media.
+    /// Process context (it sleeps); the caller must not hold anything the
+    /// device's I/O needs.
+    pub fn flush_sync(&self) -> Result {
+        // SAFETY: by the invariant the file is open, so file_bdev() gives
+        // its block device, live while the file is; blkdev_issue_flush()
+        // only sends an empty PREFLUSH bio to it and waits (process
+        // context, per this function's contract).
+        to_result(unsafe { bindings::blkdev_issue_flush(bindings::file_bdev(self.file.as_ptr())) })
+    }
+}
+
 impl Drop for BdevFile {
     fn drop(&mut self) {
         // SAFETY: by the invariant we own this reference to the file.

@@ -503,6 +503,16 @@ module_param(copy_delay_ms, uint, 0644);
 MODULE_PARM_DESC(copy_delay_ms,
 		 "Test knob: hold each chunk copy this many milliseconds before it starts (0: off)");
 
+static unsigned int merge_kib_per_s;
+module_param(merge_kib_per_s, uint, 0644);
+MODULE_PARM_DESC(merge_kib_per_s,
+		 "Most KiB per second a snapshot merge copies back (0: as fast as the disks allow)");
+
+unsigned int rdm_param_merge_kib_per_s(void)
+{
+	return READ_ONCE(merge_kib_per_s);
+}
+
 unsigned int rdm_param_cow_threshold(void)
 {
 	return READ_ONCE(cow_threshold);

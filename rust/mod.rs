@@ -11,5 +11,6 @@ pub mod miscdevice;
 pub mod module;
 pub mod srcu;
 pub mod sync;
+pub mod vec;
 pub mod wait;
 pub mod workqueue;

@@ -39,6 +39,7 @@ pub fn param_dm_compat() -> bool {
 extern "C" {
     fn rdm_param_cow_threshold() -> u32;
     fn rdm_param_copy_delay_ms() -> u32;
+    fn rdm_param_merge_kib_per_s() -> u32;
     fn rdm_jiffies() -> kernel::ffi::c_ulong;
 }
 
@@ -54,6 +55,13 @@ pub fn param_cow_threshold() -> u32 {
 pub fn param_copy_delay_ms() -> u32 {
     // SAFETY: the helper reads the parameter with READ_ONCE.
     unsafe { rdm_param_copy_delay_ms() }
+}
+
+/// The `merge_kib_per_s` module parameter: the most a merge copies back
+/// per second, in KiB (0: no limit). Writable at run time.
+pub fn param_merge_kib_per_s() -> u32 {
+    // SAFETY: the helper reads the parameter with READ_ONCE.
+    unsafe { rdm_param_merge_kib_per_s() }
 }
 
 /// The current time in jiffies.

@@ -284,6 +284,17 @@ impl<T> Drop for DrainRef<T> {
     }
 }
 
+/// Sleeps (uninterruptibly) for at least `ms` milliseconds. Process
+/// context; the caller must hold no spinlock.
+pub fn sleep_ms(ms: u32) {
+    let j = kernel::time::msecs_to_jiffies(ms).max(1);
+    let j = kernel::ffi::c_long::try_from(j).unwrap_or(kernel::ffi::c_long::MAX);
+    // SAFETY: plain value; schedule_timeout_uninterruptible() sets the
+    // task state itself and returns after the timeout (process context,
+    // per this function's contract).
+    unsafe { kernel::bindings::schedule_timeout_uninterruptible(j) };
+}
+
 #[allow(
     improper_ctypes,
     reason = "kernel structs only cross by pointer; their layout is bindgen's"

@@ -557,9 +557,16 @@ impl MappedDevice {
             // is never the last reference.
             t.active.clone()
         };
+        // The targets stop their own writes first (a merge finishes its
+        // batch, which lets the writes it held go), as dm's presuspend;
+        // with no `tables` lock held (that may wait for I/O).
+        Self::presuspend_targets(active.as_ref());
         if lockfs && !ss.frozen {
             if let Some(disk) = &ss.disk {
-                disk.freeze()?;
+                if let Err(e) = disk.freeze() {
+                    Self::resume_targets(active.as_ref());
+                    return Err(e);
+                }
                 ss.frozen = true;
             }
         }
@@ -571,6 +578,24 @@ impl MappedDevice {
         }
         self.tables.lock().suspended = true;
         Ok(())
+    }
+
+    /// Calls every target's `presuspend` (dm's); no `tables` lock held.
+    fn presuspend_targets(table: Option<&TableArc>) {
+        if let Some(t) = table {
+            for e in t.entries.iter() {
+                e.target.get().presuspend();
+            }
+        }
+    }
+
+    /// Calls every target's `resume` (dm's); no `tables` lock held.
+    fn resume_targets(table: Option<&TableArc>) {
+        if let Some(t) = table {
+            for e in t.entries.iter() {
+                e.target.get().resume();
+            }
+        }
     }
 
     /// Thaws what [`MappedDevice::suspend`] froze.
@@ -603,6 +628,7 @@ impl MappedDevice {
             (t.resuming.clone(), t.suspended)
         };
         let mut resized = false;
+        let swapped_in = new.is_some();
         if let Some(new) = new {
             let swapped = self
                 .suspend_locked(&mut ss, lockfs)
@@ -613,14 +639,17 @@ impl MappedDevice {
                     let resuming = self.tables.lock().resuming.take();
                     drop(resuming);
                     if !was_suspended {
-                        self.restart(&mut ss);
+                        // The old table's targets go on again (they were
+                        // presuspended for the swap).
+                        self.restart(&mut ss, true);
                     }
                     return Err(e);
                 }
             }
             self.raise_event();
         }
-        if !self.restart(&mut ss) {
+        // A table just swapped in had its targets resumed by the swap.
+        if !self.restart(&mut ss, !swapped_in) {
             return Ok(false);
         }
         Ok(ss
@@ -671,11 +700,22 @@ impl MappedDevice {
     }
 
     /// Lets I/O through again after a suspend. Returns false (and does
-    /// nothing) if the device was not suspended.
-    fn restart(self: &Arc<Self>, ss: &mut SuspendState) -> bool {
-        if !self.tables.lock().suspended {
-            return false;
+    /// nothing) if the device was not suspended. With `resume_targets`,
+    /// the active table's targets go on first (a table just swapped in was
+    /// resumed by the swap).
+    fn restart(self: &Arc<Self>, ss: &mut SuspendState, resume_targets: bool) -> bool {
+        let active = {
+            let t = self.tables.lock();
+            if !t.suspended {
+                return false;
+            }
+            // Only changed under `suspend_lock`, which we hold.
+            t.active.clone()
+        };
+        if resume_targets {
+            Self::resume_targets(active.as_ref());
         }
+        drop(active);
         self.io_suspended.store(false, Ordering::Release);
         // No submitter is still about to park a bio after this: the work
         // below finds every parked one.
@@ -805,8 +845,17 @@ impl MappedDevice {
     /// deleted, as dm's `dev_remove()`; returns whether it was sent.
     pub(crate) fn destroy(&self, uevent: Option<u32>) -> bool {
         let mut ss = self.suspend_lock.lock();
-        // Commands that looked the device up before get ENXIO from now on.
-        self.tables.lock().removed = true;
+        let active = {
+            let mut t = self.tables.lock();
+            // Commands that looked the device up before get ENXIO from now on.
+            t.removed = true;
+            // Only changed under `suspend_lock`, which we hold.
+            (!t.suspended).then(|| t.active.clone()).flatten()
+        };
+        // As dm's __dm_destroy: the targets stop their own writes first
+        // (a merge stops after its batch); no `tables` lock held.
+        Self::presuspend_targets(active.as_ref());
+        drop(active);
         self.thaw(&mut ss);
         self.dying.store(true, Ordering::Release);
         self.srcu.synchronize();

@@ -7,8 +7,8 @@
 //! - [`kx`]: the safe abstractions the 6.12 `kernel` crate lacks (`rust/`);
 //! - [`control`]: the device-mapper ioctl interface on `/dev/rdm-control`.
 
-// `pin_init!` of a struct with many fields (`MappedDevice`, `Snap`) nests
-// its macros deeper than the default limit of 128.
+// `pin_init!` of a struct with many fields (`MappedDevice`, `Snap`, the
+// snapshot's state) nests its macros deeper than the default limit of 128.
 #![recursion_limit = "256"]
 
 use kernel::prelude::*;

@@ -12,7 +12,7 @@ use crate::kx::wait::EventCounter;
 use crate::rdm_core::table::{
     parse_linear, parse_none, ArgError, DevSpec, OpSupport, OptionalOp, TargetOps,
 };
-use crate::snapshot::targets::{OriginTarget, SnapshotTarget};
+use crate::snapshot::targets::{MergeTarget, OriginTarget, SnapshotTarget};
 use crate::snapshot::Snapshots;
 use crate::striped::Striped;
 use core::fmt::{self, Write};
@@ -34,8 +34,13 @@ pub(crate) trait Target: Send + Sync {
         None
     }
 
-    /// The table went live (resume).
+    /// The table went live, or goes on after a suspend (resume; dm's
+    /// `resume`, also undoing a `presuspend` whose suspend failed).
     fn resume(&self) {}
+
+    /// The device is about to be suspended (dm's `presuspend`): stop
+    /// whatever would write the devices while it is.
+    fn presuspend(&self) {}
 
     /// A `DM_TARGET_MSG` for this target: `None` if the target does not
     /// take messages of this kind, else the outcome, with any answer
@@ -319,6 +324,7 @@ pub(crate) enum TargetKind {
     Striped(Striped),
     Origin(OriginTarget),
     Snapshot(SnapshotTarget),
+    Merge(MergeTarget),
 }
 
 impl TargetKind {
@@ -330,6 +336,7 @@ impl TargetKind {
             TargetKind::Striped(t) => t,
             TargetKind::Origin(t) => t,
             TargetKind::Snapshot(t) => t,
+            TargetKind::Merge(t) => t,
         }
     }
 }
@@ -349,7 +356,7 @@ impl TargetType {
 }
 
 /// Every target type rdm has (dm's versions for the same behaviour).
-pub(crate) static TARGET_TYPES: [TargetType; 6] = [
+pub(crate) static TARGET_TYPES: [TargetType; 7] = [
     TargetType {
         name: "linear",
         version: [1, 4, 0],
@@ -385,6 +392,11 @@ pub(crate) static TARGET_TYPES: [TargetType; 6] = [
         name: "snapshot",
         version: [1, 16, 0],
         ctr: |ctx, p| Ok(TargetKind::Snapshot(SnapshotTarget::new(ctx, p)?)),
+    },
+    TargetType {
+        name: "snapshot-merge",
+        version: [1, 5, 0],
+        ctr: |ctx, p| Ok(TargetKind::Merge(MergeTarget::new(ctx, p)?)),
     },
 ];
 

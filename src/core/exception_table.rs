@@ -23,6 +23,15 @@
 //! directory's keys, one page's keys and one leaf's runs: two pointer
 //! dereferences.
 //!
+//! A merge removes exceptions ([`ExceptionTable::remove`]): the first or
+//! last chunk of a run shortens it, a chunk inside splits it (which may
+//! need a leaf, like an insert); a leaf that empties is freed, a page that
+//! empties leaves the directory. Leaves are not joined back, so after
+//! removals a leaf may be less than half full. A merge cannot let a
+//! removal fail once the copy is on disk: it asks first how many runs its
+//! batch splits ([`ExceptionTable::removal_splits`]) and sets that much
+//! memory aside ([`ExceptionTable::reserve_for_removal`]).
+//!
 //! The memory is the caller's ([`TableMem`]): `Box` and `Vec` on the host
 //! (tests inject allocation failures through it), `KBox`, `KVec` and
 //! `KVVec` in the kernel. An insert makes every allocation it needs before
@@ -154,6 +163,13 @@ impl Leaf {
         self.len += 1;
     }
 
+    /// Removes the run at `i`.
+    fn remove_at(&mut self, i: usize) {
+        let len = self.len as usize;
+        self.runs.copy_within(i + 1..len, i);
+        self.len -= 1;
+    }
+
     /// Moves the upper half of the runs into the empty leaf `to`.
     fn split_into(&mut self, to: &mut Leaf) {
         let len = self.len as usize;
@@ -243,6 +259,16 @@ pub trait TableMem {
     ) -> Result<(), NoMemory>;
     /// Entries `dir` has memory for.
     fn dir_capacity(&self, dir: &Self::Dir) -> usize;
+    /// Takes the last entry off `dir` (a page that emptied): allocates
+    /// nothing.
+    fn pop_dir(&mut self, dir: &mut Self::Dir) -> Option<DirEntry<Self::Page>>;
+    /// Sets `leaves` leaves and `pages` pages aside, and room in `dir` for
+    /// `pages` more entries, so that that many of the following
+    /// [`TableMem::new_leaf`], [`TableMem::new_page`] and
+    /// [`TableMem::reserve_dir`] calls cannot fail (they use what was set
+    /// aside first). On failure what was set aside before stays.
+    fn reserve(&mut self, dir: &mut Self::Dir, leaves: usize, pages: usize)
+        -> Result<(), NoMemory>;
 }
 
 /// Why an exception could not be added.
@@ -511,6 +537,181 @@ impl<M: TableMem> ExceptionTable<M> {
         Ok(())
     }
 
+    /// The run holding `chunk`, if it has an exception.
+    pub fn run_of(&self, chunk: u64) -> Option<Run> {
+        let (d, s) = self.find(chunk)?;
+        let slots = Self::slots(self.dir.get(d)?);
+        let leaf = slots.get(s)?.leaf.as_deref()?;
+        let run = *leaf.runs().get(leaf.run_before(chunk)?)?;
+        run.lookup(chunk).map(|_| run)
+    }
+
+    /// How many runs [`ExceptionTable::remove`] splits in two when it
+    /// removes `chunks` (in descending order, each having an exception),
+    /// one after the other in that order: the new leaves (and at most as
+    /// many pages and directory entries) that removing them may need.
+    /// `Err(c)`: chunk `c` has no exception, or `chunks` is not in
+    /// descending order.
+    pub fn removal_splits(&self, chunks: &[u64]) -> Result<usize, u64> {
+        let mut splits = 0;
+        // The piece of the current run still left below the chunks
+        // removed so far: [lo, end).
+        let mut piece: Option<(u64, u64)> = None;
+        let mut prev = None;
+        for &c in chunks {
+            if prev.is_some_and(|p| p <= c) {
+                return Err(c);
+            }
+            prev = Some(c);
+            let (lo, end) = match piece {
+                Some((lo, end)) if lo <= c && c < end => (lo, end),
+                _ => {
+                    let run = self.run_of(c).ok_or(c)?;
+                    (run.old(), run.old() + run.len())
+                }
+            };
+            piece = if c + 1 == end {
+                Some((lo, c))
+            } else if c == lo {
+                // The lowest chunk left of the run: the rest stays whole.
+                None
+            } else {
+                splits += 1;
+                Some((lo, c))
+            };
+        }
+        Ok(splits)
+    }
+
+    /// Sets aside what `splits` splits of runs need (see
+    /// [`ExceptionTable::removal_splits`]): removals that split no more
+    /// runs than that cannot fail. On failure nothing was set aside that
+    /// was not before.
+    pub fn reserve_for_removal(&mut self, splits: usize) -> Result<(), InsertError> {
+        if splits == 0 {
+            return Ok(());
+        }
+        self.mem.reserve(&mut self.dir, splits, splits)?;
+        Ok(())
+    }
+
+    /// Forgets the exception of origin chunk `old` (a merge copied it
+    /// back); returns its COW chunk, or `None` if it had none.
+    ///
+    /// The first or last chunk of a run shortens it; a chunk inside a run
+    /// splits it in two, which may need a new leaf (and a page and a
+    /// directory entry): taken from what [`ExceptionTable::reserve_for_removal`]
+    /// set aside, else allocated, and if that fails the table is as it
+    /// was (`NoMemory`). A leaf that empties is freed, and a page that
+    /// empties leaves the directory. Leaves are not merged back: after
+    /// removals a leaf may be less than half full.
+    pub fn remove(&mut self, old: u64) -> Result<Option<u64>, InsertError> {
+        let Some((d, s)) = self.find(old) else {
+            return Ok(None);
+        };
+        let leaf = self.leaf_mut(d, s).ok_or(InsertError::BadMemory)?;
+        let Some(i) = leaf.run_before(old) else {
+            return Ok(None);
+        };
+        let run = leaf.runs[i];
+        let Some(new) = run.lookup(old) else {
+            return Ok(None);
+        };
+        let (first, first_new, len) = (run.old(), run.new_chunk(), run.len());
+        let off = old - first;
+        if len == 1 {
+            leaf.remove_at(i);
+            let empty = leaf.len == 0;
+            self.runs -= 1;
+            if empty {
+                self.drop_leaf(d, s)?;
+            } else if i == 0 {
+                self.rekey(d, s);
+            }
+        } else if off == 0 {
+            leaf.runs[i] = Run::new(old + 1, new + 1, len - 1);
+            if i == 0 {
+                self.rekey(d, s);
+            }
+        } else if off + 1 == len {
+            leaf.runs[i] = Run::new(first, first_new, len - 1);
+        } else {
+            let upper = Run::new(old + 1, new + 1, len - off - 1);
+            if !leaf.is_full() {
+                leaf.runs[i] = Run::new(first, first_new, off);
+                leaf.insert_at(i + 1, upper);
+            } else {
+                // Every allocation first; the run is cut once nothing can
+                // fail any more (it is in the lower half, or the upper
+                // one, with `upper` right after it).
+                self.split_leaf(d, s, i + 1, upper)?;
+                let (d, s) = self.find(first).ok_or(InsertError::BadMemory)?;
+                let leaf = self.leaf_mut(d, s).ok_or(InsertError::BadMemory)?;
+                let i = leaf.run_before(first).ok_or(InsertError::BadMemory)?;
+                leaf.runs[i] = Run::new(first, first_new, off);
+            }
+            self.runs += 1;
+        }
+        self.exceptions -= 1;
+        Ok(Some(new))
+    }
+
+    /// The leaf in slot `s` of page `d` has a new first run: its key (and
+    /// its page's) follows it, but the table's first leaf keeps key 0.
+    fn rekey(&mut self, d: usize, s: usize) {
+        if d == 0 && s == 0 {
+            return;
+        }
+        let Some(e) = self.dir.get_mut(d) else {
+            return;
+        };
+        let Some(first) = e
+            .page
+            .get(s)
+            .and_then(|sl| sl.leaf.as_deref())
+            .map(Leaf::first_old)
+        else {
+            return;
+        };
+        e.page[s].key = first;
+        if s == 0 {
+            e.key = first;
+        }
+    }
+
+    /// Frees the empty leaf in slot `s` of page `d`, and the page if that
+    /// was its last leaf.
+    fn drop_leaf(&mut self, d: usize, s: usize) -> Result<(), InsertError> {
+        let e = self.dir.get_mut(d).ok_or(InsertError::BadMemory)?;
+        let len = e.len;
+        e.page[s..len].rotate_left(1);
+        let freed = core::mem::replace(&mut e.page[len - 1], Slot::EMPTY);
+        e.len -= 1;
+        drop(freed);
+        self.leaves -= 1;
+        if e.len > 0 {
+            if s == 0 {
+                if d == 0 {
+                    e.page[0].key = 0;
+                } else {
+                    e.key = e.page[0].key;
+                }
+            }
+            return Ok(());
+        }
+        // The page is empty: out of the directory.
+        self.dir[d..].rotate_left(1);
+        let gone = self.mem.pop_dir(&mut self.dir);
+        drop(gone);
+        if d == 0 {
+            if let Some(first) = self.dir.get_mut(0) {
+                first.key = 0;
+                first.page[0].key = 0;
+            }
+        }
+        Ok(())
+    }
+
     /// Every run, in origin-chunk order.
     pub fn iter_runs(&self) -> impl Iterator<Item = Run> + '_ {
         self.dir
@@ -533,9 +734,24 @@ mod tests {
     struct TestMem<const N: usize> {
         tried: u64,
         fail_at: Option<u64>,
+        #[expect(
+            clippy::vec_box,
+            reason = "the table's leaves are boxes; spares are leaves"
+        )]
+        spare_leaves: Vec<Box<Leaf>>,
+        spare_pages: Vec<HostPage>,
     }
 
     impl<const N: usize> TestMem<N> {
+        fn new() -> Self {
+            TestMem {
+                tried: 0,
+                fail_at: None,
+                spare_leaves: Vec::new(),
+                spare_pages: Vec::new(),
+            }
+        }
+
         fn alloc(&mut self) -> Result<(), NoMemory> {
             let n = self.tried;
             self.tried += 1;
@@ -555,6 +771,9 @@ mod tests {
         type Dir = Vec<DirEntry<HostPage>>;
 
         fn new_leaf(&mut self) -> Result<Box<Leaf>, NoMemory> {
+            if let Some(leaf) = self.spare_leaves.pop() {
+                return Ok(leaf);
+            }
             self.alloc()?;
             // Not empty: the table must empty it.
             let mut leaf = Box::new(Leaf::EMPTY);
@@ -562,6 +781,9 @@ mod tests {
             Ok(leaf)
         }
         fn new_page(&mut self) -> Result<HostPage, NoMemory> {
+            if let Some(page) = self.spare_pages.pop() {
+                return Ok(page);
+            }
             self.alloc()?;
             Ok((0..N).map(|_| Slot::EMPTY).collect())
         }
@@ -588,15 +810,37 @@ mod tests {
         fn dir_capacity(&self, dir: &Vec<DirEntry<HostPage>>) -> usize {
             dir.capacity()
         }
+        fn pop_dir(&mut self, dir: &mut Vec<DirEntry<HostPage>>) -> Option<DirEntry<HostPage>> {
+            dir.pop()
+        }
+        fn reserve(
+            &mut self,
+            dir: &mut Vec<DirEntry<HostPage>>,
+            leaves: usize,
+            pages: usize,
+        ) -> Result<(), NoMemory> {
+            while self.spare_leaves.len() < leaves {
+                self.alloc()?;
+                let mut leaf = Box::new(Leaf::EMPTY);
+                leaf.len = 5;
+                self.spare_leaves.push(leaf);
+            }
+            while self.spare_pages.len() < pages {
+                self.alloc()?;
+                self.spare_pages.push((0..N).map(|_| Slot::EMPTY).collect());
+            }
+            if dir.capacity() < dir.len() + pages {
+                self.alloc()?;
+                dir.reserve(pages);
+            }
+            Ok(())
+        }
     }
 
     type Table<const N: usize> = ExceptionTable<TestMem<N>>;
 
     fn table_n<const N: usize>() -> Table<N> {
-        ExceptionTable::new(TestMem {
-            tried: 0,
-            fail_at: None,
-        })
+        ExceptionTable::new(TestMem::new())
     }
 
     fn table() -> Table<PAGE_SLOTS> {
@@ -1022,6 +1266,17 @@ mod tests {
             fn dir_capacity(&self, dir: &Vec<DirEntry<HostPage>>) -> usize {
                 dir.capacity()
             }
+            fn pop_dir(&mut self, dir: &mut Vec<DirEntry<HostPage>>) -> Option<DirEntry<HostPage>> {
+                dir.pop()
+            }
+            fn reserve(
+                &mut self,
+                _dir: &mut Vec<DirEntry<HostPage>>,
+                _leaves: usize,
+                _pages: usize,
+            ) -> Result<(), NoMemory> {
+                Ok(())
+            }
         }
         let mut t = ExceptionTable::new(Short);
         assert_eq!(t.insert(1, 1), Err(InsertError::BadMemory));
@@ -1065,6 +1320,191 @@ mod tests {
         assert_eq!(t.lookup(0), Some(7));
         assert!(table().lookup(0).is_none());
         check_structure(&t);
+    }
+
+    /// Removes from both; the table must agree with the oracle.
+    fn take<const N: usize>(t: &mut Table<N>, oracle: &mut BTreeMap<u64, u64>, old: u64) {
+        assert_eq!(t.remove(old), Ok(oracle.remove(&old)), "remove {old}");
+    }
+
+    #[test]
+    fn removals_match_an_oracle() {
+        fn run<const N: usize>(seed: u64) {
+            let mut t = table_n::<N>();
+            let mut oracle = BTreeMap::new();
+            let mut rng = Rng(seed);
+            let mut next_free = 0;
+            for round in 0..6 {
+                // Inserts: runs of consecutive chunks (sequential writes)
+                // and scattered ones.
+                for _ in 0..4000 {
+                    let old = rng.next() % 40_000;
+                    let n = if rng.next().is_multiple_of(4) {
+                        rng.next() % 300
+                    } else {
+                        1
+                    };
+                    for k in 0..n {
+                        if !oracle.contains_key(&(old + k)) {
+                            put(&mut t, &mut oracle, old + k, next_free);
+                            next_free += 1;
+                        }
+                    }
+                }
+                check(&t, &oracle, 0);
+                // Removals: at random (run starts, ends and middles), then
+                // everything in some rounds.
+                let keys: Vec<u64> = oracle.keys().copied().collect();
+                let all = round % 3 == 2;
+                for (i, &k) in keys.iter().enumerate() {
+                    if all || rng.next().is_multiple_of(3) {
+                        take(&mut t, &mut oracle, k);
+                    }
+                    // Chunks without an exception: nothing happens.
+                    assert_eq!(t.remove(k + 40_000_000), Ok(None));
+                    if i % 3000 == 0 {
+                        check_structure(&t);
+                    }
+                }
+                check(&t, &oracle, 40_400);
+                if all {
+                    assert!(t.is_empty());
+                    assert_eq!((t.leaves(), t.pages(), t.runs()), (0, 0, 0));
+                }
+            }
+        }
+        run::<2>(11);
+        run::<3>(12);
+        run::<PAGE_SLOTS>(13);
+    }
+
+    #[test]
+    fn a_middle_removal_splits_a_full_leaf() {
+        // One long run per leaf slot, the leaf full: removing a middle
+        // chunk needs a new leaf (and with 2-slot pages, a new page).
+        let mut t = table_n::<2>();
+        let mut oracle = BTreeMap::new();
+        for r in 0..LEAF_RUNS as u64 * 4 {
+            for k in 0..10 {
+                put(&mut t, &mut oracle, r * 100 + k, r * 1000 + k);
+            }
+        }
+        check(&t, &oracle, 0);
+        let (leaves, runs) = (t.leaves(), t.runs());
+        for r in 0..LEAF_RUNS as u64 * 4 {
+            take(&mut t, &mut oracle, r * 100 + 5);
+        }
+        check(&t, &oracle, LEAF_RUNS as u64 * 400);
+        assert_eq!(t.runs(), runs * 2);
+        assert!(t.leaves() > leaves);
+    }
+
+    #[test]
+    fn removal_allocation_failures_change_nothing() {
+        let mut t = table_n::<3>();
+        let mut oracle = BTreeMap::new();
+        let mut rng = Rng(77);
+        for r in 0..3000u64 {
+            let len = 1 + rng.next() % 20;
+            for k in 0..len {
+                put(&mut t, &mut oracle, r * 64 + k, r * 64 + k);
+            }
+        }
+        let mut failed = 0;
+        let keys: Vec<u64> = oracle.keys().copied().collect();
+        for &old in keys.iter().filter(|_| rng.next().is_multiple_of(2)) {
+            for k in 0.. {
+                t.mem.fail_at = Some(t.mem.tried + k);
+                let before = fingerprint(&t);
+                match t.remove(old) {
+                    Err(InsertError::NoMemory) => {
+                        failed += 1;
+                        assert_eq!(
+                            fingerprint(&t),
+                            before,
+                            "remove {old}, allocation {k} failed"
+                        );
+                        assert_eq!(t.lookup(old), oracle.get(&old).copied());
+                    }
+                    r => {
+                        t.mem.fail_at = None;
+                        assert_eq!(r, Ok(oracle.remove(&old)));
+                        break;
+                    }
+                }
+                assert!(k < 3, "a removal needs at most 3 allocations");
+            }
+        }
+        check(&t, &oracle, 0);
+        assert!(failed > 50, "{failed} failures injected");
+    }
+
+    #[test]
+    fn reserved_removals_never_fail() {
+        // A merge removes its batch in descending order after setting
+        // aside what `removal_splits` says: with every allocation failing
+        // from then on, the removals still succeed, and exactly the
+        // predicted number of runs split.
+        fn run<const N: usize>(seed: u64) {
+            let mut t = table_n::<N>();
+            let mut oracle = BTreeMap::new();
+            let mut rng = Rng(seed);
+            let mut next_free = 0;
+            while oracle.len() < 30_000 {
+                let old = rng.next() % 60_000;
+                let n = 1 + rng.next() % 50;
+                for k in 0..n {
+                    if !oracle.contains_key(&(old + k)) {
+                        put(&mut t, &mut oracle, old + k, next_free);
+                        next_free += 1;
+                    }
+                }
+            }
+            let mut total_splits = 0;
+            while !oracle.is_empty() {
+                // A batch: any subset of the chunks, largest first.
+                let want = 1 + (rng.next() % 3000) as usize;
+                let mut batch: Vec<u64> = oracle
+                    .keys()
+                    .copied()
+                    .filter(|_| rng.next().is_multiple_of(4))
+                    .take(want)
+                    .collect();
+                if batch.is_empty() {
+                    batch.push(*oracle.keys().next().unwrap());
+                }
+                batch.reverse();
+                let splits = t.removal_splits(&batch).unwrap();
+                t.reserve_for_removal(splits).unwrap();
+                let (runs, len) = (t.runs(), t.len());
+                let gone = batch.len() as u64;
+                t.mem.fail_at = Some(t.mem.tried);
+                let mut made = 0;
+                for &c in &batch {
+                    let before = t.runs();
+                    take(&mut t, &mut oracle, c);
+                    made += usize::from(t.runs() > before);
+                    t.mem.fail_at = Some(t.mem.tried);
+                }
+                t.mem.fail_at = None;
+                assert_eq!(made, splits, "splits predicted");
+                assert!(t.runs() <= runs + splits as u64);
+                assert_eq!(t.len() + gone, len);
+                total_splits += splits;
+                check_structure(&t);
+            }
+            check(&t, &oracle, 0);
+            assert!(t.is_empty() && t.leaves() == 0);
+            assert!(total_splits > 100, "{total_splits} splits");
+            // A chunk without an exception, or an ascending batch.
+            put(&mut t, &mut oracle, 10, 1);
+            put(&mut t, &mut oracle, 11, 2);
+            assert_eq!(t.removal_splits(&[12]), Err(12));
+            assert_eq!(t.removal_splits(&[10, 11]), Err(11));
+            assert_eq!(t.removal_splits(&[11, 10]), Ok(0));
+        }
+        run::<2>(5);
+        run::<PAGE_SLOTS>(6);
     }
 
     /// One lookup, out of line (as the module's map path makes it, once

@@ -489,6 +489,15 @@ impl Appender {
         Ok(slot)
     }
 
+    /// A merge cut the list to `len` entries ([`merge_cut`]): the next
+    /// entry goes at `len`, and the next free chunk is the one after that
+    /// entry's place in allocation order (dm's figure after a
+    /// `commit_merge`, [`merge_usage`]).
+    pub fn merged_to(&mut self, len: u64) {
+        self.next_pos = len;
+        self.next_free = merge_usage(&self.layout, len).0;
+    }
+
     /// The next COW chunk to hand out (status: allocated = this × chunk).
     pub fn next_free(&self) -> u64 {
         self.next_free
@@ -521,6 +530,80 @@ impl CommitPlan {
         // area, that area must be zeroed (its first entry is the end).
         let (last, _) = layout.entry_at(to);
         CommitPlan { first, last }
+    }
+}
+
+/// Merging a snapshot back into its origin, in dm-snapshot's on-disk
+/// protocol (`persistent_prepare_merge`/`persistent_commit_merge`): the
+/// exceptions leave the list from its end, newest first. Once the chunks
+/// of the entries `[lo, len)` are copied back and the origin is flushed,
+/// the list is cut to `lo` entries by one write (FLUSH+FUA) of the area
+/// that position `lo` falls in ([`merge_cut`]): its first `lo % epa`
+/// entries and zeros after them. Entries in later areas stay on disk
+/// behind the end of the list, which no reader passes (a loader stops in
+/// the first area that is not full), and an area is zeroed before the
+/// list grows into it again. dm cuts one run of consecutive chunks of one
+/// area at a time and writes that area; a cut that reaches back over
+/// several areas leaves the device in a state dm's cuts also reach (the
+/// list ending in an earlier area), so either implementation goes on
+/// from where the other stopped. A crash before the write leaves the
+/// entries to be merged again: the copy is repeated from the COW chunks,
+/// which nothing changed (the merging snapshot takes no new exceptions,
+/// and writes to its unmerged chunks go to those COW chunks first).
+///
+/// The area to write to cut the list to `lo` entries, and how many
+/// entries it keeps.
+pub fn merge_cut(layout: &Layout, lo: u64) -> (u64, u64) {
+    layout.entry_at(lo)
+}
+
+/// The store's figures while merging, as dm-snapshot keeps them after a
+/// `commit_merge` left `len` entries: the next free chunk (the status's
+/// allocated sectors are this × chunk size: the header, the areas up to
+/// the current one and one data chunk per entry of it, as if every entry
+/// had been committed in order) and the current area (the metadata
+/// sectors are (area + 2) × chunk size). With no entry left: 2 chunks
+/// allocated, 2 of metadata.
+pub fn merge_usage(layout: &Layout, len: u64) -> (u64, u64) {
+    let (area, index) = layout.entry_at(len);
+    (layout.area_chunk(area) + index + 1, area)
+}
+
+/// The copies of a merge batch: `entries` (`(old, new)`, sorted by origin
+/// chunk) grouped into runs of consecutive origin chunks stored in
+/// consecutive COW chunks, at most `max_chunks` each, as `(old, new,
+/// chunks)`.
+pub fn merge_copies(entries: &[(u64, u64)], max_chunks: u64) -> MergeCopies<'_> {
+    MergeCopies {
+        entries,
+        at: 0,
+        max_chunks: max_chunks.max(1),
+    }
+}
+
+/// The iterator of [`merge_copies`].
+pub struct MergeCopies<'a> {
+    entries: &'a [(u64, u64)],
+    at: usize,
+    max_chunks: u64,
+}
+
+impl Iterator for MergeCopies<'_> {
+    type Item = (u64, u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64, u64)> {
+        let &(old, new) = self.entries.get(self.at)?;
+        let mut n = 1;
+        while n < self.max_chunks {
+            match self.entries.get(self.at + n as usize) {
+                Some(&(o, w)) if Some(o) == old.checked_add(n) && Some(w) == new.checked_add(n) => {
+                    n += 1
+                }
+                _ => break,
+            }
+        }
+        self.at += n as usize;
+        Some((old, new, n))
     }
 }
 
@@ -877,6 +960,181 @@ mod tests {
         let (area, pos) = kept_area(l, &image_with(l, &[]));
         assert_eq!(pos.live_bytes(), 0);
         assert!(area.iter().all(|&b| b == 0));
+    }
+
+    /// dm-snap-persistent's merge, step by step, on an image: its state
+    /// after a load (the area the list ends in and the entries in it), a
+    /// `prepare_merge` (the run of consecutive chunks at the end of the
+    /// current area, moving back an area when it is empty) and a
+    /// `commit_merge` (those entries cleared, the area written).
+    struct DmMerge {
+        area: u64,
+        committed: u64,
+    }
+
+    impl DmMerge {
+        fn load(l: Layout, img: &[Vec<u8>]) -> DmMerge {
+            let (_, pos) = load(l, img).unwrap();
+            DmMerge {
+                area: pos.area,
+                committed: pos.in_area,
+            }
+        }
+
+        /// One merge step; the entries it dropped, or None when done.
+        fn step(&mut self, l: Layout, img: &mut [Vec<u8>]) -> Option<Vec<(u64, u64)>> {
+            if self.committed == 0 {
+                if self.area == 0 {
+                    return None;
+                }
+                self.area -= 1;
+                self.committed = l.epa();
+            }
+            let a = &mut img[self.area as usize];
+            let (lo, ln) = decode_entry(a, self.committed as usize - 1);
+            let mut n = 1;
+            while n < self.committed {
+                let (o, w) = decode_entry(a, (self.committed - 1 - n) as usize);
+                if o != lo - n || w != ln - n {
+                    break;
+                }
+                n += 1;
+            }
+            let mut gone = Vec::new();
+            for i in 0..n {
+                let idx = (self.committed - 1 - i) as usize;
+                gone.push(decode_entry(a, idx));
+                encode_entry(a, idx, 0, 0);
+            }
+            self.committed -= n;
+            Some(gone)
+        }
+    }
+
+    /// rdm's cut of the list to `lo` entries: the area `lo` falls in,
+    /// rewritten from the entries before `lo` (zeros after).
+    fn rdm_cut(l: Layout, img: &mut [Vec<u8>], lo: u64) {
+        let (area, keep) = merge_cut(&l, lo);
+        let mut fresh = vec![0u8; l.chunk_bytes()];
+        for i in 0..keep as usize {
+            let (o, n) = decode_entry(&img[area as usize], i);
+            encode_entry(&mut fresh, i, o, n);
+        }
+        img[area as usize] = fresh;
+    }
+
+    #[test]
+    fn merges_by_rdm_and_dm_take_turns() {
+        // A list over several areas, in an order dm could have written
+        // (runs of consecutive chunks, and scattered ones); batches of
+        // rdm's cuts (across areas, of any size) and dm's steps, taking
+        // turns: after every write, a load finds exactly the entries not
+        // merged yet, and each side goes on from what the other left.
+        let l = layout(1, 2000); // 32 entries per area
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..40 {
+            let mut a = Appender::new(l, None);
+            let mut ex = Vec::new();
+            let total = 1 + next() % 400;
+            let mut old = 0;
+            while (ex.len() as u64) < total {
+                old = if next() % 3 == 0 {
+                    old + 1
+                } else {
+                    next() % 100_000
+                };
+                if ex.iter().any(|&(o, _)| o == old) {
+                    continue;
+                }
+                let Ok(s) = a.allocate(l.cow_chunks()) else {
+                    break;
+                };
+                ex.push((old, s.new_chunk));
+            }
+            let mut img = image_with(l, &ex);
+            let mut len = ex.len() as u64;
+            let mut merged = 0;
+            while len > 0 {
+                if (next() + round) % 2 == 0 {
+                    let lo = len.saturating_sub(1 + next() % 100);
+                    rdm_cut(l, &mut img, lo);
+                    merged += len - lo;
+                    len = lo;
+                } else {
+                    let mut dm = DmMerge::load(l, &img);
+                    for _ in 0..1 + next() % 5 {
+                        let Some(gone) = dm.step(l, &mut img) else {
+                            break;
+                        };
+                        for (i, e) in gone.iter().enumerate() {
+                            assert_eq!(*e, ex[(len - 1) as usize - i], "dm merges newest first");
+                        }
+                        len -= gone.len() as u64;
+                        merged += gone.len() as u64;
+                    }
+                }
+                let (got, pos) = load(l, &img).unwrap();
+                let want: BTreeMap<u64, u64> = ex[..len as usize].iter().copied().collect();
+                assert_eq!(got, want, "round {round}: the list after merging {merged}");
+                assert_eq!(pos.area * l.epa() + pos.in_area, len);
+            }
+            assert!(DmMerge::load(l, &img).step(l, &mut img).is_none());
+        }
+    }
+
+    #[test]
+    fn merge_usage_is_dms() {
+        let l = layout(8, 100_000); // 256 entries per area, areas at 1, 258, ...
+                                    // All merged: "16/total 16" for 8-sector chunks.
+        assert_eq!(merge_usage(&l, 0), (2, 0));
+        // dm after commit_merge: next_free = area_location(area) +
+        // current_committed + 1, metadata (area + 2) chunks.
+        assert_eq!(merge_usage(&l, 10), (1 + 10 + 1, 0));
+        assert_eq!(merge_usage(&l, 256), (258 + 1, 1));
+        assert_eq!(merge_usage(&l, 300), (258 + 44 + 1, 1));
+        assert_eq!(merge_cut(&l, 300), (1, 44));
+        assert_eq!(merge_cut(&l, 256), (1, 0));
+        // An appender after a merge: the next entry's chunk in order.
+        let mut a = Appender::new(l, None);
+        for _ in 0..300 {
+            a.allocate(l.cow_chunks()).unwrap();
+        }
+        let mut b = Appender::new(l, None);
+        for _ in 0..44 {
+            b.allocate(l.cow_chunks()).unwrap();
+        }
+        a.merged_to(44);
+        assert_eq!((a.next_pos(), a.next_free()), (b.next_pos(), b.next_free()));
+        assert_eq!(a.allocate(l.cow_chunks()), b.allocate(l.cow_chunks()));
+    }
+
+    #[test]
+    fn merge_copies_group_runs() {
+        let e = [
+            (1, 10),
+            (2, 11),
+            (3, 12),
+            (4, 20),
+            (5, 21),
+            (9, 22),
+            (10, 23),
+        ];
+        let c: Vec<_> = merge_copies(&e, 100).collect();
+        assert_eq!(c, [(1, 10, 3), (4, 20, 2), (9, 22, 2)]);
+        let c: Vec<_> = merge_copies(&e, 2).collect();
+        assert_eq!(c, [(1, 10, 2), (3, 12, 1), (4, 20, 2), (9, 22, 2)]);
+        assert_eq!(merge_copies(&[], 4).count(), 0);
+        let top = [(u64::MAX - 1, 5), (u64::MAX, 6)];
+        assert_eq!(
+            merge_copies(&top, 0).collect::<Vec<_>>(),
+            [(u64::MAX - 1, 5, 1), (u64::MAX, 6, 1)]
+        );
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! persistent snapshot invalid on disk is a job too (its one write is the
 //! header): origin writes that must not go before it are held on it.
 //!
+//! A merge's copy back ([`JobKind::Merge`]) is a job too: it reads a run
+//! of the merging snapshot's COW chunks and writes them to the origin, in
+//! the snapshot's own lane, and counts itself out of the [`JobGroup`]
+//! the merge thread waits on (`merge.rs`). It records nothing and holds
+//! no bio.
+//!
 //! Persistent stores. A finished copy is staged in its store and the job
 //! parked; each round the thread drives every store's commit (one in
 //! flight per store, asynchronous: copies go on while the metadata is
@@ -56,7 +62,7 @@ use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
-use crate::kx::wait::Slots;
+use crate::kx::wait::{DrainCounter, EventCounter, Slots};
 use crate::rdm_core::snapshot::round_up_to_block;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use kernel::prelude::*;
@@ -139,6 +145,9 @@ pub(crate) struct Copier {
     thread: AtomicUsize,
     /// The thread is submitting a job's own I/O (only it writes this).
     submitting: AtomicBool,
+    /// Bumped each time a job ends: a merge waiting for other snapshots'
+    /// copies looks again (dm's `_pending_exceptions_done`).
+    pub(crate) finished: EventCounter,
 }
 
 impl Copier {
@@ -157,6 +166,7 @@ impl Copier {
                 wake <- new_condvar!("rdm:copier_wake"),
                 thread: AtomicUsize::new(0),
                 submitting: AtomicBool::new(false),
+                finished: EventCounter::new(),
             }),
             GFP_KERNEL,
         )
@@ -307,6 +317,11 @@ impl Lane {
     /// Wakes the copier thread to look at its active jobs. Any context.
     pub(crate) fn kick(&self) {
         self.copier.kick();
+    }
+
+    /// The copier the lane belongs to.
+    pub(crate) fn copier(&self) -> &Arc<Copier> {
+        &self.copier
     }
 
     fn push(&self, q: &mut Queue, job: Arc<Job>) {
@@ -463,6 +478,34 @@ pub(crate) enum JobKind {
     /// Writes a persistent snapshot's header with valid = 0 (its one
     /// target), then lets the origin writes held on it go.
     InvalidHeader,
+    /// A merge's copy back: reads a run of COW chunks of its one target
+    /// (a merging snapshot) and writes them to the origin chunks they
+    /// hold; ends in its [`JobGroup`].
+    Merge,
+}
+
+/// Jobs someone waits for (a merge batch's copies): how many are left,
+/// whether one failed, and whether that was reading the COW device or
+/// writing the origin (else: no memory for its buffer).
+pub(crate) struct JobGroup {
+    pub(crate) left: DrainCounter,
+    pub(crate) failed: AtomicBool,
+    pub(crate) cow_failed: AtomicBool,
+    pub(crate) origin_failed: AtomicBool,
+}
+
+impl JobGroup {
+    pub(crate) fn new() -> Result<Arc<JobGroup>> {
+        Ok(Arc::new(
+            JobGroup {
+                left: DrainCounter::new(),
+                failed: AtomicBool::new(false),
+                cow_failed: AtomicBool::new(false),
+                origin_failed: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )?)
+    }
 }
 
 /// One chunk copy (a pending exception in each snapshot it serves), or
@@ -499,6 +542,8 @@ pub(crate) struct Job {
     own_write: IrqSpinLock<Option<CountedBio>>,
     /// Link in a queue.
     next: LockedBy<Option<Arc<Job>>, Queue>,
+    /// A [`JobKind::Merge`]'s group.
+    group: Option<Arc<JobGroup>>,
 }
 
 impl Job {
@@ -509,6 +554,17 @@ impl Job {
         chunk_sectors: u64,
         kind: JobKind,
         max_targets: usize,
+    ) -> Result<Arc<Job>> {
+        Self::build(lane, chunk, chunk_sectors, kind, max_targets, None)
+    }
+
+    fn build(
+        lane: &Arc<Lane>,
+        chunk: u64,
+        chunk_sectors: u64,
+        kind: JobKind,
+        max_targets: usize,
+        group: Option<Arc<JobGroup>>,
     ) -> Result<Arc<Job>> {
         let targets = KVec::with_capacity(max_targets.max(1), GFP_KERNEL)?;
         let ready_at = if kind == JobKind::Copy {
@@ -541,9 +597,39 @@ impl Job {
                 ),
                 own_write <- crate::new_irq_spinlock!(None, "rdm:job_own_write"),
                 next: LockedBy::new(&lane.copier.queue, None),
+                group,
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// A merge's copy back of `chunks` origin chunks from `old` on, held in
+    /// `snap`'s COW chunks from `new` on, in `snap`'s lane, counted in
+    /// `group` (the caller counts it in before it queues it).
+    pub(crate) fn merge(
+        snap: &Arc<Snap>,
+        old: u64,
+        new: u64,
+        chunks: u64,
+        group: &Arc<JobGroup>,
+    ) -> Result<Arc<Job>> {
+        let sectors = chunks * snap.geom.sectors();
+        let job = Self::build(
+            &snap.lane,
+            old,
+            sectors,
+            JobKind::Merge,
+            1,
+            Some(group.clone()),
+        )?;
+        job.add_target(
+            snap,
+            Slot {
+                pos: 0,
+                new_chunk: new,
+            },
+        )?;
+        Ok(job)
     }
 
     /// A job of `lane` that writes `snap`'s header with valid = 0.
@@ -568,7 +654,9 @@ impl Job {
     /// Bytes of the buffer the job's copy uses.
     fn buffer_bytes(&self) -> usize {
         match self.kind {
-            JobKind::Copy => ((self.chunk_sectors << 9) as usize).min(MAX_PIECE_BYTES),
+            JobKind::Copy | JobKind::Merge => {
+                ((self.chunk_sectors << 9) as usize).min(MAX_PIECE_BYTES)
+            }
             JobKind::Overwrite | JobKind::InvalidHeader => 0,
         }
     }
@@ -754,7 +842,7 @@ impl CopierThread {
             }
         };
         match job.kind {
-            JobKind::Copy => self.start_copy(&mut entry),
+            JobKind::Copy | JobKind::Merge => self.start_copy(&mut entry),
             JobKind::Overwrite => {}
             JobKind::InvalidHeader => self.start_header_write(&entry),
         }
@@ -771,7 +859,15 @@ impl CopierThread {
             return;
         };
         let origin_sectors = first.snap.origin_dev.nr_sectors();
-        entry.extent = first.snap.geom.extent_on(job.chunk, origin_sectors);
+        entry.extent = match job.kind {
+            // A run of chunks back to the origin: as much of it as the
+            // origin holds (dm's merge clamps its copy the same way).
+            JobKind::Merge => {
+                let start = job.chunk * first.snap.geom.sectors();
+                job.chunk_sectors.min(origin_sectors.saturating_sub(start))
+            }
+            _ => first.snap.geom.extent_on(job.chunk, origin_sectors),
+        };
         if entry.extent == 0 {
             // Past the end of the origin (it shrank): nothing to copy.
             job.stage.store(WRITE_DONE, Ordering::Release);
@@ -795,7 +891,8 @@ impl CopierThread {
         self.read_piece(entry);
     }
 
-    /// Reads the next piece of the chunk from the origin.
+    /// Reads the next piece of the chunk from the origin (for a merge: of
+    /// the run from the COW device).
     fn read_piece(&self, entry: &mut Active) {
         let job = &entry.job;
         let (Some(buf), Some(first)) = (&entry.buf, entry.targets.first()) else {
@@ -807,25 +904,34 @@ impl CopierThread {
         entry.piece = (entry.extent - entry.copied).min(max_piece);
         job.stage.store(READING, Ordering::Release);
         let done_job = job.clone();
-        let sector = job.chunk * job.chunk_sectors + entry.copied;
-        let bytes = (entry.piece << 9) as usize;
-        let origin_dev = first.snap.origin_dev.clone();
+        let (dev, sector, sectors) = match job.kind {
+            // The COW chunks are whole on the COW device: a partial last
+            // piece is read up to a whole block of it (the buffer has the
+            // room: its size is a multiple of the chunk or 1 MiB).
+            JobKind::Merge => (
+                first.snap.cow.clone(),
+                first.new_chunk * first.snap.geom.sectors() + entry.copied,
+                round_up_to_block(entry.piece, first.snap.cow.logical_block_size()),
+            ),
+            _ => (
+                first.snap.origin_dev.clone(),
+                job.chunk * job.chunk_sectors + entry.copied,
+                entry.piece,
+            ),
+        };
+        let bytes = (sectors << 9) as usize;
         let on_done = move |failed: bool| {
             if failed {
                 done_job.failed.store(true, Ordering::Release);
+                if let Some(g) = &done_job.group {
+                    g.cow_failed.store(true, Ordering::Release);
+                }
             }
             done_job.stage.store(READ_DONE, Ordering::Release);
             done_job.lane.copier.kick();
         };
         let res = self.copier.submitting_job_io(|| {
-            submit_page_io_part(
-                &origin_dev,
-                PageIo::Read,
-                sector,
-                buf.clone(),
-                bytes,
-                on_done,
-            )
+            submit_page_io_part(&dev, PageIo::Read, sector, buf.clone(), bytes, on_done)
         });
         if res.is_err() {
             job.failed.store(true, Ordering::Release);
@@ -855,7 +961,8 @@ impl CopierThread {
         }
     }
 
-    /// Writes the piece just read to every snapshot of the job.
+    /// Writes the piece just read to every snapshot of the job (for a
+    /// merge: to the origin).
     fn write_piece(&self, entry: &Active) {
         let job = &entry.job;
         job.stage.store(WRITING, Ordering::Release);
@@ -865,6 +972,10 @@ impl CopierThread {
         };
         if job.failed.load(Ordering::Acquire) {
             job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        }
+        if job.kind == JobKind::Merge {
+            self.write_merge_piece(entry, buf);
             return;
         }
         // One count per write plus ours, dropped after the loop.
@@ -911,6 +1022,48 @@ impl CopierThread {
         Self::write_done(job);
     }
 
+    /// Writes the piece of a merge's run just read to its origin chunks.
+    fn write_merge_piece(&self, entry: &Active, buf: &Arc<PageBuf>) {
+        let job = &entry.job;
+        let Some(t) = entry.targets.first() else {
+            job.failed.store(true, Ordering::Release);
+            job.stage.store(WRITE_DONE, Ordering::Release);
+            return;
+        };
+        job.writes_left.store(1, Ordering::Release);
+        let sector = job.chunk * t.snap.geom.sectors() + entry.copied;
+        let bytes = (entry.piece << 9) as usize;
+        let done_job = job.clone();
+        // Nothing is invalidated: the merge stops, and what it merged
+        // before stays merged.
+        let on_done = move |failed: bool| {
+            if failed {
+                done_job.failed.store(true, Ordering::Release);
+                if let Some(g) = &done_job.group {
+                    g.origin_failed.store(true, Ordering::Release);
+                }
+            }
+            Self::write_done(&done_job);
+        };
+        let res = self.copier.submitting_job_io(|| {
+            submit_page_io_part(
+                &t.snap.origin_dev,
+                PageIo::Write,
+                sector,
+                buf.clone(),
+                bytes,
+                on_done,
+            )
+        });
+        if res.is_err() {
+            job.failed.store(true, Ordering::Release);
+            if let Some(g) = &job.group {
+                g.origin_failed.store(true, Ordering::Release);
+            }
+            Self::write_done(job);
+        }
+    }
+
     fn write_done(job: &Job) {
         if job.writes_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             job.stage.store(WRITE_DONE, Ordering::Release);
@@ -928,7 +1081,9 @@ impl CopierThread {
                 READ_DONE => self.write_piece(entry),
                 WRITE_DONE => {
                     let job = &entry.job;
-                    if job.kind == JobKind::Copy && !job.failed.load(Ordering::Acquire) {
+                    if matches!(job.kind, JobKind::Copy | JobKind::Merge)
+                        && !job.failed.load(Ordering::Acquire)
+                    {
                         entry.copied += entry.piece;
                         entry.piece = 0;
                         if entry.copied < entry.extent {
@@ -938,7 +1093,7 @@ impl CopierThread {
                     }
                     // A read of the chunk sent to the origin before the
                     // job existed must end before origin writes go.
-                    if job.kind != JobKind::InvalidHeader
+                    if !matches!(job.kind, JobKind::InvalidHeader | JobKind::Merge)
                         && entry
                             .targets
                             .iter()
@@ -966,7 +1121,9 @@ impl CopierThread {
     /// writes to; true if it must wait for a commit.
     fn stage(entry: &Active) -> bool {
         let job = &entry.job;
-        if job.failed.load(Ordering::Acquire) || job.kind == JobKind::InvalidHeader {
+        if job.failed.load(Ordering::Acquire)
+            || matches!(job.kind, JobKind::InvalidHeader | JobKind::Merge)
+        {
             return false;
         }
         let mut wait = false;
@@ -1042,8 +1199,26 @@ impl CopierThread {
     /// acknowledges a whole-chunk snapshot write, then re-maps the bios
     /// held on it.
     fn finish(&self, entry: Active) {
+        self.end_job(&entry);
+        self.copier.finished.bump();
+    }
+
+    fn end_job(&self, entry: &Active) {
         let job = &entry.job;
         let failed = job.failed.load(Ordering::Acquire);
+        if job.kind == JobKind::Merge {
+            // A merge's copy back: no exception to record, no bio held.
+            job.state.lock().done = true;
+            job.lane.put_slot();
+            if let Some(g) = &job.group {
+                if failed {
+                    g.failed.store(true, Ordering::Release);
+                }
+                // Last: the merge thread may go on at once.
+                g.left.dec();
+            }
+            return;
+        }
         let mut own_write_ok = !failed;
         for t in entry.targets.iter() {
             if job.kind == JobKind::InvalidHeader {

@@ -9,6 +9,7 @@
 //! copier's `NoIo` scope (no compaction) could not count on, and has no
 //! `KMALLOC_MAX_SIZE` ceiling.
 
+use crate::kx::vec;
 use crate::rdm_core::exception_table::{DirEntry, Leaf, NoMemory, Slot, TableMem, PAGE_SLOTS};
 use kernel::prelude::*;
 
@@ -19,13 +20,30 @@ type KPage = KVec<Slot<KBox<Leaf>>>;
 kernel::static_assert!(core::mem::size_of::<Slot<KBox<Leaf>>>() * PAGE_SLOTS == 4096);
 kernel::static_assert!(core::mem::size_of::<Leaf>() <= 2048);
 
-/// The kernel's allocators for an exception table.
-pub(crate) struct KLeaves;
+/// The kernel's allocators for an exception table, with what a merge set
+/// aside for the removals of its batch (see
+/// `ExceptionTable::reserve_for_removal`).
+pub(crate) struct KLeaves {
+    spare_leaves: KVVec<KBox<Leaf>>,
+    spare_pages: KVVec<KPage>,
+}
 
 impl KLeaves {
-    /// The allocators (they hold nothing).
+    /// The allocators, with nothing set aside.
     pub(crate) fn new() -> Self {
-        KLeaves
+        KLeaves {
+            spare_leaves: KVVec::new(),
+            spare_pages: KVVec::new(),
+        }
+    }
+
+    fn alloc_page() -> Result<KPage, NoMemory> {
+        let mut page = KVec::with_capacity(PAGE_SLOTS, GFP_KERNEL).map_err(|_| NoMemory)?;
+        for _ in 0..PAGE_SLOTS {
+            // Within the capacity: allocates nothing.
+            page.push(Slot::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)?;
+        }
+        Ok(page)
     }
 }
 
@@ -36,16 +54,17 @@ impl TableMem for KLeaves {
     type Dir = KVVec<DirEntry<KPage>>;
 
     fn new_leaf(&mut self) -> Result<KBox<Leaf>, NoMemory> {
+        if let Some(leaf) = vec::pop(&mut self.spare_leaves) {
+            return Ok(leaf);
+        }
         KBox::new(Leaf::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)
     }
 
     fn new_page(&mut self) -> Result<KPage, NoMemory> {
-        let mut page = KVec::with_capacity(PAGE_SLOTS, GFP_KERNEL).map_err(|_| NoMemory)?;
-        for _ in 0..PAGE_SLOTS {
-            // Within the capacity: allocates nothing.
-            page.push(Slot::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)?;
+        if let Some(page) = vec::pop(&mut self.spare_pages) {
+            return Ok(page);
         }
-        Ok(page)
+        Self::alloc_page()
     }
 
     fn new_dir(&mut self) -> KVVec<DirEntry<KPage>> {
@@ -67,5 +86,41 @@ impl TableMem for KLeaves {
 
     fn dir_capacity(&self, dir: &KVVec<DirEntry<KPage>>) -> usize {
         dir.capacity()
+    }
+
+    fn pop_dir(&mut self, dir: &mut KVVec<DirEntry<KPage>>) -> Option<DirEntry<KPage>> {
+        vec::pop(dir)
+    }
+
+    fn reserve(
+        &mut self,
+        dir: &mut KVVec<DirEntry<KPage>>,
+        leaves: usize,
+        pages: usize,
+    ) -> Result<(), NoMemory> {
+        // The spare lists are `KVVec`s: no high-order allocation however
+        // many splits a batch has (one is rare: only a list whose order
+        // differs from the allocation order, as on a COW device dm
+        // wrote, splits runs).
+        self.spare_leaves
+            .reserve(leaves.saturating_sub(self.spare_leaves.len()), GFP_KERNEL)
+            .map_err(|_| NoMemory)?;
+        self.spare_pages
+            .reserve(pages.saturating_sub(self.spare_pages.len()), GFP_KERNEL)
+            .map_err(|_| NoMemory)?;
+        while self.spare_leaves.len() < leaves {
+            let leaf = KBox::new(Leaf::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)?;
+            // Room reserved above: allocates nothing.
+            self.spare_leaves
+                .push(leaf, GFP_KERNEL)
+                .map_err(|_| NoMemory)?;
+        }
+        while self.spare_pages.len() < pages {
+            let page = Self::alloc_page()?;
+            self.spare_pages
+                .push(page, GFP_KERNEL)
+                .map_err(|_| NoMemory)?;
+        }
+        dir.reserve(pages, GFP_KERNEL).map_err(|_| NoMemory)
     }
 }

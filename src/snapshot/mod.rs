@@ -18,10 +18,16 @@
 //!   copier kthread (`copier.rs`); how many may be in progress is bounded
 //!   by `cow_threshold`, and a writer waits for room holding no lock.
 //!
+//! - A merge (`snapshot-merge`, `merge.rs`) hands a persistent snapshot
+//!   over to its origin: the snapshot takes no more copies, a merge thread
+//!   copies its chunks back newest first in dm-snapshot's on-disk
+//!   protocol, and the origin's I/O goes through [`Snap::merge_map`].
+//!
 //! See `Documentation/locking.rst` for the lock order and contexts.
 
 pub(crate) mod copier;
 mod leaves;
+pub(crate) mod merge;
 pub(crate) mod store;
 pub(crate) mod targets;
 
@@ -30,12 +36,14 @@ use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
 use crate::kx::sync::{IrqSpinLock, RwSem};
-use crate::kx::wait::{DrainCounter, EventCounter};
+use crate::kx::wait::{sleep_ms, DrainCounter, EventCounter};
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
 use crate::rdm_core::snapshot::{ChunkGeometry, NoRoom, StoreKind};
 use crate::striped::StripeErrors;
 use copier::{Copier, Lane};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use kernel::new_spinlock;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
@@ -78,6 +86,10 @@ impl Snapshots {
                 snaps <- crate::new_rwsem!(KVec::new(), "rdm:origin_snapshots"),
                 min_chunk: AtomicU32::new(0),
                 lane,
+                gate: MergeGate {
+                    paused: DrainCounter::new(),
+                    busy: DrainCounter::new(),
+                },
             }),
             GFP_KERNEL,
         )?;
@@ -168,6 +180,54 @@ pub(crate) struct Origin {
     min_chunk: AtomicU32,
     /// The copier's lane of the copies origin writes need.
     lane: Arc<Lane>,
+    /// A merge's batch and the activation of a snapshot exclude each
+    /// other (a snapshot made active in the middle of a batch would miss
+    /// the copies the batch made before it overwrote the origin).
+    gate: MergeGate,
+}
+
+/// The exclusion of a merge's batches and snapshot activations on one
+/// origin (dm suspends the origin and stops the merge instead): two
+/// counters, no lock.
+struct MergeGate {
+    /// Activations in progress: no batch starts.
+    paused: DrainCounter,
+    /// A batch in progress (0 or 1).
+    busy: DrainCounter,
+}
+
+/// A merge batch in progress on its origin ([`MergeGate::enter`]).
+pub(crate) struct GateHold<'a>(&'a MergeGate);
+
+impl Drop for GateHold<'_> {
+    fn drop(&mut self) {
+        self.0.busy.dec();
+    }
+}
+
+impl MergeGate {
+    /// Waits until no activation is in progress and marks a batch as
+    /// running. The merge thread, holding nothing.
+    fn enter(&self) -> GateHold<'_> {
+        loop {
+            self.busy.inc();
+            if self.paused.get() == 0 {
+                return GateHold(self);
+            }
+            self.busy.dec();
+            self.paused.wait_zero();
+        }
+    }
+
+    /// Runs `f` with no batch in progress (one running is waited for).
+    /// Process context, holding nothing a batch needs.
+    fn paused<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.paused.inc();
+        self.busy.wait_zero();
+        let r = f();
+        self.paused.dec();
+        r
+    }
 }
 
 /// What a new snapshot is made of: its devices, its store and the
@@ -197,6 +257,67 @@ pub(crate) enum SnapError {
     Dying(Arc<Snap>),
     /// Out of memory.
     NoMem,
+    /// A `snapshot` target on a snapshot handed over to a merge.
+    Merging,
+    /// A `snapshot-merge` target on a transient snapshot.
+    MergeTransient,
+}
+
+/// Why a `snapshot-merge` target may not merge its snapshot.
+pub(crate) enum MergeRefusal {
+    /// The snapshot is invalid.
+    Invalid,
+    /// A `PO` snapshot overflowed.
+    Overflowed,
+    /// Another snapshot of the origin (this COW device) is merging.
+    OtherMerge(u64),
+}
+
+/// A merge batch's chunks and the writes held for them, under
+/// [`Snap::merging`].
+pub(crate) struct MergeIo {
+    /// The origin chunks being copied back, sorted; empty between batches.
+    batch: KVVec<u64>,
+    /// Writes to those chunks, held until the batch ends (newest first).
+    held: Option<KBox<HeldWrite>>,
+}
+
+impl MergeIo {
+    fn holds(&self, chunk: u64) -> bool {
+        self.batch.binary_search(&chunk).is_ok()
+    }
+}
+
+/// A write to the merging origin held until its chunk's batch ends.
+struct HeldWrite {
+    bio: Bio,
+    chunk: u64,
+    next: Option<KBox<HeldWrite>>,
+}
+
+// The merge's state (`MergeInfo::state`).
+/// No merge thread has run.
+pub(crate) const MERGE_IDLE: u8 = 0;
+/// A merge thread runs.
+pub(crate) const MERGE_RUNNING: u8 = 1;
+/// Every chunk is merged.
+pub(crate) const MERGE_DONE: u8 = 2;
+/// The last merge thread stopped on an error (the status says `Merge
+/// failed`); the next resume tries again.
+pub(crate) const MERGE_FAILED: u8 = 3;
+/// Stopped by a suspend or a teardown, chunks left.
+pub(crate) const MERGE_STOPPED: u8 = 4;
+
+/// A snapshot's merge: who merges it and how far it got.
+pub(crate) struct MergeInfo {
+    /// `snapshot-merge` targets on the snapshot (changed under `origins`).
+    pub(crate) targets: AtomicUsize,
+    /// A merge thread runs for the snapshot.
+    pub(crate) running: AtomicBool,
+    pub(crate) state: AtomicU8,
+    /// Chunks merged and batches committed since the snapshot was loaded.
+    pub(crate) merged: AtomicU64,
+    pub(crate) batches: AtomicU64,
 }
 
 /// One snapshot.
@@ -241,10 +362,24 @@ pub(crate) struct Snap {
     /// The snapshot's length in sectors: origin chunks at or past it are
     /// not copied (set by the target that loads or resumes it).
     len: AtomicU64,
-    /// The copier's lane of the snapshot's own writes' jobs.
+    /// The copier's lane of the snapshot's own writes' jobs (and of its
+    /// merge's copies back).
     lane: Arc<Lane>,
     /// The event number of the device that loaded the snapshot.
     events: Arc<EventCounter>,
+    /// Handed over to a merge (dm: the source of the handover goes
+    /// invalid): origin writes make no copies for it, its `snapshot`
+    /// targets fail their I/O. Never cleared.
+    handed_over: AtomicBool,
+    /// The merge's batch and held writes: taken inside a hold of
+    /// `exceptions` (leaf; process context only).
+    #[pin]
+    merging: SpinLock<MergeIo>,
+    pub(crate) merge: MergeInfo,
+    /// Writes to the snapshot device from their map to their completion
+    /// (held on a job or sent to the COW device): a merge starts once the
+    /// ones made before its handover are over.
+    writes: DrainCounter,
 }
 
 impl Snap {
@@ -256,6 +391,7 @@ impl Snap {
         cow: u64,
         chunk: u64,
         kind: StoreKind,
+        merge: bool,
     ) -> Result<Option<Arc<Snap>>, SnapError> {
         let origins = origin.snapshots.origins.lock();
         if let Some(other) = cow_user_of_other_origin(&origins, cow, origin.devt) {
@@ -268,11 +404,29 @@ impl Snap {
         if chunk != 0 && s.geom.sectors() != chunk {
             return Err(SnapError::CowInUse(s.geom.sectors()));
         }
-        if s.store.kind() != kind {
-            return Err(SnapError::CowOtherStore);
-        }
+        s.joinable(kind, merge)?;
         s.add_user()?;
         Ok(Some(s.clone()))
+    }
+
+    /// Whether a target of store type `kind` (a `snapshot-merge` one if
+    /// `merge`) may join this snapshot: a snapshot target the same store
+    /// type, unless the snapshot was handed over to a merge; a merge
+    /// target any persistent snapshot (P and PO are the same on disk).
+    fn joinable(&self, kind: StoreKind, merge: bool) -> Result<(), SnapError> {
+        if merge {
+            if self.store.persistent().is_none() {
+                return Err(SnapError::MergeTransient);
+            }
+            return Ok(());
+        }
+        if self.store.kind() != kind {
+            return Err(SnapError::CowOtherStore);
+        }
+        if self.is_handed_over() {
+            return Err(SnapError::Merging);
+        }
+        Ok(())
     }
 
     /// One more target uses the snapshot, unless its last one already went
@@ -301,6 +455,7 @@ impl Snap {
         origin: OriginRef,
         parts: SnapParts,
         events: &Arc<EventCounter>,
+        merge: bool,
     ) -> Result<Arc<Snap>, SnapError> {
         let SnapParts {
             origin_dev,
@@ -339,6 +494,22 @@ impl Snap {
                 len: AtomicU64::new(len),
                 lane,
                 events: events.clone(),
+                handed_over: AtomicBool::new(false),
+                merging <- new_spinlock!(
+                    MergeIo {
+                        batch: KVVec::new(),
+                        held: None,
+                    },
+                    "rdm:merge_io"
+                ),
+                writes: DrainCounter::new(),
+                merge: MergeInfo {
+                    targets: AtomicUsize::new(0),
+                    running: AtomicBool::new(false),
+                    state: AtomicU8::new(MERGE_IDLE),
+                    merged: AtomicU64::new(0),
+                    batches: AtomicU64::new(0),
+                },
             }),
             GFP_KERNEL,
         )
@@ -354,9 +525,7 @@ impl Snap {
             if s.geom != geom {
                 return Err(SnapError::CowInUse(s.geom.sectors()));
             }
-            if s.store.kind() != kind {
-                return Err(SnapError::CowOtherStore);
-            }
+            s.joinable(kind, merge)?;
             s.add_user()?;
             return Ok(s.clone());
         }
@@ -409,7 +578,69 @@ impl Snap {
     /// now on origin writes preserve its chunks (those before `len`).
     pub(crate) fn activate(&self, len: u64) {
         self.len.store(len, Ordering::Release);
-        self.active.store(true, Ordering::Release);
+        if self.active.load(Ordering::Acquire) {
+            return;
+        }
+        // Not in the middle of a merge batch of the origin: the batch made
+        // the copies the snapshots active when it started needed.
+        self.origin
+            .gate
+            .paused(|| self.active.store(true, Ordering::Release));
+    }
+
+    /// Handed over to a merge.
+    pub(crate) fn is_handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
+    }
+
+    /// The snapshot-merge target of this snapshot went live: from now on
+    /// the snapshot is the merge's (see [`Snap::handed_over`]). Returns
+    /// false if it already was.
+    pub(crate) fn hand_over(&self) -> bool {
+        // SeqCst: against the snapshot map path's count-then-check.
+        if self.handed_over.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        // A publication that saw the snapshot wanting copies did so under
+        // `pending` and counted itself there: after this, every one is
+        // counted in `outstanding` (which the merge waits for) or sees it
+        // handed over.
+        drop(self.pending.lock());
+        true
+    }
+
+    /// Makes `self` (joined or registered by a `snapshot-merge` target) the
+    /// snapshot its origin merges, counting the target; refused if it is
+    /// invalid or overflowed, or if another snapshot of the origin is
+    /// merging. Process context.
+    pub(crate) fn claim_merge(&self) -> Result<(), MergeRefusal> {
+        let _origins = self.origin.snapshots.origins.lock();
+        if !self.is_valid() {
+            return Err(MergeRefusal::Invalid);
+        }
+        if self.is_overflowed() {
+            return Err(MergeRefusal::Overflowed);
+        }
+        let snaps = self.origin.snaps.read();
+        let other = snaps.iter().flatten().find(|s| {
+            !core::ptr::eq::<Snap>(&***s, self) && s.merge.targets.load(Ordering::Acquire) > 0
+        });
+        if let Some(other) = other {
+            return Err(MergeRefusal::OtherMerge(other.cow.devt()));
+        }
+        self.merge.targets.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// A `snapshot-merge` target of the snapshot went away.
+    pub(crate) fn release_merge(&self) {
+        let _origins = self.origin.snapshots.origins.lock();
+        self.merge.targets.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The origin the snapshot is of.
+    pub(crate) fn origin(&self) -> &Arc<Origin> {
+        &self.origin
     }
 
     /// Whether the snapshot has origin chunk `chunk` (it is shorter than
@@ -428,7 +659,7 @@ impl Snap {
     }
 
     fn wants_copies(&self) -> bool {
-        self.active.load(Ordering::Acquire) && self.is_valid()
+        self.active.load(Ordering::Acquire) && self.is_valid() && !self.is_handed_over()
     }
 
     /// Marks the snapshot invalid (its I/O fails from now on) and raises an
@@ -584,11 +815,15 @@ fn update_min_chunk(origin: &Origin, snaps: &KVec<Option<Arc<Snap>>>) {
 /// context: may not sleep, and drops nothing whose destructor sleeps).
 pub(crate) enum EndHook {
     None,
-    /// A snapshot read of this chunk sent to the origin: un-track it.
-    TrackedRead(Arc<Snap>, u64),
+    /// A snapshot read of this chunk sent to the origin, or a write to a
+    /// merging origin sent to the chunk's COW copy: un-track it.
+    Tracked(Arc<Snap>, u64),
     /// A whole-chunk snapshot write that is its own copy: acknowledged
     /// when its job ends.
     Overwrite(Arc<Job>),
+    /// A write to a snapshot device (counted in `Snap::writes`): uncount
+    /// it.
+    SnapWrite(Arc<Snap>),
     /// An I/O sent to a stripe of a `striped` target: a failure is
     /// counted against that stripe.
     Stripe(Arc<StripeErrors>, u32),
@@ -600,7 +835,7 @@ impl EndHook {
     pub(crate) fn run(self, done: CountedBio) {
         match self {
             EndHook::None => done.end(false),
-            EndHook::TrackedRead(snap, chunk) => {
+            EndHook::Tracked(snap, chunk) => {
                 snap.untrack(chunk);
                 // Not the last reference: `done` still counts the table,
                 // whose target holds the snapshot.
@@ -608,6 +843,12 @@ impl EndHook {
                 done.end(false);
             }
             EndHook::Overwrite(job) => job.own_write_done(done),
+            EndHook::SnapWrite(snap) => {
+                snap.writes.dec();
+                // Not the last reference, as for a tracked read.
+                drop(snap);
+                done.end(false);
+            }
             EndHook::Stripe(errors, stripe) => {
                 errors.ended(stripe, done.failed());
                 // Not the last reference: `done` still counts the table,
@@ -848,6 +1089,76 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// Makes every active snapshot that still needs the data of
+    /// `[sector, sector + sectors)` copy it first (a merge is about to
+    /// overwrite those origin chunks), as an origin write would, but with
+    /// no bio: returns a job to wait for if a copy is pending (`None`: the
+    /// range is clear), ENOSPC if a snapshot that needs the data has a COW
+    /// device shrunk below the chunks it holds. Copies are made past `cow_threshold` (the merge
+    /// thread waits for them anyway, holding nothing). Process context.
+    pub(crate) fn preserve(&self, sector: u64, sectors: u64) -> Result<Option<Arc<Job>>> {
+        let _noio = NoIo::enter();
+        let mut cursor = None;
+        let mut made = None;
+        loop {
+            let plan = self.plan_write(sector, sectors, cursor);
+            if cursor.is_some() && !matches!(plan, Plan::Copy { .. }) {
+                // Nothing more to copy after the cursor: wait for a job
+                // made here; the caller scans again afterwards.
+                if made.is_some() {
+                    return Ok(made);
+                }
+                cursor = None;
+                continue;
+            }
+            match plan {
+                Plan::Clear => return Ok(None),
+                Plan::Wait(job) => return Ok(Some(job)),
+                Plan::SyncInvalid(snap) => {
+                    if let Some(job) = snap.invalid_header_job()? {
+                        return Ok(Some(job));
+                    }
+                }
+                Plan::Copy {
+                    chunk,
+                    chunk_sectors,
+                    cursor: at,
+                } => {
+                    self.lane.take_slot(From::Copier);
+                    let (job, served, shrunk) = match self.publish_copy(chunk, chunk_sectors) {
+                        Ok(made) => made,
+                        Err(e) => {
+                            self.lane.put_slot();
+                            return Err(e);
+                        }
+                    };
+                    if shrunk {
+                        // A snapshot's COW device shrank below what it
+                        // holds: the chunk cannot be preserved for it, so
+                        // the merge must not overwrite it (as an origin
+                        // write fails). The snapshot keeps everything; the
+                        // copies for the others go on.
+                        if served > 0 {
+                            job.enqueue();
+                        } else {
+                            self.lane.put_slot();
+                        }
+                        return Err(ENOSPC);
+                    }
+                    cursor = Some(at);
+                    if served == 0 {
+                        self.lane.put_slot();
+                        continue;
+                    }
+                    job.clone().enqueue();
+                    made = Some(job);
+                }
+            }
+        }
+    }
+}
+
 /// What [`publish_one`] did.
 #[derive(PartialEq, Eq)]
 enum Published {
@@ -883,8 +1194,8 @@ fn publish_one(
     if pending.get(&chunk).is_some() {
         return Published::No;
     }
-    // Checked under `pending`: `unregister` relies on it.
-    if !own_write && !snap.wants_copies() {
+    // Checked under `pending`: `unregister` and `hand_over` rely on it.
+    if (!own_write && !snap.wants_copies()) || snap.is_handed_over() {
         return Published::No;
     }
     let slot = match snap.store.prepare_exception() {
@@ -915,6 +1226,30 @@ fn publish_one(
     Published::Yes
 }
 
+/// A snapshot-device write counted in [`Snap::writes`]: the count goes
+/// when this is dropped, unless the completion hook of the write's clone
+/// took it over ([`WriteCount::hook`]).
+struct WriteCount<'a>(Option<&'a Snap>);
+
+impl WriteCount<'_> {
+    /// The hook of the clone that carries the bio on: it uncounts the
+    /// write when it completes (nothing for a read).
+    fn hook(&mut self, snap: &Arc<Snap>) -> EndHook {
+        match self.0.take() {
+            Some(_) => EndHook::SnapWrite(snap.clone()),
+            None => EndHook::None,
+        }
+    }
+}
+
+impl Drop for WriteCount<'_> {
+    fn drop(&mut self) {
+        if let Some(snap) = self.0 {
+            snap.writes.dec();
+        }
+    }
+}
+
 /// The COW device of `snap` is full: a `PO` snapshot's own write
 /// overflows it, anything else invalidates it (as dm).
 fn full(snap: &Snap, own_write: bool) -> Published {
@@ -934,10 +1269,6 @@ impl Snap {
     /// device handed over with `io`.
     pub(crate) fn map(self: &Arc<Self>, mut bio: Bio, io: Io<'_>) {
         let _noio = NoIo::enter();
-        if !self.is_valid() {
-            io.end(bio, true);
-            return;
-        }
         let write = match bio.op() {
             BioOp::Read => false,
             BioOp::Write => true,
@@ -946,6 +1277,21 @@ impl Snap {
                 return;
             }
         };
+        // A write is counted until it completes (a merge waits for the
+        // count after the handover); counted before the check, so that a
+        // handover either is seen here or waits for this write.
+        let mut count = WriteCount(None);
+        if write {
+            self.writes.inc();
+            count = WriteCount(Some(self));
+            fence(Ordering::SeqCst);
+        }
+        // Handed over to a merge, a snapshot device fails its I/O (dm: the
+        // handover leaves the source invalid).
+        if !self.is_valid() || self.is_handed_over() {
+            io.end(bio, true);
+            return;
+        }
         if write && self.is_overflowed() {
             io.end(bio, true);
             return;
@@ -959,7 +1305,9 @@ impl Snap {
             if let Some(new) = ex.lookup(chunk) {
                 drop(ex);
                 self.remap_to_cow(&mut bio, new);
-                io.remap(bio, &self.cow);
+                if let Some(clone) = io.clone_bio(bio, Some(&self.cow), count.hook(self)) {
+                    clone.submit();
+                }
                 return;
             }
             if !write {
@@ -990,7 +1338,7 @@ impl Snap {
                     // old data at the COW chunk.
                     self.untrack(chunk);
                 }
-                let Some(clone) = io.clone_bio(bio, None, EndHook::None) else {
+                let Some(clone) = io.clone_bio(bio, None, count.hook(self)) else {
                     return;
                 };
                 if let Err(clone) = job.hold_snapshot(self, clone) {
@@ -1002,7 +1350,7 @@ impl Snap {
             drop(ex);
             if !write {
                 // Not copied: read the origin, tracked until it completes.
-                let hook = EndHook::TrackedRead(self.clone(), chunk);
+                let hook = EndHook::Tracked(self.clone(), chunk);
                 if let Some(clone) = io.clone_bio(bio, Some(&self.origin_dev), hook) {
                     clone.submit();
                 }
@@ -1045,7 +1393,7 @@ impl Snap {
                 }
                 Published::No => {
                     lane.put_slot();
-                    if !self.is_valid() {
+                    if !self.is_valid() || self.is_handed_over() {
                         io.end(bio, true);
                         return;
                     }
@@ -1055,7 +1403,9 @@ impl Snap {
             if whole {
                 // The write is the copy: send it to the COW chunk now; its
                 // completion hands it to the job, which acknowledges it
-                // when the exception is recorded (and committed).
+                // when the exception is recorded (and committed). (The
+                // job is an outstanding exception: a merge waits for it,
+                // and so for this write, without the write count.)
                 let new = job.first_new_chunk();
                 self.remap_to_cow(&mut bio, new);
                 let hook = EndHook::Overwrite(job.clone());
@@ -1070,7 +1420,7 @@ impl Snap {
             // that held clones give back, and with a persistent store,
             // held clones wait for this job's commit).
             job.clone().enqueue();
-            let Some(clone) = io.clone_bio(bio, None, EndHook::None) else {
+            let Some(clone) = io.clone_bio(bio, None, count.hook(self)) else {
                 // The copy still runs; nothing waits for it.
                 return;
             };
@@ -1116,6 +1466,216 @@ impl Snap {
                 pr_err!("snapshot: chunk {chunk} neither copied nor pending after its copy\n");
                 bio.end(true);
             }
+        }
+    }
+}
+
+impl Snap {
+    /// Maps a bio of the `snapshot-merge` target (in origin sectors,
+    /// inside one chunk of this, the merging, snapshot), as dm's
+    /// `snapshot_merge_map`: a chunk not merged yet is read from its COW
+    /// copy, and written there too (tracked: its batch waits for the
+    /// write before it copies the chunk back), unless its batch is being
+    /// copied back, when the write is held until the batch ends; a merged
+    /// chunk (or one that never had an exception) is the origin's, whose
+    /// writes copy for the other snapshots first.
+    pub(crate) fn merge_map(self: &Arc<Self>, mut bio: Bio, io: Io<'_>) {
+        let _noio = NoIo::enter();
+        let write = match bio.op() {
+            BioOp::Read => false,
+            BioOp::Write => true,
+            _ => {
+                io.end_unsupported(bio);
+                return;
+            }
+        };
+        if !self.is_valid() {
+            // dm: a merging snapshot that is not valid is no exception
+            // store any more: the origin is the data.
+            self.merge_to_origin(bio, io, write);
+            return;
+        }
+        let chunk = self.geom.chunk_of(bio.sector());
+        let mut track_node = None;
+        loop {
+            let ex = self.exceptions.read();
+            let Some(new) = ex.lookup(chunk) else {
+                drop(ex);
+                self.merge_to_origin(bio, io, write);
+                return;
+            };
+            if !write {
+                // The COW chunk of an exception is never reused while the
+                // snapshot merges: a read racing the chunk's merge reads
+                // the same data as the origin gets.
+                drop(ex);
+                self.remap_to_cow(&mut bio, new);
+                io.remap(bio, &self.cow);
+                return;
+            }
+            if self.merging.lock().holds(chunk) {
+                drop(ex);
+                let hook = EndHook::Tracked(self.clone(), chunk);
+                if let Some(clone) = io.clone_bio(bio, None, hook) {
+                    self.hold_merge_write(clone, chunk);
+                }
+                return;
+            }
+            let Some(node) = track_node.take() else {
+                drop(ex);
+                match RBTreeNodeReservation::new(GFP_KERNEL) {
+                    Ok(node) => track_node = Some(node),
+                    Err(_) => {
+                        pr_err!("snapshot-merge: out of memory to track a write\n");
+                        io.end(bio, true);
+                        return;
+                    }
+                }
+                continue;
+            };
+            // Counted under the read hold: a batch that takes the chunk
+            // (under the write hold) waits for it.
+            self.track(chunk, node);
+            drop(ex);
+            self.remap_to_cow(&mut bio, new);
+            let hook = EndHook::Tracked(self.clone(), chunk);
+            if let Some(clone) = io.clone_bio(bio, Some(&self.cow), hook) {
+                clone.submit();
+            }
+            return;
+        }
+    }
+
+    /// A merging origin's I/O to a chunk without an exception: reads go to
+    /// the origin device, writes too once the other snapshots have the
+    /// chunk (the origin's write path).
+    fn merge_to_origin(&self, bio: Bio, io: Io<'_>, write: bool) {
+        if !write || self.origin.write_is_clear(bio.sector(), bio.sectors()) {
+            io.remap(bio, &self.origin_dev);
+            return;
+        }
+        if let Some(clone) = io.clone_bio(bio, None, EndHook::None) {
+            self.origin.write(&self.origin_dev, clone, From::Submit);
+        }
+    }
+
+    /// Holds a write (a counted clone whose end un-tracks `chunk`) until
+    /// the batch copying `chunk` back ends, or maps it again if that batch
+    /// has ended already.
+    fn hold_merge_write(self: &Arc<Self>, bio: Bio, chunk: u64) {
+        let Ok(node) = KBox::<HeldWrite>::new_uninit(GFP_KERNEL) else {
+            pr_err!("snapshot-merge: out of memory to hold a write\n");
+            bio.end(true);
+            return;
+        };
+        let mut m = self.merging.lock();
+        if m.holds(chunk) {
+            let next = m.held.take();
+            m.held = Some(node.write(HeldWrite { bio, chunk, next }));
+            return;
+        }
+        drop(m);
+        self.merge_write_again(bio, chunk);
+    }
+
+    /// Maps again a write (a counted clone whose end un-tracks `chunk`)
+    /// held for a batch that ended: to the origin if the chunk was merged,
+    /// to its COW chunk, tracked, if it still has its exception (the batch
+    /// failed). Process context; never waits for the origin's throttle.
+    fn merge_write_again(self: &Arc<Self>, mut bio: Bio, chunk: u64) {
+        let _noio = NoIo::enter();
+        let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
+            pr_err!("snapshot-merge: out of memory to track a write\n");
+            bio.end(true);
+            return;
+        };
+        let ex = self.exceptions.read();
+        let Some(new) = ex.lookup(chunk) else {
+            drop(ex);
+            // Merged (the batch made the other snapshots' copies; the
+            // origin's write path finds them, or what a snapshot made
+            // active since needs). Tracked no more: a chunk without an
+            // exception is never tracked again, so its end un-tracks
+            // nothing.
+            self.origin.write(&self.origin_dev, bio, From::Copier);
+            return;
+        };
+        if self.merging.lock().holds(chunk) {
+            // Taken by a batch again (not while this write counts its
+            // table: a merge starts after a suspend drained it).
+            drop(ex);
+            self.hold_merge_write(bio, chunk);
+            return;
+        }
+        self.track(chunk, node);
+        drop(ex);
+        self.remap_to_cow(&mut bio, new);
+        bio.set_dev(&self.cow);
+        bio.submit();
+    }
+
+    /// A merge batch of `chunks` (origin chunks, sorted) starts: writes to
+    /// them are held from now on. The merge thread, which then waits for
+    /// the writes sent to their COW copies before ([`Snap::wait_untracked`]).
+    pub(crate) fn merge_begin(&self, chunks: KVVec<u64>) {
+        // Under the write hold: a write either saw the batch (and is held)
+        // or was tracked before (and is waited for).
+        let _ex = self.exceptions.write();
+        self.merging.lock().batch = chunks;
+    }
+
+    /// Waits until no tracked I/O of `chunks` is in flight. As dm's
+    /// `__check_for_conflicting_io`, by polling: a write racing the start
+    /// of its chunk's batch is rare and short. The merge thread.
+    pub(crate) fn wait_untracked(&self, chunks: impl Iterator<Item = u64>) {
+        for c in chunks {
+            while self.reads_in_flight(c) {
+                sleep_ms(1);
+            }
+        }
+    }
+
+    /// Sets aside what removing `desc` (the batch's chunks, descending)
+    /// from the exception table needs, so that it cannot fail once the
+    /// batch is on disk. `Err(Some(c))`: chunk `c` has no exception in
+    /// memory; `Err(None)`: no memory.
+    pub(crate) fn merge_reserve(&self, desc: &[u64]) -> Result<(), Option<u64>> {
+        let mut ex = self.exceptions.write();
+        let splits = ex.removal_splits(desc).map_err(Some)?;
+        ex.reserve_for_removal(splits).map_err(|_| None)
+    }
+
+    /// A merge batch ended: if `merged`, its chunks (`desc`, descending)
+    /// leave the exception table (the list on disk no longer has them);
+    /// then the held writes go, to the origin or, if the batch failed,
+    /// to their COW chunks. The merge thread.
+    pub(crate) fn merge_end(self: &Arc<Self>, desc: &[u64], merged: bool) {
+        let mut held = {
+            let mut ex = self.exceptions.write();
+            if merged {
+                for &c in desc {
+                    // Cannot fail: `merge_reserve` set aside what splits
+                    // need, and nothing else changed the table since.
+                    if ex.remove(c).is_err() {
+                        pr_err!("snapshot-merge: cannot forget the exception of chunk {c}\n");
+                    }
+                }
+            }
+            let mut m = self.merging.lock();
+            m.batch = KVVec::new();
+            m.held.take()
+        };
+        // Held writes were pushed in front: reverse for arrival order.
+        let mut list = None;
+        while let Some(mut h) = held {
+            held = h.next.take();
+            h.next = list;
+            list = Some(h);
+        }
+        while let Some(mut h) = list {
+            list = h.next.take();
+            let HeldWrite { bio, chunk, .. } = KBox::into_inner(h);
+            self.merge_write_again(bio, chunk);
         }
     }
 }

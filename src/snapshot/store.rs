@@ -18,13 +18,15 @@
 //!   (FLUSH+FUA), asynchronously — copies go on meanwhile, and whatever
 //!   they stage goes out in the next commit. Entries are committed in
 //!   allocation order, so the list on disk is always a prefix of the
-//!   allocations.
+//!   allocations. A merge takes entries off the end of the list
+//!   ([`Persistent::merge_read`], [`Persistent::merge_cut`]: dm's
+//!   `prepare_merge`/`commit_merge`, many at once).
 
 use super::copier::{Copier, Job};
 use crate::kx::block::{page_io_sync, submit_page_io, BdevFile, PageBuf, PageIo};
 use crate::rdm_core::persistent::{
-    self, decode_header, encode_header, Appender, CommitPlan, FormatError, Layout, Loader,
-    Position, DEFAULT_CHUNK_SECTORS, HEADER_BYTES,
+    self, decode_header, encode_header, merge_cut, Appender, CommitPlan, FormatError, Layout,
+    Loader, Position, DEFAULT_CHUNK_SECTORS, HEADER_BYTES,
 };
 use crate::rdm_core::snapshot::{
     transient_allocate, ChunkGeometry, NoRoom, SnapshotError, StoreKind,
@@ -702,6 +704,114 @@ impl Persistent {
     fn abandon(&self, c: &mut Commit) {
         c.flight = None;
         self.io.stage.store(IDLE, Ordering::Release);
+    }
+
+    /// Entries in the list on disk (a merge's position).
+    pub(crate) fn list_len(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// A merge's next batch: the entries `[lo, len)` of the list (`len`
+    /// its length) into `out` as `(old, new)`, and the image that cuts the
+    /// list to `lo` entries (the area `lo` falls in: its entries before
+    /// `lo`, zeros after). The area the list ends in is in memory; the
+    /// ones before it are read from the device. The merge thread, while
+    /// the store commits nothing (the snapshot is handed over and its
+    /// pending exceptions ended); sleeps on the reads holding no lock.
+    pub(crate) fn merge_read(
+        &self,
+        lo: u64,
+        len: u64,
+        out: &mut KVVec<(u64, u64)>,
+    ) -> Result<PageBuf> {
+        let l = self.layout;
+        let epa = l.epa();
+        let (end_area, in_end) = l.entry_at(len);
+        let (lo_area, keep) = merge_cut(&l, lo);
+        // The area the list ends in: its live entries, from the image.
+        let mut current = PageBuf::new_zeroed(l.chunk_bytes())?;
+        {
+            let mut c = self.commit.lock();
+            let area = c.area.as_mut().ok_or(EIO)?;
+            let mut bytes = [0u8; 512];
+            let live = in_end as usize * persistent::ENTRY_BYTES;
+            for off in (0..live).step_by(bytes.len()) {
+                let piece = &mut bytes[..(live - off).min(512)];
+                area.read_at(off, piece)?;
+                current.write_at(off, piece)?;
+            }
+        }
+        // The areas before it that hold entries of the batch.
+        let mut earlier = KVec::with_capacity((end_area - lo_area) as usize, GFP_KERNEL)?;
+        for _ in lo_area..end_area {
+            earlier.push(PageBuf::new(l.chunk_bytes())?, GFP_KERNEL)?;
+        }
+        if !earlier.is_empty() {
+            let mut reqs = KVec::with_capacity(earlier.len(), GFP_KERNEL)?;
+            for (i, buf) in earlier.iter_mut().enumerate() {
+                let sector = l.sector_of(l.area_chunk(lo_area + i as u64));
+                reqs.push((sector, buf), GFP_KERNEL)?;
+            }
+            page_io_sync(&self.cow, PageIo::Read, &mut reqs)?;
+        }
+        out.reserve((len - lo) as usize, GFP_KERNEL)?;
+        let mut raw = [0u8; persistent::ENTRY_BYTES];
+        for pos in lo..len {
+            let (area, index) = l.entry_at(pos);
+            let buf = if area == end_area {
+                &mut current
+            } else {
+                &mut earlier[(area - lo_area) as usize]
+            };
+            buf.read_at(index as usize * persistent::ENTRY_BYTES, &mut raw)?;
+            let (old, new) = persistent::decode_entry(&raw, 0);
+            if new == 0 {
+                pr_err!("snapshot-merge: entry {pos} of the list is empty on disk\n");
+                return Err(EIO);
+            }
+            // Room reserved: allocates nothing.
+            out.push((old, new), GFP_KERNEL)?;
+        }
+        // The cut: the area `lo` falls in, its entries from `keep` on
+        // zeroed.
+        let mut image = if lo_area == end_area {
+            current
+        } else {
+            // The first of the areas read.
+            let mut it = earlier.into_iter();
+            it.next().ok_or(EIO)?
+        };
+        let zero = [0u8; persistent::ENTRY_BYTES];
+        for index in keep..epa {
+            image.write_at(index as usize * persistent::ENTRY_BYTES, &zero)?;
+        }
+        Ok(image)
+    }
+
+    /// Cuts the list to `lo` entries (dm's `commit_merge`): `image` (from
+    /// [`Persistent::merge_read`]) goes to its area with FLUSH+FUA, and
+    /// becomes the area image later appends start from; the status shows
+    /// dm's figures for the shorter list. The caller has copied the
+    /// entries' chunks back and flushed the origin. The merge thread;
+    /// sleeps on the write holding no lock.
+    pub(crate) fn merge_cut(&self, lo: u64, mut image: PageBuf) -> Result {
+        let l = self.layout;
+        let (area, _) = merge_cut(&l, lo);
+        let sector = l.sector_of(l.area_chunk(area));
+        page_io_sync(
+            &self.cow,
+            PageIo::WriteFlushFua,
+            &mut [(sector, &mut image)],
+        )?;
+        {
+            let mut c = self.commit.lock();
+            c.committed = lo;
+            c.area = Some(image);
+        }
+        self.committed.store(lo, Ordering::Release);
+        self.meta_area.store(area, Ordering::Release);
+        self.alloc.lock().merged_to(lo);
+        Ok(())
     }
 
     /// The snapshot went invalid: the header must say so before an origin

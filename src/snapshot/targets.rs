@@ -1,20 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The `snapshot-origin` and `snapshot` targets (dm-snapshot's table
-//! syntax, status and behaviour; `Documentation/admin-guide.rst`).
+//! The `snapshot-origin`, `snapshot` and `snapshot-merge` targets
+//! (dm-snapshot's table syntax, status and behaviour;
+//! `Documentation/admin-guide.rst`).
 
+use super::merge::MergeThread;
 use super::store::{OpenError, Opened, Persistent, Store, Transient};
-use super::{EndHook, From, KLeaves, OriginRef, Snap, SnapError, SnapParts};
+use super::{
+    EndHook, From, KLeaves, MergeRefusal, OriginRef, Snap, SnapError, SnapParts, MERGE_DONE,
+    MERGE_FAILED, MERGE_IDLE, MERGE_RUNNING,
+};
 use crate::device::Io;
 use crate::kx::block::{BdevFile, Bio, BioOp};
+use crate::kx::kthread::Kthread;
+use crate::kx::wait::EventCounter;
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
 use crate::rdm_core::snapshot::{
     parse_origin, parse_snapshot, ChunkGeometry, SnapshotArgs, StoreKind,
 };
 use crate::target::{arg_error, open_device, write_dev, Ctx, Target};
 use core::fmt::{self, Write};
+use core::sync::atomic::Ordering;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, Mutex};
+use kernel::{c_str, new_mutex};
 
 /// `snapshot-origin <dev>`: the origin device, whose writes first copy the
 /// old data of their chunks to every snapshot.
@@ -117,7 +126,7 @@ impl SnapshotTarget {
         // A snapshot on this COW device being taken down (its last table
         // just went) is waited for, then the device is read afresh.
         loop {
-            match set_up(ctx, &args, &origin_dev, &cow)? {
+            match set_up(ctx, TY, &args, &origin_dev, &cow)? {
                 Ok(snap) => return Ok(SnapshotTarget { snap, len: ctx.len }),
                 Err(dying) => dying.wait_gone(),
             }
@@ -126,10 +135,11 @@ impl SnapshotTarget {
 }
 
 const TY: &str = "snapshot";
+const MTY: &str = "snapshot-merge";
 
-/// Logs why a snapshot could not be set up; the errno.
-fn snap_error(ctx: &Ctx<'_>, e: SnapError) -> Error {
-    let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
+/// Logs why a snapshot (or merge) target could not be set up; the errno.
+fn snap_error(ctx: &Ctx<'_>, ty: &str, e: SnapError) -> Error {
+    let fail = |why: fmt::Arguments<'_>| ctx.fail(ty, why, EINVAL);
     match e {
         SnapError::CowInUse(chunk) => fail(format_args!(
             "the COW device is in use by a snapshot with chunk size {chunk}"
@@ -147,6 +157,12 @@ fn snap_error(ctx: &Ctx<'_>, e: SnapError) -> Error {
         SnapError::Dying(_) => fail(format_args!(
             "the snapshot on the COW device is being taken down"
         )),
+        SnapError::Merging => fail(format_args!(
+            "the snapshot on the COW device is handed over to a merge into its origin"
+        )),
+        SnapError::MergeTransient => fail(format_args!(
+            "the snapshot on the COW device is transient (N): only persistent snapshots can be merged"
+        )),
     }
 }
 
@@ -156,18 +172,20 @@ fn snap_error(ctx: &Ctx<'_>, e: SnapError) -> Error {
 /// device is being taken down; wait for it, then try again.
 fn set_up(
     ctx: &Ctx<'_>,
+    ty: &str,
     args: &SnapshotArgs<'_>,
     origin_dev: &Arc<BdevFile>,
     cow: &Arc<BdevFile>,
 ) -> Result<Result<Arc<Snap>, Arc<Snap>>> {
-    let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
+    let fail = |why: fmt::Arguments<'_>| ctx.fail(ty, why, EINVAL);
+    let merge = ty == MTY;
     let origin = ctx.snapshots.origin(origin_dev.devt())?;
     let chunk = u64::from(args.chunk_sectors);
-    match Snap::join(&origin, cow.devt(), chunk, args.store) {
+    match Snap::join(&origin, cow.devt(), chunk, args.store, merge) {
         Ok(Some(snap)) => return Ok(Ok(snap)),
         Ok(None) => {}
         Err(SnapError::Dying(snap)) => return Ok(Err(snap)),
-        Err(e) => return Err(snap_error(ctx, e)),
+        Err(e) => return Err(snap_error(ctx, ty, e)),
     }
     let mut exceptions = ExceptionTable::new(KLeaves::new());
     let (store, geom, valid) = match args.store {
@@ -193,7 +211,7 @@ fn set_up(
             )
         }
         kind => {
-            let opened = open_persistent(ctx, origin_dev, cow, args, kind, &mut exceptions)?;
+            let opened = open_persistent(ctx, ty, origin_dev, cow, args, kind, &mut exceptions)?;
             (Store::Persistent(opened.store), opened.geom, opened.valid)
         }
     };
@@ -206,10 +224,10 @@ fn set_up(
         valid,
         len: ctx.len,
     };
-    match Snap::register(origin, parts, ctx.events) {
+    match Snap::register(origin, parts, ctx.events, merge) {
         Ok(snap) => Ok(Ok(snap)),
         Err(SnapError::Dying(snap)) => Ok(Err(snap)),
-        Err(e) => Err(snap_error(ctx, e)),
+        Err(e) => Err(snap_error(ctx, ty, e)),
     }
 }
 
@@ -217,6 +235,7 @@ fn set_up(
 /// with a log line for whatever is wrong with the device.
 fn open_persistent(
     ctx: &Ctx<'_>,
+    ty: &str,
     origin_dev: &Arc<BdevFile>,
     cow: &Arc<BdevFile>,
     args: &SnapshotArgs<'_>,
@@ -232,22 +251,22 @@ fn open_persistent(
     let overflow = kind == StoreKind::PersistentOverflow;
     let opened = Persistent::open(cow, origin_dev.logical_block_size(), args.chunk_sectors, overflow, add)
         .map_err(|e| match e {
-            OpenError::Format(f) => ctx.fail(TY, format_args!("COW device {ma}:{mi}: {f}"), EINVAL),
+            OpenError::Format(f) => ctx.fail(ty, format_args!("COW device {ma}:{mi}: {f}"), EINVAL),
             OpenError::DiskChunk(chunk, why) => ctx.fail(
-                TY,
+                ty,
                 format_args!("COW device {ma}:{mi}: invalid chunk size {chunk} on disk: {why}"),
                 EINVAL,
             ),
             OpenError::ChunkMismatch { table, disk } => ctx.fail(
-                TY,
+                ty,
                 format_args!(
                     "COW device {ma}:{mi}: chunk size {table} in the table disagrees with chunk size {disk} on disk (give {disk} or 0)"
                 ),
                 EINVAL,
             ),
-            OpenError::TableChunk(why) => ctx.fail(TY, format_args!("{why}"), EINVAL),
+            OpenError::TableChunk(why) => ctx.fail(ty, format_args!("{why}"), EINVAL),
             OpenError::Errno(e) => ctx.fail(
-                TY,
+                ty,
                 format_args!("COW device {ma}:{mi}: cannot read or set up the snapshot metadata"),
                 e,
             ),
@@ -297,7 +316,9 @@ impl Target for SnapshotTarget {
     }
 
     fn status(&self, out: &mut dyn Write) -> fmt::Result {
-        if !self.snap.is_valid() {
+        // Handed over to a merge, the snapshot is no more (dm: the source
+        // of a handover goes invalid).
+        if !self.snap.is_valid() || self.snap.is_handed_over() {
             write!(out, "Invalid")
         } else if self.snap.is_overflowed() {
             write!(out, "Overflow")
@@ -326,6 +347,217 @@ impl Target for SnapshotTarget {
 
 impl Drop for SnapshotTarget {
     fn drop(&mut self) {
+        self.snap.unregister();
+    }
+}
+
+/// `snapshot-merge <origin> <cow> P|PO <chunk_sectors>`: merges the
+/// persistent snapshot on `<cow>` back into `<origin>`, in the place of
+/// the origin's `snapshot-origin` target (dm-snapshot's third target). The
+/// snapshot already loaded on the COW device is handed over when the
+/// target resumes (a `snapshot` target on it fails its I/O from then on);
+/// without one, the store is read from the device. The merge runs in a
+/// thread (`merge.rs`) while the device is resumed; the origin stays in
+/// use meanwhile (`Snap::merge_map`).
+pub(crate) struct MergeTarget {
+    snap: Arc<Snap>,
+    /// The store type of the table line.
+    kind: StoreKind,
+    /// The merge device's event number (raised when the merge ends).
+    events: Arc<EventCounter>,
+    /// The merge thread while it runs: started by resume, stopped by
+    /// presuspend and teardown (control path only; held only to take or
+    /// put the handle, never while the thread is stopped).
+    runner: Pin<KBox<Mutex<Option<Kthread<MergeThread>>>>>,
+}
+
+impl MergeTarget {
+    pub(crate) fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
+        let fail = |why: fmt::Arguments<'_>| ctx.fail(MTY, why, EINVAL);
+        let args = parse_snapshot(params).map_err(|e| fail(format_args!("{e}")))?;
+        if args.discard_zeroes_cow || args.discard_passdown_origin {
+            return Err(fail(format_args!(
+                "discard features are not supported (rdm maps no discards)"
+            )));
+        }
+        if args.store == StoreKind::Transient {
+            // dm: "Snapshot exception store does not support snapshot-merge."
+            return Err(fail(format_args!(
+                "the store type is N (transient): only persistent snapshots (P, PO) can be merged"
+            )));
+        }
+        let runner = KBox::pin_init(new_mutex!(None, "rdm:merge_runner"), GFP_KERNEL)?;
+        let origin_dev = open_device(ctx, MTY, args.origin)?;
+        let cow = open_device(ctx, MTY, args.cow)?;
+        if origin_dev.devt() == cow.devt() {
+            return Err(fail(format_args!("origin and COW are the same device")));
+        }
+        if ctx.len > origin_dev.nr_sectors() {
+            return Err(fail(format_args!(
+                "the target ({} sectors) is longer than its origin ({} sectors)",
+                ctx.len,
+                origin_dev.nr_sectors()
+            )));
+        }
+        let snap = loop {
+            match set_up(ctx, MTY, &args, &origin_dev, &cow)? {
+                Ok(snap) => break snap,
+                Err(dying) => dying.wait_gone(),
+            }
+        };
+        if let Err(why) = snap.claim_merge() {
+            // Dropped with no lock held: the snapshot's last user takes
+            // `origins`.
+            snap.unregister();
+            return Err(match why {
+                MergeRefusal::Invalid => {
+                    fail(format_args!("the snapshot is invalid: it cannot be merged"))
+                }
+                MergeRefusal::Overflowed => {
+                    fail(format_args!("the snapshot overflowed: it cannot be merged"))
+                }
+                MergeRefusal::OtherMerge(other) => {
+                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(other);
+                    fail(format_args!(
+                        "a snapshot of this origin (COW device {ma}:{mi}) is already merging"
+                    ))
+                }
+            });
+        }
+        Ok(MergeTarget {
+            snap,
+            kind: args.store,
+            events: ctx.events.clone(),
+            runner,
+        })
+    }
+
+    /// Stops the merge thread, if one runs, after its batch.
+    fn stop(&self) {
+        let thread = self.runner.lock().take();
+        // Outside the lock: this waits for the batch in flight.
+        drop(thread);
+    }
+}
+
+impl Target for MergeTarget {
+    fn map(&self, mut bio: Bio, offset: u64, io: Io<'_>) {
+        bio.set_sector(offset);
+        self.snap.merge_map(bio, io);
+    }
+
+    fn max_io_len(&self, offset: u64) -> Option<u64> {
+        Some(self.snap.geom.sectors() - self.snap.geom.offset_in_chunk(offset))
+    }
+
+    /// Hands the snapshot over (the first time) and starts the merge.
+    fn resume(&self) {
+        let snap = &self.snap;
+        if snap.hand_over() {
+            let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(snap.cow.devt());
+            let (oa, oi) = crate::rdm_core::dm_ioctl::decode_dev(snap.origin_dev.devt());
+            pr_info!(
+                "snapshot-merge: merging the snapshot on COW device {ma}:{mi} into origin {oa}:{oi}\n"
+            );
+        }
+        let mut runner = self.runner.lock();
+        if runner.is_some() {
+            return;
+        }
+        if snap.merge.running.swap(true, Ordering::AcqRel) {
+            pr_warn!("snapshot-merge: the snapshot is already being merged by another target\n");
+            return;
+        }
+        let body = MergeThread {
+            snap: snap.clone(),
+            events: self.events.clone(),
+        };
+        match Kthread::run(c_str!("rdm_merge"), body) {
+            Ok(t) => *runner = Some(t),
+            Err(e) => {
+                snap.merge.running.store(false, Ordering::Release);
+                snap.merge.state.store(MERGE_FAILED, Ordering::Release);
+                pr_err!("snapshot-merge: cannot start the merge thread ({e:?})\n");
+                self.events.bump();
+            }
+        }
+    }
+
+    /// Stops the merge after its batch (dm's `stop_merge`): a suspended
+    /// origin is not written.
+    fn presuspend(&self) {
+        self.stop();
+    }
+
+    /// `stats`: the exception table's size and the merge's progress (rdm's
+    /// own; the status line stays dm's): `exceptions <n> runs <n>
+    /// table_bytes <n> merge <idle|running|done|failed|stopped>
+    /// merged_chunks <n> batches <n> left <n>`.
+    fn message(&self, msg: &[u8], out: &mut dyn Write) -> Option<Result> {
+        let mut words = msg
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty());
+        if words.next() != Some(b"stats".as_slice()) || words.next().is_some() {
+            return None;
+        }
+        let snap = &self.snap;
+        let (exceptions, runs, bytes) = snap.table_usage();
+        let state = match snap.merge.state.load(Ordering::Acquire) {
+            MERGE_IDLE => "idle",
+            MERGE_RUNNING => "running",
+            MERGE_DONE => "done",
+            MERGE_FAILED => "failed",
+            _ => "stopped",
+        };
+        let left = snap.store.persistent().map_or(0, |p| p.list_len());
+        Some(
+            write!(
+                out,
+                "exceptions {exceptions} runs {runs} table_bytes {bytes} merge {state} merged_chunks {} batches {} left {left}",
+                snap.merge.merged.load(Ordering::Acquire),
+                snap.merge.batches.load(Ordering::Acquire),
+            )
+            .map_err(|_| ENOSPC),
+        )
+    }
+
+    /// dm's: `Invalid`, `Merge failed`, `Overflow`, or `<allocated>/<total>
+    /// <metadata>`, which shrinks as the merge goes, down to the metadata
+    /// alone.
+    fn status(&self, out: &mut dyn Write) -> fmt::Result {
+        let snap = &self.snap;
+        if !snap.is_valid() {
+            write!(out, "Invalid")
+        } else if snap.merge.state.load(Ordering::Acquire) == MERGE_FAILED {
+            write!(out, "Merge failed")
+        } else if snap.is_overflowed() {
+            write!(out, "Overflow")
+        } else {
+            snap.store.status(out)
+        }
+    }
+
+    fn table(&self, out: &mut dyn Write) -> fmt::Result {
+        write_dev(out, &self.snap.origin_dev)?;
+        out.write_char(' ')?;
+        write_dev(out, &self.snap.cow)?;
+        let kind = match self.kind {
+            StoreKind::PersistentOverflow => "PO",
+            _ => "P",
+        };
+        write!(out, " {kind} {}", self.snap.geom.sectors())
+    }
+
+    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
+        f(&self.snap.origin_dev, 0);
+        f(&self.snap.cow, 0);
+    }
+}
+
+impl Drop for MergeTarget {
+    fn drop(&mut self) {
+        self.stop();
+        self.snap.release_merge();
         self.snap.unregister();
     }
 }

@@ -7,7 +7,7 @@
 # per measurement to $RDM_OUT/results.jsonl.
 #
 # RDM_BENCH_ONLY=passthrough|snapshot runs one half; RDM_BENCH_ROWS=REGEX
-# only the snapshot rows whose name matches.
+# only the snapshot (and merge) rows whose name matches.
 set -u
 . "$(dirname "$0")/../vm/test_common.sh"
 out=${RDM_OUT:?}
@@ -193,16 +193,93 @@ print(json.dumps({"stack": stack, "workload": name, "iops": side["iops"], "bw_ki
 	echo "$stack $name done"
 }
 
-with_dm_snapshot() { # with_dm_snapshot ROW
+with_dm_snapshot() { # with_dm_snapshot ROW [MEASURE]
 	modprobe -d "$RDM_MODROOT" dm-snapshot || return 1
-	measure_snap dm-snapshot "$1"
+	"${2:-measure_snap}" dm-snapshot "$1"
 	modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod
 }
 
-with_rdm_snapshot() { # with_rdm_snapshot ROW
+with_rdm_snapshot() { # with_rdm_snapshot ROW [MEASURE]
 	insmod "$RDM_KO" || return 1
-	measure_snap rdm-snapshot "$1"
+	"${2:-measure_snap}" rdm-snapshot "$1"
 	rmmod rdm
+}
+
+# ---- Merges: snapshot-merge of the same data by dm-snapshot and rdm. A
+# persistent snapshot (4 KiB chunks, as LVM2's default) gets every block of
+# a region written once through it (fio, random or sequential order: the
+# whole-chunk writes make one exception each, scattered or in runs); then
+# it is merged into its origin as LVM2 does, and timed from the resume of
+# the merge table to the status saying the merge is complete (polled every
+# 0.1 s). Meanwhile fio reads the merging origin at random, 4 KiB at a
+# time, one I/O in flight: its latency is the cost of the merge to the
+# origin's users. Merge MiB/s = the data the status had to merge / time.
+merge_mib=128
+merge_cow_sectors=$(((merge_mib + 8) * 2048))
+
+# name rw-of-the-snapshot-writes bs
+merge_rows=(
+	"merge-rand-4k randwrite 4k"
+	"merge-seq-1M write 1M"
+)
+
+measure_merge() { # measure_merge STACK ROW
+	local stack=$1 name rw bs dev st a m t0 t1 reader left
+	read -r name rw bs <<<"$2"
+	snap_stack "$stack"
+	"${tool[@]}" create borig --table "0 $size snapshot-origin $disk" || return 1
+	"${tool[@]}" create bcow0 --table "0 $merge_cow_sectors linear $cowdisk 0" || return 1
+	dd if=/dev/zero of=$devdir/bcow0 bs=4k count=1 oflag=direct status=none
+	"${tool[@]}" suspend borig || return 1
+	"${tool[@]}" create bsnap0 --table "0 $size snapshot $disk $devdir/bcow0 P 8" || return 1
+	"${tool[@]}" resume borig || return 1
+	fio --name=fill --filename=$devdir/bsnap0 --direct=1 --ioengine=libaio --rw="$rw" --bs="$bs" \
+		--iodepth=16 --size=${merge_mib}M --randseed=7 --output=/dev/null || return 1
+	read -r _ _ _ st m <<<"$("${tool[@]}" status bsnap0)"
+	a=${st%%/*}
+	# The reader starts first and reads before the merge table goes in: a
+	# SIGINT that reached fio before its job started would not stop the
+	# job. (Its figures so include the short suspend and some reads
+	# before the merge, alike on both stacks.)
+	fio --name=lat --filename=$devdir/borig --direct=1 --ioengine=psync --rw=randread --bs=4k \
+		--size=${merge_mib}M --time_based --runtime=900 --thread --output-format=json \
+		--output="$out/merge-lat.json" >/dev/null 2>&1 &
+	reader=$!
+	local i
+	for ((i = 0; i < 300; i++)); do
+		[ "$(awk '/^rchar:/ { print $2 }' /proc/$reader/io 2>/dev/null || echo 0)" -gt 1048576 ] && break
+		sleep 0.1
+	done
+	"${tool[@]}" suspend borig && "${tool[@]}" suspend bsnap0 || return 1
+	"${tool[@]}" load borig --table "0 $size snapshot-merge $disk $devdir/bcow0 P 8" || return 1
+	t0=$(date +%s%N)
+	"${tool[@]}" resume borig || return 1
+	while :; do
+		read -r _ _ _ st m <<<"$("${tool[@]}" status borig)"
+		case $st in */*) ;; *) echo "merge failed on $stack: $st" >&2; kill -INT $reader; return 1 ;; esac
+		left=$((${st%%/*} - m))
+		[ "$left" -eq 0 ] && break
+		sleep 0.1
+	done
+	t1=$(date +%s%N)
+	kill -INT $reader
+	wait $reader
+	"${tool[@]}" remove bsnap0
+	python3 - "$stack" "$name" "$(((a - m) * 512))" "$((t1 - t0))" "$out/merge-lat.json" <<'PY' >>"$out/results.jsonl"
+import json, sys
+stack, name, nbytes, ns, lat = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+text = open(lat).read()
+read = json.loads(text[text.index("{"):])["jobs"][0]["read"]
+clat = read["clat_ns"]
+print(json.dumps({"stack": stack, "workload": name, "kind": "merge",
+                  "merged_mib": nbytes / 2**20, "merge_s": ns / 1e9,
+                  "merge_mib_s": nbytes / 2**20 / (ns / 1e9),
+                  "read_iops": read["iops"], "read_lat_us": clat["mean"] / 1000,
+                  "read_lat_p99_us": clat["percentile"]["99.000000"] / 1000}))
+PY
+	"${tool[@]}" remove borig
+	"${tool[@]}" remove bcow0
+	echo "$stack $name merged $(((a - m) / 2048)) MiB in $(((t1 - t0) / 1000000)) ms"
 }
 
 : >"$out/results.jsonl"
@@ -220,6 +297,13 @@ if [ "$only" != passthrough ]; then
 		with_rdm_snapshot "$row" || exit 1
 		with_rdm_snapshot "$row" || exit 1
 		with_dm_snapshot "$row" || exit 1
+	done
+	for row in "${merge_rows[@]}"; do
+		[[ ${row%% *} =~ ${RDM_BENCH_ROWS:-.} ]] || continue
+		with_dm_snapshot "$row" measure_merge || exit 1
+		with_rdm_snapshot "$row" measure_merge || exit 1
+		with_rdm_snapshot "$row" measure_merge || exit 1
+		with_dm_snapshot "$row" measure_merge || exit 1
 	done
 fi
 echo "bench: $(wc -l <"$out/results.jsonl") measurements"

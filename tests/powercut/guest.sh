@@ -19,6 +19,22 @@
 #   guest.sh clean-verify BOOT  after a clean reboot: the same status line
 #                               and checksums, verify, exceptions known
 #
+# The merge scenario (scripts/powercut --merge): pc-origin is the
+# snapshot-merge device while a merge runs.
+#   guest.sh merge-first BOOT   stamp, take the snapshot, a bounded load on
+#                               both, start the merge (LVM2's way), write the
+#                               merging origin until the host kills the guest
+#   guest.sh merge-verify-load BOOT  the merge device made again (the merge
+#                               resumes from the COW device): verify; if the
+#                               merge is complete, check the disk holds what
+#                               the device shows and start a new generation;
+#                               write until killed
+#   guest.sh merge-final BOOT   verify, let the merge complete, verify again,
+#                               the disk under the origin and the empty list;
+#                               record status and checksums; shut down
+#   guest.sh merge-clean-verify BOOT  after a clean reboot: the same status
+#                               line and checksums, verify
+#
 # Results go to the journal disk (the host reads them there, also from
 # boots it killed). RDM_SNAP_REF=1 runs it all on the kernel's dm-snapshot.
 . "$(dirname "$0")/../vm/test_common.sh"
@@ -126,7 +142,120 @@ probe() {
 	fi
 }
 
+# The merge scenario.
+create_merge() {
+	dm create pc-origin --table "0 $LEN snapshot-merge $VDA $VDB P $RDM_PC_CHUNK" ||
+		die "create the merging origin"
+}
+# merge_rate: two boots in three (from the seed) rdm merges at 1 MiB/s,
+# so that cuts fall in the middle of a merge and a boot after such a cut
+# may verify a merge still running; the others at full speed.
+merge_rate() {
+	snap_ref && return
+	local kib=1024
+	[ $(((RDM_PC_SEED / 11 + boot) % 3)) -eq 0 ] && kib=0
+	echo $kib >/sys/module/rdm/parameters/merge_kib_per_s || die "set merge_kib_per_s"
+	log "merge_kib_per_s=$kib for this boot"
+}
+# start_merge: the origin's table replaced by snapshot-merge, the snapshot
+# handed over and removed (as LVM2's lvconvert --merge).
+start_merge() {
+	dm suspend pc-origin && dm suspend pc-snap || die "suspend for the merge"
+	dm load pc-origin --table "0 $LEN snapshot-merge $VDA $VDB P $RDM_PC_CHUNK" || die "load the merge"
+	dm resume pc-origin || die "resume the merging origin"
+	dm remove pc-snap || die "remove the merged snapshot"
+	log "merge started: $(status_of pc-origin)"
+}
+status_of() { dm status "$1"; }
+# merge_left_sectors: data sectors the status says are left to merge.
+merge_left_sectors() {
+	local st a m
+	read -r _ _ _ st m <<<"$(status_of pc-origin)"
+	case $st in */*) a=${st%%/*}; echo $((a - m)) ;; *) echo "$st $m" ;; esac
+}
+# new_generation BOOT: (origin plain) a new pre-snapshot image, a new
+# snapshot, a bounded load on both, and its merge started.
+new_generation() {
+	pc merge-setup "$1" || die "merge setup"
+	start_merge
+}
+merge_verify() { pc merge-verify "$boot" "$(status_of pc-origin)" "$@" || exit 1; }
+# merge_complete: waits (up to 10 min) for the merge to end.
+merge_complete() {
+	local i left
+	for i in $(seq 1 3000); do
+		left=$(merge_left_sectors)
+		[ "$left" = 0 ] && return 0
+		case $left in *[!0-9]*) die "merge status: $(status_of pc-origin)" ;; esac
+		sleep 0.2
+	done
+	die "the merge did not complete in 10 minutes ($(status_of pc-origin))"
+}
+# disk_holds_device WHAT: with the merge complete, the disk under the
+# origin holds what the merging device shows.
+disk_holds_device() {
+	local dev_sum disk_sum
+	dev_sum=$(pc origin-sum)
+	dm remove pc-origin || die "remove the merging origin"
+	disk_sum=$(pc disk-sum)
+	if [ "$dev_sum" = "$disk_sum" ]; then
+		check "$1" ok "merge complete: the disk under the origin holds what the device showed ($dev_sum), $(pc merge-left) exceptions left"
+	else
+		check "$1" fail "merge complete, but the disk under the origin ($disk_sum) differs from the device ($dev_sum)"
+		exit 1
+	fi
+}
+
 case $mode in
+merge-first)
+	create_origin
+	pc stamp || die "stamp the pre-snapshot image"
+	create_snapshot 1
+	merge_rate
+	new_generation "$boot"
+	log "guest ready after ${SECONDS}s"
+	pc merge-load "$boot" || exit 1
+	die "the load ended before the host cut the power"
+	;;
+merge-verify-load)
+	# The rate first: a slow boot verifies a merge still running.
+	merge_rate
+	create_merge
+	merge_verify
+	log "guest ready after ${SECONDS}s: $(merge_left_sectors) sectors left to merge"
+	if [ "$(merge_left_sectors)" = 0 ]; then
+		disk_holds_device complete
+		create_origin
+		pc retake "$boot" || die "re-stamp the origin"
+		create_snapshot 1
+		new_generation "$boot"
+	fi
+	pc merge-load "$boot" || exit 1
+	die "the load ended before the host cut the power"
+	;;
+merge-final)
+	create_merge
+	merge_verify
+	merge_complete
+	merge_verify verify-complete
+	st=$(status_of pc-origin) sums=$(pc origin-sum)
+	[ "$(pc merge-left)" = 0 ] || { check complete fail "the merge is complete but the COW device lists exceptions"; exit 1; }
+	disk_holds_device complete
+	pc clean-record "$boot" "$st" "$sums" || die "record the status"
+	;;
+merge-clean-verify)
+	create_merge
+	{ read -r st && read -r sums; } < <(pc clean-get) || die "no clean-shutdown record"
+	st2=$(status_of pc-origin) sums2=$(pc origin-sum)
+	if [ "$st2" = "$st" ] && [ "$sums2" = "$sums" ]; then
+		check reboot ok "status '$st2', origin $sums2"
+	else
+		check reboot fail "status '$st2' (was '$st'), origin $sums2 (was $sums)"
+		exit 1
+	fi
+	merge_verify
+	dm remove pc-origin || die "remove the origin"
+	;;
 first)
 	create_origin
 	pc stamp || die "stamp the pre-snapshot image"

@@ -15,6 +15,16 @@ Guest side (called by tests/powercut/guest.sh, one boot at a time):
   pc.py check BOOT NAME ok|fail [TEXT]   record a check's result
   pc.py note BOOT FLAG [TEXT]             record a flag (skip, ...)
   pc.py clean-record BOOT STATUS SUMS / clean-get
+Merge scenario (scripts/powercut --merge; PC_ORIGIN is then the
+snapshot-merge device while a merge runs):
+  pc.py merge-setup BOOT      (origin and snapshot live) a bounded load on both,
+                              then the snapshot's image saved on the journal
+                              disk: what the merge must make of the origin
+  pc.py merge-verify BOOT STATUS [NAME]  the origin is that image, but for the
+                              origin writes made since the merge started
+                              (committed ones all there); COW metadata sane
+  pc.py merge-load BOOT       origin writers (no snapshot device) until killed
+  pc.py merge-left            exceptions left on the COW device
 Host side:
   pc.py host-plan SEED CUTS   chunk size and kill delays of a run
   pc.py host-state IMG BOOT   what boot BOOT recorded in the journal disk
@@ -38,6 +48,19 @@ origin, S a write to the snapshot. Versions are boot.load.counter (bits 32,
 24, 0; load 0 is the load that is cut, 1 and 2 the bounded ones), and
 overlapping writes are ordered by range locks, so on any sector a higher
 version was written after a lower one completed.
+
+Merge: a merge generation starts from a pre-snapshot image and a
+persistent snapshot; a bounded load writes both (its origin writes, of
+load number 3, must all be gone after the merge); the snapshot's image is
+then saved at MERGE_IMG on the journal disk and the merge started (LVM2's
+way: the origin's table replaced by snapshot-merge, the snapshot
+removed); the journal's writes so far are retired. From then on only the
+origin is written, through the merging device, and every cut must leave:
+each sector the image's, or an origin write made since the merge started
+(never an older one, and the newest committed one or a later one where a
+write was committed). Once a boot finds the merge complete it checks the
+disk under the origin holds what the device shows, and starts the next
+generation.
 
 Journal (/dev/vdc, 4 KiB blocks written O_DIRECT|O_DSYNC, so they are on
 the host's disk image when the write returns and survive a SIGKILL of QEMU):
@@ -83,6 +106,11 @@ SNAP = os.environ.get("PC_SNAP", "/dev/mapper/pc-snap")
 VDA, VDB, VDC = "/dev/vda", "/dev/vdb", "/dev/vdc"
 
 SNAP_MAGIC = 0x70416E53  # "SnAp"
+
+# The merge scenario: the snapshot's image, at the end of the journal disk
+# (its log stops before it).
+MERGE_IMG = 48 << 20
+SETUP_LOAD = 3  # load number of a merge generation's bounded load
 
 
 # --- sector contents ---------------------------------------------------------
@@ -245,8 +273,11 @@ class Journal:
 
     def dev_blocks(self):
         if isinstance(self.dev, Dev):
-            return self.dev.size() // BLK
-        return os.fstat(self.dev.f.fileno()).st_size // BLK
+            n = self.dev.size() // BLK
+        else:
+            n = os.fstat(self.dev.f.fileno()).st_size // BLK
+        # The merge scenario keeps the snapshot's image after the log.
+        return min(n, MERGE_IMG // BLK)
 
     def append(self, boot, entries):
         """One write of the records holding ENTRIES, the last one COMMIT
@@ -541,13 +572,14 @@ def verify(boot, status, name):
 
 
 class Load:
-    def __init__(self, boot, mode, nwrites):
+    def __init__(self, boot, mode, nwrites, origin_only=False):
         self.boot, self.mode, self.nwrites = boot, mode, nwrites
+        self.origin_only = origin_only
         self.jr = journal_rw()
         setup = self.jr.setup()
         self.seed, self.chunk = setup["seed"], setup["chunk"]
         # Loads of one boot (clean, then probe) get versions above the last.
-        self.load_no = ("cut", "clean", "probe").index(mode)
+        self.load_no = ("cut", "clean", "probe", "setup").index(mode)
         self.rng = random.Random(self.seed * 1000003 + boot * 31 + self.load_no)
         self.glock = threading.Lock()
         self.completed = []
@@ -560,7 +592,9 @@ class Load:
         self.commits = 0
         self.flushes = 0
         self.locks = {k: [threading.Lock() for _ in range(LEN // STRIPE)] for k in (b"O", b"S")}
-        self.devs = {b"O": Dev(ORIGIN, rw=True), b"S": Dev(SNAP, rw=True)}
+        self.devs = {b"O": Dev(ORIGIN, rw=True)}
+        if not origin_only:
+            self.devs[b"S"] = Dev(SNAP, rw=True)
         self.targets = None
         errs = []
         cow = Cow(self.chunk, errs)
@@ -701,8 +735,8 @@ class Load:
                     undurable = [e for e in pool if e[1] != b"\1"]
                 else:
                     sync = os.fsync if r.random() < 0.5 else os.fdatasync
-                    sync(self.devs[b"O"].fd)
-                    sync(self.devs[b"S"].fd)
+                    for d in self.devs.values():
+                        sync(d.fd)
                     self.flushes += 1
                     durable = undurable + new
                     undurable = []
@@ -721,7 +755,7 @@ class Load:
         # Zeroes after the tail: no stale record can extend this boot's log.
         self.jr.dev.write((LOG0 + tail) * BLK, bytes(1 << 20))
         writers = [threading.Thread(target=self.writer, args=(i, b"O")) for i in range(3 if self.targets is None else 1)]
-        if self.targets is None:
+        if self.targets is None and not self.origin_only:
             writers.append(threading.Thread(target=self.writer, args=(3, b"S")))
             # Two whole-chunk snapshot writers: the first write to a chunk
             # of a P snapshot skips the copy, and must not be acknowledged
@@ -758,6 +792,120 @@ def cmd_load(boot, mode, n=None):
     cap = float(os.environ.get("RDM_PC_LOAD_MAX", "120"))
     return Load(boot, mode, n).run(cap)
 
+
+
+# --- merge -------------------------------------------------------------------------
+
+
+def cmd_merge_setup(boot, nwrites):
+    """A bounded load on the origin and the snapshot, then the snapshot's
+    image saved as what the merge must make of the origin; the writes so
+    far retired from the journal."""
+    rc = Load(boot, "setup", nwrites).run(600)
+    if rc:
+        return rc
+    img = read_all(SNAP)
+    jr = journal_rw()
+    Dev(VDC, rw=True, sync=True).write(MERGE_IMG, img)
+    setup = jr.setup()
+    _, tail, _ = jr.scan()
+    setup.update(merge_boot=boot, log_start=tail)
+    jr.put(SETUP_BLK, b"RDPCSETU", setup)
+    errs = []
+    n = len(Cow(setup["chunk"], errs).exceptions)
+    text = "merge generation %d: %d exceptions to merge (snapshot image saved)" % (setup["gen"], n)
+    jr.update_boot(boot, flag="merge-setup", text=text)
+    print("# " + text)
+    return 1 if errs else 0
+
+
+def check_merged(data, image, dmax, setup, boot, errs):
+    """Every sector of the merging origin holds the snapshot's image, or an
+    origin write made since the merge started: the newest committed one
+    or a later one where one was committed."""
+    seed, mboot = setup["seed"], setup["merge_boot"]
+    runs = []
+
+    def bad(key, s, text):
+        if runs and runs[-1][0] == key and runs[-1][2] == s - 1:
+            runs[-1][2] = s
+        else:
+            runs.append([key, s, s, text])
+
+    step = 128
+    for blk in range(0, LEN, step):
+        o = blk * SECT
+        if data[o : o + step * SECT] == image[o : o + step * SECT] and max(dmax[blk : blk + step]) == 0:
+            continue
+        for s in range(blk, blk + step):
+            want = dmax[s]
+            o = s * SECT
+            if data[o : o + SECT] == image[o : o + SECT]:
+                if want:
+                    bad("lost", s, "the flushed write %s is lost (the snapshot's image)" % vname(want))
+                continue
+            p = parse(data, o, seed)
+            if p is None:
+                bad("junk", s, "neither the snapshot's image nor data this test wrote")
+            elif p[1] != s:
+                bad("moved", s, "holds the data of sector %d" % p[1])
+            elif p[0] != b"O":
+                bad("notimg", s, "holds %s data that is not the snapshot's image (%s)" % (p[0].decode(), vname(p[2])))
+            elif p[2] < want:
+                bad("old", s, "holds %s, older than the flushed %s" % (vname(p[2]), vname(want)))
+            elif p[2] >> 32 > boot:
+                bad("future", s, "holds %s, from a later boot than %d" % (vname(p[2]), boot))
+            elif p[2] >> 32 < mboot or (p[2] >> 32 == mboot and (p[2] >> 24) & 0xFF == SETUP_LOAD):
+                bad("unmerged", s, "holds %s, an origin write from before the merge started: not merged" % vname(p[2]))
+        if len(runs) > 12:
+            break
+    for _, first, last, text in runs:
+        more = " (and the %d sectors after it alike)" % (last - first) if last > first else ""
+        errs.append("origin sector %d: %s%s" % (first, text, more))
+
+
+def cmd_merge_verify(boot, status, name="verify"):
+    t = time.time()
+    jr = journal_rw()
+    setup = jr.setup()
+    entries, _, commits = jr.scan(setup["log_start"])
+    dmax = durable_maps(entries)[b"O"]
+    errs = []
+    info = status.split(None, 3)[3] if len(status.split()) > 3 else status
+    if info in ("Invalid", "Merge failed", "Overflow"):
+        errs.append("merge status is '%s'" % status)
+    image = Dev(VDC).read(MERGE_IMG, LEN * SECT)
+    origin = read_all(ORIGIN)
+    check_merged(origin, image, dmax, setup, boot, errs)
+    cow = Cow(setup["chunk"], errs)
+    left = len(cow.exceptions) if cow.ok else -1
+    summary = "%d committed origin writes since the merge started, in %d commits; %d exceptions left to merge, status '%s', generation %d" % (
+        len(entries), commits, left, status, setup["gen"])
+    if errs:
+        msg = "; ".join(errs[:12])
+        print("# %s FAILED (%s): %s" % (name, summary, msg))
+        jr.update_boot(boot, check=(name, "fail: " + msg), text=name + ": " + summary)
+        return 1
+    print("# %s ok in %.1f s: %s" % (name, time.time() - t, summary))
+    jr.update_boot(boot, check=(name, "ok: " + summary))
+    return 0
+
+
+def cmd_merge_load(boot):
+    cap = float(os.environ.get("RDM_PC_LOAD_MAX", "120"))
+    return Load(boot, "cut", None, origin_only=True).run(cap)
+
+
+def cmd_merge_left():
+    errs = []
+    cow = Cow(chunk_of_setup(), errs)
+    if errs:
+        raise SystemExit("pc: " + "; ".join(errs))
+    print(len(cow.exceptions))
+
+
+def chunk_of_setup():
+    return journal_rw().setup()["chunk"]
 
 
 # --- small commands --------------------------------------------------------------
@@ -813,6 +961,18 @@ def main(argv):
         cmd_retake(int(a[0]))
     elif cmd == "load":
         return cmd_load(int(a[0]), a[1], int(a[2]) if len(a) > 2 else None)
+    elif cmd == "merge-setup":
+        return cmd_merge_setup(int(a[0]), int(a[1]) if len(a) > 1 else 1500)
+    elif cmd == "merge-verify":
+        return cmd_merge_verify(int(a[0]), *a[1:3])
+    elif cmd == "merge-load":
+        return cmd_merge_load(int(a[0]))
+    elif cmd == "merge-left":
+        cmd_merge_left()
+    elif cmd == "origin-sum":
+        print(hashlib.sha256(read_all(ORIGIN)).hexdigest()[:16])
+    elif cmd == "disk-sum":
+        print(hashlib.sha256(Dev(VDA).read(0, LEN * SECT)).hexdigest()[:16])
     elif cmd == "sums":
         cmd_sums()
     elif cmd == "check":

@@ -13,7 +13,8 @@ zero             v1.2.0
 error            v1.7.0
 striped          v1.6.0
 snapshot-origin  v1.9.0
-snapshot         v1.16.0" "targets"
+snapshot         v1.16.0
+snapshot-merge   v1.5.0" "targets"
 expect_eq "$(rdmsetup ls)" "No devices found" "empty ls"
 rdmsetup create b --table "0 16 zero" || fail "create b"
 rdmsetup create a -u RDM-A --table "0 8 linear $VDA 0" || fail "create a"
