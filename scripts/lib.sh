@@ -1,5 +1,7 @@
 # Shared helpers for rdm's scripts. Source it; do not run it.
 # shellcheck shell=bash
+# The settings here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 
 RDM_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RDM_CACHE=${RDM_CACHE:-$HOME/.cache/rdm}

@@ -15,7 +15,7 @@ mkdir -p "$out"
 runtime=${RDM_BENCH_RUNTIME:-8}
 disk=$VDA
 cowdisk=$VDB
-size=$(blockdev --getsz $disk)
+size=$(blockdev --getsz "$disk")
 only=${RDM_BENCH_ONLY:-}
 export DM_DISABLE_UDEV=1
 
@@ -70,15 +70,15 @@ measure_passthrough() {
 	# seq-write: the raw run had just filled the other disk) is not
 	# charged for it.
 	for d in $disk $cowdisk; do
-		dd if=/dev/zero of=$d bs=1M count=512 oflag=direct status=none || return 1
+		dd if=/dev/zero of="$d" bs=1M count=512 oflag=direct status=none || return 1
 	done
 	for w in "${workloads[@]}"; do
-		fio_passthrough raw $disk "$w" || return 1
+		fio_passthrough raw "$disk" "$w" || return 1
 		for p in $(seq "$passes"); do
 			if [ $((p % 2)) = 1 ]; then
-				linear_pair $disk $cowdisk
+				linear_pair "$disk" "$cowdisk"
 			else
-				linear_pair $cowdisk $disk
+				linear_pair "$cowdisk" "$disk"
 			fi || return 1
 			for stack in dm-linear rdm-linear rdm-linear dm-linear; do
 				case $stack in
@@ -87,7 +87,7 @@ measure_passthrough() {
 				esac || return 1
 			done
 		done
-		fio_passthrough raw $disk "$w" || return 1
+		fio_passthrough raw "$disk" "$w" || return 1
 		echo "pass-through ${w%% *} done"
 	done
 	dmsetup remove --noudevsync blin
@@ -130,22 +130,22 @@ snap_setup() { # snap_setup CHUNK N STORE
 	local i
 	"${tool[@]}" create borig --table "0 $size snapshot-origin $disk" || return 1
 	for i in $(seq 0 $(($2 - 1))); do
-		"${tool[@]}" create bcow$i --table "0 $cow_sectors linear $cowdisk $((i * cow_sectors))" || return 1
+		"${tool[@]}" create bcow"$i" --table "0 $cow_sectors linear $cowdisk $((i * cow_sectors))" || return 1
 	done
 	"${tool[@]}" suspend borig || return 1
 	for i in $(seq 0 $(($2 - 1))); do
 		# A zero header: a new persistent snapshot, not the last row's.
-		[ "$3" = P ] && dd if=/dev/zero of=$devdir/bcow$i bs=4k count=1 oflag=direct status=none
-		"${tool[@]}" create bsnap$i --table "0 $size snapshot $disk $devdir/bcow$i $3 $1" || return 1
+		[ "$3" = P ] && dd if=/dev/zero of="$devdir"/bcow"$i" bs=4k count=1 oflag=direct status=none
+		"${tool[@]}" create bsnap"$i" --table "0 $size snapshot $disk $devdir/bcow$i $3 $1" || return 1
 	done
 	"${tool[@]}" resume borig
 }
 
 snap_teardown() { # snap_teardown N
 	local i
-	for i in $(seq 0 $(($1 - 1))); do "${tool[@]}" remove bsnap$i; done
+	for i in $(seq 0 $(($1 - 1))); do "${tool[@]}" remove bsnap"$i"; done
 	"${tool[@]}" remove borig
-	for i in $(seq 0 $(($1 - 1))); do "${tool[@]}" remove bcow$i; done
+	for i in $(seq 0 $(($1 - 1))); do "${tool[@]}" remove bcow"$i"; done
 }
 
 # What a snapshot's exception table costs, after the row's writes.
@@ -168,14 +168,14 @@ measure_snap() { # measure_snap STACK ROW...
 	snap_stack "$stack"
 	snap_setup "$chunk" "$n" "${store:-N}" || { echo "setup failed: $stack $name" >&2; return 1; }
 	if [ "$before" = copied ]; then
-		dd if=/dev/zero of=$devdir/borig bs=1M count=$region_mib oflag=direct status=none
+		dd if=/dev/zero of="$devdir"/borig bs=1M count=$region_mib oflag=direct status=none
 	fi
 	dev=$devdir/borig
 	[ "$target" = snap ] && dev=$devdir/bsnap0
 	if [ "$before" = none ] && [ "$target" = origin ]; then
-		extra=(--size=${region_mib}M)
+		extra=(--size="${region_mib}M")
 	else
-		extra=(--size=${region_mib}M --time_based --runtime="$runtime" --ramp_time=1)
+		extra=(--size="${region_mib}M" --time_based --runtime="$runtime" --ramp_time=1)
 	fi
 	json=$(fio --name="$name" --filename="$dev" --direct=1 --ioengine=libaio \
 		--rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs=1 "${extra[@]}" \
@@ -229,11 +229,11 @@ measure_merge() { # measure_merge STACK ROW
 	snap_stack "$stack"
 	"${tool[@]}" create borig --table "0 $size snapshot-origin $disk" || return 1
 	"${tool[@]}" create bcow0 --table "0 $merge_cow_sectors linear $cowdisk 0" || return 1
-	dd if=/dev/zero of=$devdir/bcow0 bs=4k count=1 oflag=direct status=none
+	dd if=/dev/zero of="$devdir"/bcow0 bs=4k count=1 oflag=direct status=none
 	"${tool[@]}" suspend borig || return 1
 	"${tool[@]}" create bsnap0 --table "0 $size snapshot $disk $devdir/bcow0 P 8" || return 1
 	"${tool[@]}" resume borig || return 1
-	fio --name=fill --filename=$devdir/bsnap0 --direct=1 --ioengine=libaio --rw="$rw" --bs="$bs" \
+	fio --name=fill --filename="$devdir"/bsnap0 --direct=1 --ioengine=libaio --rw="$rw" --bs="$bs" \
 		--iodepth=16 --size=${merge_mib}M --randseed=7 --output=/dev/null || return 1
 	read -r _ _ _ st m <<<"$("${tool[@]}" status bsnap0)"
 	a=${st%%/*}
@@ -241,7 +241,7 @@ measure_merge() { # measure_merge STACK ROW
 	# SIGINT that reached fio before its job started would not stop the
 	# job. (Its figures so include the short suspend and some reads
 	# before the merge, alike on both stacks.)
-	fio --name=lat --filename=$devdir/borig --direct=1 --ioengine=psync --rw=randread --bs=4k \
+	fio --name=lat --filename="$devdir"/borig --direct=1 --ioengine=psync --rw=randread --bs=4k \
 		--size=${merge_mib}M --time_based --runtime=900 --thread --output-format=json \
 		--output="$out/merge-lat.json" >/dev/null 2>&1 &
 	reader=$!
@@ -289,7 +289,7 @@ fi
 if [ "$only" != passthrough ]; then
 	# The limit of origin first writes: raw sequential write throughput.
 	if [ "$only" = snapshot ]; then
-		fio_passthrough raw $disk "${workloads[1]}" || exit 1
+		fio_passthrough raw "$disk" "${workloads[1]}" || exit 1
 	fi
 	for row in "${snap_rows[@]}"; do
 		[[ ${row%% *} =~ ${RDM_BENCH_ROWS:-.} ]] || continue

@@ -41,7 +41,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 mode=$1 boot=$2
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 LEN=32768
 
 pc() { python3 "$here/pc.py" "$@"; }
@@ -93,7 +93,7 @@ create_snapshot() {
 		if klog_since_mark | grep -q "persistent exception store is not supported yet"; then
 			pc note "$boot" skip "rdm: the persistent exception store is not supported yet"
 			log "SKIP: rdm does not support the persistent store yet"
-			exit $KSFT_SKIP
+			exit "$KSFT_SKIP"
 		fi
 		die "create the snapshot '$t': $out $(klog_since_mark | tail -n 3 | tr '\n' ' ')"
 	fi
@@ -182,8 +182,8 @@ new_generation() {
 merge_verify() { pc merge-verify "$boot" "$(status_of pc-origin)" "$@" || exit 1; }
 # merge_complete: waits (up to 10 min) for the merge to end.
 merge_complete() {
-	local i left
-	for i in $(seq 1 3000); do
+	local left
+	for _ in $(seq 1 3000); do
 		left=$(merge_left_sectors)
 		[ "$left" = 0 ] && return 0
 		case $left in *[!0-9]*) die "merge status: $(status_of pc-origin)" ;; esac
@@ -311,4 +311,4 @@ clean-verify)
 	;;
 *) die "unknown mode $mode" ;;
 esac
-exit $KSFT_PASS
+exit "$KSFT_PASS"

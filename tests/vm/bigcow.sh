@@ -23,8 +23,8 @@ BIG_N=1050000 BIG_C=8 BIG_M=2097152 BIG_STRIDE=5063 BIG_W=16384
 BIG_LEN=$((BIG_M * BIG_C))
 BIG_EPA=$((BIG_C * 512 / 16))
 BIG_DIR=/dev/shm/rdm-bigcow
-BIG_ORIG= BIG_COW=
-BIG_LAYOUT="--chunk $BIG_C --count $BIG_N --origin-chunks $BIG_M --stride $BIG_STRIDE"
+BIG_ORIG='' BIG_COW=''
+BIG_LAYOUT=(--chunk "$BIG_C" --count "$BIG_N" --origin-chunks "$BIG_M" --stride "$BIG_STRIDE")
 
 # big_setup: the two loop devices (BIG_ORIG, BIG_COW), empty.
 big_setup() {
@@ -42,7 +42,7 @@ big_setup() {
 big_teardown() {
 	[ -n "$BIG_ORIG" ] && losetup -d "$BIG_ORIG"
 	[ -n "$BIG_COW" ] && losetup -d "$BIG_COW"
-	BIG_ORIG= BIG_COW=
+	BIG_ORIG='' BIG_COW=''
 	rm -rf $BIG_DIR
 }
 
@@ -65,7 +65,7 @@ big_image() {
 		# Written into the files (the loop devices read them through their
 		# page cache): some 12,000 scattered writes, each an I/O through a
 		# loop device, would take a minute under emulation.
-		mk=$($MKCOW make $BIG_DIR/cow.img $BIG_LAYOUT --data-below $BIG_W) || fail "mkcow make: $mk"
+		mk=$($MKCOW make $BIG_DIR/cow.img "${BIG_LAYOUT[@]}" --data-below $BIG_W) || fail "mkcow make: $mk"
 		$MKCOW origin $BIG_DIR/origin.img --chunk $BIG_C --chunks $BIG_W >/dev/null || fail "stamp the origin"
 		for f in cow origin; do
 			cp --sparse=always $BIG_DIR/$f.img $BIG_DIR/$f.first || fail "keep $f.img"
@@ -87,7 +87,7 @@ big_image() {
 # elsewhere).
 big_sample() {
 	local o
-	o=$($MKCOW sample $DEVDIR/bsnap $BIG_LAYOUT --below $BIG_W --samples 100 "${@:2}") || fail "$1: $o"
+	o=$($MKCOW sample "$DEVDIR"/bsnap "${BIG_LAYOUT[@]}" --below $BIG_W --samples 100 "${@:2}") || fail "$1: $o"
 	log "ok: $1: $o"
 }
 
@@ -132,11 +132,11 @@ big_load() {
 # BIG_FRESH new exceptions. The snapshot stays valid and reads right; the
 # metadata on disk, read back after removal, has them all.
 big_grow() {
-	local st out am meta half=$((BIG_W / 2 * BIG_C * 512)) t0
+	local st out am meta half=$((BIG_W * BIG_C * 512 / 2)) t0
 	t0=$(now_ms)
-	out=$("$@" dd if=/dev/zero of=$DEVDIR/borig bs=1M count=$((half >> 20)) oflag=direct status=none 2>&1) ||
+	out=$("$@" dd if=/dev/zero of="$DEVDIR"/borig bs=1M count=$((half >> 20)) oflag=direct status=none 2>&1) ||
 		fail "origin writes (dd): $out"
-	out=$(fio --name=grow --filename=$DEVDIR/borig --rw=randwrite --bs=$((BIG_C * 512)) \
+	out=$(fio --name=grow --filename="$DEVDIR"/borig --rw=randwrite --bs=$((BIG_C * 512)) \
 		--offset=$half --size=$half --direct=1 --ioengine=libaio --iodepth=32 \
 		--zero_buffers --randrepeat=0 --output-format=terse 2>&1) || fail "origin writes (fio): $out"
 	log "64 MiB of origin writes: $(($(now_ms) - t0)) ms"
@@ -149,7 +149,7 @@ big_grow() {
 		big_stats $((BIG_N + BIG_FRESH)) $((BIG_N + 3000))
 	fi
 	big_sample "snapshot samples after the growth" --seed 2
-	expect_eq "$(dread $DEVDIR/borig 0 $BIG_C | od -An -tx8 -N8 | tr -d ' ')" 0000000000000000 \
+	expect_eq "$(dread "$DEVDIR"/borig 0 $BIG_C | od -An -tx8 -N8 | tr -d ' ')" 0000000000000000 \
 		"the origin holds the new data"
 	t0=$(now_ms)
 	snap_drop borig bsnap

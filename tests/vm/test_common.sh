@@ -1,6 +1,9 @@
 # Shared helpers of rdm's VM tests (kselftest conventions: exit 0 = pass,
 # 1 = fail, 4 = skip; diagnostics on lines starting with "# ").
 # shellcheck shell=bash
+# The settings here (VDA, COW_MAGIC, DEVDIR...) are read by the tests that
+# source this file.
+# shellcheck disable=SC2034
 
 KSFT_PASS=0
 KSFT_FAIL=1
@@ -9,10 +12,114 @@ KSFT_SKIP=4
 RDM_TOP=${RDM_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 RDM_KO=${RDM_KO:-$RDM_TOP/rdm.ko}
 RDM_CONTROL=/dev/rdm-control
+# The implementation under test (dm or rdm): set by run_both, lvm_both and
+# compat_both for each of their runs, in the subshell of that run.
+IMPL=${IMPL:-}
 
 log() { echo "# $*"; }
-fail() { echo "# FAIL: $*"; exit $KSFT_FAIL; }
+# fail MESSAGE: the test fails here (exit 1). Inside a deferred cleanup
+# command it only marks the test failed and returns 1, so that the other
+# cleanup commands still run.
+fail() {
+	echo "# FAIL: $*"
+	if [ -n "${__DEFER_RUNNING:-}" ]; then
+		__DEFER_FAILED=1
+		return 1
+	fi
+	exit $KSFT_FAIL
+}
 skip() { echo "# SKIP: $*"; exit $KSFT_SKIP; }
+
+# --- Cleanup: a stack of deferred commands ---
+# (The idea of tools/testing/selftests/net/lib.sh's defer.) A test says
+# how to undo each thing right after it does it:
+#
+#	dm create orig --table "..." || fail "create orig"
+#	defer dm remove orig
+#	writer & defer stop_pids $!
+#
+# and the deferred commands run in reverse order (last deferred, first
+# run) when the test exits, however it exits: passing, failing midway
+# (fail, or a shell error), skipped, or killed by run_tests.sh's timeout
+# (SIGTERM). A cleanup command that returns non-zero is logged and the
+# rest still run (cleanup is best effort: `dmsetup remove_all` with nothing
+# left fails); `fail` inside one marks the test failed and returns 1
+# instead of exiting, so that the rest run too.
+#
+# Scopes: defer_scope_push opens one; defer_scope_pop runs (LIFO) what was
+# deferred since and closes it, so a loop can clean up after each round.
+# A subshell that starts with defer_subshell runs on its exit what it
+# deferred itself, and never what its parent did: run_both, lvm_both and
+# compat_both run each implementation so, so the reference run is cleaned
+# up before the rdm run starts.
+__DEFER_CMDS=()   # the deferred commands, quoted (printf %q)
+__DEFER_SCOPES=() # where each open scope starts in __DEFER_CMDS
+__DEFER_BASE=0    # this (sub)shell's first own entry
+__DEFER_FAILED='' __DEFER_RUNNING=''
+
+# defer COMMAND [ARGS...]
+defer() {
+	local cmd
+	printf -v cmd '%q ' "$@"
+	__DEFER_CMDS+=("$cmd")
+}
+# Runs and removes the deferred commands from the top down to index $1.
+__defer_run_to() {
+	local i rc running=$__DEFER_RUNNING
+	__DEFER_RUNNING=1
+	for ((i = ${#__DEFER_CMDS[@]} - 1; i >= $1; i--)); do
+		eval "${__DEFER_CMDS[i]}"
+		rc=$?
+		[ "$rc" -eq 0 ] || log "cleanup: '${__DEFER_CMDS[i]% }' returned $rc"
+		unset '__DEFER_CMDS[i]'
+	done
+	__DEFER_RUNNING=$running
+}
+defer_scope_push() { __DEFER_SCOPES+=("${#__DEFER_CMDS[@]}"); }
+defer_scope_pop() {
+	local n=${#__DEFER_SCOPES[@]} start
+	[ "$n" -gt 0 ] || fail "defer_scope_pop without a defer_scope_push"
+	start=${__DEFER_SCOPES[n - 1]}
+	unset '__DEFER_SCOPES[n - 1]'
+	__defer_run_to "$start"
+	if [ -n "$__DEFER_FAILED" ] && [ -z "$__DEFER_RUNNING" ]; then
+		__DEFER_FAILED=''
+		fail "a cleanup command failed"
+	fi
+}
+# The EXIT trap: runs this shell's deferred commands; a failed cleanup
+# fails a test that would have passed.
+__defer_exit() {
+	local rc=$?
+	__defer_run_to "$__DEFER_BASE"
+	[ -n "$__DEFER_FAILED" ] && [ "$rc" -eq 0 ] && rc=$KSFT_FAIL
+	exit "$rc"
+}
+defer_subshell() {
+	__DEFER_BASE=${#__DEFER_CMDS[@]}
+	__DEFER_SCOPES=()
+	trap __defer_exit EXIT
+}
+trap __defer_exit EXIT
+
+# stop_pids PID...: kills those of the processes that are still children
+# of this shell and reaps them (a PID already waited for may belong to
+# another process by now: it is left alone). For `defer stop_pids $!`.
+stop_pids() {
+	local p ppid
+	for p in "$@"; do
+		ppid=''
+		# Field 4 of /proc/PID/stat, after the command name in parentheses.
+		[ -r "/proc/$p/stat" ] && { read -r ppid </proc/"$p"/stat; } 2>/dev/null
+		ppid=${ppid##*) }
+		ppid=${ppid#* }
+		ppid=${ppid%% *}
+		[ "$ppid" = "$BASHPID" ] || continue
+		kill "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	return 0
+}
 
 # The tests load and unload kernel modules: only inside the test VM.
 require_vm() {
@@ -233,8 +340,8 @@ dread() {
 }
 # done_within PID SECONDS: the process ends successfully within SECONDS.
 done_within() {
-	local pid=$1 i
-	for i in $(seq 1 $(($2 * 10))); do
+	local pid=$1 _
+	for _ in $(seq 1 $(($2 * 10))); do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			wait "$pid"
 			return
@@ -267,9 +374,10 @@ COW_MAGIC=$((0x70416e53))
 # cow_header DEV: magic valid version chunk_size of the persistent
 # snapshot header at the start of DEV.
 cow_header() {
-	local h
+	local h magic valid version chunk
 	h=$(dread "$1" 0 1 | od -An -tu4 -N16) || return 1
-	echo $h
+	read -r magic valid version chunk <<<"$h"
+	echo "$magic $valid $version $chunk"
 }
 # read1 DEV SECTOR: one O_DIRECT read of 8 sectors (4 KiB) at SECTOR.
 read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }
@@ -288,12 +396,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 run_both() {
 	local scenario=$1 rc
 	shift
-	(
-		RDM_SNAP_REF=1 IMPL=dm
-		trap snap_cleanup EXIT
-		snap_load
-		"$scenario"
-	)
+	IMPL=dm RDM_SNAP_REF=1 impl_run snap_up "$scenario"
 	rc=$?
 	case $rc in
 	0) log "ok: $scenario on the kernel's dm (reference)" ;;
@@ -304,13 +407,23 @@ run_both() {
 		fail "$scenario fails on the kernel's own dm too: the test is wrong"
 	fi ;;
 	esac
-	(
-		RDM_SNAP_REF= IMPL=rdm
-		trap snap_cleanup EXIT
-		snap_load "$@"
-		"$scenario"
-	) || exit $?
+	IMPL=rdm RDM_SNAP_REF='' impl_run snap_up "$scenario" "$@" || exit $?
 	log "ok: $scenario on rdm"
+}
+# impl_run SETUP SCENARIO [SETUP-ARGS...]: one run of run_both, lvm_both or
+# compat_both: in a subshell of its own, SETUP (which loads the
+# implementation and defers its unloading), then SCENARIO; the subshell's
+# exit runs what the run deferred. The caller sets IMPL for the call.
+impl_run() {
+	(
+		defer_subshell
+		"$1" "${@:3}"
+		"$2"
+	)
+}
+snap_up() {
+	defer snap_cleanup
+	snap_load "$@"
 }
 
 # --- LVM2 tests ---
@@ -333,28 +446,32 @@ lvm_both() {
 		mkdir -p "$LVM_SYSTEM_DIR"
 		cp /etc/lvm/lvm.conf "$LVM_SYSTEM_DIR/"
 	fi
-	(
-		IMPL=dm
-		trap lvm_cleanup EXIT
-		lvm_wipe
-		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
-		log "reference run: the kernel's dm, driven by LVM2"
-		"$scenario"
-	)
+	IMPL=dm impl_run lvm_up "$scenario"
 	rc=$?
 	case $rc in
 	0) log "ok: $scenario on the kernel's dm (reference)" ;;
 	4) log "the kernel's dm is not available here: no reference run" ;;
 	*) fail "$scenario fails on the kernel's own dm too: the test is wrong" ;;
 	esac
-	(
-		IMPL=rdm
-		trap lvm_cleanup EXIT
-		lvm_wipe
-		insmod "$RDM_KO" dm_compat=1 || fail "insmod $RDM_KO dm_compat=1"
-		"$scenario"
-	) || exit $?
+	IMPL=rdm impl_run lvm_up "$scenario" || exit $?
 	log "ok: $scenario on rdm"
+}
+lvm_up() {
+	defer lvm_cleanup
+	lvm_wipe
+	compat_load
+	[ "$IMPL" = dm ] && log "reference run: the kernel's dm, driven by LVM2"
+	return 0
+}
+# compat_load: loads the driver of $IMPL as the system's device-mapper:
+# the kernel's dm (dm-mod, dm-snapshot; skips if it is not there) or rdm
+# with dm_compat=1.
+compat_load() {
+	if [ "$IMPL" = dm ]; then
+		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
+	else
+		insmod "$RDM_KO" dm_compat=1 || fail "insmod $RDM_KO dm_compat=1"
+	fi
 }
 lvm_wipe() {
 	local d
@@ -405,24 +522,23 @@ compat_both() {
 	local scenario=$1 rc
 	command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 	DM_TOOL=dmsetup DEVDIR=/dev/mapper
-	(
-		IMPL=dm
-		trap 'dmsetup remove_all >/dev/null 2>&1; compat_unload' EXIT
-		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
-		log "reference run: the kernel's dm, driven by dmsetup"
-		"$scenario"
-	)
+	IMPL=dm impl_run compat_up "$scenario"
 	rc=$?
 	case $rc in
 	0) log "ok: $scenario on the kernel's dm (reference)" ;;
 	4) log "the kernel's dm is not available here: no reference run" ;;
 	*) fail "$scenario fails on the kernel's own dm too: the test is wrong" ;;
 	esac
-	(
-		IMPL=rdm
-		trap 'dmsetup remove_all >/dev/null 2>&1; compat_unload' EXIT
-		insmod "$RDM_KO" dm_compat=1 || fail "insmod $RDM_KO dm_compat=1"
-		"$scenario"
-	) || exit $?
+	IMPL=rdm impl_run compat_up "$scenario" || exit $?
 	log "ok: $scenario on rdm"
+}
+compat_up() {
+	defer compat_cleanup
+	compat_load
+	[ "$IMPL" = dm ] && log "reference run: the kernel's dm, driven by dmsetup"
+	return 0
+}
+compat_cleanup() {
+	dmsetup remove_all >/dev/null 2>&1
+	compat_unload
 }

@@ -7,7 +7,7 @@
 # a clear log line.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 # With `vm-run --udev`, dmsetup uses udev synchronisation (and dmeventd,
 # which compat_unload stops for an unload, runs).
@@ -51,8 +51,8 @@ dev=/dev/mapper/cdev
 pat=/tmp/pattern
 make_pattern $pat 2
 dd if=$pat of=$dev bs=1M oflag=direct status=none || fail "write"
-cmp <(sect $VDA 0 2048) <(sect $pat 0 2048) || fail "data on vda"
-cmp <(sect $VDB 2048 1024) <(sect $pat 3072 1024) || fail "data on vdb"
+cmp <(sect "$VDA" 0 2048) <(sect $pat 0 2048) || fail "data on vda"
+cmp <(sect "$VDB" 2048 1024) <(sect $pat 3072 1024) || fail "data on vdb"
 log "ok: data written through dmsetup's device is on the disks"
 expect_match "$(dmsetup table cdev)" "^3072 1024 linear 254:16 2048$" "dmsetup table"
 expect_match "$(dmsetup deps cdev)" "^2 dependencies" "dmsetup deps"
@@ -93,4 +93,4 @@ dmsetup info later >/dev/null 2>&1 || fail "deferred remove removed an open devi
 exec 3<&-
 wait_gone dmsetup later
 log "ok: dmsetup remove --deferred removed the device on its last close"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -8,7 +8,7 @@
 # snapshot go on.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 # With `vm-run --udev`, dmsetup uses udev synchronisation (and dmeventd,
 # which compat_unload stops for an unload, runs).
@@ -52,9 +52,9 @@ cp $pat $exp
 dms create $NOSYNC cow2 --table "0 128 linear $VDC 0" || fail "create cow2"
 take snap1 "0 $LEN snapshot $VDA $VDB N $CS"
 take snap2 "0 $LEN snapshot $VDA /dev/mapper/cow2 N $CS"
-cow1=$(disk_sectors $VDB)
-expect_eq "$(dms table snap1)" "0 $LEN snapshot $(devno $VDA) $(devno $VDB) N $CS" "dmsetup table of a snapshot"
-expect_eq "$(dms table orig)" "0 $LEN snapshot-origin $(devno $VDA)" "dmsetup table of the origin"
+cow1=$(disk_sectors "$VDB")
+expect_eq "$(dms table snap1)" "0 $LEN snapshot $(devno "$VDA") $(devno "$VDB") N $CS" "dmsetup table of a snapshot"
+expect_eq "$(dms table orig)" "0 $LEN snapshot-origin $(devno "$VDA")" "dmsetup table of the origin"
 expect_eq "$(dms status orig)" "0 $LEN snapshot-origin " "dmsetup status of the origin"
 expect_eq "$(dms status snap1)" "0 $LEN snapshot 0/$cow1 0" "dmsetup status of a fresh snapshot"
 expect_match "$(dms deps snap1)" "^2 dependencies" "a snapshot depends on its origin and COW"
@@ -99,4 +99,4 @@ dms suspend orig && dms remove $NOSYNC snap2 && dms remove $NOSYNC snap1 && dms 
 	fail "remove the snapshots"
 dms remove $NOSYNC orig && dms remove $NOSYNC cow2 || fail "remove the origin and cow2"
 expect_eq "$(dms ls)" "No devices found" "all gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

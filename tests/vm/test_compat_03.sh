@@ -10,7 +10,7 @@
 # must be the same for both tools.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 export DM_DISABLE_UDEV=1
 out=/tmp/c03
@@ -97,16 +97,16 @@ golden() {
 		dmsetup remove_all >/dev/null 2>&1
 		[ "$(dmsetup ls)" = "No devices found" ] || fail "$1: devices left after the $tool run"
 	done
-	if ! diff -u $out/$1.dmsetup $out/$1.rdmsetup >$out/$1.diff; then
-		cat $out/$1.diff
+	if ! diff -u $out/"$1".dmsetup $out/"$1".rdmsetup >$out/"$1".diff; then
+		cat $out/"$1".diff
 		fail "$1: rdmsetup's output or exit status differs from dmsetup's"
 	fi
-	log "ok: $1: $(grep -c '^###' $out/$1.dmsetup) steps, the same output and exit status"
+	log "ok: $1: $(grep -c '^###' $out/"$1".dmsetup) steps, the same output and exit status"
 	# The script does reach the cases it is about.
-	expect_match "$(cat $out/$1.dmsetup)" "DM_NAME='a'" "$1: the udev rules' query"
-	expect_match "$(cat $out/$1.dmsetup)" "^b\|GOLDEN-B\|Active\|L--w\|Live\|Writeable$" \
+	expect_match "$(cat $out/"$1".dmsetup)" "DM_NAME='a'" "$1: the udev rules' query"
+	expect_match "$(cat $out/"$1".dmsetup)" "^b\|GOLDEN-B\|Active\|L--w\|Live\|Writeable$" \
 		"$1: --noheadings --separator"
-	[ "$(grep -c '^exit=1$' $out/$1.dmsetup)" -ge 6 ] || fail "$1: the failing steps did not fail"
+	[ "$(grep -c '^exit=1$' $out/"$1".dmsetup)" -ge 6 ] || fail "$1: the failing steps did not fail"
 }
 
 export RDM_CONTROL=/dev/mapper/control
@@ -129,4 +129,4 @@ else
 fi
 rdm_load dm_compat=1
 golden rdm
-exit $KSFT_PASS
+exit "$KSFT_PASS"

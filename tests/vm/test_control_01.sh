@@ -20,4 +20,4 @@ rdm_unload
 log "ok: $RDM_CONTROL removed on unload"
 expect_match "$(klog_since_mark)" 'rdm: loaded, dm ioctl interface 4\.48\.0' "load logged"
 expect_match "$(klog_since_mark)" 'rdm: unloaded' "unload logged"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

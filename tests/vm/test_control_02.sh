@@ -15,4 +15,4 @@ log "$out"
 expect_match "$out" '^rdmsetup: DM_DEV_SET_GEOMETRY on geo: .*\(ENOTTY\)$' "rdmsetup names the command, device and ENOTTY"
 expect_match "$(klog_since_mark)" 'rdm: DM_DEV_SET_GEOMETRY is not supported' "kernel log names the command"
 rdmsetup remove geo || fail "remove"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -39,4 +39,4 @@ probe "version-only buffer" EFAULT "" --nr 0 --buffer-len 8
 # After all that the driver still answers and unloads cleanly.
 rdmsetup version >/dev/null || fail "driver stopped answering"
 rdm_unload
-exit $KSFT_PASS
+exit "$KSFT_PASS"

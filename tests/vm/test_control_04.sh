@@ -17,11 +17,11 @@ log "ok: rmmod works after close"
 
 # Open/close many times, concurrently, then unload: no reference leaks.
 rdm_load
-for i in $(seq 1 8); do
-	(for j in $(seq 1 25); do rdmsetup version >/dev/null || exit 1; done) &
+for _ in $(seq 1 8); do
+	(for _ in $(seq 1 25); do rdmsetup version >/dev/null || exit 1; done) &
 done
 wait || fail "concurrent rdmsetup version failed"
 expect_eq "$(rdm_refcount)" 0 "no module reference left"
 rdm_unload
 log "ok: 200 concurrent open/ioctl/close cycles left no reference"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

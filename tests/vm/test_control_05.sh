@@ -22,4 +22,4 @@ mine=$(rdmsetup --control $ctl ls | sort)
 theirs=$(dmsetup ls | sort)
 log "rdmsetup ls: $(echo "$mine" | tr '\n' ';')"
 expect_eq "$mine" "$theirs" "rdmsetup ls equals dmsetup ls"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -5,7 +5,7 @@
 # reads zeroes; fio with verify passes over the whole device.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 trap rdm_cleanup EXIT
 rdm_load
 
@@ -28,9 +28,9 @@ make_pattern $pat 8
 # One 8 MiB write crossing all three boundaries, in 1 MiB direct I/Os
 # (each straddles at most one boundary: split in the driver).
 dd if=$pat of=$dev bs=1M oflag=direct status=none || fail "write through the device"
-cmp <(sect $VDA 0 2048) <(sect $pat 0 2048) || fail "target 0 data on vda"
-cmp <(sect $VDB 4096 5120) <(sect $pat 3072 5120) || fail "target 2 data on vdb"
-cmp <(sect $VDA 100000 8192) <(sect $pat 8192 8192) || fail "target 3 data on vda"
+cmp <(sect "$VDA" 0 2048) <(sect $pat 0 2048) || fail "target 0 data on vda"
+cmp <(sect "$VDB" 4096 5120) <(sect $pat 3072 5120) || fail "target 2 data on vdb"
+cmp <(sect "$VDA" 100000 8192) <(sect $pat 8192 8192) || fail "target 3 data on vda"
 log "ok: every target's data is at its offset on the underlying disk"
 cmp <(sect $dev 2048 1024) <(head -c $((1024 * 512)) /dev/zero) || fail "zero target"
 log "ok: the zero target reads zeroes"
@@ -47,4 +47,4 @@ fio --name=verify --filename=$dev --direct=1 --rw=randwrite --bsrange=4k-256k \
 log "ok: fio randwrite 4k-256k with crc32c verify"
 rdmsetup remove multi || fail "remove"
 [ ! -e $dev ] || fail "$dev left behind"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

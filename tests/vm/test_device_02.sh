@@ -3,7 +3,7 @@
 # error, nothing lost or torn; and resume really switches the mapping.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 trap rdm_cleanup EXIT
 rdm_load
 
@@ -55,4 +55,4 @@ log "ok: the error target fails I/O"
 rdmsetup load live --table "0 8 zero" && rdmsetup table live --inactive | grep -q zero ||
 	fail "table --inactive"
 rdmsetup remove live || fail "remove"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -5,7 +5,7 @@
 # splat (the guest log is checked), every failure a documented errno.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 trap rdm_cleanup EXIT
 rdm_load
 
@@ -52,14 +52,14 @@ worker() {
 	local id=$1 i name
 	for i in $(seq 1 15); do
 		name=w$id-$((i % 3))
-		rdmsetup create $name --table "0 1024 linear $VDA $((id * 4096))" 2>/dev/null
+		rdmsetup create "$name" --table "0 1024 linear $VDA $((id * 4096))" 2>/dev/null
 		rdmsetup ls >/dev/null
-		rdmsetup info $name >/dev/null 2>&1
+		rdmsetup info "$name" >/dev/null 2>&1
 		rdmsetup status >/dev/null 2>&1
-		dd if=/dev/rdm/$name of=/dev/null bs=4k count=4 iflag=direct status=none 2>/dev/null
-		rdmsetup suspend $name 2>/dev/null
-		rdmsetup resume $name 2>/dev/null
-		rdmsetup remove $name 2>/dev/null
+		dd if=/dev/rdm/"$name" of=/dev/null bs=4k count=4 iflag=direct status=none 2>/dev/null
+		rdmsetup suspend "$name" 2>/dev/null
+		rdmsetup resume "$name" 2>/dev/null
+		rdmsetup remove "$name" 2>/dev/null
 	done
 	return 0
 }
@@ -70,4 +70,4 @@ expect_eq "$(rdmsetup ls)" "No devices found" "all devices gone"
 log "ok: 4 workers x 15 rounds of create/ls/info/status/read/suspend/resume/remove"
 rdm_unload
 log "ok: rmmod after the devices are gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -3,10 +3,10 @@
 # line naming the problem; nothing is left half-made.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 trap rdm_cleanup EXIT
 rdm_load
-size=$(disk_sectors $VDA)
+size=$(disk_sectors "$VDA")
 
 bad_table() { # bad_table WHAT LOG-REGEX TABLE
 	expect_fail "$1" "$2" rdmsetup create bad --table "$3"
@@ -42,4 +42,4 @@ long=$(printf 'n%.0s' $(seq 1 130))
 expect_fail "name too long (rdmsetup)" "" rdmsetup create "$long" --table "0 8 zero"
 expect_fail "message to a basic target" "does not accept message" rdmsetup message dup 0 hello
 rdmsetup remove_all || fail "remove_all"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

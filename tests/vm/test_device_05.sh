@@ -50,4 +50,4 @@ rdmsetup remove u2 || fail "remove u2"
 
 expect_match "$(rdmsetup table t)" "^0 64 zero" "the device is intact"
 rdmsetup remove t || fail "remove"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

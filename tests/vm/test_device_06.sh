@@ -4,7 +4,7 @@
 # devices, wait for an event, mknodes after the links were lost.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 trap rdm_cleanup EXIT
 rdm_load
 
@@ -52,4 +52,4 @@ if dd if=/dev/zero of=/dev/rdm/ro bs=4k count=1 oflag=direct status=none 2>/dev/
 fi
 log "ok: writes to a read-only device fail"
 rdmsetup remove_all || fail "remove_all"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -5,11 +5,11 @@
 # disk out, and keeps rdm out of a mounted disk.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 command -v mkfs.ext4 >/dev/null && command -v e2fsck >/dev/null || skip "needs e2fsprogs"
 mnt=/tmp/rdm-mnt
 cleanup() {
-	umount $mnt 2>/dev/null
+	umount "$mnt" 2>/dev/null
 	rdm_cleanup
 }
 trap cleanup EXIT
@@ -24,12 +24,12 @@ dd if=/dev/urandom of=$mnt/data bs=1M count=4 status=none || fail "write a file"
 # cache is dropped first: rdm writes around it).
 needs_recovery() {
 	echo 3 >/proc/sys/vm/drop_caches
-	dumpe2fs -h $VDA 2>/dev/null | grep -c needs_recovery
+	dumpe2fs -h "$VDA" 2>/dev/null | grep -c needs_recovery
 }
 rdmsetup suspend fs || fail "suspend"
 # Frozen and flushed: the disk under it holds a clean filesystem.
 expect_eq "$(needs_recovery)" 0 "suspend froze the filesystem (journal flushed on the disk)"
-e2fsck -fn $VDA >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "filesystem on the disk is not clean while suspended"; }
+e2fsck -fn "$VDA" >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "filesystem on the disk is not clean while suspended"; }
 log "ok: e2fsck -fn on the disk is clean while suspended"
 rdmsetup resume fs || fail "resume"
 dd if=/dev/urandom of=$mnt/more bs=1M count=1 status=none || fail "write after resume (thawed)"
@@ -40,12 +40,12 @@ expect_eq "$(needs_recovery)" 1 "suspend --nolockfs leaves the filesystem unfroz
 rdmsetup resume fs || fail "resume"
 
 # The shared exclusive holder: a mount of the mapped disk is refused...
-if mount $VDA /mnt 2>/dev/null; then umount /mnt; fail "mounted a disk that rdm maps"; fi
+if mount "$VDA" /mnt 2>/dev/null; then umount /mnt; fail "mounted a disk that rdm maps"; fi
 log "ok: a disk rdm maps cannot be mounted"
 umount $mnt || fail "umount"
 rdmsetup remove fs || fail "remove"
 # ... and rdm cannot map a mounted disk.
-mkfs.ext4 -q -F $VDB && mount $VDB $mnt || fail "mount vdb"
+mkfs.ext4 -q -F "$VDB" && mount "$VDB" $mnt || fail "mount vdb"
 expect_fail "mapping a mounted disk" "cannot open device $VDB" rdmsetup create m --table "0 8 linear $VDB 0"
 umount $mnt
-exit $KSFT_PASS
+exit "$KSFT_PASS"

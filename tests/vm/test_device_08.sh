@@ -9,7 +9,7 @@
 #    does not go to; and an empty flush (fsync of the device) reaches both.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 command -v mkfs.ext4 >/dev/null || skip "needs e2fsprogs"
 mnt=/tmp/rdm-mnt8
 cleanup() {
@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p $mnt
 for d in $VDA $VDB; do
-	[ "$(cat /sys/block/${d##*/}/queue/write_cache)" = "write back" ] ||
+	[ "$(cat /sys/block/"${d##*/}"/queue/write_cache)" = "write back" ] ||
 		skip "${d##*/} has no volatile write cache: the block layer drops flushes"
 done
 rdm_load
@@ -39,9 +39,9 @@ commit_flushes() {
 	mount -o barrier=1 "$1" $mnt || fail "mount $1"
 	dd if=/dev/urandom of=$mnt/f bs=64k count=4 status=none || fail "write a file"
 	sync -f $mnt || fail "sync $mnt"
-	a=$(flushes $VDA) b=$(flushes $VDB)
+	a=$(flushes "$VDA") b=$(flushes "$VDB")
 	dd if=/dev/urandom of=$mnt/f bs=4k count=1 conv=notrunc,fsync status=none || fail "fsync a write"
-	fa=$(($(flushes $VDA) - a)) fb=$(($(flushes $VDB) - b))
+	fa=$(($(flushes "$VDA") - a)) fb=$(($(flushes "$VDB") - b))
 	umount $mnt || fail "umount"
 }
 
@@ -60,9 +60,9 @@ commit_flushes /dev/rdm/two
 [ "$fa" -ge 1 ] && [ "$fb" -ge 1 ] ||
 	fail "two disks: a journal commit flushed $VDA $fa times and $VDB $fb times"
 log "ok: two disks: a journal commit flushed both ($fa and $fb flushes)"
-a=$(flushes $VDA) b=$(flushes $VDB)
+a=$(flushes "$VDA") b=$(flushes "$VDB")
 sync /dev/rdm/two || fail "fsync the device"
-[ $(($(flushes $VDA) - a)) -ge 1 ] && [ $(($(flushes $VDB) - b)) -ge 1 ] ||
+[ $(($(flushes "$VDA") - a)) -ge 1 ] && [ $(($(flushes "$VDB") - b)) -ge 1 ] ||
 	fail "two disks: an empty flush did not reach both disks"
 log "ok: two disks: an empty flush (fsync of the device) reached both"
 rdmsetup remove two || fail "remove two"

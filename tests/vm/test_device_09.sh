@@ -18,7 +18,7 @@
 #    Resuming the COW device lets the writes complete.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 
 # answers WHAT COMMAND...: COMMAND must succeed within 10 s. Polls
 # instead of `timeout`: a command stuck on a kernel lock cannot be killed
@@ -29,8 +29,8 @@ answers() {
 	"$@" >/dev/null 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do
-		if ! kill -0 $pid 2>/dev/null; then
-			wait $pid || return 1
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid" || return 1
 			log "ok: $what answered"
 			return 0
 		fi
@@ -53,27 +53,27 @@ queries_during_suspend() {
 		wait
 		fail "$*"
 	}
-	dd if=/dev/zero of=$DEVDIR/up9 bs=4k count=1 oflag=direct status=none &
+	dd if=/dev/zero of="$DEVDIR"/up9 bs=4k count=1 oflag=direct status=none &
 	io=$!
 	sleep 1
-	kill -0 $io 2>/dev/null || bad "the write to up9 completed while low9 was suspended"
+	kill -0 "$io" 2>/dev/null || bad "the write to up9 completed while low9 was suspended"
 	dm suspend up9 &
 	sus=$!
 	sleep 1
-	kill -0 $sus 2>/dev/null || bad "suspend up9 returned while I/O to it was stalled"
+	kill -0 "$sus" 2>/dev/null || bad "suspend up9 returned while I/O to it was stalled"
 	for dev in up9 other9; do
 		for q in info status table deps; do
-			answers "$q $dev during up9's suspend" dm $q $dev ||
+			answers "$q $dev during up9's suspend" dm "$q" "$dev" ||
 				bad "$q $dev did not answer while up9's suspend waits for stalled I/O"
 		done
 	done
 	answers "ls during up9's suspend" dm ls || bad "ls did not answer while up9's suspend waits"
 	answers "table --inactive up9" dm table --inactive up9 || bad "table --inactive up9 did not answer"
 	expect_match "$(dm info up9)" "State: +ACTIVE" "up9 is not reported suspended while its suspend waits"
-	kill -0 $sus 2>/dev/null || bad "suspend up9 returned while I/O to it was stalled"
+	kill -0 "$sus" 2>/dev/null || bad "suspend up9 returned while I/O to it was stalled"
 	dm resume low9 || fail "resume low9"
-	wait $sus || fail "suspend up9 failed"
-	wait $io || fail "the stalled write failed"
+	wait "$sus" || fail "suspend up9 failed"
+	wait "$io" || fail "the stalled write failed"
 	log "ok: resuming low9 let the write and the suspend of up9 finish"
 	expect_match "$(dm info up9)" "State: +SUSPENDED" "up9 suspended"
 	dm resume up9 || fail "resume up9"
@@ -96,10 +96,10 @@ resume_with_throttled_writes() {
 	dm suspend org9 || bad "suspend org9"
 	# One 12 MiB write (bios of 1 MiB, all submitted before it waits):
 	# 3072 chunks of 4 KiB to copy, more than cow_threshold.
-	dd if=/dev/urandom of=$DEVDIR/org9 bs=12M count=1 iflag=fullblock oflag=direct status=none &
+	dd if=/dev/urandom of="$DEVDIR"/org9 bs=12M count=1 iflag=fullblock oflag=direct status=none &
 	io=$!
 	sleep 1
-	kill -0 $io 2>/dev/null || bad "the write to the suspended origin completed"
+	kill -0 "$io" 2>/dev/null || bad "the write to the suspended origin completed"
 	t0=$(now_ms)
 	answers "resume org9 (writes parked, COW stalled)" dm resume org9 ||
 		bad "resume of org9 did not return: it resubmits the parked writes itself, which wait for copies to a stalled COW device"
@@ -107,9 +107,9 @@ resume_with_throttled_writes() {
 	answers "info org9 after resume" dm info org9 || bad "info org9 did not answer"
 	answers "status snap9" dm status snap9 || bad "status snap9 did not answer"
 	sleep 1
-	kill -0 $io 2>/dev/null || bad "the origin writes completed while the COW device was stalled"
+	kill -0 "$io" 2>/dev/null || bad "the origin writes completed while the COW device was stalled"
 	dm resume cow9 || fail "resume cow9"
-	wait $io || fail "the origin writes failed"
+	wait "$io" || fail "the origin writes failed"
 	log "ok: the parked origin writes completed once the COW device resumed"
 	st=$(dm status snap9)
 	expect_match "$st" "^0 $len snapshot [0-9]+/$cow_len" "snapshot valid, with copies made ($st)"
@@ -117,4 +117,4 @@ resume_with_throttled_writes() {
 	dm remove org9 && dm remove cow9 || fail "remove the devices"
 }
 run_both resume_with_throttled_writes
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -8,7 +8,7 @@
 # tables: there is no dm run to compare with.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 cleanup() {
 	rdm_cleanup
 	grep -q '^null_blk ' /proc/modules && rmmod null_blk
@@ -45,8 +45,8 @@ expect_eq "$(rdmsetup ls)" "No devices found" "nothing left behind"
 rdmsetup create lin --table "0 8192 linear $VDA 0" || fail "create lin"
 expect_refused "reload of a live device with a zoned device" "$inval" "$re" \
 	rdmsetup load lin --table "0 8192 linear $Z 0"
-expect_eq "$(rdmsetup table lin)" "0 8192 linear $(devno $VDA) 0" "the live table stays"
-expect_eq "$(cat /sys/dev/block/$(devno /dev/rdm/lin)/queue/zoned)" none "the device is not zoned"
+expect_eq "$(rdmsetup table lin)" "0 8192 linear $(devno "$VDA") 0" "the live table stays"
+expect_eq "$(cat "/sys/dev/block/$(devno /dev/rdm/lin)/queue/zoned")" none "the device is not zoned"
 dd if=/dev/rdm/lin of=/dev/null bs=4k count=16 iflag=direct status=none || fail "read lin"
 rdmsetup remove lin || fail "remove lin"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -18,12 +18,12 @@
 # reads and writes work.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDC
+require_disks "$VDC"
 command -v losetup >/dev/null || skip "needs losetup"
 L4=
 cleanup() { [ -z "$L4" ] || losetup -d "$L4"; }
 trap cleanup EXIT
-L4=$(losetup -f --show -b 4096 $VDC) || skip "losetup -b 4096 $VDC failed"
+L4=$(losetup -f --show -b 4096 "$VDC") || skip "losetup -b 4096 $VDC failed"
 expect_eq "$(blockdev --getss "$L4")" 4096 "${L4##*/} has 4 KiB logical blocks"
 pat=/tmp/device12.pat
 make_pattern $pat 1
@@ -58,19 +58,19 @@ scenario() {
 	dm create ok1 --table "0 16 linear $L4 0
 16 4 zero
 20 4 zero" || fail "$IMPL: linear 16 + zero 4 + zero 4 refused"
-	expect_eq "$(blockdev --getss $DEVDIR/ok1)" 4096 "$IMPL: linear + zero + zero: 4 KiB logical blocks"
-	dwrite $pat 0 $DEVDIR/ok1 0 16 || fail "$IMPL: write ok1"
-	expect_same "$IMPL: linear + zero + zero reads back" $DEVDIR/ok1 $pat 16
-	expect_eq "$(dread $DEVDIR/ok1 16 8 | tr -d '\0' | wc -c)" 0 "$IMPL: the zero block reads zeros"
+	expect_eq "$(blockdev --getss "$DEVDIR"/ok1)" 4096 "$IMPL: linear + zero + zero: 4 KiB logical blocks"
+	dwrite "$pat" 0 "$DEVDIR"/ok1 0 16 || fail "$IMPL: write ok1"
+	expect_same "$IMPL: linear + zero + zero reads back" "$DEVDIR"/ok1 "$pat" 16
+	expect_eq "$(dread "$DEVDIR"/ok1 16 8 | tr -d '\0' | wc -c)" 0 "$IMPL: the zero block reads zeros"
 	dm remove ok1 || fail "remove ok1"
 	dm create ok2 --table "0 4 zero
 4 4 zero
 8 8 linear $L4 0" || fail "$IMPL: zero 4 + zero 4 + linear 8 refused"
-	dwrite $pat 0 $DEVDIR/ok2 8 8 || fail "$IMPL: write ok2"
-	expect_same "$IMPL: zero + zero + linear reads back" $DEVDIR/ok2 $pat 8 8 0
+	dwrite "$pat" 0 "$DEVDIR"/ok2 8 8 || fail "$IMPL: write ok2"
+	expect_same "$IMPL: zero + zero + linear reads back" "$DEVDIR"/ok2 "$pat" 8 8 0
 	dm remove ok2 || fail "remove ok2"
 	expect_eq "$(dev_count)" 0 "$IMPL: no device left"
 }
 
 run_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

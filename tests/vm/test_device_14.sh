@@ -12,7 +12,7 @@
 # (dm checks only the self-map: 2 to 4 run on rdm alone.)
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 
 # refused WHAT LOG-REGEX NAME TABLE: loading TABLE into NAME fails with
 # EINVAL (and, on rdm, logs LOG-REGEX); NAME keeps no inactive table.
@@ -101,4 +101,4 @@ dm remove_all || fail "remove_all"
 expect_eq "$(dev_count)" 0 "remove_all left no device"
 rdm_unload
 log "ok: rdm unloads"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

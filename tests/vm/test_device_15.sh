@@ -16,7 +16,7 @@
 #    injection (the test kernel has it); skipped without.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 trap rdm_cleanup EXIT
 
 ROUNDS=15
@@ -68,7 +68,7 @@ if [ -e /proc/self/fail-nth ] && [ -d /sys/kernel/debug/failslab ]; then
 			rdmsetup remove --deferred d15f >/dev/null || exit 1
 			# The Nth allocation of this shell from here on fails: the
 			# close's (the block layer's release, then rdm's).
-			echo $n >/proc/thread-self/fail-nth
+			echo "$n" >/proc/thread-self/fail-nth
 			exec 3<&-
 		) || fail "N=$n: deferred remove of d15f"
 		for _ in $(seq 1 50); do
@@ -84,4 +84,4 @@ else
 fi
 expect_eq "$(rdmsetup ls)" "No devices found" "no device left"
 rdm_unload
-exit $KSFT_PASS
+exit "$KSFT_PASS"

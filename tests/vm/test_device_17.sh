@@ -15,7 +15,7 @@
 #   instead of answering wrongly.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 command -v python3 >/dev/null || skip "python3 is not installed"
 
 # Warning-or-worse kernel log lines since klog_mark (the mark itself is
@@ -66,7 +66,7 @@ scenario() {
 	missing dm remove nosuch
 
 	# remove_all with an open device.
-	exec 3<$DEVDIR/m1
+	exec 3<"$DEVDIR"/m1
 	klog_mark
 	dm remove_all || fail "$IMPL: remove_all"
 	expect_eq "$(dm info -c --noheadings -o name m1)" m1 "$IMPL: remove_all leaves the open device"
@@ -96,6 +96,7 @@ scenario() {
 	expect_eq "$(ask 0)" quiet "$IMPL: re-armed again: not readable"
 	dm remove p2 || fail "remove p2"
 	expect_eq "$(ask 5000)" readable "$IMPL: readable after a remove"
+	# shellcheck disable=SC1083,SC2093 # bash closes the fd named by an array element
 	exec {POLL[1]}>&-
 	wait "$POLL_PID" 2>/dev/null
 
@@ -112,4 +113,4 @@ scenario() {
 }
 
 compat_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -16,7 +16,7 @@
 # rdm-timeout: 1800
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 [ -e /proc/self/fail-nth ] || skip "the kernel has no fault injection (CONFIG_FAULT_INJECTION)"
 [ -d /sys/kernel/debug/failslab ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
 [ -d /sys/kernel/debug/failslab ] || skip "no failslab in debugfs"
@@ -117,7 +117,7 @@ sweep "load" "rdmsetup create f1 --notable" \
 	"rdmsetup remove f1"
 sweep "resume" "rdmsetup create f1 --notable && rdmsetup load f1 --table '0 $LEN linear $VDA 0'" \
 	"rdmsetup resume f1" \
-	"[ \"\$(rdmsetup table f1)\" = '0 $LEN linear $(devno $VDA) 0' ]" \
+	"[ \"\$(rdmsetup table f1)\" = '0 $LEN linear $(devno "$VDA") 0' ]" \
 	"rdmsetup remove f1"
 
 # DM_DEV_RENAME, DM_TABLE_STATUS, DM_LIST_DEVICES, DM_DEV_REMOVE.
@@ -141,7 +141,7 @@ sweep "remove" "rdmsetup create f1 --table '0 $LEN zero'" \
 # Snapshots: an origin, and a persistent snapshot table loaded on a COW
 # device that holds exceptions (its metadata is read in the load).
 rdmsetup create so --table "0 $LEN snapshot-origin $VDA" || fail "origin"
-dd if=/dev/zero of=$VDB bs=4k count=1 oflag=direct status=none
+dd if=/dev/zero of="$VDB" bs=4k count=1 oflag=direct status=none
 rdmsetup suspend so && rdmsetup create ss --table "0 $LEN snapshot $VDA $VDB P 8" && rdmsetup resume so ||
 	fail "first persistent snapshot"
 dd if=/dev/urandom of=/dev/rdm/so bs=4k count=64 oflag=direct status=none || fail "origin writes"

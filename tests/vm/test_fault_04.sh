@@ -46,7 +46,7 @@ FPA=/sys/kernel/debug/fail_page_alloc
 KNOBS="min-order ignore-gfp-wait ignore-gfp-highmem task-filter probability interval times space verbose verbose_ratelimit_burst"
 declare -A saved
 for k in $KNOBS; do
-	[ -e $FPA/$k ] && saved[$k]=$(cat $FPA/$k)
+	[ -e $FPA/"$k" ] && saved[$k]=$(cat $FPA/"$k")
 done
 arm() {
 	echo 1 >$FPA/min-order &&
@@ -64,7 +64,7 @@ disarm() {
 	local k
 	echo 0 >$FPA/probability
 	for k in $KNOBS; do
-		[ -n "${saved[$k]:-}" ] && echo "${saved[$k]}" >$FPA/$k
+		[ -n "${saved[$k]:-}" ] && echo "${saved[$k]}" >$FPA/"$k"
 	done
 	copier_fail 0 >/dev/null
 }
@@ -125,7 +125,7 @@ cleanup() {
 	dmsetup remove_all >/dev/null 2>&1
 	rdm_loaded && rdmsetup remove_all >/dev/null 2>&1
 	big_teardown
-	rm -rf $STAGE
+	rm -rf "$STAGE"
 }
 trap cleanup EXIT
 big_setup
@@ -194,4 +194,4 @@ dm_attempt
 ) || exit $?
 disarm
 log "fail_page_alloc disarmed: probability $(cat $FPA/probability), task-filter $(cat $FPA/task-filter)"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

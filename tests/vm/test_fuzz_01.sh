@@ -5,15 +5,15 @@
 # any splat by the runner. The seed is printed; RDM_FUZZ_SEED replays it.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA
+require_disks "$VDA"
 trap rdm_cleanup EXIT
 rdm_load
 
 seed_arg=()
 [ -n "${RDM_FUZZ_SEED:-}" ] && seed_arg=(--seed "$RDM_FUZZ_SEED")
-out=$(rdm-ioctl-fuzz "${seed_arg[@]}" --count "${RDM_FUZZ_COUNT:-10000}" --sequence 400 --disk $VDA) ||
+out=$(rdm-ioctl-fuzz "${seed_arg[@]}" --count "${RDM_FUZZ_COUNT:-10000}" --sequence 400 --disk "$VDA") ||
 	{ echo "$out"; fail "fuzzer found the driver's devices differ from the model"; }
-echo "$out" | sed 's/^/# /'
+printf '%s\n' "$out" | sed 's/^/# /'
 expect_match "$out" "^tried [0-9]+ random buffers" "fuzzer ran"
 # Whatever the fuzz left (suspended or not), remove it and unload.
 for name in $(rdmsetup ls | cut -f1); do
@@ -24,4 +24,4 @@ rdmsetup remove_all || fail "remove_all after fuzzing"
 expect_eq "$(rdmsetup ls)" "No devices found" "no device left"
 rdm_unload
 log "ok: rdm unloads after fuzzing (no leaked module reference)"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -7,7 +7,7 @@
 # the kernel's dm first, then on rdm (dm_compat=1).
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 command -v dmeventd >/dev/null || skip "dmeventd is not installed (scripts/setup-deps)"
 out=/tmp/l02
 rm -rf $out && mkdir -p $out
@@ -43,7 +43,7 @@ lvm_ok() {
 	o=$("$@" 2>&1) || fail "$IMPL: $what: $* failed: $o"
 	log "ok: $IMPL: $what"
 }
-snap_mib() { lvs --noheadings --units m --nosuffix -o lv_size $VG/snap | awk '{ printf "%d", $1 }'; }
+snap_mib() { lvs --noheadings --units m --nosuffix -o lv_size "$VG"/snap | awk '{ printf "%d", $1 }'; }
 
 scenario() {
 	local st i pid
@@ -53,32 +53,32 @@ scenario() {
 		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 	fi
 	dmeventd || fail "start dmeventd"
-	lvm_ok "pvcreate" pvcreate -y $VDA $VDB
-	lvm_ok "vgcreate" vgcreate -y $VG $VDA $VDB
-	lvm_ok "lvcreate" lvcreate -y -L 64M -n lv $VG
-	dd if=$out/old of=/dev/$VG/lv bs=1M oflag=direct status=none || fail "$IMPL: write lv"
-	lvm_ok "lvcreate -s (8 MiB)" lvcreate -y -s -L 8M -n snap $VG/lv
-	expect_eq "$(lvs --noheadings -o seg_monitor $VG/snap | tr -d ' ')" monitored "$IMPL: dmeventd monitors the snapshot"
+	lvm_ok "pvcreate" pvcreate -y "$VDA" "$VDB"
+	lvm_ok "vgcreate" vgcreate -y "$VG" "$VDA" "$VDB"
+	lvm_ok "lvcreate" lvcreate -y -L 64M -n lv "$VG"
+	dd if="$out"/old of=/dev/"$VG"/lv bs=1M oflag=direct status=none || fail "$IMPL: write lv"
+	lvm_ok "lvcreate -s (8 MiB)" lvcreate -y -s -L 8M -n snap "$VG"/lv
+	expect_eq "$(lvs --noheadings -o seg_monitor "$VG"/snap | tr -d ' ')" monitored "$IMPL: dmeventd monitors the snapshot"
 	# 7 MiB of origin writes: over 70 % of the COW device.
-	dd if=$out/new of=/dev/$VG/lv bs=1M count=7 oflag=direct status=none || fail "$IMPL: write the origin"
+	dd if="$out"/new of=/dev/"$VG"/lv bs=1M count=7 oflag=direct status=none || fail "$IMPL: write the origin"
 	for i in $(seq 1 120); do
 		[ "$(snap_mib)" -gt 8 ] && break
 		sleep 1
 	done
-	[ "$(snap_mib)" -gt 8 ] || fail "$IMPL: dmeventd did not extend the snapshot in 120 s ($(dmsetup status $VG-snap))"
+	[ "$(snap_mib)" -gt 8 ] || fail "$IMPL: dmeventd did not extend the snapshot in 120 s ($(dmsetup status "$VG"-snap))"
 	log "ok: $IMPL: dmeventd extended the snapshot to $(snap_mib) MiB after $i s"
 	# 3 MiB more: 10 MiB copied in all, more than the snapshot first held
 	# (and less than the 12 MiB of one extension by 50 %).
-	dd if=$out/new of=/dev/$VG/lv bs=1M seek=7 skip=7 count=3 oflag=direct status=none ||
+	dd if="$out"/new of=/dev/"$VG"/lv bs=1M seek=7 skip=7 count=3 oflag=direct status=none ||
 		fail "$IMPL: more origin writes"
-	st=$(dmsetup status $VG-snap)
+	st=$(dmsetup status "$VG"-snap)
 	case $st in *Invalid* | *Overflow*) fail "$IMPL: the snapshot went invalid: $st" ;; esac
 	log "ok: $IMPL: the snapshot stays valid ($st)"
-	expect_same "$IMPL: the snapshot has the old data" /dev/$VG/snap $out/old
-	lvm_ok "vgchange -an" vgchange -an $VG
-	lvm_ok "vgremove" vgremove -y $VG
-	lvm_ok "pvremove" pvremove -y $VDA $VDB
+	expect_same "$IMPL: the snapshot has the old data" /dev/"$VG"/snap "$out"/old
+	lvm_ok "vgchange -an" vgchange -an "$VG"
+	lvm_ok "vgremove" vgremove -y "$VG"
+	lvm_ok "pvremove" pvremove -y "$VDA" "$VDB"
 }
 
-lvm_both scenario $VDA $VDB
-exit $KSFT_PASS
+lvm_both scenario "$VDA" "$VDB"
+exit "$KSFT_PASS"

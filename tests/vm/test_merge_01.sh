@@ -20,7 +20,7 @@
 . "$(dirname "$0")/test_common.sh"
 . "$(dirname "$0")/merge_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 
 out=/tmp/merge01
 rm -rf $out && mkdir -p $out
@@ -32,31 +32,31 @@ one_case() { # one_case LEN CHUNK SEED
 	what="$IMPL: $len sectors, chunk $cs"
 	log "--- $what"
 	local t0=$SECONDS
-	dd if=/dev/zero of=$VDB bs=64k count=1 oflag=direct status=none || fail "zero the COW header"
-	dd if=$out/stamp of=$VDA bs=1M count=32 oflag=direct status=none || fail "stamp the origin"
-	head -c $((len * 512)) $out/stamp >$out/image
+	dd if=/dev/zero of="$VDB" bs=64k count=1 oflag=direct status=none || fail "zero the COW header"
+	dd if="$out"/stamp of="$VDA" bs=1M count=32 oflag=direct status=none || fail "stamp the origin"
+	head -c $((len * 512)) "$out"/stamp >"$out"/image
 	dm create base --table "0 $len linear $VDA 0" || fail "create base"
 	dm create orig --table "0 $len snapshot-origin $DEVDIR/base" || fail "create orig"
 	snap_take orig snap "0 $len snapshot $DEVDIR/base $VDB P $cs"
-	mergeio scatter $DEVDIR/snap "$seed" 500 "$len" 1 64 $out/image >/dev/null || fail "snapshot writes"
-	mergeio chunks $DEVDIR/snap $((seed + 1)) 60 "$cs" $((len / cs)) $out/image >/dev/null || fail "whole-chunk snapshot writes"
-	mergeio scatter $DEVDIR/orig $((seed + 2)) 500 "$len" 1 64 >/dev/null || fail "origin writes"
+	mergeio scatter "$DEVDIR"/snap "$seed" 500 "$len" 1 64 "$out"/image >/dev/null || fail "snapshot writes"
+	mergeio chunks "$DEVDIR"/snap $((seed + 1)) 60 "$cs" $((len / cs)) "$out"/image >/dev/null || fail "whole-chunk snapshot writes"
+	mergeio scatter "$DEVDIR"/orig $((seed + 2)) 500 "$len" 1 64 >/dev/null || fail "origin writes"
 	# The last (possibly partial) chunk, on both.
-	dwrite $out/new 0 $DEVDIR/snap $((len - 8)) 8 || fail "the last sectors of the snapshot"
-	fput $out/new 0 $out/image $((len - 8)) 8
-	dwrite $out/new 64 $DEVDIR/orig $((len - 8)) 8 || fail "the last sectors of the origin"
+	dwrite "$out"/new 0 "$DEVDIR"/snap $((len - 8)) 8 || fail "the last sectors of the snapshot"
+	fput "$out"/new 0 "$out"/image $((len - 8)) 8
+	dwrite "$out"/new 64 "$DEVDIR"/orig $((len - 8)) 8 || fail "the last sectors of the origin"
 	log "set up in $((SECONDS - t0)) s"
-	expect_same "$what: the snapshot's image before the merge" $DEVDIR/snap $out/image
-	cow=$(blockdev --getsz $VDB)
+	expect_same "$what: the snapshot's image before the merge" "$DEVDIR"/snap "$out"/image
+	cow=$(blockdev --getsz "$VDB")
 	ev0=$(event_nr orig)
 	klog_mark
 	merge_start orig snap "0 $len snapshot-merge $DEVDIR/base $VDB P $cs"
-	expect_same "$what: the origin reads the snapshot's image while merging" $DEVDIR/orig $out/image
+	expect_same "$what: the origin reads the snapshot's image while merging" "$DEVDIR"/orig "$out"/image
 	merge_wait orig
 	st=$(merge_status orig)
 	expect_eq "$st" "$((2 * cs))/$cow $((2 * cs))" "$what: status when the merge is complete"
-	expect_eq "$(cow_entries $VDB "$cs")" 0 "$what: no exception left on the COW device"
-	expect_same "$what: the origin equals the snapshot's image" $DEVDIR/orig $out/image
+	expect_eq "$(cow_entries "$VDB" "$cs")" 0 "$what: no exception left on the COW device"
+	expect_same "$what: the origin equals the snapshot's image" "$DEVDIR"/orig "$out"/image
 	if [ "$IMPL" = rdm ]; then
 		# One event for the table swap, one for the end of the merge.
 		ev1=$(event_nr orig)
@@ -65,7 +65,7 @@ one_case() { # one_case LEN CHUNK SEED
 		expect_match "$(klog_since_mark)" "snapshot-merge: COW device [0-9:]+: merge complete" "$what: logged"
 	fi
 	dm remove orig || fail "remove orig"
-	expect_same "$what: the disk under the origin holds the image" $DEVDIR/base $out/image
+	expect_same "$what: the disk under the origin holds the image" "$DEVDIR"/base "$out"/image
 	dm remove base || fail "remove base"
 	expect_eq "$(dev_count)" 0 "$what: no device left"
 }
@@ -76,4 +76,4 @@ scenario() {
 }
 
 run_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -23,7 +23,7 @@
 . "$(dirname "$0")/test_common.sh"
 . "$(dirname "$0")/merge_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 
 LEN=131072
@@ -61,8 +61,8 @@ trap cleanup EXIT
 # implementation and stops it midway; leaves the disks, nothing else.
 start_and_stop() {
 	local total left n i
-	dd if=/dev/zero of=$VDB bs=64k count=1 oflag=direct status=none || fail "zero the COW header"
-	dd if=$out/stamp of=$VDA bs=1M oflag=direct status=none || fail "stamp the origin"
+	dd if=/dev/zero of="$VDB" bs=64k count=1 oflag=direct status=none || fail "zero the COW header"
+	dd if=$out/stamp of="$VDA" bs=1M oflag=direct status=none || fail "stamp the origin"
 	dm create base --table "0 $LEN linear $VDA 0" || fail "create base"
 	dm create orig --table "0 $LEN snapshot-origin $DEVDIR/base" || fail "create orig"
 	snap_take orig snap "0 $LEN snapshot $DEVDIR/base $VDB P $CS"
@@ -70,7 +70,7 @@ start_and_stop() {
 	mergeio scatter $DEVDIR/snap 31 1500 $LEN 1 32 >/dev/null || fail "snapshot writes"
 	mergeio scatter $DEVDIR/orig 32 500 $LEN 1 64 >/dev/null || fail "origin writes"
 	dread $DEVDIR/snap 0 $LEN >$out/image
-	total=$(cow_entries $VDB $CS)
+	total=$(cow_entries "$VDB" $CS)
 	log "$IMPL: the snapshot has $total exceptions"
 	left=$(merge_left snap)
 	merge_start orig snap "0 $LEN snapshot-merge $DEVDIR/base $VDB P $CS"
@@ -88,7 +88,7 @@ start_and_stop() {
 	dm resume base || fail "resume base"
 	wait $rm_pid || fail "$IMPL: remove the merging origin"
 	dm remove base || fail "remove base"
-	n=$(cow_entries $VDB $CS)
+	n=$(cow_entries "$VDB" $CS)
 	[ "$n" -gt 0 ] && [ "$n" -lt "$total" ] ||
 		fail "$IMPL: stopping left $n of $total exceptions on the COW device, not a merge stopped midway"
 	log "ok: $IMPL: merge stopped midway, $n of $total exceptions left on the COW device"
@@ -97,14 +97,14 @@ start_and_stop() {
 # finish: the other implementation finishes the merge from the disks.
 finish() {
 	local from=$1 cow
-	cow=$(blockdev --getsz $VDB)
+	cow=$(blockdev --getsz "$VDB")
 	dm create base --table "0 $LEN linear $VDA 0" || fail "create base"
 	dm create orig --table "0 $LEN snapshot-merge $DEVDIR/base $VDB P $CS" ||
 		fail "$IMPL: load the merge $from started"
 	expect_same "$IMPL: the origin reads the snapshot's image (merge started by $from)" $DEVDIR/orig $out/image
 	merge_wait orig
 	expect_eq "$(merge_status orig)" "$((2 * CS))/$cow $((2 * CS))" "$IMPL: status at the end of the merge $from started"
-	expect_eq "$(cow_entries $VDB $CS)" 0 "$IMPL: no exception left"
+	expect_eq "$(cow_entries "$VDB" $CS)" 0 "$IMPL: no exception left"
 	expect_same "$IMPL: the origin equals the snapshot's image" $DEVDIR/orig $out/image
 	dm remove orig || fail "remove orig"
 	expect_same "$IMPL: the disk under the origin holds the image" $DEVDIR/base $out/image
@@ -126,4 +126,4 @@ drop_rdm
 use_dm
 finish rdm
 drop_dm
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -34,7 +34,7 @@
 # The snapshot of 1-4 lives on through 5 and 6 and still reads its image.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 trap snap_cleanup EXIT
 snap_load
 
@@ -62,12 +62,12 @@ mark() { # mark SECTOR SECTORS
 	for ((c = $1 / CS; c <= ($1 + $2 - 1) / CS; c++)); do MAIN[$c]=1; done
 }
 owrite() { # owrite SRC SECTOR SECTORS: to the origin (and its image)
-	dwrite "$1" "$2" $orig "$2" "$3" || fail "origin write at $2+$3"
+	dwrite "$1" "$2" "$orig" "$2" "$3" || fail "origin write at $2+$3"
 	fput "$1" "$2" $oexp "$2" "$3"
 	mark "$2" "$3"
 }
 swrite() { # swrite SRC SECTOR SECTORS: to the main snapshot (and its image)
-	dwrite "$1" "$2" $snap "$2" "$3" || fail "snapshot write at $2+$3"
+	dwrite "$1" "$2" "$snap" "$2" "$3" || fail "snapshot write at $2+$3"
 	fput "$1" "$2" $sexp "$2" "$3"
 	mark "$2" "$3"
 }
@@ -80,7 +80,7 @@ main_status() { p_status ${#MAIN[@]} $CS $COWLEN; }
 ondisk_check() {
 	local k=${#MAIN[@]} areas=$((${#MAIN[@]} / EPA + 1)) a nf
 	nf=$((2 + k + k / EPA))
-	for ((a = 0; a < areas; a++)); do dread $cow $(((1 + a * (EPA + 1)) * CS)) $CS; done |
+	for ((a = 0; a < areas; a++)); do dread "$cow" $(((1 + a * (EPA + 1)) * CS)) $CS; done |
 		od -An -v -tu8 -w16 |
 		awk -v epa=$EPA '(NR - 1) % epa == 0 { stop = 0 } stop { next } $2 == 0 { stop = 1; next }
 			{ print $1, $2, int((NR - 1) / epa) }' >/tmp/p01.m.meta
@@ -95,7 +95,7 @@ ondisk_check() {
 	log "ok: on disk: the new chunks are exactly the data chunks 2..$((nf - 1))"
 	local o n _
 	while read -r o n _; do
-		cmp -s <(dread $cow $((n * CS)) $CS) <(sect $sexp $((o * CS)) $CS) ||
+		cmp -s <(dread "$cow" $((n * CS)) $CS) <(sect $sexp $((o * CS)) $CS) ||
 			fail "on disk: data chunk $n (old chunk $o) does not hold the snapshot's data"
 	done < <(awk '!($3 in f) { f[$3] = $0 } { l[$3] = $0 } END { for (a in f) print f[a] "\n" l[a] }' /tmp/p01.m.meta)
 	log "ok: on disk: sampled data chunks hold the snapshot's data"
@@ -103,18 +103,18 @@ ondisk_check() {
 
 # --- 1. A P snapshot, written ---
 dm create cow --table "0 $COWLEN linear $VDB 0" || fail "create the COW device"
-dd if=/dev/zero of=$cow bs=8k count=2 oflag=direct status=none || fail "zero the COW header"
+dd if=/dev/zero of="$cow" bs=8k count=2 oflag=direct status=none || fail "zero the COW header"
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
-dd if=$pat of=$orig bs=1M oflag=direct status=none || fail "stamp the pattern"
+dd if=$pat of="$orig" bs=1M oflag=direct status=none || fail "stamp the pattern"
 cp $pat $oexp
 cp $pat $sexp
 STAB="0 $LEN snapshot $VDA $cow P $CS"
 snap_take orig snap "$STAB"
-TLINE="0 $LEN snapshot $(devno $VDA) $(devno $cow) P $CS"
+TLINE="0 $LEN snapshot $(devno "$VDA") $(devno "$cow") P $CS"
 expect_eq "$(dm table snap)" "$TLINE" "table line"
 expect_eq "$(dm status snap)" "0 $LEN snapshot $((2 * CS))/$COWLEN $((2 * CS))" \
 	"status of a new snapshot: header and area 0"
-expect_eq "$(cow_header $cow)" "$COW_MAGIC 1 1 $CS" "on-disk header: SnAp, valid, version 1, chunk $CS"
+expect_eq "$(cow_header "$cow")" "$COW_MAGIC 1 1 $CS" "on-disk header: SnAp, valid, version 1, chunk $CS"
 
 owrite $new $((3 * CS + 5)) 1           # partial chunk
 owrite $new $((10 * CS)) $CS            # whole chunk
@@ -127,8 +127,8 @@ swrite $new2 $((3 * CS)) 2              # partial, in a copied chunk
 owrite $new $((30 * CS)) $CS            # the snapshot has it: no copy
 expect_eq "${#MAIN[@]}" $EPA "(the test counts $EPA exceptions)"
 expect_eq "$(dm status snap)" "$(main_status)" "status: $EPA exceptions: area 0 full, area 1 in use"
-expect_same "the snapshot reads its image" $snap $sexp
-expect_same "the origin reads its image" $orig $oexp
+expect_same "the snapshot reads its image" "$snap" $sexp
+expect_same "the origin reads its image" "$orig" $oexp
 ondisk_check
 st1=$(dm status snap)
 
@@ -142,14 +142,14 @@ dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "re-create the orig
 snap_take orig snap "$STAB"
 expect_eq "$(dm table snap)" "$TLINE" "re-created: table line"
 expect_eq "$(dm status snap)" "$st1" "re-created: the same status line"
-expect_same "re-created: the snapshot reads its image" $snap $sexp
-expect_same "re-created: the origin reads its image" $orig $oexp
+expect_same "re-created: the snapshot reads its image" "$snap" $sexp
+expect_same "re-created: the origin reads its image" "$orig" $oexp
 owrite $new2 $((650 * CS)) $((100 * CS)) # chunks 650..749, after the recovered ones in area 1
 owrite $new2 $((3 * CS + 9)) 4           # a recovered exception: no copy
 owrite $new2 $((800 * CS + 15)) 2        # crosses chunks 800/801
 expect_eq "$(dm status snap)" "$(main_status)" "status: ${#MAIN[@]} exceptions"
-expect_same "the snapshot keeps recovered and new exceptions" $snap $sexp
-expect_same "the origin reads its image" $orig $oexp
+expect_same "the snapshot keeps recovered and new exceptions" "$snap" $sexp
+expect_same "the origin reads its image" "$orig" $oexp
 ondisk_check
 st2=$(dm status snap)
 
@@ -159,10 +159,10 @@ dm suspend snap || fail "suspend the snapshot"
 dm resume snap || fail "resume the snapshot"
 expect_eq "$(dm table snap)" "$TLINE" "reloaded: table line"
 expect_eq "$(dm status snap)" "$st2" "reloaded: the same status line"
-expect_same "reloaded: the snapshot reads its image" $snap $sexp
+expect_same "reloaded: the snapshot reads its image" "$snap" $sexp
 owrite $new $((850 * CS)) $CS
 expect_eq "$(dm status snap)" "$(main_status)" "reloaded: one more copy"
-expect_same "reloaded: the snapshot reads its image after a copy" $snap $sexp
+expect_same "reloaded: the snapshot reads its image after a copy" "$snap" $sexp
 st3=$(dm status snap)
 
 # --- 4. Chunk size 0: the one on disk ---
@@ -170,13 +170,13 @@ snap_drop orig snap
 snap_take orig snap "0 $LEN snapshot $VDA $cow P 0"
 expect_eq "$(dm table snap)" "$TLINE" "chunk size 0: the table line shows the on-disk $CS"
 expect_eq "$(dm status snap)" "$st3" "chunk size 0: the same status line"
-expect_same "chunk size 0: the snapshot reads its image" $snap $sexp
-expect_same "the origin reads its image" $orig $oexp
+expect_same "chunk size 0: the snapshot reads its image" "$snap" $sexp
+expect_same "the origin reads its image" "$orig" $oexp
 
 # --- 5. A P snapshot overflowed by the origin ---
 small=$DEVDIR/small cowp=$DEVDIR/cow-p pexp=/tmp/p01.pexp
 dm create cow-p --table "0 $((6 * CS)) linear $VDC 0" || fail "create cow-p"
-dd if=/dev/zero of=$cowp bs=8k count=2 oflag=direct status=none || fail "zero cow-p"
+dd if=/dev/zero of="$cowp" bs=8k count=2 oflag=direct status=none || fail "zero cow-p"
 PTAB="0 $LEN snapshot $VDA $cowp P $CS"
 snap_take orig small "$PTAB"
 cp $oexp $pexp
@@ -186,18 +186,18 @@ owrite $new $((902 * CS)) $CS
 owrite $new $((904 * CS + 8)) $CS
 expect_eq "$(dm status small)" "0 $LEN snapshot $((6 * CS))/$((6 * CS)) $((2 * CS))" \
 	"small: 4 exceptions fill it exactly"
-expect_same "small: reads its image" $small $pexp
+expect_same "small: reads its image" "$small" $pexp
 klog_mark
 owrite $new $((910 * CS)) $CS
 log "ok: the origin write that does not fit in small succeeded"
 log "kernel log: $(klog_since_mark | tr '\n' ' ')"
 expect_eq "$(dm status small)" "0 $LEN snapshot Invalid" "small: Invalid"
-expect_eq "$(cow_header $cowp)" "$COW_MAGIC 0 1 $CS" "small: marked invalid on disk (valid=0)"
-expect_eio "small: read of a copied chunk" read1 $small $((902 * CS))
-expect_eio "small: read of an uncopied chunk" read1 $small 0
-expect_eio "small: write" dwrite $new2 0 $small 0 8
+expect_eq "$(cow_header "$cowp")" "$COW_MAGIC 0 1 $CS" "small: marked invalid on disk (valid=0)"
+expect_eio "small: read of a copied chunk" read1 "$small" $((902 * CS))
+expect_eio "small: read of an uncopied chunk" read1 "$small" 0
+expect_eio "small: write" dwrite $new2 0 "$small" 0 8
 owrite $new $((911 * CS)) $CS
-expect_same "the origin reads its image" $orig $oexp
+expect_same "the origin reads its image" "$orig" $oexp
 snap_drop orig small
 re="[Ii]nvalid"
 snap_ref && re="Snapshot is marked invalid"
@@ -205,60 +205,60 @@ klog_mark
 snap_take orig small "$PTAB"
 expect_match "$(klog_since_mark)" "$re" "small re-created: logged"
 expect_eq "$(dm status small)" "0 $LEN snapshot Invalid" "small re-created: Invalid"
-expect_eio "small re-created: read" read1 $small $((902 * CS))
+expect_eio "small re-created: read" read1 "$small" $((902 * CS))
 owrite $new2 $((910 * CS)) $((2 * CS))
-expect_same "the origin reads its image" $orig $oexp
+expect_same "the origin reads its image" "$orig" $oexp
 snap_drop orig small
 
 # --- 6. PO ---
 CS2=32 # the default chunk size of a fresh COW
 po=$DEVDIR/po cowpo=$DEVDIR/cow-po poexp=/tmp/p01.poexp
 dm create cow-po --table "0 $((5 * CS2)) linear $VDC 1024" || fail "create cow-po"
-dd if=/dev/zero of=$cowpo bs=16k count=2 oflag=direct status=none || fail "zero cow-po"
+dd if=/dev/zero of="$cowpo" bs=16k count=2 oflag=direct status=none || fail "zero cow-po"
 POTAB="0 $LEN snapshot $VDA $cowpo PO 0"
 snap_take orig po "$POTAB"
 cp $oexp $poexp
-expect_eq "$(dm table po)" "0 $LEN snapshot $(devno $VDA) $(devno $cowpo) PO $CS2" \
+expect_eq "$(dm table po)" "0 $LEN snapshot $(devno "$VDA") $(devno "$cowpo") PO $CS2" \
 	"PO, chunk 0 on a fresh COW: the default chunk size $CS2"
 expect_eq "$(dm status po)" "0 $LEN snapshot $((2 * CS2))/$((5 * CS2)) $((2 * CS2))" "PO: fresh status"
-expect_eq "$(cow_header $cowpo)" "$COW_MAGIC 1 1 $CS2" "PO: on-disk header, chunk $CS2"
+expect_eq "$(cow_header "$cowpo")" "$COW_MAGIC 1 1 $CS2" "PO: on-disk header, chunk $CS2"
 pwrite() { # pwrite SRC SECTOR SECTORS
-	dwrite "$1" "$2" $po "$2" "$3" || fail "PO: snapshot write at $2+$3"
+	dwrite "$1" "$2" "$po" "$2" "$3" || fail "PO: snapshot write at $2+$3"
 	fput "$1" "$2" $poexp "$2" "$3"
 }
 pwrite $new2 $((470 * CS2 + 3)) 2   # partial chunk 470
 pwrite $new2 $((475 * CS2 + 16)) 32 # crosses 475/476
 FULL="0 $LEN snapshot $((5 * CS2))/$((5 * CS2)) $((2 * CS2))"
 expect_eq "$(dm status po)" "$FULL" "PO: 3 exceptions fill it exactly"
-expect_eio "PO: a snapshot write that does not fit" dwrite $new2 $((480 * CS2)) $po $((480 * CS2)) 8
+expect_eio "PO: a snapshot write that does not fit" dwrite $new2 $((480 * CS2)) "$po" $((480 * CS2)) 8
 expect_eq "$(dm status po)" "0 $LEN snapshot Overflow" "PO: Overflow"
-expect_eq "$(cow_header $cowpo)" "$COW_MAGIC 1 1 $CS2" "PO: still valid on disk"
-expect_same "PO: overflowed, reads its image" $po $poexp
-expect_eio "PO: overflowed, a write to a chunk it has" dwrite $new2 $((470 * CS2)) $po $((470 * CS2)) 8
+expect_eq "$(cow_header "$cowpo")" "$COW_MAGIC 1 1 $CS2" "PO: still valid on disk"
+expect_same "PO: overflowed, reads its image" "$po" $poexp
+expect_eio "PO: overflowed, a write to a chunk it has" dwrite $new2 $((470 * CS2)) "$po" $((470 * CS2)) 8
 owrite $new $((470 * CS2)) $CS2 # PO has the chunk: no copy needed
 expect_eq "$(dm status po)" "0 $LEN snapshot Overflow" "PO: an origin write to a chunk it has: still Overflow"
-expect_same "PO: reads its image" $po $poexp
+expect_same "PO: reads its image" "$po" $poexp
 # Overflow is not recorded on disk.
 snap_drop orig po
 snap_take orig po "$POTAB"
 expect_eq "$(dm status po)" "$FULL" "PO re-created: its figures again (Overflow is not on disk)"
-expect_same "PO re-created: reads its image" $po $poexp
+expect_same "PO re-created: reads its image" "$po" $poexp
 pwrite $new $((475 * CS2)) 8 # a chunk it has
-expect_same "PO re-created: takes a write to a chunk it has" $po $poexp
-expect_eio "PO re-created: a snapshot write that does not fit" dwrite $new2 $((482 * CS2)) $po $((482 * CS2)) 8
+expect_same "PO re-created: takes a write to a chunk it has" "$po" $poexp
+expect_eio "PO re-created: a snapshot write that does not fit" dwrite $new2 $((482 * CS2)) "$po" $((482 * CS2)) 8
 expect_eq "$(dm status po)" "0 $LEN snapshot Overflow" "PO re-created: Overflow again"
 owrite $new $((490 * CS2)) $CS2 # PO would need a chunk: invalidated
 expect_eq "$(dm status po)" "0 $LEN snapshot Invalid" "PO: an origin write that does not fit: Invalid"
-expect_eq "$(cow_header $cowpo)" "$COW_MAGIC 0 1 $CS2" "PO: marked invalid on disk"
-expect_eio "PO: invalid, read" read1 $po 0
-expect_same "the origin reads its image" $orig $oexp
+expect_eq "$(cow_header "$cowpo")" "$COW_MAGIC 0 1 $CS2" "PO: marked invalid on disk"
+expect_eio "PO: invalid, read" read1 "$po" 0
+expect_same "the origin reads its image" "$orig" $oexp
 snap_drop orig po
 
 # The main snapshot went through all of it.
 expect_eq "$(dm status snap)" "$(main_status)" "main snapshot: ${#MAIN[@]} exceptions"
-expect_same "main snapshot: reads its image" $snap $sexp
+expect_same "main snapshot: reads its image" "$snap" $sexp
 ondisk_check
 snap_drop orig snap
 dm remove_all || fail "remove_all"
 expect_eq "$(dev_count)" 0 "all devices gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -22,7 +22,7 @@
 # RDM_SNAP_REF=1: dm-snapshot on both sides (validates the test itself).
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 PY=$(command -v /usr/bin/python3 || command -v python3) || skip "python3 is not available"
 MKCOW="$PY $RDM_TOP/tests/vm/mkcow.py"
@@ -53,8 +53,8 @@ ddir() { if [ "$1" = rdm ]; then echo /dev/rdm; else echo /dev/mapper; fi; }
 files=(/tmp/persist02.p0 /tmp/persist02.p1 /tmp/persist02.p2 /tmp/persist02.p3)
 for f in "${files[@]}"; do make_pattern "$f" 8; done
 exp_o=/tmp/persist02.exp_o exp_s=/tmp/persist02.exp_s
-TOTAL=$(disk_sectors $VDB)
-DEVNOS="$(devno $VDA) $(devno $VDB)"
+TOTAL=$(disk_sectors "$VDB")
+DEVNOS="$(devno "$VDA") $(devno "$VDB")"
 
 # Per round: CS LEN STORE, the pattern, the expected images, the touched chunks.
 declare -A touched
@@ -115,10 +115,10 @@ check_images() {
 # check_disk WHAT: with no device open, the COW disk as the format says.
 check_disk() {
 	local h out
-	read -ra h < <(dd if=$VDB iflag=direct bs=512 count=1 status=none | od -An -tu4 -N16)
+	read -ra h < <(dd if="$VDB" iflag=direct bs=512 count=1 status=none | od -An -tu4 -N16)
 	expect_eq "${h[*]}" "$COW_MAGIC 1 1 $CS" "$1: header magic, valid, version 1, chunk size $CS"
 	printf '%s\n' "${!touched[@]}" >/tmp/persist02.olds
-	out=$($MKCOW check $VDB --image $exp_s --olds /tmp/persist02.olds) || fail "$1: mkcow check: $out"
+	out=$($MKCOW check "$VDB" --image $exp_s --olds /tmp/persist02.olds) || fail "$1: mkcow check: $out"
 	expect_match "$out" "exceptions=$(ntouched) .*allocated=$(palloc "$(ntouched)") .*image=ok olds=ok" \
 		"$1: on disk: exceptions for exactly the $(ntouched) chunks written, each data chunk holds the snapshot's chunk ($out)"
 }
@@ -159,8 +159,8 @@ round() {
 		n3=${files[(ROUND + 3) % 4]}
 	log "round $ROUND: $s1 then $s2, $STORE snapshot, chunk $CS, origin $LEN sectors"
 	touched=()
-	dd if="$pat" of=$VDA bs=1M count=$((LEN / 2048)) oflag=direct status=none || fail "stamp the origin"
-	dd if=/dev/zero of=$VDB bs=1M count=1 oflag=direct status=none || fail "zero the COW's header"
+	dd if="$pat" of="$VDA" bs=1M count=$((LEN / 2048)) oflag=direct status=none || fail "stamp the origin"
+	dd if=/dev/zero of="$VDB" bs=1M count=1 oflag=direct status=none || fail "zero the COW's header"
 	head -c $((LEN * 512)) "$pat" >$exp_o
 	cp $exp_o $exp_s
 	c=$CS
@@ -194,4 +194,4 @@ round "$A" "$B" 8 16384 P
 log "round 1 took $((SECONDS - t0)) s"
 round "$B" "$A" 128 16384 PO
 log "round 2 took $((SECONDS - t0)) s"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

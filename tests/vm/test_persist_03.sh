@@ -18,7 +18,7 @@
 # checked for what it does (rdm deliberately refuses them).
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 trap snap_cleanup EXIT
 snap_load
 
@@ -35,7 +35,7 @@ S="0 $LEN snapshot $VDA"
 le32() {
 	local h v=$1
 	printf -v h '\\x%02x' $((v & 255)) $((v >> 8 & 255)) $((v >> 16 & 255)) $((v >> 24 & 255))
-	printf "$h"
+	printf '%b' "$h"
 }
 le64() { le32 $(($1 & 0xffffffff)); le32 $((($1 >> 32) & 0xffffffff)); }
 # mkcow MAGIC VALID VERSION CHUNK [OLD NEW]...: $img = 64 KiB of COW: the
@@ -52,7 +52,7 @@ mkcow() {
 # data CHUNK MARK-CHUNK: data chunk CHUNK of $img = chunk MARK-CHUNK of $mark.
 data() { dd if=$mark of=$img bs=512 skip=$(($2 * CS)) seek=$(($1 * CS)) count=$CS conv=notrunc status=none; }
 # put [SECTOR]: $img onto $VDB at SECTOR (0: under $cow).
-put() { dd if=$img of=$VDB bs=512 seek="${1:-0}" oflag=direct status=none || fail "write the COW image"; }
+put() { dd if=$img of="$VDB" bs=512 seek="${1:-0}" oflag=direct status=none || fail "write the COW image"; }
 # cow_same WHAT DEV [SECTORS]: the COW device still holds $img (its first
 # SECTORS, default all 128).
 cow_same() {
@@ -62,7 +62,7 @@ cow_same() {
 }
 
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
-dd if=$pat of=$orig bs=1M oflag=direct status=none || fail "stamp the pattern"
+dd if=$pat of="$orig" bs=1M oflag=direct status=none || fail "stamp the pattern"
 dm create cow --table "0 $COWLEN linear $VDB 0" || fail "create the COW device"
 count=$(dev_count) refs=$(module_refs "$SNAP_MOD")
 
@@ -74,8 +74,8 @@ after() {
 	expect_eq "$(dev_count) $(module_refs "$SNAP_MOD")" "$count $refs" \
 		"$1: no device or module reference left behind"
 	[ -n "${2:-}" ] && cow_same "$1" "$2" "${3:-}"
-	expect_same "$1: the origin disk is unchanged" $VDA $pat $LEN
-	dd if=$zero of=$VDB bs=64K count=1 oflag=direct status=none || fail "zero the COW"
+	expect_same "$1: the origin disk is unchanged" "$VDA" $pat $LEN
+	dd if=$zero of="$VDB" bs=64K count=1 oflag=direct status=none || fail "zero the COW"
 	dm create good --table "$S $cow P $CS" || fail "$1: then a good table on a fresh COW is refused"
 	expect_eq "$(dm status good)" "0 $LEN snapshot $((2 * CS))/$COWLEN $((2 * CS))" \
 		"$1: then a good table on a fresh COW works"
@@ -110,7 +110,7 @@ dm_loaded_done() { # dm_loaded_done WHAT
 }
 
 # A good crafted COW: 5 -> 2, 7 -> 3, the terminator, then 9 -> 4 (ignored).
-mkcow $COW_MAGIC 1 1 $CS 5 2 7 3 0 0 9 4
+mkcow "$COW_MAGIC" 1 1 $CS 5 2 7 3 0 0 9 4
 data 2 0; data 3 1; data 4 2
 put
 snap_take orig bad "$S $cow P $CS"
@@ -120,9 +120,9 @@ cp $pat /tmp/p03.exp
 dd if=$mark of=/tmp/p03.exp bs=512 seek=$((5 * CS)) count=$CS conv=notrunc status=none
 dd if=$mark of=/tmp/p03.exp bs=512 skip=$CS seek=$((7 * CS)) count=$CS conv=notrunc status=none
 expect_same "crafted COW: chunks 5 and 7 read their data chunks, 9 (after the terminator) the origin" \
-	$bad /tmp/p03.exp
+	"$bad" /tmp/p03.exp
 snap_drop orig bad
-after "crafted good COW" $cow
+after "crafted good COW" "$cow"
 
 # Headers.
 { printf '\xde\xad\xbe\xef'; head -c $((64 * 1024 - 4)) /dev/urandom; } >$img
@@ -131,54 +131,54 @@ refused "garbage header" "magic|corrupt" "Invalid or corrupt snapshot"
 mkcow $((0x71416e53)) 1 1 $CS 5 2
 put
 refused "wrong magic (SnAq)" "magic|corrupt" "Invalid or corrupt snapshot"
-mkcow $COW_MAGIC 1 2 $CS 5 2
+mkcow "$COW_MAGIC" 1 2 $CS 5 2
 put
 refused "version 2" "version" "unable to handle snapshot disk version 2"
-mkcow $COW_MAGIC 1 1 12 5 2
+mkcow "$COW_MAGIC" 1 1 12 5 2
 put
 refused "on-disk chunk size 12" "chunk size" "invalid on-disk chunk size 12"
-mkcow $COW_MAGIC 1 1 0 5 2
+mkcow "$COW_MAGIC" 1 1 0 5 2
 put
 refused "on-disk chunk size 0" "chunk size" "invalid on-disk chunk size 0"
-mkcow $COW_MAGIC 1 1 4096
+mkcow "$COW_MAGIC" 1 1 4096
 put
 refused "on-disk chunk size 4096, bigger than the COW" "chunk size|too small|past the end" \
 	"Failed to read snapshot metadata"
 
 # The table's chunk size disagrees with the disk's.
-mkcow $COW_MAGIC 1 1 $CS 5 2
+mkcow "$COW_MAGIC" 1 1 $CS 5 2
 data 2 3
 put
 if rdm_refuses "table chunk size 32, on disk 16" "chunk size" "$S $cow P 32"; then
 	expect_match "$(klog_since_mark)" "chunk size 16 in device metadata overrides table chunk size of 32" \
 		"dm-snapshot: the on-disk chunk size overrides the table's (logged)"
-	expect_eq "$(dm table bad)" "0 $LEN snapshot $(devno $VDA) $(devno $cow) P $CS" \
+	expect_eq "$(dm table bad)" "0 $LEN snapshot $(devno "$VDA") $(devno "$cow") P $CS" \
 		"dm-snapshot: the table line shows chunk $CS"
 	cp $pat /tmp/p03.exp
 	dd if=$mark of=/tmp/p03.exp bs=512 skip=$((3 * CS)) seek=$((5 * CS)) count=$CS conv=notrunc status=none
-	expect_same "dm-snapshot: reads the exception in $CS-sector chunks" $bad /tmp/p03.exp
+	expect_same "dm-snapshot: reads the exception in $CS-sector chunks" "$bad" /tmp/p03.exp
 	dm_loaded_done "table chunk size 32, on disk 16"
 fi
 
 # Metadata entries pointing where no data chunk can be.
-mkcow $COW_MAGIC 1 1 $CS 5 200
+mkcow "$COW_MAGIC" 1 1 $CS 5 200
 put
 if rdm_refuses "new chunk 200, past the end of the COW (128 chunks)" "corrupt|past the end" "$S $cow P $CS"; then
 	expect_eq "$(dm status bad)" "0 $LEN snapshot $((201 * CS))/$COWLEN $((2 * CS))" \
 		"dm-snapshot: allocated past the COW's end in its status"
-	expect_eio "dm-snapshot: reading the chunk mapped past the end" read1 $bad $((5 * CS))
+	expect_eio "dm-snapshot: reading the chunk mapped past the end" read1 "$bad" $((5 * CS))
 	dm_loaded_done "new chunk past the end"
 fi
-mkcow $COW_MAGIC 1 1 $CS 5 $((0xffffffffffffffff))
+mkcow "$COW_MAGIC" 1 1 $CS 5 $((0xffffffffffffffff))
 put
 if rdm_refuses "new chunk 2^64-1" "corrupt|past the end" "$S $cow P $CS"; then
 	dm_loaded_done "new chunk 2^64-1"
 fi
-mkcow $COW_MAGIC 1 1 $CS 5 1
+mkcow "$COW_MAGIC" 1 1 $CS 5 1
 put
 if rdm_refuses "new chunk 1 (metadata area 0)" "corrupt|metadata|past the end" "$S $cow P $CS"; then
 	expect_eq "$(dm status bad)" "0 $LEN snapshot $((2 * CS))/$COWLEN $((2 * CS))" "dm-snapshot: status"
-	cmp -s <(dread $bad $((5 * CS)) $CS) <(sect $img $CS $CS) ||
+	cmp -s <(dread "$bad" $((5 * CS)) $CS) <(sect $img $CS $CS) ||
 		fail "dm-snapshot: chunk 5 does not read metadata area 0"
 	log "ok: dm-snapshot: chunk 5 of the snapshot reads metadata area 0 itself"
 	dm_loaded_done "new chunk 1"
@@ -186,38 +186,38 @@ fi
 
 # COW devices smaller than header + one area.
 dm create cow-tiny --table "0 $CS linear $VDB 4096" || fail "create cow-tiny"
-dd if=$zero of=$VDB bs=512 seek=4096 count=$CS oflag=direct status=none
+dd if=$zero of="$VDB" bs=512 seek=4096 count=$CS oflag=direct status=none
 count=$(dev_count) refs=$(module_refs "$SNAP_MOD")
 refused "a fresh COW of one chunk" "too small" "Failed to read snapshot metadata" "" \
 	"$S $DEVDIR/cow-tiny P $CS"
 dm remove cow-tiny || fail "remove cow-tiny"
 dm create cow-short --table "0 $((CS * 3 / 2)) linear $VDB 8192" || fail "create cow-short"
-mkcow $COW_MAGIC 1 1 $CS
+mkcow "$COW_MAGIC" 1 1 $CS
 put 8192
 count=$(dev_count) refs=$(module_refs "$SNAP_MOD")
 refused "a COW of 1.5 chunks with a valid header" "too small" "Failed to read snapshot metadata" \
-	$DEVDIR/cow-short "$S $DEVDIR/cow-short P $CS" $((CS * 3 / 2))
+	"$DEVDIR"/cow-short "$S $DEVDIR/cow-short P $CS" $((CS * 3 / 2))
 dm remove cow-short || fail "remove cow-short"
 count=$(dev_count) refs=$(module_refs "$SNAP_MOD")
 
 # An old chunk far past the origin: harmless if loaded.
-mkcow $COW_MAGIC 1 1 $CS $((1 << 62)) 2
+mkcow "$COW_MAGIC" 1 1 $CS $((1 << 62)) 2
 put
 klog_mark
 if dm create bad --table "$S $cow P $CS" 2>/dev/null; then
 	expect_eq "$(dm status bad)" "0 $LEN snapshot $((3 * CS))/$COWLEN $((2 * CS))" \
 		"old chunk 2^62: loads, status"
-	expect_same "old chunk 2^62: the snapshot reads the origin" $bad $pat
+	expect_same "old chunk 2^62: the snapshot reads the origin" "$bad" $pat
 	dm remove bad || fail "remove"
-	after "old chunk 2^62" $cow
+	after "old chunk 2^62" "$cow"
 else
 	snap_ref && fail "dm-snapshot refused an old chunk past the origin"
 	log "refused: old chunk 2^62: $(klog_since_mark | tr '\n' ' ')"
-	after "old chunk 2^62" $cow
+	after "old chunk 2^62" "$cow"
 fi
 
 # valid=0: loads as Invalid.
-mkcow $COW_MAGIC 0 1 $CS 5 2
+mkcow "$COW_MAGIC" 0 1 $CS 5 2
 put
 re="[Ii]nvalid"
 snap_ref && re="Snapshot is marked invalid"
@@ -225,13 +225,13 @@ klog_mark
 snap_take orig bad "$S $cow P $CS"
 expect_match "$(klog_since_mark)" "$re" "valid=0: loaded and logged"
 expect_eq "$(dm status bad)" "0 $LEN snapshot Invalid" "valid=0: Invalid"
-expect_eio "valid=0: read" read1 $bad 0
-dd if=$mark of=$orig bs=512 count=$CS seek=$((6 * CS)) oflag=direct status=none || fail "origin write"
+expect_eio "valid=0: read" read1 "$bad" 0
+dd if=$mark of="$orig" bs=512 count=$CS seek=$((6 * CS)) oflag=direct status=none || fail "origin write"
 dd if=$mark of=$pat bs=512 count=$CS seek=$((6 * CS)) conv=notrunc status=none
 log "ok: the origin takes a write beside an invalid snapshot"
 snap_drop orig bad
-after "valid=0" $cow
+after "valid=0" "$cow"
 
 dm remove_all || fail "remove_all"
 expect_eq "$(dev_count)" 0 "all devices gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -22,7 +22,7 @@
 # ignored.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 PY=$(command -v /usr/bin/python3 || command -v python3) || skip "python3 is not available"
 MKCOW="$PY $RDM_TOP/tests/vm/mkcow.py"
 cpid=
@@ -45,7 +45,7 @@ snap_load
 N=100000 C=2 M=131072
 LEN=$((M * C)) # 128 MiB of origin
 EPA=$((C * 512 / 16))
-T=$(disk_sectors $VDB)
+T=$(disk_sectors "$VDB")
 out=/tmp/persist04.out
 
 # usecs: $EPOCHREALTIME in microseconds (a builtin: no process to start).
@@ -86,8 +86,8 @@ bounded() {
 }
 
 t0=$(now_ms)
-$MKCOW origin $VDA --chunk $C --chunks $M || fail "stamp the origin"
-mk=$($MKCOW make $VDB --chunk $C --count $N --origin-chunks $M) || fail "mkcow make: $mk"
+$MKCOW origin "$VDA" --chunk $C --chunks $M || fail "stamp the origin"
+mk=$($MKCOW make "$VDB" --chunk $C --count $N --origin-chunks $M) || fail "mkcow make: $mk"
 log "$mk"
 log "writing origin and COW image took $(($(now_ms) - t0)) ms"
 ALLOC=$((2 + N + N / EPA)) META=$((2 + N / EPA)) # chunks: header, areas, data
@@ -120,11 +120,11 @@ bounded 300 "the activation of $N exceptions" dm create psnap --table "0 $LEN sn
 	{ dm resume porig; fail "create the snapshot over the image: $BOUT"; }
 dm resume porig || fail "resume the origin"
 log "activation of $N exceptions: $BMS ms ($DM_TOOL create)"
-expect_eq "$(dm table psnap)" "0 $LEN snapshot $(devno $VDA) $(devno $VDB) P $C" "table line: chunk size $C from the header"
+expect_eq "$(dm table psnap)" "0 $LEN snapshot $(devno "$VDA") $(devno "$VDB") P $C" "table line: chunk size $C from the header"
 expect_eq "$(dm status psnap)" "$EXP_STATUS" "status: allocated and metadata sectors of $N exceptions"
-expect_eq "$(word $DEVDIR/psnap 0)" c0de000000000000 "snapshot chunk 0 (exception 0) holds its COW data"
-expect_eq "$(word $DEVDIR/porig 0)" 0a1c000000000000 "origin chunk 0 holds the origin's data"
-sample $DEVDIR/psnap "snapshot samples"
+expect_eq "$(word "$DEVDIR"/psnap 0)" c0de000000000000 "snapshot chunk 0 (exception 0) holds its COW data"
+expect_eq "$(word "$DEVDIR"/porig 0)" 0a1c000000000000 "origin chunk 0 holds the origin's data"
+sample "$DEVDIR"/psnap "snapshot samples"
 snap_drop porig psnap
 
 # 2. The metadata read off the control path.
@@ -149,13 +149,13 @@ expect_match "$BOUT" "State: +ACTIVE" "info of another device"
 bounded 30 "status other" dm status other || fail "status other: $BOUT"
 expect_match "$BOUT" "^0 8192 linear ?$" "status of another device"
 bounded 30 "table other" dm table other || fail "table other: $BOUT"
-expect_eq "$BOUT" "0 8192 linear $(devno $VDC) 0" "table of another device"
+expect_eq "$BOUT" "0 8192 linear $(devno "$VDC") 0" "table of another device"
 bounded 30 "create tmp" dm create tmp --table "0 2048 linear $VDC 8192" || fail "create tmp: $BOUT"
 log "ok: create of an unrelated device"
 bounded 30 "remove tmp" dm remove tmp || fail "remove tmp: $BOUT"
 log "ok: remove of an unrelated device"
-bounded 60 "I/O to another device" dwrite $pat 0 $DEVDIR/other 0 8192 || fail "write to other: $BOUT"
-bounded 60 "reading another device" cmp <(dread $DEVDIR/other 0 8192) $pat || fail "other reads back wrong: $BOUT"
+bounded 60 "I/O to another device" dwrite $pat 0 "$DEVDIR"/other 0 8192 || fail "write to other: $BOUT"
+bounded 60 "reading another device" cmp <(dread "$DEVDIR"/other 0 8192) $pat || fail "other reads back wrong: $BOUT"
 log "ok: 4 MiB written to and read back from another device"
 kill -0 $cpid 2>/dev/null || fail "the create ended before the COW device was resumed: $(cat /tmp/persist04.create)"
 log "ok: the create is still blocked after all that ($(($(now_ms) - t0)) ms)"
@@ -166,29 +166,29 @@ wait $cpid || { dm resume porig; fail "the create failed: $(cat /tmp/persist04.c
 cpid=
 log "ok: the create completed $(($(now_ms) - t1)) ms after the COW device was resumed"
 dm resume porig || fail "resume the origin"
-expect_eq "$(dm table psnap)" "0 $LEN snapshot $(devno $VDA) $(devno $DEVDIR/cowlin) P $C" "table line"
+expect_eq "$(dm table psnap)" "0 $LEN snapshot $(devno "$VDA") $(devno "$DEVDIR"/cowlin) P $C" "table line"
 expect_eq "$(dm status psnap)" "$EXP_STATUS" "status: the same figures through the linear device"
-sample $DEVDIR/psnap "snapshot samples" --seed 2
-sample $DEVDIR/porig "origin samples (no exceptions on the origin)" --origin-only
+sample "$DEVDIR"/psnap "snapshot samples" --seed 2
+sample "$DEVDIR"/porig "origin samples (no exceptions on the origin)" --origin-only
 snap_drop porig psnap
 dm remove cowlin && dm remove other || fail "remove"
-o=$($MKCOW check $VDB) || fail "mkcow check: $o"
+o=$($MKCOW check "$VDB") || fail "mkcow check: $o"
 expect_match "$o" "valid=1 version=1 exceptions=$N areas=$((N / EPA + 1)) allocated=$((ALLOC * C)) metadata=$((META * C))" \
 	"the metadata on disk is unchanged by the activations"
 
 # 3. A last area exactly full over the stale entries of the big image.
 N2=128
-mk=$($MKCOW make $VDB --chunk $C --count $N2 --origin-chunks $M --first 7) || fail "mkcow make: $mk"
+mk=$($MKCOW make "$VDB" --chunk $C --count $N2 --origin-chunks $M --first 7) || fail "mkcow make: $mk"
 log "$mk"
 dm suspend porig || fail "suspend the origin"
 dm create psnap --table "0 $LEN snapshot $VDA $VDB P $C" || { dm resume porig; fail "create over $N2 exceptions"; }
 dm resume porig || fail "resume the origin"
 expect_eq "$(dm status psnap)" "0 $LEN snapshot $(((2 + N2 + N2 / EPA) * C))/$T $(((2 + N2 / EPA) * C))" \
 	"status: $N2 exceptions in 2 full areas, the third (zeroed) current"
-o=$($MKCOW sample $DEVDIR/psnap --chunk $C --count $N2 --origin-chunks $M --first 7 --samples 150) ||
+o=$($MKCOW sample "$DEVDIR"/psnap --chunk $C --count $N2 --origin-chunks $M --first 7 --samples 150) ||
 	fail "samples of the $N2-exception image (stale entries of the old image loaded?): $o"
 log "ok: $o"
 snap_drop porig psnap
 dm remove porig || fail "remove the origin"
 expect_eq "$(dev_count)" 0 "all devices gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -24,14 +24,14 @@
 # lowered throttle must never be what keeps a test from hanging).
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC $VDD
+require_disks "$VDA" "$VDB" "$VDC" "$VDD"
 snap_ref && skip "drives rdm only (module parameters, rdm's log lines)"
 if [ -z "${RDM_P05_PARAMS+set}" ]; then
 	for params in cow_threshold=2 ""; do
 		log "--- rdm loaded with '${params:-the defaults}'"
 		RDM_P05_PARAMS=$params "$0" || exit
 	done
-	exit $KSFT_PASS
+	exit "$KSFT_PASS"
 fi
 trap snap_cleanup EXIT
 # shellcheck disable=SC2086
@@ -67,22 +67,22 @@ within() {
 
 # --- 1. Invalidated by its own write, then an origin write ---
 dm create o1 --table "0 $LEN snapshot-origin $VDA" || fail "create o1"
-dd if=$out/a of=$DEVDIR/o1 bs=1M oflag=direct status=none || fail "stamp o1"
+dd if=$out/a of="$DEVDIR"/o1 bs=1M oflag=direct status=none || fail "stamp o1"
 dm create c1 --table "0 $((6 * CS)) linear $VDB 0" || fail "create c1"
-dd if=/dev/zero of=$DEVDIR/c1 bs=8k count=1 oflag=direct status=none || fail "zero c1"
+dd if=/dev/zero of="$DEVDIR"/c1 bs=8k count=1 oflag=direct status=none || fail "zero c1"
 snap_take o1 s1 "0 $LEN snapshot $VDA $DEVDIR/c1 P $CS"
 for c in 10 11 12 13; do
-	dwrite $out/new $((c * CS)) $DEVDIR/s1 $((c * CS)) $CS || fail "snapshot write to chunk $c"
+	dwrite $out/new $((c * CS)) "$DEVDIR"/s1 $((c * CS)) $CS || fail "snapshot write to chunk $c"
 done
 expect_eq "$(dm status s1)" "0 $LEN snapshot $((6 * CS))/$((6 * CS)) $((2 * CS))" "s1: full"
 klog_mark
-expect_eio "s1: a snapshot write that does not fit" dwrite $out/new 0 $DEVDIR/s1 $((20 * CS)) $CS
+expect_eio "s1: a snapshot write that does not fit" dwrite $out/new 0 "$DEVDIR"/s1 $((20 * CS)) $CS
 expect_eq "$(dm status s1)" "0 $LEN snapshot Invalid" "s1: Invalid"
 expect_match "$(klog_since_mark)" "invalidated: COW device full" "s1: logged"
-within 60 "origin write after the invalidation" dwrite $out/new 0 $DEVDIR/o1 $((30 * CS)) $CS
+within 60 "origin write after the invalidation" dwrite $out/new 0 "$DEVDIR"/o1 $((30 * CS)) $CS
 log "ok: the origin write after the invalidation completed"
-expect_eq "$(cow_header $DEVDIR/c1)" "$COW_MAGIC 0 1 $CS" "s1: marked invalid on disk (valid=0)"
-expect_same "o1: has the write" $DEVDIR/o1 $out/new $CS $((30 * CS)) 0
+expect_eq "$(cow_header "$DEVDIR"/c1)" "$COW_MAGIC 0 1 $CS" "s1: marked invalid on disk (valid=0)"
+expect_same "o1: has the write" "$DEVDIR"/o1 $out/new $CS $((30 * CS)) 0
 snap_drop o1 s1
 dm remove c1 && dm remove o1 || fail "remove section 1"
 
@@ -102,13 +102,13 @@ remove_all() {
 	local d
 	for d in s3 s2 b t s1 ct ca a; do dm remove $d || fail "remove $d"; done
 }
-dd if=$out/a of=$VDA bs=1M oflag=direct status=none || fail "stamp A"
-dd if=$out/b of=$VDC bs=1M oflag=direct status=none || fail "stamp B"
-for d in $VDB $VDD; do dd if=/dev/zero of=$d bs=8k count=1 oflag=direct status=none; done
+dd if=$out/a of="$VDA" bs=1M oflag=direct status=none || fail "stamp A"
+dd if=$out/b of="$VDC" bs=1M oflag=direct status=none || fail "stamp B"
+for d in $VDB $VDD; do dd if=/dev/zero of="$d" bs=8k count=1 oflag=direct status=none; done
 create_all
 cp $out/b $out/bexp
 bwrite() { # bwrite SECTOR SECTORS
-	within 60 "write to b at $1+$2" dwrite $out/new "$1" $DEVDIR/b "$1" "$2"
+	within 60 "write to b at $1+$2" dwrite $out/new "$1" "$DEVDIR"/b "$1" "$2"
 	fput $out/new "$1" $out/bexp "$1" "$2"
 }
 bwrite $((3 * CS + 5)) 1        # part of a chunk
@@ -124,12 +124,12 @@ within 120 "parallel writes to b" bash -c "
 for i in 0 1 2 3; do
 	fput $out/new $(((40 + i * 8) * 128)) $out/bexp $(((40 + i * 8) * 128)) $((8 * 128))
 done
-expect_same "b: has the writes" $DEVDIR/b $out/bexp
-expect_same "s2 (COW: origin a): B's old image" $DEVDIR/s2 $out/b
-expect_same "s3 (COW: snapshot t): B's old image" $DEVDIR/s3 $out/b
-expect_same "s1: A's old image under s2's COW writes" $DEVDIR/s1 $out/a
-expect_eq "$(cow_header $DEVDIR/a)" "$COW_MAGIC 1 1 $CS" "a: starts with s2's header"
-expect_eq "$(cow_header $DEVDIR/t)" "$COW_MAGIC 1 1 $CS" "t: starts with s3's header"
+expect_same "b: has the writes" "$DEVDIR"/b $out/bexp
+expect_same "s2 (COW: origin a): B's old image" "$DEVDIR"/s2 $out/b
+expect_same "s3 (COW: snapshot t): B's old image" "$DEVDIR"/s3 $out/b
+expect_same "s1: A's old image under s2's COW writes" "$DEVDIR"/s1 $out/a
+expect_eq "$(cow_header "$DEVDIR"/a)" "$COW_MAGIC 1 1 $CS" "a: starts with s2's header"
+expect_eq "$(cow_header "$DEVDIR"/t)" "$COW_MAGIC 1 1 $CS" "t: starts with s3's header"
 declare -A st
 for d in s1 t s2 s3; do
 	st[$d]=$(dm status $d)
@@ -140,11 +140,11 @@ done
 remove_all
 create_all
 for d in s1 t s2 s3; do expect_eq "$(dm status $d)" "${st[$d]}" "$d re-created: same status"; done
-expect_same "s2 re-created: B's old image" $DEVDIR/s2 $out/b
-expect_same "s3 re-created: B's old image" $DEVDIR/s3 $out/b
-expect_same "s1 re-created: A's old image" $DEVDIR/s1 $out/a
+expect_same "s2 re-created: B's old image" "$DEVDIR"/s2 $out/b
+expect_same "s3 re-created: B's old image" "$DEVDIR"/s3 $out/b
+expect_same "s1 re-created: A's old image" "$DEVDIR"/s1 $out/a
 bwrite $((200 * CS)) $((8 * CS))
-expect_same "s2: B's old image after another write" $DEVDIR/s2 $out/b
-expect_same "s3: B's old image after another write" $DEVDIR/s3 $out/b
+expect_same "s2: B's old image after another write" "$DEVDIR"/s2 $out/b
+expect_same "s3: B's old image after another write" "$DEVDIR"/s3 $out/b
 remove_all
 expect_eq "$(dev_count)" 0 "all devices gone"

@@ -21,16 +21,16 @@
 # block sizes before it reads anything).
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC $VDD
+require_disks "$VDA" "$VDB" "$VDC" "$VDD"
 command -v losetup >/dev/null || skip "needs losetup"
-L4C= L4O=
+L4C='' L4O=''
 cleanup() {
 	[ -z "$L4C" ] || losetup -d "$L4C"
 	[ -z "$L4O" ] || losetup -d "$L4O"
 }
 trap cleanup EXIT
-L4C=$(losetup -f --show -b 4096 $VDC) || skip "losetup -b 4096 $VDC failed"
-L4O=$(losetup -f --show -b 4096 $VDD) || skip "losetup -b 4096 $VDD failed"
+L4C=$(losetup -f --show -b 4096 "$VDC") || skip "losetup -b 4096 $VDC failed"
+L4O=$(losetup -f --show -b 4096 "$VDD") || skip "losetup -b 4096 $VDD failed"
 expect_eq "$(blockdev --getss "$L4C") $(blockdev --getss "$L4O")" "4096 4096" "loop devices with 4 KiB logical blocks"
 
 LEN=2048 # 1 MiB of origin
@@ -44,16 +44,16 @@ make_pattern $new2 1
 # O_DIRECT read of one sector fails on a 4 KiB device).
 header() { dread "$1" 0 8 | od -An -tu4 -N16 | xargs; }
 owrite() { # owrite SECTOR SECTORS: new data to the origin
-	dwrite $new "$1" $DEVDIR/orig "$1" "$2" || fail "origin write of $2 sectors at $1"
-	fput $new "$1" $exp_o "$1" "$2"
+	dwrite "$new" "$1" "$DEVDIR"/orig "$1" "$2" || fail "origin write of $2 sectors at $1"
+	fput "$new" "$1" "$exp_o" "$1" "$2"
 }
 swrite() { # swrite SECTOR SECTORS: other new data to the snapshot
-	dwrite $new2 "$1" $DEVDIR/snap "$1" "$2" || fail "snapshot write of $2 sectors at $1"
-	fput $new2 "$1" $exp_s "$1" "$2"
+	dwrite "$new2" "$1" "$DEVDIR"/snap "$1" "$2" || fail "snapshot write of $2 sectors at $1"
+	fput "$new2" "$1" "$exp_s" "$1" "$2"
 }
 both_same() { # both_same WHAT
-	expect_same "$1: origin" $DEVDIR/orig $exp_o
-	expect_same "$1: snapshot" $DEVDIR/snap $exp_s
+	expect_same "$1: origin" "$DEVDIR"/orig "$exp_o"
+	expect_same "$1: snapshot" "$DEVDIR"/snap "$exp_s"
 }
 
 one_case() { # one_case ORIGIN COW STORE CHUNK
@@ -61,9 +61,9 @@ one_case() { # one_case ORIGIN COW STORE CHUNK
 	what="$IMPL: origin ${o##*/} ($(blockdev --getss "$o") B), COW ${cow##*/} ($(blockdev --getss "$cow") B), $st $cs"
 	log "--- $what"
 	dd if=/dev/zero of="$cow" bs=64k count=1 oflag=direct status=none || fail "zero the COW header"
-	dwrite $pat 0 "$o" 0 $LEN || fail "stamp the origin"
-	dd if=$pat of=$exp_o bs=512 count=$LEN status=none
-	cp $exp_o $exp_s
+	dwrite "$pat" 0 "$o" 0 "$LEN" || fail "stamp the origin"
+	dd if="$pat" of="$exp_o" bs=512 count="$LEN" status=none
+	cp "$exp_o" "$exp_s"
 	dm create orig --table "0 $LEN snapshot-origin $o" || fail "$what: create the origin"
 	snap_take orig snap "0 $LEN snapshot $o $cow $st $cs"
 	expect_eq "$(header "$cow")" "$COW_MAGIC 1 1 $cs" "$what: header SnAp, valid, version 1, chunk $cs"
@@ -88,10 +88,10 @@ one_case() { # one_case ORIGIN COW STORE CHUNK
 }
 
 scenario() {
-	one_case $VDA "$L4C" P 8
-	one_case $VDA "$L4C" PO 16
+	one_case "$VDA" "$L4C" P 8
+	one_case "$VDA" "$L4C" PO 16
 	one_case "$L4O" "$L4C" PO 8
-	one_case "$L4O" $VDB P 16
+	one_case "$L4O" "$VDB" P 16
 	# A chunk smaller than a logical block of either device.
 	# dm-snapshot logs only "Couldn't create exception store (-22)" (its
 	# chunk-size message is replaced by that one); rdm says why.
@@ -112,4 +112,4 @@ scenario() {
 }
 
 run_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -28,9 +28,11 @@ big_setup
 
 scenario() {
 	big_image
+	# shellcheck disable=SC2119 # no command prefix: a plain load
 	big_load
+	# shellcheck disable=SC2119 # no command prefix: a plain grow
 	big_grow
 	expect_eq "$(dev_count)" 0 "all devices gone"
 }
 run_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -17,7 +17,7 @@
 # skip), and the counts of operations are printed.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 command -v fio >/dev/null || skip "needs fio"
 pids=()
 cleanup() {
@@ -67,15 +67,15 @@ taker() { # taker I STORE
 	while [ $SECONDS -lt $end ]; do
 		made=0
 		if run "$log" rdmsetup suspend orig; then
-			run "$log" rdmsetup create snap$i --table "0 $LEN snapshot $VDA /dev/rdm/cow$i $store $CS" && made=1
+			run "$log" rdmsetup create snap"$i" --table "0 $LEN snapshot $VDA /dev/rdm/cow$i $store $CS" && made=1
 			run "$log" rdmsetup resume orig
 		fi
 		# The stamped half of a snapshot made here is the pattern.
-		if [ $made = 1 ] && ! cmp -n $((8 << 20)) /dev/rdm/snap$i $out/pat >/dev/null 2>&1; then
+		if [ $made = 1 ] && ! cmp -n $((8 << 20)) /dev/rdm/snap"$i" $out/pat >/dev/null 2>&1; then
 			echo "MISMATCH: snap$i" >>"$log"
 		fi
 		if run "$log" rdmsetup suspend orig; then
-			run "$log" rdmsetup remove snap$i
+			run "$log" rdmsetup remove snap"$i"
 			run "$log" rdmsetup resume orig
 		fi
 	done
@@ -103,9 +103,9 @@ watcher() {
 
 fio --name=race --filename=/dev/rdm/orig --direct=1 --ioengine=libaio --rw=randwrite \
 	--bs=4k --iodepth=8 --offset=8M --size=8M --verify=crc32c --verify_fatal=1 \
-	--time_based --runtime=$SECONDS_RUN --output=$out/fio.log >/dev/null 2>&1 &
+	--time_based --runtime="$SECONDS_RUN" --output=$out/fio.log >/dev/null 2>&1 &
 fio_pid=$!
-pids+=($fio_pid)
+pids+=("$fio_pid")
 taker 0 N & pids+=($!)
 taker 1 N & pids+=($!)
 taker 2 P & pids+=($!)

@@ -11,7 +11,7 @@
 # already holds, read nothing from the origin disk.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDD
+require_disks "$VDA" "$VDB" "$VDD"
 trap snap_cleanup EXIT
 snap_load
 
@@ -34,20 +34,20 @@ mark() { # mark SECTOR SECTORS: the chunks of the range inside the snapshot
 check() {
 	local a=$((($2 / CS - 1) * CS)) b=$((($2 + $3 - 1) / CS * CS + 2 * CS))
 	[ $a -ge 0 ] || a=0
-	expect_same "$1: origin" $orig $exp_o $((($b < OLEN ? b : OLEN) - a)) $a $a
-	[ $a -lt $SLEN ] && expect_same "$1: snapshot" $snap $exp_s $((($b < SLEN ? b : SLEN) - a)) $a $a
+	expect_same "$1: origin" "$orig" $exp_o $(((b < OLEN ? b : OLEN) - a)) $a $a
+	[ $a -lt $SLEN ] && expect_same "$1: snapshot" "$snap" $exp_s $(((b < SLEN ? b : SLEN) - a)) $a $a
 	expect_eq "$(snap_alloc snap)" $((${#alloc[@]} * CS)) "$1: $((${#alloc[@]})) chunks allocated"
 }
 # owrite/swrite WHAT SECTOR SECTORS [noread]: new data to the origin, or
 # other new data to the snapshot; with "noread", the write must read
 # nothing from the origin disk (nothing else reads it meanwhile).
-owrite() { xwrite origin $orig $new $exp_o "$@"; }
-swrite() { xwrite snapshot $snap $new2 $exp_s "$@"; }
+owrite() { xwrite origin "$orig" $new $exp_o "$@"; }
+swrite() { xwrite snapshot "$snap" $new2 $exp_s "$@"; }
 xwrite() { # xwrite KIND DEV SRC IMAGE WHAT SECTOR SECTORS [noread]
 	local before
-	before=$(sectors_read $VDA)
+	before=$(sectors_read "$VDA")
 	dwrite "$3" "$6" "$2" "$6" "$7" || fail "$1, $5: write failed"
-	[ -z "${8:-}" ] || expect_eq "$(($(sectors_read $VDA) - before))" 0 \
+	[ -z "${8:-}" ] || expect_eq "$(($(sectors_read "$VDA") - before))" 0 \
 		"$1, $5 (cs $CS): nothing read from the origin disk"
 	fput "$3" "$6" "$4" "$6" "$7"
 	mark "$6" "$7" # an origin write copies, a snapshot write allocates
@@ -59,7 +59,7 @@ for CS in 8 16 128 1024; do
 	alloc=()
 	dm create orig --table "0 $SLEN snapshot-origin $VDA
 $SLEN 2048 linear $VDD 0" || fail "create the origin"
-	dd if=$pat of=$orig bs=1M oflag=direct status=none || fail "stamp the pattern"
+	dd if=$pat of="$orig" bs=1M oflag=direct status=none || fail "stamp the pattern"
 	cp $pat $exp_o
 	head -c $((SLEN * 512)) $pat >$exp_s
 	snap_take orig snap "0 $SLEN snapshot $VDA $VDB N $CS"
@@ -75,7 +75,7 @@ $SLEN 2048 linear $VDD 0" || fail "create the origin"
 	swrite "one sector of an uncopied chunk" $((8 * CS + 3)) 1
 	swrite "one sector of a chunk the origin copied" $CS 1
 	# A whole-chunk write needs no copy, if it reaches the target whole.
-	max_kb=$(cat "/sys/dev/block/$(devno $snap)/queue/max_sectors_kb")
+	max_kb=$(cat "/sys/dev/block/$(devno "$snap")/queue/max_sectors_kb")
 	if [ $((CS / 2)) -le "$max_kb" ]; then
 		swrite "a whole uncopied chunk" $((10 * CS)) $CS noread
 	else
@@ -87,10 +87,10 @@ $SLEN 2048 linear $VDD 0" || fail "create the origin"
 	owrite "a whole chunk the snapshot wrote (no copy)" $((10 * CS)) $CS noread
 	owrite "straddling a chunk the snapshot has and a new one" $((13 * CS + CS / 2)) $CS
 
-	expect_same "the whole origin (cs $CS)" $orig $exp_o
-	expect_same "the whole snapshot (cs $CS)" $snap $exp_s
+	expect_same "the whole origin (cs $CS)" "$orig" $exp_o
+	expect_same "the whole snapshot (cs $CS)" "$snap" $exp_s
 	snap_drop orig snap
 	dm remove orig || fail "remove the origin"
 done
 expect_eq "$(dev_count)" 0 "all devices gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

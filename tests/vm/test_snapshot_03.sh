@@ -16,7 +16,7 @@
 # The parameters are set back to 0 and 2048 at the end.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 trap snap_cleanup EXIT
 DELAY=3000
 PARAMS=/sys/module/rdm/parameters
@@ -38,7 +38,7 @@ make_pattern $new 8
 make_pattern $new2 8
 orig=$DEVDIR/orig snap=$DEVDIR/snap
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
-dd if=$pat of=$orig bs=1M oflag=direct status=none || fail "stamp the pattern"
+dd if=$pat of="$orig" bs=1M oflag=direct status=none || fail "stamp the pattern"
 snap_take orig snap "0 $LEN snapshot $VDA $VDB N $CS"
 
 # a) 8 writers, sector i of chunk C each.
@@ -46,14 +46,14 @@ C=5
 t0=$(now_ms)
 pids=()
 for i in $(seq 0 7); do
-	dwrite $new $((C * CS + i)) $orig $((C * CS + i)) 1 &
+	dwrite $new $((C * CS + i)) "$orig" $((C * CS + i)) 1 &
 	pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || fail "a writer to chunk $C failed"; done
 took=$(($(now_ms) - t0))
 expect_eq "$(snap_alloc snap)" $CS "8 concurrent writers to one chunk: one chunk allocated"
-expect_same "the snapshot keeps the old chunk" $snap $pat $CS $((C * CS)) $((C * CS))
-expect_same "the origin has all 8 new sectors" $orig $new $CS $((C * CS)) $((C * CS))
+expect_same "the snapshot keeps the old chunk" "$snap" $pat $CS $((C * CS)) $((C * CS))
+expect_same "the origin has all 8 new sectors" "$orig" $new $CS $((C * CS)) $((C * CS))
 if [ $DELAY -gt 0 ]; then
 	[ $took -ge $DELAY ] || fail "the writers were done after $took ms, before the copy delay ($DELAY ms)"
 	log "ok: the writers waited for the copy ($took ms >= $DELAY ms)"
@@ -61,29 +61,29 @@ fi
 
 # b) Read the snapshot's chunk D while the origin write's copy is held.
 D=9
-dwrite $new $((D * CS)) $orig $((D * CS)) $CS &
+dwrite $new $((D * CS)) "$orig" $((D * CS)) $CS &
 wpid=$!
 if [ $DELAY -gt 0 ]; then
 	sleep 1
 	kill -0 $wpid 2>/dev/null || fail "the origin write was done within 1 s: the copy was not held"
 fi
-dread $snap $((D * CS)) $CS >/tmp/snap03.read || fail "snapshot read of a chunk being copied"
+dread "$snap" $((D * CS)) $CS >/tmp/snap03.read || fail "snapshot read of a chunk being copied"
 wait $wpid || fail "the origin write to chunk $D failed"
 cmp -n $((CS * 512)) -i 0:$((D * CS * 512)) /tmp/snap03.read $pat ||
 	fail "the snapshot read of a chunk being copied did not return the old data"
 log "ok: a snapshot read during the copy returned the old data"
-expect_same "the snapshot keeps chunk $D" $snap $pat $CS $((D * CS)) $((D * CS))
-expect_same "the origin has the new chunk $D" $orig $new $CS $((D * CS)) $((D * CS))
+expect_same "the snapshot keeps chunk $D" "$snap" $pat $CS $((D * CS)) $((D * CS))
+expect_same "the origin has the new chunk $D" "$orig" $new $CS $((D * CS)) $((D * CS))
 expect_eq "$(snap_alloc snap)" $((2 * CS)) "two chunks allocated"
 
 if [ $DELAY -gt 0 ]; then
 	# c) E is copied first; then F and G take both slots, H waits for one.
 	E=20 F=30 G=31 H=32
-	dwrite $new $((E * CS)) $orig $((E * CS)) $CS || fail "write to chunk $E"
+	dwrite $new $((E * CS)) "$orig" $((E * CS)) $CS || fail "write to chunk $E"
 	rm -f /tmp/snap03.done.*
 	start=$(now_ms)
 	timed() { # timed CHUNK: origin write, then its completion time in a file
-		dwrite $new $(($1 * CS)) $orig $(($1 * CS)) $CS && now_ms >/tmp/snap03.done.$1
+		dwrite $new $(($1 * CS)) "$orig" $(($1 * CS)) $CS && now_ms >/tmp/snap03.done."$1"
 	}
 	timed $F &
 	fpid=$!
@@ -93,7 +93,7 @@ if [ $DELAY -gt 0 ]; then
 	timed $H &
 	hpid=$!
 	sleep 0.5
-	dwrite $new2 $((E * CS)) $orig $((E * CS)) $CS || fail "write to the copied chunk $E"
+	dwrite $new2 $((E * CS)) "$orig" $((E * CS)) $CS || fail "write to the copied chunk $E"
 	fast=$(($(now_ms) - start))
 	for p in $fpid $gpid $hpid; do
 		kill -0 "$p" 2>/dev/null ||
@@ -111,16 +111,16 @@ if [ $DELAY -gt 0 ]; then
 	log "ok: the first 2 copies were delayed side by side: both done after $first ms"
 	expect_eq "$(snap_alloc snap)" $((6 * CS)) "six chunks allocated"
 	for c in $E $F $G $H; do
-		expect_same "the snapshot keeps chunk $c" $snap $pat $CS $((c * CS)) $((c * CS))
+		expect_same "the snapshot keeps chunk $c" "$snap" $pat $CS $((c * CS)) $((c * CS))
 	done
-	expect_same "the origin has the rewritten chunk $E" $orig $new2 $CS $((E * CS)) $((E * CS))
-	expect_same "the origin has the new chunk $H" $orig $new $CS $((H * CS)) $((H * CS))
+	expect_same "the origin has the rewritten chunk $E" "$orig" $new2 $CS $((E * CS)) $((E * CS))
+	expect_same "the origin has the new chunk $H" "$orig" $new $CS $((H * CS)) $((H * CS))
 
 	echo 0 >$PARAMS/copy_delay_ms && echo 2048 >$PARAMS/cow_threshold || fail "write the parameters"
 	expect_eq "$(cat $PARAMS/copy_delay_ms)/$(cat $PARAMS/cow_threshold)" 0/2048 "parameters back to 0 and 2048"
 	# Copies are immediate again.
 	t0=$(now_ms)
-	dwrite $new $((40 * CS)) $orig $((40 * CS)) $CS || fail "write after resetting the delay"
+	dwrite $new $((40 * CS)) "$orig" $((40 * CS)) $CS || fail "write after resetting the delay"
 	took=$(($(now_ms) - t0))
 	[ $took -lt $DELAY ] || fail "a copy still took $took ms after copy_delay_ms=0"
 	log "ok: with copy_delay_ms=0 a copy took $took ms"
@@ -128,4 +128,4 @@ fi
 
 snap_drop orig snap
 dm remove orig || fail "remove the origin"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -8,7 +8,7 @@
 # copied and an uncopied chunk, all removed cleanly.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDC
+require_disks "$VDA" "$VDC"
 trap snap_cleanup EXIT
 snap_load
 start_count=$(dev_count)
@@ -23,22 +23,22 @@ orig=$DEVDIR/orig
 # --- 16 snapshots of one origin (the raw disk), COW slices of 2 MiB on vdc,
 # all taken with one suspend of the origin.
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
-dd if=$pat of=$orig bs=1M count=4 oflag=direct status=none || fail "stamp the pattern"
+dd if=$pat of="$orig" bs=1M count=4 oflag=direct status=none || fail "stamp the pattern"
 dm suspend orig || fail "suspend the origin"
 for i in $(seq 0 15); do
-	dm create cow$i --table "0 4096 linear $VDC $((i * 4096))" || fail "create cow$i"
-	dm create snap$i --table "0 $LEN snapshot $VDA $DEVDIR/cow$i N $CS" || fail "create snap$i"
+	dm create cow"$i" --table "0 4096 linear $VDC $((i * 4096))" || fail "create cow$i"
+	dm create snap"$i" --table "0 $LEN snapshot $VDA $DEVDIR/cow$i N $CS" || fail "create snap$i"
 done
 dm resume orig || fail "resume the origin"
 expect_eq "$(dm status | grep -c "^snap[0-9]*: 0 $LEN snapshot 0/4096 0$")" 16 "16 fresh snapshots"
 
 mapfile -t chunks < <(shuf -i 0-$((LEN / CS - 1)) -n 24)
 head -c $((LEN * 512)) $pat >$exp
-before=$(sectors_read $VDA)
+before=$(sectors_read "$VDA")
 for c in "${chunks[@]}"; do
-	dwrite $new $((c * CS)) $orig $((c * CS)) $CS || fail "origin write to chunk $c"
+	dwrite $new $((c * CS)) "$orig" $((c * CS)) $CS || fail "origin write to chunk $c"
 done
-read_sectors=$(($(sectors_read $VDA) - before))
+read_sectors=$(($(sectors_read "$VDA") - before))
 for c in "${chunks[@]}"; do fput $new $((c * CS)) $exp $((c * CS)) $CS; done
 written=$((${#chunks[@]} * CS))
 if snap_ref; then
@@ -48,14 +48,14 @@ else
 		fail "origin disk: $read_sectors sectors read for $written sectors written with 16 snapshots (expected one chunk read per chunk)"
 	log "ok: $read_sectors sectors read from the origin disk for $written written: one read per chunk for 16 snapshots"
 fi
-expect_same "the origin reads the new image" $orig $exp
+expect_same "the origin reads the new image" "$orig" $exp
 for i in $(seq 0 15); do
-	expect_same "snapshot $i reads the old image" $DEVDIR/snap$i $pat $LEN
+	expect_same "snapshot $i reads the old image" "$DEVDIR"/snap"$i" $pat $LEN
 done
 expect_eq "$(dm status | grep -c "^snap[0-9]*: 0 $LEN snapshot $written/4096 0$")" 16 \
 	"every snapshot has ${#chunks[@]} chunks allocated"
 dm suspend orig || fail "suspend the origin"
-for i in $(seq 0 15); do dm remove snap$i || fail "remove snap$i"; done
+for i in $(seq 0 15); do dm remove snap"$i" || fail "remove snap$i"; done
 dm resume orig || fail "resume the origin"
 dm remove orig || fail "remove the origin"
 dm remove_all || fail "remove_all (the COW slices)"
@@ -74,41 +74,41 @@ parallel() { # parallel FUNCTION: runs FUNCTION K for K = 0..4 at once
 		"$1" $k &
 		pids+=($!)
 	done
-	for k in "${pids[@]}"; do wait "$k" || exit $KSFT_FAIL; done
+	for k in "${pids[@]}"; do wait "$k" || exit "$KSFT_FAIL"; done
 }
 make_origin() {
 	local k=$1 j
-	dm create base$k --table "0 $OL linear $VDA $((k * OL))" || fail "create base$k"
-	dm create o$k --table "0 $OL snapshot-origin $DEVDIR/base$k" || fail "create o$k"
-	dd if=$pat of=$DEVDIR/o$k bs=1M skip=$((k * 4)) count=4 oflag=direct status=none ||
+	dm create base"$k" --table "0 $OL linear $VDA $((k * OL))" || fail "create base$k"
+	dm create o"$k" --table "0 $OL snapshot-origin $DEVDIR/base$k" || fail "create o$k"
+	dd if="$pat" of="$DEVDIR"/o"$k" bs=1M skip=$((k * 4)) count=4 oflag=direct status=none ||
 		fail "stamp o$k"
-	dm suspend o$k || fail "suspend o$k"
+	dm suspend o"$k" || fail "suspend o$k"
 	for j in $(seq 0 19); do
-		dm create cow-$k-$j --table "0 4096 linear $VDC $(((k * 20 + j) * 4096))" ||
+		dm create cow-"$k"-"$j" --table "0 4096 linear $VDC $(((k * 20 + j) * 4096))" ||
 			fail "create cow-$k-$j"
-		dm create s-$k-$j --table "0 $OL snapshot $DEVDIR/base$k $DEVDIR/cow-$k-$j N $CS" ||
+		dm create s-"$k"-"$j" --table "0 $OL snapshot $DEVDIR/base$k $DEVDIR/cow-$k-$j N $CS" ||
 			fail "create snapshot s-$k-$j"
 	done
-	dm resume o$k || fail "resume o$k"
+	dm resume o"$k" || fail "resume o$k"
 }
 write_and_check() {
 	local k=$1 j
-	dwrite $new $((k * OL)) $DEVDIR/o$k 0 $((20 * CS)) || fail "write chunks 0..19 of o$k"
-	expect_same "o$k reads the new chunks" $DEVDIR/o$k $new $((20 * CS)) 0 $((k * OL))
-	expect_same "o$k reads the old data past them" $DEVDIR/o$k $pat $((OL - 20 * CS)) \
+	dwrite "$new" $((k * OL)) "$DEVDIR"/o"$k" 0 $((20 * CS)) || fail "write chunks 0..19 of o$k"
+	expect_same "o$k reads the new chunks" "$DEVDIR"/o"$k" "$new" $((20 * CS)) 0 $((k * OL))
+	expect_same "o$k reads the old data past them" "$DEVDIR"/o"$k" "$pat" $((OL - 20 * CS)) \
 		$((20 * CS)) $((k * OL + 20 * CS))
 	for j in $(seq 0 19); do
-		expect_same "s-$k-$j reads the old data" $DEVDIR/s-$k-$j $pat $((40 * CS)) 0 $((k * OL)) |
+		expect_same "s-$k-$j reads the old data" "$DEVDIR"/s-"$k"-"$j" "$pat" $((40 * CS)) 0 $((k * OL)) |
 			grep -v '^# ok' # only failures: 100 of these
-		[ "${PIPESTATUS[0]}" -eq 0 ] || exit $KSFT_FAIL
+		[ "${PIPESTATUS[0]}" -eq 0 ] || exit "$KSFT_FAIL"
 	done
 }
 drop_snapshots() {
 	local k=$1 j
-	dm suspend o$k || fail "suspend o$k"
-	for j in $(seq 0 19); do dm remove s-$k-$j || fail "remove s-$k-$j"; done
-	dm resume o$k || fail "resume o$k"
-	dm remove o$k || fail "remove o$k"
+	dm suspend o"$k" || fail "suspend o$k"
+	for j in $(seq 0 19); do dm remove s-"$k"-"$j" || fail "remove s-$k-$j"; done
+	dm resume o"$k" || fail "resume o$k"
+	dm remove o"$k" || fail "remove o$k"
 }
 parallel make_origin
 expect_eq "$(dm status | grep -c "^s-[0-9]*-[0-9]*: 0 $OL snapshot 0/4096 0$")" 100 "100 snapshots"
@@ -121,4 +121,4 @@ parallel drop_snapshots
 expect_eq "$(dev_count)" $((start_count + 5 + 100)) "snapshots and origins removed"
 dm remove_all || fail "remove_all (the COW slices and the bases)"
 expect_eq "$(dev_count)" "$start_count" "all 210 devices removed"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -5,7 +5,7 @@
 # holders of the disks are what they were.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 loopdev=
 cleanup() {
 	[ -n "$loopdev" ] && losetup -d "$loopdev"
@@ -23,7 +23,7 @@ dm create cow8 --table "0 8 linear $VDB 0" || fail "create an 8-sector COW"
 dm create orig --table "0 16384 snapshot-origin $VDA" || fail "create an origin"
 count=$(dev_count)
 refs=$(module_refs "$SNAP_MOD")
-holders() { ls /sys/block/vda/holders /sys/block/vdb/holders "/sys/block/${loopdev##*/}/holders" | wc -l; }
+holders() { find /sys/block/vda/holders /sys/block/vdb/holders "/sys/block/${loopdev##*/}/holders" -mindepth 1 -maxdepth 1 | wc -l; }
 held=$(holders)
 
 # bad WHAT LOG-REGEX DM-LOG-REGEX TABLE: rdm must log LOG-REGEX; the
@@ -64,15 +64,15 @@ bad_rdm "COW device smaller than one chunk" "COW device .* too small" "$S $VDA $
 bad "origin and COW the same device" "same device" "cannot be the same as origin device" \
 	"$S $VDA $VDA N 8"
 bad "origin and COW the same device, by path and by number" "same device" \
-	"cannot be the same as origin device" "$S $VDA $(devno $VDA) N 8"
+	"cannot be the same as origin device" "$S $VDA $(devno "$VDA") N 8"
 bad "unknown store type" "unknown exception store type" "$STORE" "$S $VDA $VDB X 8"
 # (Bad persistent metadata: test_persist_03.)
-yes garbage | head -c 512 | dd of=$VDB bs=512 count=1 iflag=fullblock oflag=direct status=none
+yes garbage | head -c 512 | dd of="$VDB" bs=512 count=1 iflag=fullblock oflag=direct status=none
 bad "persistent store on a COW with a garbage header" "invalid or corrupt snapshot header" \
 	"Invalid or corrupt snapshot" "$S $VDA $VDB P 8"
 bad "persistent store with overflow, garbage header" "invalid or corrupt snapshot header" \
 	"Invalid or corrupt snapshot" "$S $VDA $VDB PO 8"
-dd if=/dev/zero of=$VDB bs=512 count=1 oflag=direct status=none
+dd if=/dev/zero of="$VDB" bs=512 count=1 oflag=direct status=none
 bad "origin that does not exist" "cannot open device /dev/nonexistent" "Cannot get origin device" \
 	"$S /dev/nonexistent $VDB N 8"
 bad "COW that does not exist" "cannot open device 250:7" "Cannot get COW device" "$S $VDA 250:7 N 8"
@@ -91,8 +91,8 @@ re="chunk size 12 is not a power of 2"
 snap_ref && re=$STORE
 expect_fail "reload with a bad chunk size" "$re" dm load good --table "$S $VDA $VDB N 12"
 expect_match "$(dm info good)" "Tables present: +LIVE$" "no inactive table after the refused reload"
-expect_eq "$(dm table good)" "$S $(devno $VDA) $(devno $VDB) N 8" "the live table is intact"
+expect_eq "$(dm table good)" "$S $(devno "$VDA") $(devno "$VDB") N 8" "the live table is intact"
 snap_drop orig good
 dm remove orig && dm remove cow8 || fail "remove"
 expect_eq "$(dev_count)" 0 "all devices gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

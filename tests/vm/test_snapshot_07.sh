@@ -10,7 +10,7 @@
 # checked by the harness afterwards (WARNING, lockdep, BUG, hung task).
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 command -v fio >/dev/null || skip "needs fio"
 bg_pids=()
 cleanup() {
@@ -26,7 +26,7 @@ LEN=32768 # 16 MiB
 CS=8
 orig=$DEVDIR/orig
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
-dd if=/dev/urandom of=$orig bs=1M count=16 oflag=direct status=none || fail "stamp"
+dd if=/dev/urandom of="$orig" bs=1M count=16 oflag=direct status=none || fail "stamp"
 snap_take orig snapA "0 $LEN snapshot $VDA $VDB N $CS"
 
 RUNTIME=25
@@ -36,16 +36,16 @@ fio_job() { # fio_job NAME DEV
 		--verify=crc32c --verify_backlog=256 --verify_fatal=1 --minimal \
 		>/tmp/snap07."$1".out 2>&1
 }
-fio_job origin $orig &
+fio_job origin "$orig" &
 fio_o=$!
-fio_job snapshot $DEVDIR/snapA &
+fio_job snapshot "$DEVDIR"/snapA &
 fio_s=$!
 bg_pids+=("$fio_o" "$fio_s")
 rm -f /tmp/snap07.dd_failed
 (
 	i=0
 	while :; do
-		dd if=/dev/urandom of=$orig bs=4k count=4 seek=$((2048 + i % 2044)) oflag=direct \
+		dd if=/dev/urandom of="$orig" bs=4k count=4 seek=$((2048 + i % 2044)) oflag=direct \
 			status=none 2>>/tmp/snap07.dd_failed || echo "dd write $i failed" >>/tmp/snap07.dd_failed
 		i=$((i + 37))
 	done
@@ -57,7 +57,7 @@ start=$SECONDS
 rounds=0
 while [ $((SECONDS - start)) -lt $((RUNTIME - 8)) ] && [ $rounds -lt 12 ]; do
 	snap_take orig snapC "0 $LEN snapshot $VDA $VDC N 16"
-	dd if=$DEVDIR/snapC of=/dev/null bs=64k count=16 skip=$((rounds * 7)) iflag=direct status=none ||
+	dd if="$DEVDIR"/snapC of=/dev/null bs=64k count=16 skip=$((rounds * 7)) iflag=direct status=none ||
 		fail "read of a new snapshot under load"
 	snap_drop orig snapC
 	dm load orig --table "0 $LEN snapshot-origin $VDA" || fail "reload the origin"
@@ -98,4 +98,4 @@ else
 	rmmod rdm || fail "rmmod rdm after the devices are gone"
 fi
 log "ok: the module unloads once the devices are gone"
-exit $KSFT_PASS
+exit "$KSFT_PASS"

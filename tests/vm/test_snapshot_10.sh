@@ -9,7 +9,7 @@
 # right. Both stores; the kernel's dm-snapshot first.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 
 LEN=32768 # 16 MiB origins
 CS=8      # 4 KiB chunks
@@ -30,8 +30,8 @@ within() {
 	"$@" &
 	pid=$!
 	for ((i = 0; i < secs * 10; i++)); do
-		if ! kill -0 $pid 2>/dev/null; then
-			wait $pid || fail "$what: failed"
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid" || fail "$what: failed"
 			return 0
 		fi
 		sleep 0.1
@@ -42,27 +42,27 @@ within() {
 scenario() {
 	local store
 	for store in N P; do
-		dd if=$out/a of=$VDA bs=1M oflag=direct status=none || fail "stamp A"
-		dd if=$out/b of=$VDC bs=1M oflag=direct status=none || fail "stamp B"
-		dd if=/dev/zero of=$VDB bs=64k count=1 oflag=direct status=none
+		dd if="$out"/a of="$VDA" bs=1M oflag=direct status=none || fail "stamp A"
+		dd if="$out"/b of="$VDC" bs=1M oflag=direct status=none || fail "stamp B"
+		dd if=/dev/zero of="$VDB" bs=64k count=1 oflag=direct status=none
 		dm create a --table "0 $LEN snapshot-origin $VDA" || fail "create a"
 		dm create b --table "0 $LEN snapshot-origin $VDC" || fail "create b"
 		snap_take a sa "0 $LEN snapshot $VDA $VDB $store $CS"
 		# B's snapshot keeps its COW on A: every COW write is an origin
 		# write of A.
-		snap_take b sb "0 $LEN snapshot $VDC $(devno $DEVDIR/a) $store $CS"
+		snap_take b sb "0 $LEN snapshot $VDC $(devno "$DEVDIR"/a) $store $CS"
 		within 300 "$IMPL $store: an 8 MiB write to b" \
-			dd if=$out/new of=$DEVDIR/b bs=8M count=1 seek=512 oflag=direct,seek_bytes status=none
+			dd if="$out"/new of="$DEVDIR"/b bs=8M count=1 seek=512 oflag=direct,seek_bytes status=none
 		log "ok: $IMPL $store: the 8 MiB write completed"
-		cp $out/b $out/bexp
-		fput $out/new 0 $out/bexp 1 16384
-		expect_same "$IMPL $store: b has the write" $DEVDIR/b $out/bexp
-		expect_same "$IMPL $store: sb keeps B's old image" $DEVDIR/sb $out/b
-		expect_same "$IMPL $store: sa keeps A's old image under sb's COW writes" $DEVDIR/sa $out/a
+		cp "$out"/b "$out"/bexp
+		fput "$out"/new 0 "$out"/bexp 1 16384
+		expect_same "$IMPL $store: b has the write" "$DEVDIR"/b "$out"/bexp
+		expect_same "$IMPL $store: sb keeps B's old image" "$DEVDIR"/sb "$out"/b
+		expect_same "$IMPL $store: sa keeps A's old image under sb's COW writes" "$DEVDIR"/sa "$out"/a
 		snap_drop b sb
 		snap_drop a sa
 		dm remove b && dm remove a || fail "remove"
 	done
 }
 run_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

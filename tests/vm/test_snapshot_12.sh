@@ -17,7 +17,7 @@
 # The kernel's dm-snapshot runs each scenario first.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 
 LEN=16384
 CS=16
@@ -31,19 +31,19 @@ make_pattern $out/new 1
 # resumed; then chunk 30 written once S2 is live.
 recreate_during_removal() {
 	local store=$1
-	dd if=$out/origin of=$VDA bs=1M oflag=direct status=none || fail "stamp"
-	dd if=/dev/zero of=$VDB bs=64k count=1 oflag=direct status=none
+	dd if="$out"/origin of="$VDA" bs=1M oflag=direct status=none || fail "stamp"
+	dd if=/dev/zero of="$VDB" bs=64k count=1 oflag=direct status=none
 	dm create c --table "0 $LEN linear $VDB 0" || fail "create c"
-	COW=$(devno $DEVDIR/c)
+	COW=$(devno "$DEVDIR"/c)
 	dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create orig"
 	snap_take orig s "0 $LEN snapshot $VDA $COW $store $CS"
-	dwrite $out/new 0 $DEVDIR/orig $((10 * CS)) 1 || fail "write chunk 10"
+	dwrite "$out"/new 0 "$DEVDIR"/orig $((10 * CS)) 1 || fail "write chunk 10"
 
 	dm suspend --noflush c || fail "suspend c"
-	dwrite $out/new 1 $DEVDIR/orig $((20 * CS)) 1 &
+	dwrite "$out"/new 1 "$DEVDIR"/orig $((20 * CS)) 1 &
 	local w20=$!
 	sleep 2
-	kill -0 $w20 2>/dev/null || fail "$IMPL $store: the write to chunk 20 did not wait for c"
+	kill -0 "$w20" 2>/dev/null || fail "$IMPL $store: the write to chunk 20 did not wait for c"
 	# The origin is not suspended around this removal: the copy in
 	# flight keeps the teardown waiting.
 	dm remove s &
@@ -53,11 +53,11 @@ recreate_during_removal() {
 	local mk_s2=$!
 	sleep 2
 	dm resume c || fail "resume c"
-	done_within $w20 60 || fail "$IMPL $store: the write to chunk 20 did not complete"
-	done_within $rm_s 60 || fail "$IMPL $store: the removal of s did not complete"
-	done_within $mk_s2 60 || fail "$IMPL $store: the creation of s2 did not complete"
+	done_within "$w20" 60 || fail "$IMPL $store: the write to chunk 20 did not complete"
+	done_within "$rm_s" 60 || fail "$IMPL $store: the removal of s did not complete"
+	done_within "$mk_s2" 60 || fail "$IMPL $store: the creation of s2 did not complete"
 	dm suspend orig && dm resume orig || fail "suspend/resume orig"
-	dwrite $out/new 2 $DEVDIR/orig $((30 * CS)) 1 || fail "write chunk 30"
+	dwrite "$out"/new 2 "$DEVDIR"/orig $((30 * CS)) 1 || fail "write chunk 30"
 }
 teardown() {
 	snap_drop orig s2
@@ -70,22 +70,22 @@ chunk_is() {
 
 transient() {
 	recreate_during_removal N
-	chunk_is $DEVDIR/s2 10 $out/new 0 "$IMPL N: s2 is new: chunk 10, changed before it, reads new"
-	chunk_is $DEVDIR/s2 30 $out/origin $((30 * CS)) "$IMPL N: chunk 30, changed after it went live, reads old"
-	chunk_is $DEVDIR/s2 40 $out/origin $((40 * CS)) "$IMPL N: an unchanged chunk reads the origin"
+	chunk_is "$DEVDIR"/s2 10 "$out"/new 0 "$IMPL N: s2 is new: chunk 10, changed before it, reads new"
+	chunk_is "$DEVDIR"/s2 30 "$out"/origin $((30 * CS)) "$IMPL N: chunk 30, changed after it went live, reads old"
+	chunk_is "$DEVDIR"/s2 40 "$out"/origin $((40 * CS)) "$IMPL N: an unchanged chunk reads the origin"
 	teardown
 }
 
 persistent() {
 	recreate_during_removal P
-	expect_same "$IMPL P: s2 reads the origin's old image" $DEVDIR/s2 $out/origin
+	expect_same "$IMPL P: s2 reads the origin's old image" "$DEVDIR"/s2 "$out"/origin
 	snap_drop orig s2
 	snap_take orig s2 "0 $LEN snapshot $VDA $COW P $CS"
-	expect_same "$IMPL P: ... after s2 is loaded again" $DEVDIR/s2 $out/origin
+	expect_same "$IMPL P: ... after s2 is loaded again" "$DEVDIR"/s2 "$out"/origin
 	teardown
 }
 
 run_both transient
 RDM_REF_KNOWN_BAD="dm-snapshot reads the COW device while the removed snapshot's copy is in flight" \
 	run_both persistent
-exit $KSFT_PASS
+exit "$KSFT_PASS"

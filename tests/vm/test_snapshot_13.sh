@@ -10,7 +10,7 @@
 # snapshot holds the whole old chunk. The kernel's dm-snapshot first.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 
 LEN=262144   # 128 MiB origin
 CS=131072    # 64 MiB chunks
@@ -28,20 +28,20 @@ mem_available_kib() {
 }
 
 scenario() {
-	dd if=$out/chunk0 of=$VDA bs=1M oflag=direct status=none || fail "stamp the origin"
+	dd if="$out"/chunk0 of="$VDA" bs=1M oflag=direct status=none || fail "stamp the origin"
 	dm create cow --table "0 $COWLEN linear $VDB 0" || fail "create cow"
 	dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create orig"
-	snap_take orig snap "0 $LEN snapshot $VDA $(devno $DEVDIR/cow) N $CS"
+	snap_take orig snap "0 $LEN snapshot $VDA $(devno "$DEVDIR"/cow) N $CS"
 	dm suspend --noflush cow || fail "suspend cow"
 	sync
 	echo 1 >/proc/sys/vm/drop_caches
 	local before during writer
 	before=$(mem_available_kib)
-	dwrite $out/new 0 $DEVDIR/orig 8 8 &
+	dwrite "$out"/new 0 "$DEVDIR"/orig 8 8 &
 	writer=$!
 	# Time for the copy to read all it will read before it waits.
 	sleep 8
-	kill -0 $writer 2>/dev/null || { dm resume cow; fail "$IMPL: the origin write did not wait for its copy"; }
+	kill -0 "$writer" 2>/dev/null || { dm resume cow; fail "$IMPL: the origin write did not wait for its copy"; }
 	during=$(mem_available_kib)
 	log "$IMPL: available memory before the copy ${before} KiB, while it waits ${during} KiB"
 	if [ $((before - during)) -ge 16384 ]; then
@@ -50,18 +50,18 @@ scenario() {
 	fi
 	log "ok: $IMPL: the stalled copy holds less than 16 MiB"
 	dm resume cow || fail "resume cow"
-	wait $writer || fail "$IMPL: the origin write failed"
+	wait "$writer" || fail "$IMPL: the origin write failed"
 	# If the snapshot went Invalid, say why (the kernel's own log lines).
 	local st
 	st=$(dm status snap)
 	case $st in *Invalid*) dmesg | grep -E 'snapshot|kcopyd|rdm' | tail -n 5 | sed 's/^/# /'
 		fail "$IMPL: the snapshot went Invalid ($st)" ;; esac
-	expect_same "$IMPL: the snapshot holds the whole old chunk" $DEVDIR/snap $out/chunk0
-	cp $out/chunk0 $out/expect
-	fput $out/new 0 $out/expect 8 8
-	expect_same "$IMPL: the origin has the write" $DEVDIR/orig $out/expect
+	expect_same "$IMPL: the snapshot holds the whole old chunk" "$DEVDIR"/snap "$out"/chunk0
+	cp "$out"/chunk0 "$out"/expect
+	fput "$out"/new 0 "$out"/expect 8 8
+	expect_same "$IMPL: the origin has the write" "$DEVDIR"/orig "$out"/expect
 	snap_drop orig snap
 	dm remove orig && dm remove cow || fail "remove"
 }
 run_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -17,7 +17,7 @@
 # Every scenario runs against the kernel's dm-snapshot first.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB
+require_disks "$VDA" "$VDB"
 
 out=/tmp/s13
 rm -rf $out && mkdir -p $out
@@ -55,15 +55,15 @@ cow_resize() {
 status_of() { local st; st=$(dm status snap) || fail "status"; echo "${st#* * snapshot }"; }
 
 setup() { # setup STORE CHUNK COW-SECTORS
-	dd if=$out/origin of=$VDA bs=512 count=$ORIG_SECTORS oflag=direct status=none || fail "stamp"
-	dd if=/dev/zero of=$VDB bs=1M count=1 oflag=direct status=none
+	dd if="$out"/origin of="$VDA" bs=512 count="$ORIG_SECTORS" oflag=direct status=none || fail "stamp"
+	dd if=/dev/zero of="$VDB" bs=1M count=1 oflag=direct status=none
 	dm create base --table "0 $ORIG_SECTORS linear $VDA 0" || fail "create base"
-	BASE=$(devno $DEVDIR/base)
+	BASE=$(devno "$DEVDIR"/base)
 	dm create orig --table "0 $ORIG_SECTORS snapshot-origin $BASE" || fail "create orig"
 	dm create cow --table "0 $3 linear $VDB 0" || fail "create cow"
-	SNAP_TABLE="0 $ORIG_SECTORS snapshot $BASE $(devno $DEVDIR/cow) $1 $2"
+	SNAP_TABLE="0 $ORIG_SECTORS snapshot $BASE $(devno "$DEVDIR"/cow) $1 $2"
 	snap_take orig snap "$SNAP_TABLE"
-	head -c $((ORIG_SECTORS * 512)) $out/origin >$out/expect
+	head -c $((ORIG_SECTORS * 512)) "$out"/origin >"$out"/expect
 }
 teardown() {
 	dm remove snap && dm remove orig && dm remove cow && dm remove base || fail "remove"
@@ -73,61 +73,61 @@ teardown() {
 grow() {
 	# N, 4 KiB chunks: 8 of them fit in 64 sectors; 20 are written.
 	setup N 8 64
-	owrite $DEVDIR/orig 8 0 8 16 24 32 || fail "$IMPL N: first writes"
+	owrite "$DEVDIR"/orig 8 0 8 16 24 32 || fail "$IMPL N: first writes"
 	expect_eq "$(status_of)" "40/64 0" "$IMPL N: status before the growth"
 	cow_resize 256
 	expect_eq "$(status_of)" "40/256 0" "$IMPL N: the total follows the COW device"
-	owrite $DEVDIR/orig 8 $(seq 40 8 152) || fail "$IMPL N: writes past the old size"
+	owrite "$DEVDIR"/orig 8 $(seq 40 8 152) || fail "$IMPL N: writes past the old size"
 	expect_eq "$(status_of)" "160/256 0" "$IMPL N: 20 chunks in a COW device that held 8"
-	expect_same "$IMPL N: the snapshot reads the origin as it was" $DEVDIR/snap $out/expect
+	expect_same "$IMPL N: the snapshot reads the origin as it was" "$DEVDIR"/snap "$out"/expect
 	teardown
 
 	# P, 512-byte chunks (32 entries per area): 30 sectors hold the
 	# header, area 0 and 28 chunks, and area 1 (chunk 34) is past the
 	# end; 50 chunks are written, so the metadata goes on in area 1.
 	setup P 1 30
-	owrite $DEVDIR/orig 1 $(seq 0 2 38) || fail "$IMPL P: first writes"
+	owrite "$DEVDIR"/orig 1 $(seq 0 2 38) || fail "$IMPL P: first writes"
 	expect_eq "$(status_of)" "22/30 2" "$IMPL P: status before the growth"
 	cow_resize 200
 	expect_eq "$(status_of)" "22/200 2" "$IMPL P: the total follows the COW device"
-	owrite $DEVDIR/orig 1 $(seq 40 2 98) || fail "$IMPL P: writes past the old size"
+	owrite "$DEVDIR"/orig 1 $(seq 40 2 98) || fail "$IMPL P: writes past the old size"
 	# 50 chunks: 2..33 and 35..52 (34 is area 1).
 	expect_eq "$(status_of)" "53/200 3" "$IMPL P: 50 chunks, area 1 in use"
-	expect_same "$IMPL P: the snapshot reads the origin as it was" $DEVDIR/snap $out/expect
+	expect_same "$IMPL P: the snapshot reads the origin as it was" "$DEVDIR"/snap "$out"/expect
 	# Taken down and loaded again from the COW device.
 	snap_drop orig snap
 	snap_take orig snap "$SNAP_TABLE"
 	expect_eq "$(status_of)" "53/200 3" "$IMPL P: the same status after a reload"
-	expect_same "$IMPL P: the same data after a reload" $DEVDIR/snap $out/expect
+	expect_same "$IMPL P: the same data after a reload" "$DEVDIR"/snap "$out"/expect
 	teardown
 }
 
 # 2. Shrinking below the space in use, then growing back.
 shrink() {
 	local store=$1 chunk=$2 size=$3 small=$4 alloc=$5 meta=$6 st
-	setup $store $chunk $size
-	owrite $DEVDIR/orig $chunk $(seq 0 $chunk $((chunk * 9))) || fail "$IMPL $store: first writes"
+	setup "$store" "$chunk" "$size"
+	owrite "$DEVDIR"/orig "$chunk" $(seq 0 "$chunk" $((chunk * 9))) || fail "$IMPL $store: first writes"
 	expect_eq "$(status_of)" "$alloc/$size $meta" "$IMPL $store: status before the shrink"
-	cow_resize $small
+	cow_resize "$small"
 	klog_mark
 	if [ "$IMPL" = dm ]; then
 		# dm-snapshot takes the COW device's size as the room it has.
-		owrite $DEVDIR/orig $chunk $((chunk * 20)) || fail "dm $store: write after the shrink"
+		owrite "$DEVDIR"/orig "$chunk" $((chunk * 20)) || fail "dm $store: write after the shrink"
 		expect_eq "$(status_of)" Invalid "dm $store: the kernel's dm drops the snapshot"
 		teardown
 		return
 	fi
-	st=$(owrite $DEVDIR/orig $chunk $((chunk * 20))) && fail "rdm $store: a write that needs a chunk succeeded with the COW device shrunk"
+	st=$(owrite "$DEVDIR"/orig "$chunk" $((chunk * 20))) && fail "rdm $store: a write that needs a chunk succeeded with the COW device shrunk"
 	expect_eq "$st" "No space left on device" "rdm $store: the write fails with ENOSPC"
 	expect_match "$(klog_since_mark)" "COW device shrank to $small sectors, below the [0-9]+ sectors in use" \
 		"rdm $store: the shrink is logged"
 	expect_eq "$(status_of)" "$alloc/$small $meta" "rdm $store: the snapshot is kept (the total is the COW device's new size)"
 	# Writes to chunks already copied need no room.
-	owrite $DEVDIR/orig $chunk 0 || fail "rdm $store: a write to a copied chunk"
-	cow_resize $size
-	owrite $DEVDIR/orig $chunk $((chunk * 20)) || fail "rdm $store: the write after the COW device grew back"
+	owrite "$DEVDIR"/orig "$chunk" 0 || fail "rdm $store: a write to a copied chunk"
+	cow_resize "$size"
+	owrite "$DEVDIR"/orig "$chunk" $((chunk * 20)) || fail "rdm $store: the write after the COW device grew back"
 	case $(status_of) in Invalid | Overflow) fail "rdm $store: invalid after growing back" ;; esac
-	expect_same "rdm $store: nothing lost" $DEVDIR/snap $out/expect
+	expect_same "rdm $store: nothing lost" "$DEVDIR"/snap "$out"/expect
 	teardown
 }
 
@@ -138,4 +138,4 @@ scenario() {
 }
 
 run_both scenario
-exit $KSFT_PASS
+exit "$KSFT_PASS"

@@ -12,7 +12,7 @@
 # runs it longer. Prints the seed, phases, snapshots and bytes written.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-require_disks $VDA $VDB $VDC
+require_disks "$VDA" "$VDB" "$VDC"
 command -v fio >/dev/null || skip "needs fio"
 pids=()
 cleanup() {
@@ -39,12 +39,12 @@ mkdir -p $img
 make_pattern $img/orig 8
 
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
-dd if=$img/orig of=$DEVDIR/orig bs=1M oflag=direct status=none || fail "stamp the origin"
+dd if=$img/orig of="$DEVDIR"/orig bs=1M oflag=direct status=none || fail "stamp the origin"
 # COW slices: 4 on vdb, 4 on vdc, 9 MiB each (a snapshot never overflows).
 for i in $(seq 0 $((2 * MAXSNAPS - 1))); do
 	disk=$VDB
-	[ $i -ge $MAXSNAPS ] && disk=$VDC
-	dm create cow$i --table "0 18432 linear $disk $(((i % MAXSNAPS) * 18432))" || fail "create cow$i"
+	[ "$i" -ge $MAXSNAPS ] && disk=$VDC
+	dm create cow"$i" --table "0 18432 linear $disk $(((i % MAXSNAPS) * 18432))" || fail "create cow$i"
 done
 live=() # snapshot slots in use
 next=0  # next COW slice
@@ -53,13 +53,13 @@ take() {
 	cs=$(pick 8 16 64 128 1024)
 	snap_take orig s$next "0 $LEN snapshot $VDA $DEVDIR/cow$next N $cs"
 	cp $img/orig $img/s$next
-	live+=($next)
+	live+=("$next")
 	log "phase $phase: snapshot s$next (chunk $cs)"
 	next=$(((next + 1) % (2 * MAXSNAPS)))
 }
 drop() {
 	local k=${live[0]}
-	snap_drop orig s$k
+	snap_drop orig s"$k"
 	live=("${live[@]:1}")
 }
 # same WHAT ARGS...: expect_same without its "ok" line; on a mismatch,
@@ -69,8 +69,8 @@ same() {
 }
 # check DEV IMAGE FROM TO: equal outside [FROM, TO) sectors.
 check() {
-	same "$1 before its written region" $DEVDIR/$1 $2 "$3" 0 0
-	same "$1 after its written region" $DEVDIR/$1 $2 $((LEN - $4)) "$4" "$4"
+	same "$1 before its written region" "$DEVDIR"/"$1" "$2" "$3" 0 0
+	same "$1 after its written region" "$DEVDIR"/"$1" "$2" $((LEN - $4)) "$4" "$4"
 }
 region() { # region: "FROM TO" in sectors, 64 KiB aligned, 256 KiB..2 MiB
 	local len from
@@ -82,15 +82,15 @@ fio_region() { # fio_region DEV FROM TO NAME
 	fio --name="$4" --filename="$DEVDIR/$1" --direct=1 --ioengine=libaio \
 		--rw=randwrite --bs="$(pick 4k 8k 64k)" --iodepth=8 --offset=$(($2 * 512)) \
 		--size=$((($3 - $2) * 512)) --verify=crc32c --do_verify=1 \
-		--randseed=$RANDOM --minimal >"$img/$4.fio" 2>&1
+		--randseed="$RANDOM" --minimal >"$img/$4.fio" 2>&1
 }
 
 phase=0 written=0 snaps_taken=0
 end=$((SECONDS + seconds))
 while [ $SECONDS -lt $end ]; do
 	phase=$((phase + 1))
-	echo "$(pick 0 0 1 5 20)" >$params/copy_delay_ms
-	echo "$(pick 0 2 8 64 2048)" >$params/cow_threshold
+	pick 0 0 1 5 20 >$params/copy_delay_ms
+	pick 0 2 8 64 2048 >$params/cow_threshold
 	if [ ${#live[@]} -eq 0 ] || { [ ${#live[@]} -lt $MAXSNAPS ] && [ $((RANDOM % 2)) -eq 0 ]; }; then
 		take
 		snaps_taken=$((snaps_taken + 1))
@@ -104,10 +104,10 @@ while [ $SECONDS -lt $end ]; do
 	pids=()
 	fio_region orig "$of" "$ot" o$phase &
 	pids+=($!)
-	fio_region s$t "$sf" "$st" s$phase &
+	fio_region s"$t" "$sf" "$st" s$phase &
 	pids+=($!)
 	for k in "${live[@]}"; do
-		dd if=$DEVDIR/s$k of=/dev/null bs=64k iflag=direct status=none &
+		dd if="$DEVDIR"/s"$k" of=/dev/null bs=64k iflag=direct status=none &
 		pids+=($!)
 	done
 	for p in "${pids[@]}"; do
@@ -118,18 +118,18 @@ while [ $SECONDS -lt $end ]; do
 	check orig $img/orig "$of" "$ot"
 	for k in "${live[@]}"; do
 		if [ "$k" = "$t" ]; then
-			check s$k $img/s$k "$sf" "$st"
+			check s"$k" $img/s"$k" "$sf" "$st"
 		else
-			same "s$k unchanged" $DEVDIR/s$k $img/s$k
+			same "s$k unchanged" "$DEVDIR"/s"$k" $img/s"$k"
 		fi
 	done
-	dread $DEVDIR/orig "$of" $((ot - of)) | dd of=$img/orig bs=512 seek="$of" conv=notrunc status=none
-	dread $DEVDIR/s$t "$sf" $((st - sf)) | dd of=$img/s$t bs=512 seek="$sf" conv=notrunc status=none
+	dread "$DEVDIR"/orig "$of" $((ot - of)) | dd of=$img/orig bs=512 seek="$of" conv=notrunc status=none
+	dread "$DEVDIR"/s"$t" "$sf" $((st - sf)) | dd of=$img/s"$t" bs=512 seek="$sf" conv=notrunc status=none
 	written=$((written + (ot - of + st - sf) * 512))
 done
 for k in "${live[@]}"; do
-	same "s$k equals its image at the end" $DEVDIR/s$k $img/s$k
+	same "s$k equals its image at the end" "$DEVDIR"/s"$k" $img/s"$k"
 done
-same "the origin equals its image at the end" $DEVDIR/orig $img/orig
+same "the origin equals its image at the end" "$DEVDIR"/orig $img/orig
 log "ok: stress: $phase phases, $snaps_taken snapshots taken, $((written >> 20)) MiB written through fio verify, every device matched its image (seed $seed)"
-exit $KSFT_PASS
+exit "$KSFT_PASS"
