@@ -19,7 +19,7 @@ cleanup() {
 	IMPL=dm compat_unload
 	modprobe -r -d "$RDM_MODROOT" dm-zero dm-mod >/dev/null 2>&1
 }
-trap cleanup EXIT
+defer cleanup
 
 if modprobe -d "$RDM_MODROOT" dm-mod 2>/dev/null; then
 	klog_mark

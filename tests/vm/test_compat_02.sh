@@ -20,7 +20,7 @@ cleanup() {
 	IMPL=dm compat_unload
 	modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
 }
-trap cleanup EXIT
+defer cleanup
 
 if snap_ref; then
 	modprobe -d "$RDM_MODROOT" dm-snapshot || skip "the kernel's dm-snapshot is not available"

@@ -20,7 +20,7 @@ cleanup() {
 	rdm_unload
 	modprobe -r -d "$RDM_MODROOT" dm-zero dm-mod >/dev/null 2>&1
 }
-trap cleanup EXIT
+defer cleanup
 
 # step ARGS...: runs $TOOL ARGS, appending the command, its standard
 # output and its exit status to $OUT.

@@ -6,7 +6,8 @@
 require_vm
 
 modprobe -d "$RDM_MODROOT" dm-zero 2>/dev/null || skip "kernel dm-mod/dm-zero not available"
-trap 'dmsetup remove_all >/dev/null 2>&1; modprobe -r -d "$RDM_MODROOT" dm-zero dm-mod 2>/dev/null' EXIT
+defer modprobe -q -r -d "$RDM_MODROOT" dm-zero dm-mod
+defer dmsetup remove_all
 ctl=/dev/mapper/control
 [ -c $ctl ] || fail "$ctl missing after loading dm-mod"
 

@@ -6,7 +6,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB"
-trap rdm_cleanup EXIT
+defer rdm_cleanup
 rdm_load
 
 # 0..2047 -> vda 0; 2048..3071 zero; 3072..8191 -> vdb 4096; 8192..16383 -> vda 100000

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA"
-trap rdm_cleanup EXIT
+defer rdm_cleanup
 rdm_load
 size=$(disk_sectors "$VDA")
 

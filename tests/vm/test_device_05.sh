@@ -5,7 +5,7 @@
 # match the specs. Each gets EINVAL and a log line; the device is intact.
 . "$(dirname "$0")/test_common.sh"
 require_vm
-trap rdm_cleanup EXIT
+defer rdm_cleanup
 rdm_load
 rdmsetup create t --table "0 64 zero" || fail "create"
 LOAD=9 CREATE=3 RENAME=5

@@ -5,7 +5,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA"
-trap rdm_cleanup EXIT
+defer rdm_cleanup
 rdm_load
 
 expect_eq "$(rdmsetup targets)" "linear           v1.4.0

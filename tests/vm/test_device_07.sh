@@ -8,11 +8,8 @@ require_vm
 require_disks "$VDA" "$VDB"
 command -v mkfs.ext4 >/dev/null && command -v e2fsck >/dev/null || skip "needs e2fsprogs"
 mnt=/tmp/rdm-mnt
-cleanup() {
-	umount "$mnt" 2>/dev/null
-	rdm_cleanup
-}
-trap cleanup EXIT
+defer rdm_cleanup
+defer umount -q "$mnt" # if a check failed with it mounted
 mkdir -p $mnt
 rdm_load
 

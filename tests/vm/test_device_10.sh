@@ -22,17 +22,14 @@ require_vm
 require_disks "$VDB" "$VDD"
 command -v mkfs.ext4 >/dev/null || skip "needs e2fsprogs"
 command -v blkdiscard >/dev/null || skip "needs blkdiscard"
-mnt=/tmp/rdm-mnt10 LOOP=
-cleanup() {
-	[ -z "$LOOP" ] || losetup -d "$LOOP"
-	umount "$mnt" 2>/dev/null
-}
-trap cleanup EXIT
+mnt=/tmp/rdm-mnt10
 mkdir -p $mnt
 mkfs.ext4 -q -F "$VDD" || fail "mkfs.ext4 $VDD"
 mount "$VDD" $mnt || fail "mount $VDD"
+defer umount "$mnt"
 truncate -s 16M $mnt/backing || fail "make the loop's file"
 LOOP=$(losetup -f --show $mnt/backing) || skip "losetup failed"
+defer losetup -d "$LOOP"
 LQ=/sys/block/${LOOP##*/}/queue
 [ "$(cat "$LQ"/discard_max_bytes)" -gt 0 ] && [ "$(cat "$LQ"/write_zeroes_max_bytes)" -gt 0 ] ||
 	skip "${LOOP##*/} offers no discard or write zeroes here"

@@ -9,19 +9,16 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB"
-cleanup() {
-	rdm_cleanup
-	grep -q '^null_blk ' /proc/modules && rmmod null_blk
-}
-trap cleanup EXIT
 grep -q '^null_blk ' /proc/modules && skip "null_blk is loaded already"
 modprobe -d "$RDM_MODROOT" null_blk nr_devices=1 zoned=1 zone_size=16 gb=1 ||
 	skip "no null_blk module with zoned devices"
+defer rmmod null_blk
 Z=/dev/nullb0
 for _ in $(seq 1 50); do [ -b $Z ] && break; sleep 0.1; done
 [ -b $Z ] || fail "$Z did not appear"
 expect_eq "$(cat /sys/block/nullb0/queue/zoned)" host-managed "$Z is zoned"
 rdm_load
+defer rdm_cleanup
 
 ZN=$(devno $Z)
 re="device ($Z|$ZN) is zoned: zoned devices are not supported"

@@ -21,9 +21,8 @@ require_vm
 require_disks "$VDC"
 command -v losetup >/dev/null || skip "needs losetup"
 L4=
-cleanup() { [ -z "$L4" ] || losetup -d "$L4"; }
-trap cleanup EXIT
 L4=$(losetup -f --show -b 4096 "$VDC") || skip "losetup -b 4096 $VDC failed"
+defer losetup -d "$L4"
 expect_eq "$(blockdev --getss "$L4")" 4096 "${L4##*/} has 4 KiB logical blocks"
 pat=/tmp/device12.pat
 make_pattern $pat 1

@@ -47,7 +47,7 @@ run_both self_map
 
 IMPL=rdm
 snap_load
-trap snap_cleanup EXIT
+defer snap_cleanup
 
 # DM_TABLE_CLEAR (rdmsetup has no clear command).
 clear() {

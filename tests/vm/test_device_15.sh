@@ -17,7 +17,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA"
-trap rdm_cleanup EXIT
+defer rdm_cleanup
 
 ROUNDS=15
 for round in $(seq 1 $ROUNDS); do

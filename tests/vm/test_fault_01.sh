@@ -12,7 +12,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB" "$VDC"
-trap snap_cleanup EXIT
+defer snap_cleanup
 snap_load
 snap_ref && skip "rdm-only: uses rdm's error target under rdm's snapshots"
 

@@ -25,7 +25,7 @@ for f in failslab fail_page_alloc; do
 	echo 0 >/sys/kernel/debug/$f/verbose
 done
 [ -e /sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem ] && echo N >/sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem
-trap rdm_cleanup EXIT
+defer rdm_cleanup
 rdm_load
 
 LEN=8192

@@ -127,7 +127,7 @@ cleanup() {
 	big_teardown
 	rm -rf "$STAGE"
 }
-trap cleanup EXIT
+defer cleanup
 big_setup
 stage rdmsetup dmsetup dd
 
@@ -136,8 +136,10 @@ stage rdmsetup dmsetup dd
 # job mempool needing an order-1 slab). Logged, not asserted.
 dm_attempt() {
 	(
+		defer_subshell
 		RDM_SNAP_REF=1 IMPL=dm
-		trap 'dmsetup remove_all >/dev/null 2>&1; snap_cleanup' EXIT
+		defer snap_cleanup
+		defer dmsetup remove_all
 		snap_load
 		local out
 		dm create borig --table "0 $BIG_LEN snapshot-origin $BIG_ORIG" && dm suspend borig ||
@@ -177,7 +179,7 @@ scenario() {
 	big_grow failing
 	log "$(injected | tr '\n' ';')"
 	copier_fail 0 >/dev/null
-	echo 0 >$FPA/probability
+	echo 0 >"$FPA"/probability
 	expect_eq "$(pipe_1m)" made "disarmed: the same task makes its 1 MiB pipe"
 	expect_eq "$(dev_count)" 0 "all devices gone"
 }
@@ -186,12 +188,7 @@ big_image
 arm
 expect_eq "$(pipe_1m)" "Cannot allocate memory" "armed: a task with make-it-fail cannot make a 1 MiB pipe"
 dm_attempt
-(
-	IMPL=rdm
-	trap snap_cleanup EXIT
-	snap_load
-	scenario
-) || exit $?
+IMPL=rdm impl_run snap_up scenario || exit $?
 disarm
 log "fail_page_alloc disarmed: probability $(cat $FPA/probability), task-filter $(cat $FPA/task-filter)"
 exit "$KSFT_PASS"

@@ -6,7 +6,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA"
-trap rdm_cleanup EXIT
+defer rdm_cleanup
 rdm_load
 
 seed_arg=()

@@ -24,7 +24,7 @@ conf=$LVM_SYSTEM_DIR/lvm.conf
 [ -f "$conf" ] || cp /etc/lvm/lvm.conf "$conf" 2>/dev/null ||
 	lvmconfig --type default --withcomments --file "$conf" || fail "no lvm.conf"
 cp "$conf" $out/lvm.conf.orig
-trap 'cp $out/lvm.conf.orig "$conf"' EXIT
+defer cp "$out/lvm.conf.orig" "$conf"
 # lvm.conf (Debian's, or LVM2's default one) has both settings commented
 # out, an example line first: the last line naming each gets the value.
 awk 'NR == FNR { if ($0 ~ /^[[:space:]]*#?[[:space:]]*snapshot_autoextend_threshold[[:space:]]*=/) t = FNR

@@ -55,7 +55,7 @@ cleanup() {
 	grep -q '^dm_snapshot ' /proc/modules && drop_dm
 	rdm_loaded && drop_rdm
 }
-trap cleanup EXIT
+defer cleanup
 
 # start_and_stop: sets up the snapshot, starts its merge under the current
 # implementation and stops it midway; leaves the disks, nothing else.

@@ -32,7 +32,7 @@ cleanup() {
 	rdm_cleanup
 	modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
 }
-trap cleanup EXIT
+defer cleanup
 modprobe -d "$RDM_MODROOT" dm-snapshot || skip "the kernel's dm-snapshot is not available"
 if snap_ref; then
 	A=dm B=dm

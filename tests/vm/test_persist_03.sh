@@ -19,7 +19,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB"
-trap snap_cleanup EXIT
+defer snap_cleanup
 snap_load
 
 LEN=4096    # 2 MiB origin

@@ -39,7 +39,7 @@ cleanup() {
 	fi
 	snap_cleanup
 }
-trap cleanup EXIT
+defer cleanup
 snap_load
 
 N=100000 C=2 M=131072

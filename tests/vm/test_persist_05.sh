@@ -33,7 +33,7 @@ if [ -z "${RDM_P05_PARAMS+set}" ]; then
 	done
 	exit "$KSFT_PASS"
 fi
-trap snap_cleanup EXIT
+defer snap_cleanup
 # shellcheck disable=SC2086
 snap_load $RDM_P05_PARAMS
 

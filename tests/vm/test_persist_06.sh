@@ -23,14 +23,10 @@
 require_vm
 require_disks "$VDA" "$VDB" "$VDC" "$VDD"
 command -v losetup >/dev/null || skip "needs losetup"
-L4C='' L4O=''
-cleanup() {
-	[ -z "$L4C" ] || losetup -d "$L4C"
-	[ -z "$L4O" ] || losetup -d "$L4O"
-}
-trap cleanup EXIT
 L4C=$(losetup -f --show -b 4096 "$VDC") || skip "losetup -b 4096 $VDC failed"
+defer losetup -d "$L4C"
 L4O=$(losetup -f --show -b 4096 "$VDD") || skip "losetup -b 4096 $VDD failed"
+defer losetup -d "$L4O"
 expect_eq "$(blockdev --getss "$L4C") $(blockdev --getss "$L4O")" "4096 4096" "loop devices with 4 KiB logical blocks"
 
 LEN=2048 # 1 MiB of origin

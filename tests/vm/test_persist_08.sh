@@ -23,7 +23,7 @@ cleanup() {
 	rdm_loaded && rdmsetup remove_all >/dev/null 2>&1
 	big_teardown
 }
-trap cleanup EXIT
+defer cleanup
 big_setup
 
 scenario() {

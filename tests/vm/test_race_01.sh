@@ -19,14 +19,7 @@
 require_vm
 require_disks "$VDA" "$VDB" "$VDC"
 command -v fio >/dev/null || skip "needs fio"
-pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rdm_cleanup
-}
-trap cleanup EXIT
+defer rdm_cleanup
 snap_ref && skip "drives rdm only (rdmsetup, /dev/rdm)"
 snap_load
 
@@ -105,17 +98,16 @@ fio --name=race --filename=/dev/rdm/orig --direct=1 --ioengine=libaio --rw=randw
 	--bs=4k --iodepth=8 --offset=8M --size=8M --verify=crc32c --verify_fatal=1 \
 	--time_based --runtime="$SECONDS_RUN" --output=$out/fio.log >/dev/null 2>&1 &
 fio_pid=$!
-pids+=("$fio_pid")
-taker 0 N & pids+=($!)
-taker 1 N & pids+=($!)
-taker 2 P & pids+=($!)
-taker 3 P & pids+=($!)
-reloader & pids+=($!)
-watcher & pids+=($!)
+defer stop_pids "$fio_pid"
+taker 0 N & defer stop_pids $!
+taker 1 N & defer stop_pids $!
+taker 2 P & defer stop_pids $!
+taker 3 P & defer stop_pids $!
+reloader & defer stop_pids $!
+watcher & defer stop_pids $!
 wait "$fio_pid"
 fio_rc=$?
 wait
-pids=()
 
 [ $fio_rc = 0 ] || fail "fio through the origin failed or found a mismatch: $(tail -5 $out/fio.log)"
 log "ok: fio wrote and verified through the origin for ${SECONDS_RUN}s"

@@ -13,7 +13,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB" "$VDC"
-trap snap_cleanup EXIT
+defer snap_cleanup
 snap_load
 
 LEN=16384 # 8 MiB
@@ -73,6 +73,7 @@ for w in 0 1 2 3; do
 	writer $w &
 	pids+=($!)
 done
+defer stop_pids "${pids[@]}"
 for p in "${pids[@]}"; do
 	wait "$p" || { cat /tmp/snap01.fio; fail "a write to the origin failed (or fio's verify)"; }
 done

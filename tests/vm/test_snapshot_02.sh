@@ -12,7 +12,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB" "$VDD"
-trap snap_cleanup EXIT
+defer snap_cleanup
 snap_load
 
 SLEN=16384         # the snapshot-origin target (and the snapshot): 8 MiB

@@ -17,7 +17,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB"
-trap snap_cleanup EXIT
+defer snap_cleanup
 DELAY=3000
 PARAMS=/sys/module/rdm/parameters
 if snap_ref; then
@@ -49,6 +49,7 @@ for i in $(seq 0 7); do
 	dwrite $new $((C * CS + i)) "$orig" $((C * CS + i)) 1 &
 	pids+=($!)
 done
+defer stop_pids "${pids[@]}"
 for p in "${pids[@]}"; do wait "$p" || fail "a writer to chunk $C failed"; done
 took=$(($(now_ms) - t0))
 expect_eq "$(snap_alloc snap)" $CS "8 concurrent writers to one chunk: one chunk allocated"

@@ -9,7 +9,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDC"
-trap snap_cleanup EXIT
+defer snap_cleanup
 snap_load
 start_count=$(dev_count)
 

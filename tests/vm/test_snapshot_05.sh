@@ -10,7 +10,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB" "$VDC"
-trap snap_cleanup EXIT
+defer snap_cleanup
 snap_load
 
 LEN=16384

@@ -6,17 +6,13 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB"
-loopdev=
-cleanup() {
-	[ -n "$loopdev" ] && losetup -d "$loopdev"
-	snap_cleanup
-}
-trap cleanup EXIT
+defer snap_cleanup
 snap_load
 
 # A device with 4 KiB logical blocks, for the block size check.
 truncate -s 4M /tmp/snap06.img
 loopdev=$(losetup --sector-size 4096 -f --show /tmp/snap06.img) || fail "losetup"
+defer losetup -d "$loopdev"
 expect_eq "$(blockdev --getss "$loopdev")" 4096 "$loopdev has 4 KiB logical blocks"
 
 dm create cow8 --table "0 8 linear $VDB 0" || fail "create an 8-sector COW"

@@ -12,14 +12,7 @@
 require_vm
 require_disks "$VDA" "$VDB" "$VDC"
 command -v fio >/dev/null || skip "needs fio"
-bg_pids=()
-cleanup() {
-	local p
-	for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	snap_cleanup
-}
-trap cleanup EXIT
+defer snap_cleanup
 snap_load
 
 LEN=32768 # 16 MiB
@@ -40,7 +33,7 @@ fio_job origin "$orig" &
 fio_o=$!
 fio_job snapshot "$DEVDIR"/snapA &
 fio_s=$!
-bg_pids+=("$fio_o" "$fio_s")
+defer stop_pids "$fio_o" "$fio_s"
 rm -f /tmp/snap07.dd_failed
 (
 	i=0
@@ -51,7 +44,7 @@ rm -f /tmp/snap07.dd_failed
 	done
 ) &
 dd_pid=$!
-bg_pids+=("$dd_pid")
+defer stop_pids "$dd_pid"
 
 start=$SECONDS
 rounds=0
@@ -85,7 +78,6 @@ wait $dd_pid 2>/dev/null
 }
 wait $fio_o || { cat /tmp/snap07.origin.out; fail "fio on the origin: I/O error or verify mismatch"; }
 wait $fio_s || { cat /tmp/snap07.snapshot.out; fail "fio on the snapshot: I/O error or verify mismatch"; }
-bg_pids=()
 log "ok: fio write+verify on the origin and on the snapshot passed"
 expect_match "$(dm status snapA)" "^0 $LEN snapshot [0-9]+/[0-9]+ 0$" "the snapshot is valid"
 

@@ -14,15 +14,7 @@
 require_vm
 require_disks "$VDA" "$VDB" "$VDC"
 command -v fio >/dev/null || skip "needs fio"
-pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	[ -w /sys/module/rdm/parameters/copy_delay_ms ] && echo 0 >/sys/module/rdm/parameters/copy_delay_ms
-	snap_cleanup
-}
-trap cleanup EXIT
+defer snap_cleanup
 snap_load
 snap_ref && skip "rdm-only: randomises rdm's copy delay and throttle"
 
@@ -33,6 +25,8 @@ log "seed $seed (RDM_STRESS_SEED=$seed repeats the choices), $seconds s"
 LEN=16384 # 8 MiB
 MAXSNAPS=4
 params=/sys/module/rdm/parameters
+no_copy_delay() { echo 0 >"$params"/copy_delay_ms; }
+defer no_copy_delay # the copies left run at full speed for the cleanup
 pick() { local a=("$@"); echo "${a[RANDOM % ${#a[@]}]}"; }
 img=/tmp/stress
 mkdir -p $img
@@ -101,6 +95,7 @@ while [ $SECONDS -lt $end ]; do
 	read -r of ot <<<"$(region)"
 	t=${live[RANDOM % ${#live[@]}]}
 	read -r sf st <<<"$(region)"
+	defer_scope_push
 	pids=()
 	fio_region orig "$of" "$ot" o$phase &
 	pids+=($!)
@@ -110,10 +105,11 @@ while [ $SECONDS -lt $end ]; do
 		dd if="$DEVDIR"/s"$k" of=/dev/null bs=64k iflag=direct status=none &
 		pids+=($!)
 	done
+	defer stop_pids "${pids[@]}"
 	for p in "${pids[@]}"; do
 		wait "$p" || fail "phase $phase: an I/O failed or fio's verify found bad data (seed $seed): $(cat $img/*$phase.fio 2>/dev/null | tail -3)"
 	done
-	pids=()
+	defer_scope_pop
 	# Before the read-back: nothing changed outside the written regions.
 	check orig $img/orig "$of" "$ot"
 	for k in "${live[@]}"; do
