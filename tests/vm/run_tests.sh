@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs rdm's VM tests (test_<kind>_NN.sh beside this file, or those named) and
-# prints TAP 13 as the kselftest runner does, ending with the line
-# "N passed, N failed, N skipped". Exits 1 if any test failed.
+# prints TAP 13 as the kselftest runner does (a plan, then one "ok"/"not ok"
+# line per test; the tests' own output as "# " comments), ending with the
+# comment "# vm: N passed, N failed, N skipped". Exits 1 if any test failed.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here" || exit 1
@@ -34,5 +35,5 @@ for t in "${tests[@]}"; do
 	*) fail=$((fail + 1)); echo "not ok $n selftests: rdm: $t # exit=$rc" ;;
 	esac
 done
-echo "vm: $pass passed, $fail failed, $skip skipped"
+echo "# vm: $pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
