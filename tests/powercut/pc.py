@@ -85,6 +85,10 @@ import threading
 import time
 import zlib
 
+# The COW format's one Python oracle (tests/lib/cowformat.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import cowformat as cf  # noqa: E402
+
 SECT = 512
 BLK = 4096
 LEN = 32768  # origin sectors under test (16 MiB)
@@ -105,7 +109,7 @@ ORIGIN = os.environ.get("PC_ORIGIN", "/dev/mapper/pc-origin")
 SNAP = os.environ.get("PC_SNAP", "/dev/mapper/pc-snap")
 VDA, VDB, VDC = "/dev/vda", "/dev/vdb", "/dev/vdc"
 
-SNAP_MAGIC = 0x70416E53  # "SnAp"
+SNAP_MAGIC = cf.SNAP_MAGIC
 
 # The merge scenario: the snapshot's image, at the end of the journal disk
 # (its log stops before it).
@@ -377,39 +381,31 @@ class Cow:
         cbytes = chunk * SECT
         self.exceptions = []
         hdr = self.dev.read(0, SECT)
-        magic, valid, version, cs = struct.unpack_from("<IIII", hdr)
+        magic, valid, version, cs = cf.parse_header(hdr)
         self.ok = False
         if magic != SNAP_MAGIC:
             errs.append("COW header: magic %#x, expected %#x" % (magic, SNAP_MAGIC))
             return
-        if (valid, version, cs) != (1, 1, chunk):
+        if (valid, version, cs) != (1, cf.DISK_VERSION, chunk):
             errs.append("COW header: valid %d version %d chunk size %d, expected 1 1 %d" % (valid, version, cs, chunk))
             return
-        epa = cbytes // 16
-        stride = epa + 1
         nchunks = self.sectors // chunk
         area = 0
         while True:
-            loc = 1 + area * stride
+            loc = cf.area_chunk(area, chunk)
             if loc >= nchunks:
                 errs.append("COW metadata: area %d would be past the end of the COW device" % area)
                 return
-            a = self.dev.read(loc * cbytes, cbytes)
-            n = 0
-            for i in range(epa):
-                old, new = struct.unpack_from("<QQ", a, i * 16)
-                if new == 0:
-                    break
-                self.exceptions.append((old, new))
-                n += 1
-            if n < epa:
+            entries, full = cf.area_entries(self.dev.read(loc * cbytes, cbytes))
+            self.exceptions += entries
+            if not full:
                 break
             area += 1
         olds, news = set(), set()
         for old, new in self.exceptions:
             if old >= LEN // chunk:
                 errs.append("COW metadata: exception for origin chunk %d, past the origin" % old)
-            if new < 2 or new >= nchunks or (new - 1) % stride == 0:
+            if new < 2 or new >= nchunks or cf.is_metadata(new, chunk):
                 errs.append("COW metadata: origin chunk %d mapped to COW chunk %d (header, metadata or past the end)" % (old, new))
             if old in olds:
                 errs.append("COW metadata: origin chunk %d has two exceptions" % old)
@@ -420,8 +416,7 @@ class Cow:
         next_free = 2
         for _, new in self.exceptions:
             next_free = max(next_free, new + 1)
-        if next_free % stride == 1:
-            next_free += 1
+        next_free = cf.skip_metadata(next_free, chunk)
         self.status = "0 %d snapshot %d/%d %d" % (LEN, next_free * chunk, self.sectors, (area + 2) * chunk)
         self.areas = area + 1
         self.ok = True

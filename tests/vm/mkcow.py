@@ -3,11 +3,9 @@
 format of drivers/md/dm-snap-persistent.c, which rdm shares) for rdm's VM
 tests. Standard library only; runs on the host and in the test VM.
 
-Format: chunk 0 is the header (le32 magic 0x70416e53 "SnAp", le32 valid,
-le32 version 1, le32 chunk size in sectors, zeros). Metadata area k is
-chunk 1 + k*(epa+1), epa = chunk_bytes/16 entries {le64 old, le64 new};
-the epa data chunks of area k follow it. An entry with new == 0 ends the
-list; a full area continues in the next one (zeroed if nothing follows).
+The format itself (header, metadata areas, where each exception's data
+chunk is) comes from tests/lib/cowformat.py, the one Python oracle of it,
+which tests/host/test_cowformat.sh checks against the driver's own code.
 
 Commands (sizes in 512-byte sectors, chunks in chunks):
 
@@ -96,11 +94,16 @@ import sys
 import time
 from math import gcd
 
-SNAP_MAGIC = 0x70416E53
-DISK_VERSION = 1
+# cowformat.py: in tests/lib, or beside this file (kselftest's install).
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(_here, "..", "lib"), _here]
+import cowformat as cf  # noqa: E402
+
+SNAP_MAGIC = cf.SNAP_MAGIC
+DISK_VERSION = cf.DISK_VERSION
 COW_TAG = 0xC0DE << 48
 ORIG_TAG = 0x0A1C << 48
-ENTRY = struct.Struct("<QQ")
+ENTRY = cf.ENTRY
 WORD = struct.Struct("<Q")
 SECTOR = 512
 IO_MAX = 4 << 20
@@ -250,7 +253,7 @@ class Layout:
             die(f"chunk size {chunk} is not a power of two")
         self.chunk = chunk
         self.cb = chunk * SECTOR
-        self.epa = self.cb // ENTRY.size
+        self.epa = cf.epa(chunk)
         self.count = count
         m = origin_chunks
         if not m:
@@ -310,18 +313,16 @@ class Layout:
         return e
 
     def area_loc(self, a):
-        return 1 + a * (self.epa + 1)
+        return cf.area_chunk(a, self.chunk)
 
     def new(self, i):
-        a, j = divmod(i, self.epa)
-        return self.area_loc(a) + 1 + j
+        return cf.new_chunk(i, self.chunk)
 
     def figures(self):
         """dm's next_free and current_area after loading the image, the way
         dm-snap-persistent computes them."""
         next_free = self.new(self.count - 1) + 1 if self.count else 2
-        if next_free % (self.epa + 1) == 1:  # skip_metadata
-            next_free += 1
+        next_free = cf.skip_metadata(next_free, self.chunk)
         return next_free, self.count // self.epa
 
     def chunks_needed(self):
@@ -329,8 +330,7 @@ class Layout:
         return max(next_free, self.area_loc(current_area) + 1)
 
 
-def header(chunk, valid=1, version=DISK_VERSION, magic=SNAP_MAGIC):
-    return struct.pack("<IIII", magic, valid, version, chunk) + bytes(chunk * SECTOR - 16)
+header = cf.header
 
 
 def parse(dev):
@@ -338,7 +338,7 @@ def parse(dev):
     header fields, the exceptions in on-disk order (arrays olds and news)
     and dm's next_free / current_area (with allocated / metadata in
     sectors)."""
-    magic, valid, version, chunk = struct.unpack_from("<IIII", dev.view(0, SECTOR))
+    magic, valid, version, chunk = cf.parse_header(dev.view(0, SECTOR))
     olds_a, news_a = array.array("Q"), array.array("Q")
     r = dict(magic=magic, valid=valid, version=version, chunk=chunk, olds=olds_a, news=news_a)
     if magic == 0:
@@ -351,7 +351,7 @@ def parse(dev):
     if chunk < 1 or chunk & (chunk - 1):
         die(f"bad chunk size {chunk} in the header")
     cb = chunk * SECTOR
-    epa = cb // ENTRY.size
+    epa = cf.epa(chunk)
     span = (epa + 1) * cb
     # Areas (with their data) per read from a device; a file (sparse, in
     # the page cache) is read an area at a time.
@@ -359,7 +359,7 @@ def parse(dev):
     next_free, area = 2, 0
     win_first, win = None, None
     while valid:
-        loc = 1 + area * (epa + 1)
+        loc = cf.area_chunk(area, chunk)
         if (loc + 1) * cb > dev.size:
             die(f"metadata area {area} (chunk {loc}) is past the end of the device")
         if win_first is None or area >= win_first + per_read:
@@ -383,8 +383,7 @@ def parse(dev):
         if used < epa:
             break
         area += 1
-    if next_free % (epa + 1) == 1:
-        next_free += 1
+    next_free = cf.skip_metadata(next_free, chunk)
     r.update(new=False, epa=epa)
     if valid:
         r.update(next_free=next_free, current_area=area,

@@ -369,15 +369,14 @@ expect_eio() {
 	if out=$("$@" 2>&1); then fail "$what: succeeded"; fi
 	expect_match "$out" "Input/output error" "$what: EIO"
 }
-# The persistent store's header magic ("SnAp" read as a little-endian u32).
+# The persistent store's header magic ("SnAp" read as a little-endian u32;
+# tests/host/test_cowformat.sh checks it against the format's oracle).
 COW_MAGIC=$((0x70416e53))
 # cow_header DEV: magic valid version chunk_size of the persistent
-# snapshot header at the start of DEV.
+# snapshot header at the start of DEV, as tests/lib/cowformat.py (the
+# format's one Python oracle) reads it.
 cow_header() {
-	local h magic valid version chunk
-	h=$(dread "$1" 0 1 | od -An -tu4 -N16) || return 1
-	read -r magic valid version chunk <<<"$h"
-	echo "$magic $valid $version $chunk"
+	dread "$1" 0 1 | python3 "$RDM_TOP/tests/lib/cowformat.py" header -
 }
 # read1 DEV SECTOR: one O_DIRECT read of 8 sectors (4 KiB) at SECTOR.
 read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }
