@@ -173,7 +173,10 @@ require_disks() {
 	done
 }
 
-# Removes every rdm device (for cleanup traps).
+# unmount DIR: unmounts DIR if something is mounted there (for defer).
+unmount() { ! mountpoint -q "$1" || umount "$1"; }
+
+# Removes every rdm device (for defer).
 rdm_cleanup() {
 	rdm_loaded && rdmsetup remove_all >/dev/null 2>&1
 	rdm_unload

@@ -9,7 +9,7 @@ require_disks "$VDA" "$VDB"
 command -v mkfs.ext4 >/dev/null && command -v e2fsck >/dev/null || skip "needs e2fsprogs"
 mnt=/tmp/rdm-mnt
 defer rdm_cleanup
-defer umount -q "$mnt" # if a check failed with it mounted
+defer unmount "$mnt" # if a check failed with it mounted
 mkdir -p $mnt
 rdm_load
 

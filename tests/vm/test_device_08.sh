@@ -13,7 +13,7 @@ require_disks "$VDA" "$VDB"
 command -v mkfs.ext4 >/dev/null || skip "needs e2fsprogs"
 mnt=/tmp/rdm-mnt8
 defer rdm_cleanup
-defer umount -q "$mnt" # if a check failed with it mounted
+defer unmount "$mnt" # if a check failed with it mounted
 mkdir -p $mnt
 for d in $VDA $VDB; do
 	[ "$(cat /sys/block/"${d##*/}"/queue/write_cache)" = "write back" ] ||
