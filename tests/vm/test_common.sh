@@ -377,9 +377,10 @@ expect_eio() {
 COW_MAGIC=$((0x70416e53))
 # cow_header DEV: magic valid version chunk_size of the persistent
 # snapshot header at the start of DEV, as tests/lib/cowformat.py (the
-# format's one Python oracle) reads it.
+# format's one Python oracle) reads it. (It reads 4 KiB: an O_DIRECT read
+# of one sector fails on a device with 4 KiB logical blocks.)
 cow_header() {
-	dread "$1" 0 1 | python3 "$RDM_TOP/tests/lib/cowformat.py" header -
+	dread "$1" 0 8 | python3 "$RDM_TOP/tests/lib/cowformat.py" header -
 }
 # read1 DEV SECTOR: one O_DIRECT read of 8 sectors (4 KiB) at SECTOR.
 read1() { dd if="$1" of=/dev/null bs=512 count=8 skip="$2" iflag=direct status=none; }

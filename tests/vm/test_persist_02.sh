@@ -114,9 +114,8 @@ check_images() {
 }
 # check_disk WHAT: with no device open, the COW disk as the format says.
 check_disk() {
-	local h out
-	read -ra h < <(dd if="$VDB" iflag=direct bs=512 count=1 status=none | od -An -tu4 -N16)
-	expect_eq "${h[*]}" "$COW_MAGIC 1 1 $CS" "$1: header magic, valid, version 1, chunk size $CS"
+	local out
+	expect_eq "$(cow_header "$VDB")" "$COW_MAGIC 1 1 $CS" "$1: header magic, valid, version 1, chunk size $CS"
 	printf '%s\n' "${!touched[@]}" >/tmp/persist02.olds
 	out=$($MKCOW check "$VDB" --image $exp_s --olds /tmp/persist02.olds) || fail "$1: mkcow check: $out"
 	expect_match "$out" "exceptions=$(ntouched) .*allocated=$(palloc "$(ntouched)") .*image=ok olds=ok" \

@@ -36,9 +36,6 @@ make_pattern $pat 1
 make_pattern $new 1
 make_pattern $new2 1
 
-# header DEV: the COW header's four words (one 4 KiB block read: an
-# O_DIRECT read of one sector fails on a 4 KiB device).
-header() { dread "$1" 0 8 | od -An -tu4 -N16 | xargs; }
 owrite() { # owrite SECTOR SECTORS: new data to the origin
 	dwrite "$new" "$1" "$DEVDIR"/orig "$1" "$2" || fail "origin write of $2 sectors at $1"
 	fput "$new" "$1" "$exp_o" "$1" "$2"
@@ -62,7 +59,7 @@ one_case() { # one_case ORIGIN COW STORE CHUNK
 	cp "$exp_o" "$exp_s"
 	dm create orig --table "0 $LEN snapshot-origin $o" || fail "$what: create the origin"
 	snap_take orig snap "0 $LEN snapshot $o $cow $st $cs"
-	expect_eq "$(header "$cow")" "$COW_MAGIC 1 1 $cs" "$what: header SnAp, valid, version 1, chunk $cs"
+	expect_eq "$(cow_header "$cow")" "$COW_MAGIC 1 1 $cs" "$what: header SnAp, valid, version 1, chunk $cs"
 	owrite 40 8
 	owrite 1024 256
 	swrite $((64 * cs)) "$cs"
