@@ -481,48 +481,6 @@ void rdm_srcu_synchronize(struct srcu_struct *s)
 	synchronize_srcu(s);
 }
 
-/* ---- rust/param.rs: module parameters (6.12's module! has none) ---- */
-
-static bool dm_compat;
-module_param(dm_compat, bool, 0444);
-MODULE_PARM_DESC(dm_compat,
-		 "Register as device-mapper (misc 10:236 /dev/mapper/control, block major \"device-mapper\") so unmodified dmsetup drives rdm; fails if dm-mod is loaded");
-
-bool rdm_param_dm_compat(void)
-{
-	return dm_compat;
-}
-
-static unsigned int cow_threshold = 2048;
-module_param(cow_threshold, uint, 0644);
-MODULE_PARM_DESC(cow_threshold,
-		 "Most chunk copies in progress at once; a write needing one more waits (0: no limit)");
-
-static unsigned int copy_delay_ms;
-module_param(copy_delay_ms, uint, 0644);
-MODULE_PARM_DESC(copy_delay_ms,
-		 "Test knob: hold each chunk copy this many milliseconds before it starts (0: off)");
-
-static unsigned int merge_kib_per_s;
-module_param(merge_kib_per_s, uint, 0644);
-MODULE_PARM_DESC(merge_kib_per_s,
-		 "Most KiB per second a snapshot merge copies back (0: as fast as the disks allow)");
-
-unsigned int rdm_param_merge_kib_per_s(void)
-{
-	return READ_ONCE(merge_kib_per_s);
-}
-
-unsigned int rdm_param_cow_threshold(void)
-{
-	return READ_ONCE(cow_threshold);
-}
-
-unsigned int rdm_param_copy_delay_ms(void)
-{
-	return READ_ONCE(copy_delay_ms);
-}
-
 /* ---- rust/wait.rs ---- */
 
 /* poll_wait() (static inline). */

@@ -21,6 +21,7 @@ pub mod kx;
 
 mod control;
 mod device;
+mod params;
 mod snapshot;
 mod striped;
 mod table;
@@ -44,7 +45,7 @@ struct Rdm {
 
 impl kernel::Module for Rdm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let compat = kx::module::param_dm_compat();
+        let compat = params::dm_compat();
         let (major_name, disk_prefix) = if compat {
             (kernel::c_str!("device-mapper"), "dm-")
         } else {

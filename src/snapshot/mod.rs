@@ -34,9 +34,10 @@ pub(crate) mod targets;
 use crate::device::{CountedBio, Io};
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::memalloc::NoIo;
-use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
+use crate::kx::module::jiffies;
 use crate::kx::sync::{IrqSpinLock, RwSem};
 use crate::kx::wait::{sleep_ms, DrainCounter, EventCounter};
+use crate::params;
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
 use crate::rdm_core::snapshot::{ChunkGeometry, NoRoom, StoreKind};
 use crate::striped::StripeErrors;
@@ -1682,7 +1683,7 @@ impl Snap {
 
 /// The copy-delay test knob, in jiffies from now.
 pub(crate) fn copy_ready_at() -> u64 {
-    let ms = param_copy_delay_ms();
+    let ms = params::copy_delay_ms();
     if ms == 0 {
         return 0;
     }
@@ -1691,5 +1692,5 @@ pub(crate) fn copy_ready_at() -> u64 {
 
 /// The `cow_threshold` parameter.
 pub(crate) fn cow_threshold() -> usize {
-    param_cow_threshold() as usize
+    params::cow_threshold() as usize
 }
