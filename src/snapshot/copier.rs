@@ -57,13 +57,13 @@
 
 use super::store::Slot;
 use super::{copy_ready_at, cow_threshold, From, Snap};
-use crate::device::CountedBio;
 use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
 use crate::kx::wait::{DrainCounter, EventCounter, Slots};
 use crate::rdm_core::snapshot::round_up_to_block;
+use crate::target::CountedBio;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, LockedBy, Mutex, SpinLock};

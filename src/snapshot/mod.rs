@@ -26,12 +26,12 @@
 //! See `Documentation/locking.rst` for the lock order and contexts.
 
 pub(crate) mod copier;
+mod hooks;
 mod leaves;
 pub(crate) mod merge;
 pub(crate) mod store;
 pub(crate) mod targets;
 
-use crate::device::{CountedBio, Io};
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::jiffies;
@@ -40,7 +40,7 @@ use crate::kx::wait::{sleep_ms, DrainCounter, EventCounter};
 use crate::params;
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
 use crate::rdm_core::snapshot::{ChunkGeometry, NoRoom, StoreKind};
-use crate::striped::StripeErrors;
+use crate::target::{EndHook, Io};
 use copier::{Copier, Lane};
 use core::sync::atomic::{
     fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
@@ -812,55 +812,6 @@ fn update_min_chunk(origin: &Origin, snaps: &KVec<Option<Arc<Snap>>>) {
     origin.min_chunk.store(min, Ordering::Release);
 }
 
-/// A hook run when a clone made by a target completes (completion
-/// context: may not sleep, and drops nothing whose destructor sleeps).
-pub(crate) enum EndHook {
-    None,
-    /// A snapshot read of this chunk sent to the origin, or a write to a
-    /// merging origin sent to the chunk's COW copy: un-track it.
-    Tracked(Arc<Snap>, u64),
-    /// A whole-chunk snapshot write that is its own copy: acknowledged
-    /// when its job ends.
-    Overwrite(Arc<Job>),
-    /// A write to a snapshot device (counted in `Snap::writes`): uncount
-    /// it.
-    SnapWrite(Arc<Snap>),
-    /// An I/O sent to a stripe of a `striped` target: a failure is
-    /// counted against that stripe.
-    Stripe(Arc<StripeErrors>, u32),
-}
-
-impl EndHook {
-    /// Runs the hook for the target's bio `done`, whose clone ended: ends
-    /// it, or hands it on to be ended later.
-    pub(crate) fn run(self, done: CountedBio) {
-        match self {
-            EndHook::None => done.end(false),
-            EndHook::Tracked(snap, chunk) => {
-                snap.untrack(chunk);
-                // Not the last reference: `done` still counts the table,
-                // whose target holds the snapshot.
-                drop(snap);
-                done.end(false);
-            }
-            EndHook::Overwrite(job) => job.own_write_done(done),
-            EndHook::SnapWrite(snap) => {
-                snap.writes.dec();
-                // Not the last reference, as for a tracked read.
-                drop(snap);
-                done.end(false);
-            }
-            EndHook::Stripe(errors, stripe) => {
-                errors.ended(stripe, done.failed());
-                // Not the last reference: `done` still counts the table,
-                // whose target holds the counts.
-                drop(errors);
-                done.end(false);
-            }
-        }
-    }
-}
-
 /// What a bio must do about the exceptions, decided under the locks.
 enum Plan {
     /// Nothing to wait for: go ahead.
@@ -1237,8 +1188,8 @@ impl WriteCount<'_> {
     /// write when it completes (nothing for a read).
     fn hook(&mut self, snap: &Arc<Snap>) -> EndHook {
         match self.0.take() {
-            Some(_) => EndHook::SnapWrite(snap.clone()),
-            None => EndHook::None,
+            Some(_) => hooks::uncount(snap),
+            None => EndHook::NONE,
         }
     }
 }
@@ -1351,7 +1302,7 @@ impl Snap {
             drop(ex);
             if !write {
                 // Not copied: read the origin, tracked until it completes.
-                let hook = EndHook::Tracked(self.clone(), chunk);
+                let hook = hooks::untrack(self, chunk);
                 if let Some(clone) = io.clone_bio(bio, Some(&self.origin_dev), hook) {
                     clone.submit();
                 }
@@ -1409,7 +1360,7 @@ impl Snap {
                 // and so for this write, without the write count.)
                 let new = job.first_new_chunk();
                 self.remap_to_cow(&mut bio, new);
-                let hook = EndHook::Overwrite(job.clone());
+                let hook = hooks::own_write(&job);
                 job.enqueue();
                 if let Some(clone) = io.clone_bio(bio, Some(&self.cow), hook) {
                     clone.submit();
@@ -1516,7 +1467,7 @@ impl Snap {
             }
             if self.merging.lock().holds(chunk) {
                 drop(ex);
-                let hook = EndHook::Tracked(self.clone(), chunk);
+                let hook = hooks::untrack(self, chunk);
                 if let Some(clone) = io.clone_bio(bio, None, hook) {
                     self.hold_merge_write(clone, chunk);
                 }
@@ -1539,7 +1490,7 @@ impl Snap {
             self.track(chunk, node);
             drop(ex);
             self.remap_to_cow(&mut bio, new);
-            let hook = EndHook::Tracked(self.clone(), chunk);
+            let hook = hooks::untrack(self, chunk);
             if let Some(clone) = io.clone_bio(bio, Some(&self.cow), hook) {
                 clone.submit();
             }
@@ -1555,7 +1506,7 @@ impl Snap {
             io.remap(bio, &self.origin_dev);
             return;
         }
-        if let Some(clone) = io.clone_bio(bio, None, EndHook::None) {
+        if let Some(clone) = io.clone_bio(bio, None, EndHook::NONE) {
             self.origin.write(&self.origin_dev, clone, From::Submit);
         }
     }
