@@ -55,7 +55,7 @@
 //! rest — allocation, I/O submission, the exception table's write lock,
 //! re-mapping held bios — runs in the thread.
 
-use super::store::Slot;
+use super::store::{CommitCallback, Slot};
 use super::{copy_ready_at, cow_threshold, From, Snap};
 use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
@@ -781,6 +781,13 @@ impl ThreadBody for CopierThread {
                 }
             });
         }
+    }
+}
+
+impl CommitCallback for Copier {
+    /// A store's commit stage ended: the thread drives the commit on.
+    fn commit_stage_ended(&self) {
+        self.kick();
     }
 }
 

@@ -381,6 +381,11 @@ pub(crate) struct Snap {
     /// (held on a job or sent to the COW device): a merge starts once the
     /// ones made before its handover are over.
     writes: DrainCounter,
+    /// The copier's job writing the invalid header of a persistent
+    /// snapshot, while there is one: origin writes that must wait for that
+    /// write are held on it (a leaf; process context).
+    #[pin]
+    header_job: SpinLock<Option<Arc<Job>>>,
 }
 
 impl Snap {
@@ -504,6 +509,7 @@ impl Snap {
                     "rdm:merge_io"
                 ),
                 writes: DrainCounter::new(),
+                header_job <- new_spinlock!(None, "rdm:snap_header_job"),
                 merge: MergeInfo {
                     targets: AtomicUsize::new(0),
                     running: AtomicBool::new(false),
@@ -771,27 +777,44 @@ impl Snap {
         let Some(p) = self.store.persistent() else {
             return Ok(None);
         };
-        let made = p.invalid_header_job(|| Job::invalid_header(&self.lane, self))?;
-        let Some((job, new)) = made else {
-            return Ok(None);
-        };
-        if new {
-            // Counted like an exception: a teardown that comes later
-            // waits for it (one already past its wait writes the header
-            // itself, and the job's reference keeps the snapshot, and so
-            // the COW device, open until the write is over).
-            self.outstanding.inc();
-            // Never throttled: it is what lets held writes go.
-            self.lane.take_slot(From::Copier);
-            job.clone().enqueue();
+        if let Some(job) = self.header_job.lock().clone() {
+            return Ok(Some(job));
         }
-        Ok(Some(job))
+        let new = Job::invalid_header(&self.lane, self)?;
+        let mut slot = self.header_job.lock();
+        if let Some(job) = slot.clone() {
+            drop(slot);
+            drop(new);
+            return Ok(Some(job));
+        }
+        // Checked under the lock that the write's end takes after
+        // clearing the flag: no job is made for a header already written.
+        if !p.invalid_unsynced() {
+            drop(slot);
+            drop(new);
+            return Ok(None);
+        }
+        *slot = Some(new.clone());
+        drop(slot);
+        // Counted like an exception: a teardown that comes later waits for
+        // it (one already past its wait writes the header itself, and the
+        // job's reference keeps the snapshot, and so the COW device, open
+        // until the write is over).
+        self.outstanding.inc();
+        // Never throttled: it is what lets held writes go.
+        self.lane.take_slot(From::Copier);
+        new.clone().enqueue();
+        Ok(Some(new))
     }
 
     /// The copier's invalid header write ended.
     pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
         if let Some(p) = self.store.persistent() {
-            p.invalid_header_written(job, failed);
+            p.invalid_header_written(failed);
+            let mut slot = self.header_job.lock();
+            if slot.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
+                *slot = None;
+            }
         }
         self.outstanding.dec();
     }

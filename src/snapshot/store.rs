@@ -22,7 +22,6 @@
 //!   ([`Persistent::merge_read`], [`Persistent::merge_cut`]: dm's
 //!   `prepare_merge`/`commit_merge`, many at once).
 
-use super::copier::{Copier, Job};
 use crate::kx::block::{page_io_sync, submit_page_io, BdevFile, PageBuf, PageIo};
 use crate::rdm_core::persistent::{
     self, decode_header, encode_header, merge_cut, Appender, CommitPlan, FormatError, Layout,
@@ -218,8 +217,17 @@ const LATER_DONE: u8 = 2;
 const CURRENT: u8 = 3;
 const CURRENT_DONE: u8 = 4;
 
+/// Told when a stage of a commit's writes has ended, as dm's
+/// `commit_exception(store, e, valid, callback, context)` tells its caller
+/// (the copier: it kicks its thread, which drives the commit on).
+/// Completion context (may be hard IRQ): must not sleep or allocate.
+pub(crate) trait CommitCallback: Send + Sync + 'static {
+    /// The last write of the current stage ended.
+    fn commit_stage_ended(&self);
+}
+
 /// The state a commit's write completions update (interrupt context:
-/// atomics and a kick of the copier only).
+/// atomics and the commit callback only).
 struct CommitIo {
     stage: AtomicU8,
     /// Writes of the stage not completed, plus one held by the submitter.
@@ -229,16 +237,16 @@ struct CommitIo {
 
 impl CommitIo {
     /// One write of the stage ended; the last one moves the stage on
-    /// (`LATER` to `LATER_DONE`, `CURRENT` to `CURRENT_DONE`) and kicks the
-    /// copier.
-    fn put(&self, failed: bool, copier: &Copier) {
+    /// (`LATER` to `LATER_DONE`, `CURRENT` to `CURRENT_DONE`) and calls
+    /// `callback`.
+    fn put<C: CommitCallback>(&self, failed: bool, callback: &C) {
         if failed {
             self.failed.store(true, Ordering::Release);
         }
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
             let next = self.stage.load(Ordering::Acquire) + 1;
             self.stage.store(next, Ordering::Release);
-            copier.kick();
+            callback.commit_stage_ended();
         }
     }
 }
@@ -278,10 +286,6 @@ pub(crate) struct Persistent {
     /// Serialises synchronous header writes (held across that one write).
     #[pin]
     header_lock: Mutex<()>,
-    /// The copier's job writing the invalid header, while there is one:
-    /// origin writes that must wait for that write are held on it.
-    #[pin]
-    header_job: SpinLock<Option<Arc<Job>>>,
 }
 
 impl Persistent {
@@ -379,7 +383,6 @@ impl Persistent {
                 dirty: AtomicBool::new(false),
                 invalid_unsynced: AtomicBool::new(false),
                 header_lock <- new_mutex!((), "rdm:store_header"),
-                header_job <- new_spinlock!(None, "rdm:store_header_job"),
             }),
             GFP_KERNEL,
         )?;
@@ -522,8 +525,13 @@ impl Persistent {
     /// (the snapshot is invalid): no new write is sent, a commit in
     /// flight is only followed to its end. Answers whether a commit is in
     /// flight; an error if a commit failed (the snapshot must be
-    /// invalidated: its metadata cannot be kept any more).
-    pub(crate) fn drive_commit(&self, start: bool, copier: &Arc<Copier>) -> Result<bool> {
+    /// invalidated: its metadata cannot be kept any more). `callback` is
+    /// called (completion context) when each stage of writes has ended.
+    pub(crate) fn drive_commit<C: CommitCallback>(
+        &self,
+        start: bool,
+        callback: &Arc<C>,
+    ) -> Result<bool> {
         // Called for every parked job's store each round: answer the
         // common cases without the mutex.
         match self.io.stage.load(Ordering::Acquire) {
@@ -541,7 +549,7 @@ impl Persistent {
                     // valid: an invalid one writes no more metadata.
                     let failed = self.io.failed.load(Ordering::Acquire);
                     if let Some(flight) = c.flight.as_ref().filter(|_| start && !failed) {
-                        self.write_current(flight, copier);
+                        self.write_current(flight, callback);
                         return Ok(true);
                     }
                     self.abandon(c);
@@ -555,7 +563,7 @@ impl Persistent {
                     self.complete(c)?;
                 }
                 _ => {
-                    if !start || !self.start_commit(c, copier)? {
+                    if !start || !self.start_commit(c, callback)? {
                         return Ok(false);
                     }
                 }
@@ -565,7 +573,7 @@ impl Persistent {
 
     /// Starts a commit of the staged entries that extend the committed
     /// prefix; false if there are none.
-    fn start_commit(&self, c: &mut Commit, copier: &Arc<Copier>) -> Result<bool> {
+    fn start_commit<C: CommitCallback>(&self, c: &mut Commit, callback: &Arc<C>) -> Result<bool> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
@@ -626,7 +634,7 @@ impl Persistent {
         });
         self.io.failed.store(false, Ordering::Release);
         if flight.later.is_empty() {
-            self.write_current(flight, copier);
+            self.write_current(flight, callback);
             return Ok(true);
         }
         // The later areas first: the current one (with FLUSH+FUA) follows
@@ -635,21 +643,21 @@ impl Persistent {
         self.begin_stage(LATER, flight.later.len());
         for (i, buf) in flight.later.iter().enumerate() {
             let sector = l.sector_of(l.area_chunk(plan.first + 1 + i as u64));
-            self.submit(PageIo::Write, sector, buf, copier);
+            self.submit(PageIo::Write, sector, buf, callback);
         }
-        self.io.put(false, copier);
+        self.io.put(false, &**callback);
         Ok(true)
     }
 
     /// Writes the current area's image with FLUSH+FUA: the flush makes the
     /// copies and the later areas durable before the entries that point
     /// at them.
-    fn write_current(&self, flight: &Flight, copier: &Arc<Copier>) {
+    fn write_current<C: CommitCallback>(&self, flight: &Flight, callback: &Arc<C>) {
         let l = self.layout;
         let sector = l.sector_of(l.area_chunk(flight.first_area));
         self.begin_stage(CURRENT, 1);
-        self.submit(PageIo::WriteFlushFua, sector, &flight.current, copier);
-        self.io.put(false, copier);
+        self.submit(PageIo::WriteFlushFua, sector, &flight.current, callback);
+        self.io.put(false, &**callback);
     }
 
     /// Enters `stage` with `writes` writes to come (and the submitter's
@@ -660,12 +668,18 @@ impl Persistent {
     }
 
     /// Sends one write of the stage; its completion drops its count.
-    fn submit(&self, io: PageIo, sector: u64, buf: &Arc<PageBuf>, copier: &Arc<Copier>) {
+    fn submit<C: CommitCallback>(
+        &self,
+        io: PageIo,
+        sector: u64,
+        buf: &Arc<PageBuf>,
+        callback: &Arc<C>,
+    ) {
         let state = self.io.clone();
-        let kick = copier.clone();
-        let done = move |failed: bool| state.put(failed, &kick);
+        let to_call = callback.clone();
+        let done = move |failed: bool| state.put(failed, &*to_call);
         if submit_page_io(&self.cow, io, sector, buf.clone(), done).is_err() {
-            self.io.put(true, copier);
+            self.io.put(true, &**callback);
         }
     }
 
@@ -834,46 +848,14 @@ impl Persistent {
         submit_page_io(&self.cow, PageIo::WriteFlushFua, 0, buf, done)
     }
 
-    /// The invalid header write of the copier's job ended: the header says
-    /// the snapshot is invalid (or, if the write failed, never will: it
-    /// is logged, and origin writes go on rather than wait forever).
-    pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
+    /// The invalid header write ended: the header says the snapshot is
+    /// invalid (or, if the write failed, never will: it is logged, and
+    /// origin writes go on rather than wait forever). Any context.
+    pub(crate) fn invalid_header_written(&self, failed: bool) {
         if failed {
             pr_err!("snapshot: cannot mark the COW device invalid (write failed)\n");
         }
         self.invalid_unsynced.store(false, Ordering::Release);
-        let mut slot = self.header_job.lock();
-        if slot.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
-            *slot = None;
-        }
-    }
-
-    /// The job writing the invalid header: the one in progress, or a new
-    /// one from `make` (which the caller then queues: `Ok((job, true))`).
-    /// `None` if the header says so already.
-    pub(crate) fn invalid_header_job(
-        &self,
-        make: impl FnOnce() -> Result<Arc<Job>>,
-    ) -> Result<Option<(Arc<Job>, bool)>> {
-        if let Some(job) = self.header_job.lock().clone() {
-            return Ok(Some((job, false)));
-        }
-        let new = make()?;
-        let mut slot = self.header_job.lock();
-        if let Some(job) = slot.clone() {
-            drop(slot);
-            drop(new);
-            return Ok(Some((job, false)));
-        }
-        // Checked under the lock that the write's end takes after
-        // clearing the flag: no job is made for a header already written.
-        if !self.invalid_unsynced() {
-            drop(slot);
-            drop(new);
-            return Ok(None);
-        }
-        *slot = Some(new.clone());
-        Ok(Some((new, true)))
     }
 
     /// Writes the header with valid = 0 if it is not written yet (process
