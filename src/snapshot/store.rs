@@ -23,6 +23,7 @@
 //!   `prepare_merge`/`commit_merge`, many at once).
 
 use crate::kx::block::{page_io_sync, submit_page_io, BdevFile, PageBuf, PageIo};
+use crate::rdm_core::lifecycle::{AtomicState, CommitStage, Invalidation};
 use crate::rdm_core::persistent::{
     self, decode_header, encode_header, merge_cut, Appender, CommitPlan, FormatError, Layout,
     Loader, Position, DEFAULT_CHUNK_SECTORS, HEADER_BYTES,
@@ -31,7 +32,7 @@ use crate::rdm_core::snapshot::{
     transient_allocate, ChunkGeometry, NoRoom, SnapshotError, StoreKind,
 };
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex, SpinLock};
@@ -207,16 +208,6 @@ struct Flight {
     current: Arc<PageBuf>,
 }
 
-// Commit stages ([`CommitIo::stage`]).
-/// No commit in flight.
-const IDLE: u8 = 0;
-/// The areas after the current one are being written.
-const LATER: u8 = 1;
-const LATER_DONE: u8 = 2;
-/// The current area is being written (FLUSH+FUA).
-const CURRENT: u8 = 3;
-const CURRENT_DONE: u8 = 4;
-
 /// Told when a stage of a commit's writes has ended, as dm's
 /// `commit_exception(store, e, valid, callback, context)` tells its caller
 /// (the copier: it kicks its thread, which drives the commit on).
@@ -229,7 +220,8 @@ pub(crate) trait CommitCallback: Send + Sync + 'static {
 /// The state a commit's write completions update (interrupt context:
 /// atomics and the commit callback only).
 struct CommitIo {
-    stage: AtomicU8,
+    /// Where the commit is ([`CommitStage`] documents the transitions).
+    stage: AtomicState<CommitStage>,
     /// Writes of the stage not completed, plus one held by the submitter.
     left: AtomicUsize,
     failed: AtomicBool,
@@ -237,15 +229,17 @@ struct CommitIo {
 
 impl CommitIo {
     /// One write of the stage ended; the last one moves the stage on
-    /// (`LATER` to `LATER_DONE`, `CURRENT` to `CURRENT_DONE`) and calls
+    /// (`Later` to `LaterDone`, `Current` to `CurrentDone`) and calls
     /// `callback`.
     fn put<C: CommitCallback>(&self, failed: bool, callback: &C) {
         if failed {
             self.failed.store(true, Ordering::Release);
         }
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let next = self.stage.load(Ordering::Acquire) + 1;
-            self.stage.store(next, Ordering::Release);
+            let stage = self.stage.get();
+            if let Some(done) = stage.done() {
+                self.stage.advance(stage, done);
+            }
             callback.commit_stage_ended();
         }
     }
@@ -281,8 +275,9 @@ pub(crate) struct Persistent {
     meta_area: AtomicU64,
     /// Something was staged since the last commit.
     dirty: AtomicBool,
-    /// The snapshot went invalid and the header does not say so yet.
-    invalid_unsynced: AtomicBool,
+    /// Whether the header says what the snapshot's validity is
+    /// ([`Invalidation`] documents the transitions).
+    invalidation: AtomicState<Invalidation>,
     /// Serialises synchronous header writes (held across that one write).
     #[pin]
     header_lock: Mutex<()>,
@@ -356,7 +351,7 @@ impl Persistent {
         let meta_area = position.map_or(0, |p| p.area);
         let io = Arc::new(
             CommitIo {
-                stage: AtomicU8::new(IDLE),
+                stage: AtomicState::new(CommitStage::Idle),
                 left: AtomicUsize::new(0),
                 failed: AtomicBool::new(false),
             },
@@ -381,7 +376,11 @@ impl Persistent {
                 committed: AtomicU64::new(committed),
                 meta_area: AtomicU64::new(meta_area),
                 dirty: AtomicBool::new(false),
-                invalid_unsynced: AtomicBool::new(false),
+                invalidation: AtomicState::new(if valid {
+                    Invalidation::Valid
+                } else {
+                    Invalidation::Synced
+                }),
                 header_lock <- new_mutex!((), "rdm:store_header"),
             }),
             GFP_KERNEL,
@@ -498,7 +497,7 @@ impl Persistent {
 
     /// Whether a commit's writes are in flight.
     pub(crate) fn commit_in_flight(&self) -> bool {
-        self.io.stage.load(Ordering::Acquire) != IDLE
+        self.io.stage.get() != CommitStage::Idle
     }
 
     /// Whether the entry at `pos` is on disk.
@@ -534,35 +533,35 @@ impl Persistent {
     ) -> Result<bool> {
         // Called for every parked job's store each round: answer the
         // common cases without the mutex.
-        match self.io.stage.load(Ordering::Acquire) {
-            LATER | CURRENT => return Ok(true),
-            IDLE if !start || !self.dirty.load(Ordering::Acquire) => return Ok(false),
+        match self.io.stage.get() {
+            CommitStage::Later | CommitStage::Current => return Ok(true),
+            CommitStage::Idle if !start || !self.dirty.load(Ordering::Acquire) => return Ok(false),
             _ => {}
         }
         let mut guard = self.commit.lock();
         let c = &mut *guard;
         loop {
-            match self.io.stage.load(Ordering::Acquire) {
-                LATER | CURRENT => return Ok(true),
-                LATER_DONE => {
+            match self.io.stage.get() {
+                CommitStage::Later | CommitStage::Current => return Ok(true),
+                CommitStage::LaterDone => {
                     // The current area goes out only for a snapshot still
                     // valid: an invalid one writes no more metadata.
                     let failed = self.io.failed.load(Ordering::Acquire);
                     if let Some(flight) = c.flight.as_ref().filter(|_| start && !failed) {
-                        self.write_current(flight, callback);
+                        self.write_current(CommitStage::LaterDone, flight, callback);
                         return Ok(true);
                     }
-                    self.abandon(c);
+                    self.abandon(CommitStage::LaterDone, c);
                     return if failed { Err(EIO) } else { Ok(false) };
                 }
-                CURRENT_DONE => {
+                CommitStage::CurrentDone => {
                     if self.io.failed.load(Ordering::Acquire) {
-                        self.abandon(c);
+                        self.abandon(CommitStage::CurrentDone, c);
                         return Err(EIO);
                     }
                     self.complete(c)?;
                 }
-                _ => {
+                CommitStage::Idle => {
                     if !start || !self.start_commit(c, callback)? {
                         return Ok(false);
                     }
@@ -634,13 +633,13 @@ impl Persistent {
         });
         self.io.failed.store(false, Ordering::Release);
         if flight.later.is_empty() {
-            self.write_current(flight, callback);
+            self.write_current(CommitStage::Idle, flight, callback);
             return Ok(true);
         }
         // The later areas first: the current one (with FLUSH+FUA) follows
         // once they are on the device, so a crash never leaves a full
         // area followed by an area not written.
-        self.begin_stage(LATER, flight.later.len());
+        self.begin_stage(CommitStage::Idle, CommitStage::Later, flight.later.len());
         for (i, buf) in flight.later.iter().enumerate() {
             let sector = l.sector_of(l.area_chunk(plan.first + 1 + i as u64));
             self.submit(PageIo::Write, sector, buf, callback);
@@ -652,19 +651,24 @@ impl Persistent {
     /// Writes the current area's image with FLUSH+FUA: the flush makes the
     /// copies and the later areas durable before the entries that point
     /// at them.
-    fn write_current<C: CommitCallback>(&self, flight: &Flight, callback: &Arc<C>) {
+    fn write_current<C: CommitCallback>(
+        &self,
+        from: CommitStage,
+        flight: &Flight,
+        callback: &Arc<C>,
+    ) {
         let l = self.layout;
         let sector = l.sector_of(l.area_chunk(flight.first_area));
-        self.begin_stage(CURRENT, 1);
+        self.begin_stage(from, CommitStage::Current, 1);
         self.submit(PageIo::WriteFlushFua, sector, &flight.current, callback);
         self.io.put(false, &**callback);
     }
 
-    /// Enters `stage` with `writes` writes to come (and the submitter's
-    /// count).
-    fn begin_stage(&self, stage: u8, writes: usize) {
+    /// Goes from `from` into `stage` with `writes` writes to come (and the
+    /// submitter's count).
+    fn begin_stage(&self, from: CommitStage, stage: CommitStage, writes: usize) {
         self.io.left.store(writes + 1, Ordering::Release);
-        self.io.stage.store(stage, Ordering::Release);
+        self.io.stage.advance(from, stage);
     }
 
     /// Sends one write of the stage; its completion drops its count.
@@ -685,7 +689,9 @@ impl Persistent {
 
     /// The commit in flight is on the device: its entries are committed.
     fn complete(&self, c: &mut Commit) -> Result {
-        self.io.stage.store(IDLE, Ordering::Release);
+        self.io
+            .stage
+            .advance(CommitStage::CurrentDone, CommitStage::Idle);
         let Some(flight) = c.flight.take() else {
             return Err(EIO);
         };
@@ -715,9 +721,9 @@ impl Persistent {
 
     /// A commit failed: forget it (the snapshot is invalidated; nothing
     /// more is committed).
-    fn abandon(&self, c: &mut Commit) {
+    fn abandon(&self, from: CommitStage, c: &mut Commit) {
         c.flight = None;
-        self.io.stage.store(IDLE, Ordering::Release);
+        self.io.stage.advance(from, CommitStage::Idle);
     }
 
     /// Entries in the list on disk (a merge's position).
@@ -831,12 +837,13 @@ impl Persistent {
     /// The snapshot went invalid: the header must say so before an origin
     /// write that no longer copies for it goes on. Any context.
     pub(crate) fn mark_invalid(&self) {
-        self.invalid_unsynced.store(true, Ordering::Release);
+        self.invalidation
+            .advance(Invalidation::Valid, Invalidation::Unsynced);
     }
 
     /// Whether the header does not yet say the snapshot is invalid.
     pub(crate) fn invalid_unsynced(&self) -> bool {
-        self.invalid_unsynced.load(Ordering::Acquire)
+        self.invalidation.get() == Invalidation::Unsynced
     }
 
     /// Sends a write of the header with valid = 0 (FLUSH+FUA); `done(failed)`
@@ -855,19 +862,23 @@ impl Persistent {
         if failed {
             pr_err!("snapshot: cannot mark the COW device invalid (write failed)\n");
         }
-        self.invalid_unsynced.store(false, Ordering::Release);
+        // A teardown's synchronous write may have ended first.
+        self.invalidation
+            .advance(Invalidation::Unsynced, Invalidation::Synced);
     }
 
     /// Writes the header with valid = 0 if it is not written yet (process
     /// context; sleeps on the write; the caller holds no lock).
     pub(crate) fn sync_invalid(&self) {
         let _serial = self.header_lock.lock();
-        if !self.invalid_unsynced.load(Ordering::Acquire) {
+        if !self.invalid_unsynced() {
             return;
         }
         if Self::write_header(&self.cow, &self.layout, false).is_err() {
             pr_err!("snapshot: cannot mark the COW device invalid (write failed)\n");
         }
-        self.invalid_unsynced.store(false, Ordering::Release);
+        // The copier's header job may have ended first.
+        self.invalidation
+            .advance(Invalidation::Unsynced, Invalidation::Synced);
     }
 }
