@@ -130,7 +130,7 @@ int rdm_misc_minor(const struct rdm_misc *m)
 /* MISC_DYNAMIC_MINOR is a macro. */
 const int rdm_misc_dynamic_minor = MISC_DYNAMIC_MINOR;
 
-/* ---- rust/block.rs: bio-based gendisks, bios, underlying block devices ---- */
+/* ---- rust/block/: bio-based gendisks, bios, underlying block devices ---- */
 
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -256,7 +256,7 @@ void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 /*
  * Stacks a target's I/O hints onto @lim as blk_stack_limits() stacks a
  * device: limits that only carry the hints (0 for none), stacked at 0.
- * Used by rust/block.rs (Limits::add_io_hints).
+ * Used by rust/block/bdev.rs (Limits::add_io_hints).
  */
 void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
 			 unsigned int io_min, unsigned int io_opt)

@@ -25,7 +25,7 @@ extern const int rdm_misc_dynamic_minor;
 
 
 
-/* rust/block.rs */
+/* rust/block/ */
 struct gendisk *rdm_alloc_disk(struct queue_limits *lim);
 int rdm_add_disk(struct gendisk *disk, const struct attribute_group **groups,
 		 const struct block_device_operations *fops,
