@@ -1104,7 +1104,7 @@ impl CopierThread {
                         && entry
                             .targets
                             .iter()
-                            .any(|t| t.snap.reads_in_flight(job.chunk))
+                            .any(|t| t.snap.reads_hold_copy(job.chunk))
                     {
                         continue;
                     }

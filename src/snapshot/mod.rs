@@ -31,6 +31,7 @@ mod leaves;
 pub(crate) mod merge;
 pub(crate) mod store;
 pub(crate) mod targets;
+mod tracked;
 
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::memalloc::NoIo;
@@ -51,6 +52,7 @@ use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 use kernel::sync::{Arc, Mutex, SpinLock};
 pub(crate) use leaves::KLeaves;
 use store::Store;
+use tracked::{BucketFull, TrackedReads, Untracked};
 
 /// Every origin that has targets, by device number.
 #[pin_data]
@@ -354,12 +356,13 @@ pub(crate) struct Snap {
     /// Pending exceptions of this snapshot (from publication to the end of
     /// their job, commit included): the last user waits for them.
     outstanding: DrainCounter,
-    /// Reads of not-copied chunks sent to the origin and not completed:
-    /// chunk -> count. A copy of such a chunk is not completed (and the
-    /// origin write it holds not released) before they are done. Taken
-    /// by completions (interrupt-safe), never with another lock inside.
+    /// Reads of not-copied chunks sent to the origin and not completed
+    /// (and a merge's writes sent to COW chunks), per chunk. A copy of
+    /// such a chunk is not completed (and the origin write it holds not
+    /// released) before they are done. Taken by completions
+    /// (interrupt-safe), never with another lock inside.
     #[pin]
-    tracked: IrqSpinLock<RBTree<u64, u32>>,
+    tracked: IrqSpinLock<TrackedReads>,
     /// The snapshot's length in sectors: origin chunks at or past it are
     /// not copied (set by the target that loads or resumes it).
     len: AtomicU64,
@@ -496,7 +499,7 @@ impl Snap {
                 users: AtomicUsize::new(1),
                 listed: DrainCounter::new(),
                 outstanding: DrainCounter::new(),
-                tracked <- crate::new_irq_spinlock!(RBTree::new(), "rdm:tracked_reads"),
+                tracked <- crate::new_irq_spinlock!(TrackedReads::new(), "rdm:tracked_reads"),
                 len: AtomicU64::new(len),
                 lane,
                 events: events.clone(),
@@ -697,42 +700,37 @@ impl Snap {
         }
     }
 
-    /// Counts a read of `chunk` sent to the origin, with `node` for a
-    /// chunk not counted yet (process context, NoIo).
-    fn track(&self, chunk: u64, node: RBTreeNodeReservation<u64, u32>) {
-        let mut tracked = self.tracked.lock();
-        match tracked.get_mut(&chunk) {
-            Some(n) => *n += 1,
-            None => {
-                tracked.insert(node.into_node(chunk, 1));
-            }
-        }
+    /// Counts a read of `chunk` sent to the origin (or a merge's write
+    /// sent to its COW chunk), with no allocation (any lock may be held):
+    /// `Err` if [`Snap::grow_tracked`] must make room first.
+    fn try_track(&self, chunk: u64) -> Result<(), BucketFull> {
+        self.tracked.lock().try_track(chunk)
+    }
+
+    /// Makes the room `full` asks for (process context, no lock held).
+    fn grow_tracked(&self, full: &BucketFull) -> Result<(), kernel::alloc::AllocError> {
+        let bigger = TrackedReads::grown(full)?;
+        // The bucket left over is freed here, after the lock is dropped.
+        let _left_over = self.tracked.lock().install(bigger);
+        Ok(())
     }
 
     /// Whether reads of `chunk` sent to the origin are still in flight.
     pub(crate) fn reads_in_flight(&self, chunk: u64) -> bool {
-        self.tracked.lock().get(&chunk).is_some()
+        self.tracked.lock().in_flight(chunk)
+    }
+
+    /// Whether reads of `chunk` sent to the origin are still in flight,
+    /// for the copier, which holds back the chunk's copy for them: the
+    /// end of the last of them kicks it.
+    pub(crate) fn reads_hold_copy(&self, chunk: u64) -> bool {
+        self.tracked.lock().in_flight_kick_when_done(chunk)
     }
 
     /// A tracked read of `chunk` ended (any context): the copier looks
-    /// again at a job it held back for it.
+    /// again at a job it held back for it, if any.
     fn untrack(&self, chunk: u64) {
-        let last = {
-            let mut tracked = self.tracked.lock();
-            match tracked.get_mut(&chunk) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                Some(_) => {
-                    // Freeing the node (kfree) is fine in any context.
-                    tracked.remove(&chunk);
-                    true
-                }
-                None => false,
-            }
-        };
-        if last {
+        if self.tracked.lock().untrack(chunk) == Untracked::KickCopier {
             self.lane.kick();
         }
     }
@@ -1272,9 +1270,9 @@ impl Snap {
             return;
         }
         let chunk = self.geom.chunk_of(bio.sector());
-        // A read of a chunk not copied is counted in `tracked`: its node is
-        // allocated with no lock held, then the lookups are made again.
-        let mut track_node = None;
+        // A read of a chunk not copied is counted in `tracked`; if that
+        // needs room, it is made with no lock held, then the lookups are
+        // made again.
         loop {
             let ex = self.exceptions.read();
             if let Some(new) = ex.lookup(chunk) {
@@ -1286,24 +1284,20 @@ impl Snap {
                 return;
             }
             if !write {
-                let Some(node) = track_node.take() else {
-                    drop(ex);
-                    match RBTreeNodeReservation::new(GFP_KERNEL) {
-                        Ok(node) => track_node = Some(node),
-                        Err(_) => {
-                            pr_err!("snapshot read: out of memory to track it\n");
-                            io.end(bio, true);
-                            return;
-                        }
-                    }
-                    continue;
-                };
                 // Counted before the pending lookup, so that no origin
                 // write to the chunk completes under the read: a job
                 // published after this (under `pending`, which orders the
                 // two) finds the read counted and waits for it; one
                 // published before is found below.
-                self.track(chunk, node);
+                if let Err(full) = self.try_track(chunk) {
+                    drop(ex);
+                    if self.grow_tracked(&full).is_err() {
+                        pr_err!("snapshot read: out of memory to track it\n");
+                        io.end(bio, true);
+                        return;
+                    }
+                    continue;
+                }
             }
             let pending = self.pending.lock().get(&chunk).cloned();
             if let Some(job) = pending {
@@ -1471,7 +1465,6 @@ impl Snap {
             return;
         }
         let chunk = self.geom.chunk_of(bio.sector());
-        let mut track_node = None;
         loop {
             let ex = self.exceptions.read();
             let Some(new) = ex.lookup(chunk) else {
@@ -1496,21 +1489,17 @@ impl Snap {
                 }
                 return;
             }
-            let Some(node) = track_node.take() else {
-                drop(ex);
-                match RBTreeNodeReservation::new(GFP_KERNEL) {
-                    Ok(node) => track_node = Some(node),
-                    Err(_) => {
-                        pr_err!("snapshot-merge: out of memory to track a write\n");
-                        io.end(bio, true);
-                        return;
-                    }
-                }
-                continue;
-            };
             // Counted under the read hold: a batch that takes the chunk
             // (under the write hold) waits for it.
-            self.track(chunk, node);
+            if let Err(full) = self.try_track(chunk) {
+                drop(ex);
+                if self.grow_tracked(&full).is_err() {
+                    pr_err!("snapshot-merge: out of memory to track a write\n");
+                    io.end(bio, true);
+                    return;
+                }
+                continue;
+            }
             drop(ex);
             self.remap_to_cow(&mut bio, new);
             let hook = hooks::untrack(self, chunk);
@@ -1559,34 +1548,40 @@ impl Snap {
     /// failed). Process context; never waits for the origin's throttle.
     fn merge_write_again(self: &Arc<Self>, mut bio: Bio, chunk: u64) {
         let _noio = NoIo::enter();
-        let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
-            pr_err!("snapshot-merge: out of memory to track a write\n");
-            bio.end(true);
-            return;
-        };
-        let ex = self.exceptions.read();
-        let Some(new) = ex.lookup(chunk) else {
+        loop {
+            let ex = self.exceptions.read();
+            let Some(new) = ex.lookup(chunk) else {
+                drop(ex);
+                // Merged (the batch made the other snapshots' copies; the
+                // origin's write path finds them, or what a snapshot made
+                // active since needs). Tracked no more: a chunk without an
+                // exception is never tracked again, so its end un-tracks
+                // nothing.
+                self.origin.write(&self.origin_dev, bio, From::Copier);
+                return;
+            };
+            if self.merging.lock().holds(chunk) {
+                // Taken by a batch again (not while this write counts its
+                // table: a merge starts after a suspend drained it).
+                drop(ex);
+                self.hold_merge_write(bio, chunk);
+                return;
+            }
+            if let Err(full) = self.try_track(chunk) {
+                drop(ex);
+                if self.grow_tracked(&full).is_err() {
+                    pr_err!("snapshot-merge: out of memory to track a write\n");
+                    bio.end(true);
+                    return;
+                }
+                continue;
+            }
             drop(ex);
-            // Merged (the batch made the other snapshots' copies; the
-            // origin's write path finds them, or what a snapshot made
-            // active since needs). Tracked no more: a chunk without an
-            // exception is never tracked again, so its end un-tracks
-            // nothing.
-            self.origin.write(&self.origin_dev, bio, From::Copier);
-            return;
-        };
-        if self.merging.lock().holds(chunk) {
-            // Taken by a batch again (not while this write counts its
-            // table: a merge starts after a suspend drained it).
-            drop(ex);
-            self.hold_merge_write(bio, chunk);
+            self.remap_to_cow(&mut bio, new);
+            bio.set_dev(&self.cow);
+            bio.submit();
             return;
         }
-        self.track(chunk, node);
-        drop(ex);
-        self.remap_to_cow(&mut bio, new);
-        bio.set_dev(&self.cow);
-        bio.submit();
     }
 
     /// A merge batch of `chunks` (origin chunks, sorted) starts: writes to
