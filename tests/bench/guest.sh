@@ -111,6 +111,8 @@ snap_rows=(
 	"cow-rand-write-4k-chunk256k randwrite 4k 32 512 1 origin none"
 	"cow-seq-write-1M-4snap write 1M 8 128 4 origin none"
 	"cow-seq-write-1M-16snap write 1M 8 128 16 origin none"
+	"cow-seq-write-1M-chunk4k write 1M 8 8 1 origin none"
+	"cow-seq-write-1M-4snap-chunk4k write 1M 8 8 4 origin none"
 	"overwrite-rand-write-4k randwrite 4k 32 128 1 origin copied"
 	"snap-read-copied-4k randread 4k 32 128 1 snap copied"
 	"snap-read-uncopied-4k randread 4k 32 128 1 snap none"
