@@ -99,9 +99,22 @@ measure_passthrough() {
 # ---- Snapshots: the kernel's dm-snapshot (dmsetup) against rdm (rdmsetup).
 # Each row gets a fresh origin and fresh snapshots: a "first write" row
 # writes every block of a 64 MiB region once (fio's random map), so each
-# chunk is copied once, as when a backup snapshot is young.
-region_mib=64
+# chunk is copied once, as when a backup snapshot is young. Rows with
+# more snapshots than 64 MiB COW slices fit on the COW disk (64
+# snapshots: 68 MiB each would need 4.3 GiB) write a smaller region, the
+# largest power of two that fits (64 snapshots: 16 MiB of 20 MiB slices).
+region_full_mib=64
+region_mib=$region_full_mib
 cow_sectors=$(((region_mib + 4) * 2048))
+
+# snap_region N: sets region_mib and cow_sectors for N snapshots.
+snap_region() {
+	region_mib=$region_full_mib
+	while [ $(($1 * (region_mib + 4) * 2048)) -gt "$(blockdev --getsz $cowdisk)" ]; do
+		region_mib=$((region_mib / 2))
+	done
+	cow_sectors=$(((region_mib + 4) * 2048))
+}
 
 # name rw bs iodepth chunk_sectors snapshots target(origin|snap) before(none|copied) [store N|P]
 snap_rows=(
@@ -111,6 +124,7 @@ snap_rows=(
 	"cow-rand-write-4k-chunk256k randwrite 4k 32 512 1 origin none"
 	"cow-seq-write-1M-4snap write 1M 8 128 4 origin none"
 	"cow-seq-write-1M-16snap write 1M 8 128 16 origin none"
+	"cow-seq-write-1M-64snap write 1M 8 128 64 origin none"
 	"cow-seq-write-1M-chunk4k write 1M 8 8 1 origin none"
 	"cow-seq-write-1M-4snap-chunk4k write 1M 8 8 4 origin none"
 	"overwrite-rand-write-4k randwrite 4k 32 128 1 origin copied"
@@ -168,6 +182,7 @@ measure_snap() { # measure_snap STACK ROW...
 	local stack=$1 name rw bs qd chunk n target before store dev json extra
 	read -r name rw bs qd chunk n target before store <<<"$2"
 	snap_stack "$stack"
+	snap_region "$n"
 	snap_setup "$chunk" "$n" "${store:-N}" || { echo "setup failed: $stack $name" >&2; return 1; }
 	if [ "$before" = copied ]; then
 		dd if=/dev/zero of=$devdir/borig bs=1M count=$region_mib oflag=direct status=none
@@ -188,8 +203,8 @@ stack, name, rw, n = sys.argv[1:5]
 job = json.load(sys.stdin)["jobs"][0]
 side = job["read"] if "read" in rw else job["write"]
 print(json.dumps({"stack": stack, "workload": name, "iops": side["iops"], "bw_kib": side["bw"],
-                  "kind": "snapshot", "snapshots": int(n)}))
-' "$stack" "$name" "$rw" "$n" >>"$out/results.jsonl"
+                  "kind": "snapshot", "snapshots": int(n), "region_mib": int(sys.argv[5])}))
+' "$stack" "$name" "$rw" "$n" "$region_mib" >>"$out/results.jsonl"
 	[ "$n" = 1 ] && [ "$target" = origin ] && snap_memory "$stack" "$name"
 	snap_teardown "$n"
 	echo "$stack $name done"
