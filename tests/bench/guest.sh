@@ -222,6 +222,109 @@ with_rdm_snapshot() { # with_rdm_snapshot ROW [MEASURE]
 	rmmod rdm
 }
 
+# ---- Writes that need no copy, during a copy storm (the 2019 cow-limit
+# lesson, measured). Origin A (the first disk) has a transient snapshot
+# (64 KiB chunks) on a 1792 MiB slice of the COW disk; origin B is a
+# 128 MiB linear slice of the COW disk with its own snapshot on the last
+# 128 MiB. The first 64 MiB of both origins are written once before the
+# run, so their chunks are copied. Then one fio run with two jobs:
+# - the storm: first writes to origin A past those 64 MiB, 4 KiB each to
+#   a chunk of its own (rw=write:60k: each write is one new copy), 4096 in
+#   flight, twice the default cow_threshold (2048, left as it is): the
+#   copies in progress stay at the threshold and its writers wait for
+#   room; it ends after RDM_BENCH_RUNTIME seconds or when its 1536 MiB
+#   region is written (the snapshot's COW would be full), whichever
+#   comes first;
+# - the measured writer: 4 KiB random writes, one in flight, at a fixed
+#   200 per second (so that it takes the same share of the machine on
+#   both stacks), to chunks that need no copy: the copied chunks of
+#   origin A (lat-overwrite-4k), the snapshot's own copied chunks
+#   (lat-snap-write-4k), or origin B's copied chunks
+#   (lat-origin2-write-4k). Its first second is not counted (ramp), and
+#   fio stops it when the storm ends (exitall).
+# fio's total latency percentiles (lat_percentiles) of the measured
+# writer, and the storm's throughput beside them: the comparison with
+# dm-snapshot holds only where both storms ran at about the same speed.
+lat_cow_mib=1792
+lat_b_mib=128
+lat_storm_mib=1536
+lat_rate=200
+
+# name measured-device(origin|snap|origin2)
+lat_rows=(
+	"lat-overwrite-4k origin"
+	"lat-snap-write-4k snap"
+	"lat-origin2-write-4k origin2"
+)
+
+lat_setup() {
+	local acow=$((lat_cow_mib * 2048)) blen=$((lat_b_mib * 2048))
+	"${tool[@]}" create borig --table "0 $size snapshot-origin $disk" || return 1
+	"${tool[@]}" create bcow0 --table "0 $acow linear $cowdisk 0" || return 1
+	"${tool[@]}" create bdisk2 --table "0 $blen linear $cowdisk $acow" || return 1
+	"${tool[@]}" create bcow1 --table "0 $blen linear $cowdisk $((acow + blen))" || return 1
+	"${tool[@]}" create borig2 --table "0 $blen snapshot-origin $devdir/bdisk2" || return 1
+	"${tool[@]}" suspend borig || return 1
+	"${tool[@]}" create bsnap0 --table "0 $size snapshot $disk $devdir/bcow0 N 128" || return 1
+	"${tool[@]}" resume borig || return 1
+	"${tool[@]}" suspend borig2 || return 1
+	"${tool[@]}" create bsnap1 --table "0 $blen snapshot $devdir/bdisk2 $devdir/bcow1 N 128" || return 1
+	"${tool[@]}" resume borig2 || return 1
+	dd if=/dev/zero of=$devdir/borig bs=1M count=$region_full_mib oflag=direct status=none || return 1
+	dd if=/dev/zero of=$devdir/borig2 bs=1M count=$region_full_mib oflag=direct status=none
+}
+
+lat_teardown() {
+	local d
+	for d in bsnap1 borig2 bsnap0 borig bcow1 bdisk2 bcow0; do "${tool[@]}" remove $d; done
+}
+
+measure_lat() { # measure_lat STACK ROW
+	local stack=$1 name what dev json a0 a1 t0 t1
+	read -r name what <<<"$2"
+	snap_stack "$stack"
+	lat_setup || { echo "setup failed: $stack $name" >&2; return 1; }
+	case $what in
+	origin) dev=$devdir/borig ;;
+	snap) dev=$devdir/bsnap0 ;;
+	origin2) dev=$devdir/borig2 ;;
+	esac
+	# The storm's copies: chunks the snapshot's status shows allocated
+	# during the run, over the run's wall time (fio's own runtime of the
+	# storm job leaves out the time its submissions were held).
+	read -r _ _ _ a0 _ <<<"$("${tool[@]}" status bsnap0)"
+	t0=$(date +%s%N)
+	json=$(fio --output-format=json --exitall --lat_percentiles=1 --percentile_list=50:90:99:99.9 \
+		--direct=1 --ioengine=libaio --bs=4k \
+		--name=storm --filename=$devdir/borig --rw=write:60k --iodepth=4096 \
+		--offset=${region_full_mib}M --size=${lat_storm_mib}M --runtime="$runtime" \
+		--name=measured --filename="$dev" --rw=randwrite --iodepth=1 --rate_iops=$lat_rate \
+		--size=${region_full_mib}M --time_based --runtime="$runtime" --ramp_time=1 \
+		2>/dev/null) || { echo "fio failed on $stack $name" >&2; return 1; }
+	t1=$(date +%s%N)
+	read -r _ _ _ a1 _ <<<"$("${tool[@]}" status bsnap0)"
+	printf '%s' "$json" | python3 -c '
+import json, sys
+stack, name, storm_mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
+copies, wall_s = (int(sys.argv[5].split("/")[0]) - int(sys.argv[4].split("/")[0])) // 128, int(sys.argv[6]) / 1e9
+text = sys.stdin.read()
+jobs = {j["jobname"]: j for j in json.loads(text[text.index("{"):])["jobs"]}
+s, m = jobs["storm"]["write"], jobs["measured"]["write"]
+pct = m["lat_ns"]["percentile"]
+print(json.dumps({"stack": stack, "workload": name, "kind": "latency",
+                  "p50_us": pct["50.000000"] / 1000, "p90_us": pct["90.000000"] / 1000,
+                  "p99_us": pct["99.000000"] / 1000, "p999_us": pct["99.900000"] / 1000,
+                  "mean_us": m["lat_ns"]["mean"] / 1000, "ios": m["total_ios"], "iops": m["iops"],
+                  "storm_copies": copies, "storm_wall_s": wall_s,
+                  "storm_copies_s": copies / wall_s, "storm_mib_s": copies / wall_s * 64 / 1024,
+                  "storm_fio_iops": s["iops"], "storm_fio_s": jobs["storm"]["job_runtime"] / 1000,
+                  "storm_slat_mean_us": s["slat_ns"]["mean"] / 1000,
+                  "storm_ended_early": s["io_bytes"] * 16 >= storm_mib * 2**20}))
+' "$stack" "$name" "$lat_storm_mib" "$a0" "$a1" "$((t1 - t0))" >>"$out/results.jsonl" || return 1
+	lat_teardown
+	echo "$stack $name done: $(tail -n 1 "$out/results.jsonl")"
+}
+
 # ---- Merges: snapshot-merge of the same data by dm-snapshot and rdm. A
 # persistent snapshot (4 KiB chunks, as LVM2's default) gets every block of
 # a region written once through it (fio, random or sequential order: the
@@ -314,6 +417,13 @@ if [ "$only" != passthrough ]; then
 		with_rdm_snapshot "$row" || exit 1
 		with_rdm_snapshot "$row" || exit 1
 		with_dm_snapshot "$row" || exit 1
+	done
+	for row in "${lat_rows[@]}"; do
+		[[ ${row%% *} =~ ${RDM_BENCH_ROWS:-.} ]] || continue
+		with_dm_snapshot "$row" measure_lat || exit 1
+		with_rdm_snapshot "$row" measure_lat || exit 1
+		with_rdm_snapshot "$row" measure_lat || exit 1
+		with_dm_snapshot "$row" measure_lat || exit 1
 	done
 	for row in "${merge_rows[@]}"; do
 		[[ ${row%% *} =~ ${RDM_BENCH_ROWS:-.} ]] || continue
