@@ -325,6 +325,55 @@ print(json.dumps({"stack": stack, "workload": name, "kind": "latency",
 	echo "$stack $name done: $(tail -n 1 "$out/results.jsonl")"
 }
 
+# ---- Scale: a persistent snapshot with 1,050,000 exceptions (4 KiB
+# chunks, no two neighbours: one run each, as after random writes), its
+# COW image written by tests/vm/mkcow.py through tests/vm/bigcow.sh (loop
+# devices over sparse files in the guest's /dev/shm; restored anew for
+# every measurement). Activation: the origin is suspended (as LVM does),
+# then the time from the start of the snapshot's create (load and
+# resume: the metadata is read) to the end of the origin's resume. Memory:
+# the test kernel has no slab statistics, so it is the drop of
+# MemAvailable and of Slab in /proc/meminfo from before the create to
+# after the resume, each the median of 5 samples taken after dropping the
+# page cache (the images are in tmpfs, which is not dropped): the whole
+# cost of the activated snapshot, its exception table and its fixed
+# structures, divided by the exceptions.
+act_row=scale-activate-1M-exceptions
+. "$(dirname "$0")/../vm/bigcow.sh"
+
+meminfo_kib() { # meminfo_kib: prints "MemAvailable Slab" in KiB, the median of 5 samples
+	local i
+	for i in 1 2 3 4 5; do
+		sync
+		echo 3 >/proc/sys/vm/drop_caches
+		sleep 0.3
+		awk '/^MemAvailable:/ { a = $2 } /^Slab:/ { s = $2 } END { print a, s }' /proc/meminfo
+	done | sort -n | sed -n 3p
+}
+
+measure_activation() { # measure_activation STACK ROW
+	local stack=$1 t0 t1 a0 s0 a1 s1 st bytes=0
+	snap_stack "$stack"
+	big_image
+	"${tool[@]}" create borig --table "0 $BIG_LEN snapshot-origin $BIG_ORIG" || return 1
+	"${tool[@]}" suspend borig || return 1
+	read -r a0 s0 <<<"$(meminfo_kib)"
+	t0=$(date +%s%N)
+	"${tool[@]}" create bsnap --table "0 $BIG_LEN snapshot $BIG_ORIG $BIG_COW P $BIG_C" ||
+		{ "${tool[@]}" resume borig; echo "load of $BIG_N exceptions failed on $stack" >&2; return 1; }
+	"${tool[@]}" resume borig || return 1
+	t1=$(date +%s%N)
+	read -r a1 s1 <<<"$(meminfo_kib)"
+	st=$("${tool[@]}" status bsnap)
+	[ "$st" = "$BIG_STATUS" ] || { echo "$stack: status '$st', expected '$BIG_STATUS'" >&2; return 1; }
+	[ "$stack" = rdm-snapshot ] && read -r _ _ _ _ _ bytes <<<"$(rdmsetup message bsnap 0 stats)"
+	"${tool[@]}" remove bsnap
+	"${tool[@]}" remove borig
+	printf '{"stack": "%s", "workload": "%s", "kind": "activation", "exceptions": %s, "activation_ms": %s, "mem_available_drop_kib": %s, "slab_drop_kib": %s, "table_bytes": %s}\n' \
+		"$stack" "$2" "$BIG_N" "$(((t1 - t0) / 1000000))" "$((a0 - a1))" "$((s1 - s0))" "$bytes" >>"$out/results.jsonl"
+	echo "$stack $2 done: $(tail -n 1 "$out/results.jsonl")"
+}
+
 # ---- Merges: snapshot-merge of the same data by dm-snapshot and rdm. A
 # persistent snapshot (4 KiB chunks, as LVM2's default) gets every block of
 # a region written once through it (fio, random or sequential order: the
@@ -425,6 +474,13 @@ if [ "$only" != passthrough ]; then
 		with_rdm_snapshot "$row" measure_lat || exit 1
 		with_dm_snapshot "$row" measure_lat || exit 1
 	done
+	if [[ $act_row =~ ${RDM_BENCH_ROWS:-.} ]]; then
+		big_setup
+		for stack in dm rdm rdm dm; do
+			with_${stack}_snapshot $act_row measure_activation || exit 1
+		done
+		big_teardown
+	fi
 	for row in "${merge_rows[@]}"; do
 		[[ ${row%% *} =~ ${RDM_BENCH_ROWS:-.} ]] || continue
 		with_dm_snapshot "$row" measure_merge || exit 1
