@@ -290,16 +290,22 @@ measure_lat() { # measure_lat STACK ROW
 	origin2) dev=$devdir/borig2 ;;
 	esac
 	# The storm's copies: chunks the snapshot's status shows allocated
-	# during the run, over the run's wall time (fio's own runtime of the
-	# storm job leaves out the time its submissions were held).
+	# during the run (a check of fio's count of its writes), over the
+	# storm job's runtime. The storm may take seconds to start under
+	# emulation (4096 buffers and an aio context of 4096): the measured
+	# writer starts 3 s after fio and counts from its fourth second to
+	# RDM_BENCH_RUNTIME seconds later, when fio stops both (exitall); the
+	# storm may run a second longer: so the storm covers the measurement
+	# unless it took over 4 s to start (storm_s < RDM_BENCH_RUNTIME shows
+	# that).
 	read -r _ _ _ a0 _ <<<"$("${tool[@]}" status bsnap0)"
 	t0=$(date +%s%N)
 	json=$(fio --output-format=json --exitall --lat_percentiles=1 --percentile_list=50:90:99:99.9 \
 		--direct=1 --ioengine=libaio --bs=4k \
 		--name=storm --filename=$devdir/borig --rw=write:60k --iodepth=4096 \
-		--offset=${region_full_mib}M --size=${lat_storm_mib}M --runtime="$runtime" \
+		--offset=${region_full_mib}M --size=${lat_storm_mib}M --runtime=$((runtime + 5)) \
 		--name=measured --filename="$dev" --rw=randwrite --iodepth=1 --rate_iops=$lat_rate \
-		--size=${region_full_mib}M --time_based --runtime="$runtime" --ramp_time=1 \
+		--size=${region_full_mib}M --startdelay=3 --time_based --runtime="$runtime" --ramp_time=1 \
 		2>/dev/null) || { echo "fio failed on $stack $name" >&2; return 1; }
 	t1=$(date +%s%N)
 	read -r _ _ _ a1 _ <<<"$("${tool[@]}" status bsnap0)"
@@ -309,18 +315,21 @@ stack, name, storm_mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
 copies, wall_s = (int(sys.argv[5].split("/")[0]) - int(sys.argv[4].split("/")[0])) // 128, int(sys.argv[6]) / 1e9
 text = sys.stdin.read()
 jobs = {j["jobname"]: j for j in json.loads(text[text.index("{"):])["jobs"]}
+storm_s, runtime = jobs["storm"]["job_runtime"] / 1000, int(sys.argv[7])
 s, m = jobs["storm"]["write"], jobs["measured"]["write"]
+if "percentile" not in m["lat_ns"]:
+    sys.exit(f"{stack} {name}: the measured writer made no write while the storm ran "
+             f"(the storm ran {storm_s} s)")
 pct = m["lat_ns"]["percentile"]
 print(json.dumps({"stack": stack, "workload": name, "kind": "latency",
                   "p50_us": pct["50.000000"] / 1000, "p90_us": pct["90.000000"] / 1000,
                   "p99_us": pct["99.000000"] / 1000, "p999_us": pct["99.900000"] / 1000,
                   "mean_us": m["lat_ns"]["mean"] / 1000, "ios": m["total_ios"], "iops": m["iops"],
-                  "storm_copies": copies, "storm_wall_s": wall_s,
-                  "storm_copies_s": copies / wall_s, "storm_mib_s": copies / wall_s * 64 / 1024,
-                  "storm_fio_iops": s["iops"], "storm_fio_s": jobs["storm"]["job_runtime"] / 1000,
+                  "storm_copies": copies, "storm_writes": s["total_ios"], "storm_s": storm_s, "wall_s": wall_s, "runtime": runtime,
+                  "storm_copies_s": copies / storm_s, "storm_mib_s": copies / storm_s * 64 / 1024,
                   "storm_slat_mean_us": s["slat_ns"]["mean"] / 1000,
                   "storm_ended_early": s["io_bytes"] * 16 >= storm_mib * 2**20}))
-' "$stack" "$name" "$lat_storm_mib" "$a0" "$a1" "$((t1 - t0))" >>"$out/results.jsonl" || return 1
+' "$stack" "$name" "$lat_storm_mib" "$a0" "$a1" "$((t1 - t0))" "$runtime" >>"$out/results.jsonl" || return 1
 	lat_teardown
 	echo "$stack $name done: $(tail -n 1 "$out/results.jsonl")"
 }
