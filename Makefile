@@ -60,7 +60,8 @@ demo: all
 check:
 	@scripts/check
 
-# Pass-through benchmark against the kernel's dm-linear (results/bench-*/).
+# Benchmark against the kernel's dm-linear and dm-snapshot in the same guest
+# boot (results/bench-*/: report.md, report.json, ratios.svg).
 bench:
 	@scripts/bench
 
