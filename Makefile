@@ -60,7 +60,8 @@ demo: all
 check:
 	@scripts/check
 
-# Pass-through benchmark against the kernel's dm-linear (results/bench-*/).
+# Benchmark against the kernel's dm-linear and dm-snapshot in the same guest
+# boot (results/bench-*/: report.md, report.json, ratios.svg).
 bench:
 	@scripts/bench
 
@@ -78,16 +79,18 @@ powercut: all
 # LVM2's own test suite (Debian's lvm2 2.03.16 source, built once into the
 # cache by scripts/lvm2-suite) run by its own runner in one guest, on the
 # kernel's dm and then on rdm (dm_compat=1): the tests whose names match
-# RDM_LVM2_TESTS (default: snap), in the no-udev flavour unless
+# RDM_LVM2_TESTS (default: snap) but not those matching RDM_LVM2_SKIP
+# (comma-separated name parts), in the no-udev flavour unless
 # RDM_LVM2_FLAVOUR=udev-vanilla. Results in results/lvm2-suite-<date>/.
 RDM_LVM2_TESTS ?= snap
+RDM_LVM2_SKIP ?=
 RDM_LVM2_FLAVOUR ?= ndev-vanilla
 lvm2-suite: all
 	@scripts/lvm2-suite build >/dev/null
 	@out=results/lvm2-suite-$$(date +%Y%m%d-%H%M%S) && \
 	scripts/vm-run --disks 0 --memory 3G --timeout 21600 --results "$$out" \
 		$$([ "$(RDM_LVM2_FLAVOUR)" = udev-vanilla ] && echo --udev) -- \
-		env RDM_LVM2_TESTS=$(RDM_LVM2_TESTS) scripts/lvm2-suite run --flavour $(RDM_LVM2_FLAVOUR) && \
+		env RDM_LVM2_TESTS=$(RDM_LVM2_TESTS) RDM_LVM2_SKIP=$(RDM_LVM2_SKIP) scripts/lvm2-suite run --flavour $(RDM_LVM2_FLAVOUR) && \
 	echo "results in $$out"
 
 # The same suite on the debug kernel (KASAN, KFENCE, kmemleak, debug objects).

@@ -130,7 +130,7 @@ int rdm_misc_minor(const struct rdm_misc *m)
 /* MISC_DYNAMIC_MINOR is a macro. */
 const int rdm_misc_dynamic_minor = MISC_DYNAMIC_MINOR;
 
-/* ---- rust/block.rs: bio-based gendisks, bios, underlying block devices ---- */
+/* ---- rust/block/: bio-based gendisks, bios, underlying block devices ---- */
 
 #include <linux/bio.h>
 #include <linux/blkdev.h>
@@ -256,7 +256,7 @@ void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
 /*
  * Stacks a target's I/O hints onto @lim as blk_stack_limits() stacks a
  * device: limits that only carry the hints (0 for none), stacked at 0.
- * Used by rust/block.rs (Limits::add_io_hints).
+ * Used by rust/block/bdev.rs (Limits::add_io_hints).
  */
 void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
 			 unsigned int io_min, unsigned int io_opt)
@@ -479,48 +479,6 @@ void rdm_srcu_read_unlock(struct srcu_struct *s, int idx)
 void rdm_srcu_synchronize(struct srcu_struct *s)
 {
 	synchronize_srcu(s);
-}
-
-/* ---- rust/param.rs: module parameters (6.12's module! has none) ---- */
-
-static bool dm_compat;
-module_param(dm_compat, bool, 0444);
-MODULE_PARM_DESC(dm_compat,
-		 "Register as device-mapper (misc 10:236 /dev/mapper/control, block major \"device-mapper\") so unmodified dmsetup drives rdm; fails if dm-mod is loaded");
-
-bool rdm_param_dm_compat(void)
-{
-	return dm_compat;
-}
-
-static unsigned int cow_threshold = 2048;
-module_param(cow_threshold, uint, 0644);
-MODULE_PARM_DESC(cow_threshold,
-		 "Most chunk copies in progress at once; a write needing one more waits (0: no limit)");
-
-static unsigned int copy_delay_ms;
-module_param(copy_delay_ms, uint, 0644);
-MODULE_PARM_DESC(copy_delay_ms,
-		 "Test knob: hold each chunk copy this many milliseconds before it starts (0: off)");
-
-static unsigned int merge_kib_per_s;
-module_param(merge_kib_per_s, uint, 0644);
-MODULE_PARM_DESC(merge_kib_per_s,
-		 "Most KiB per second a snapshot merge copies back (0: as fast as the disks allow)");
-
-unsigned int rdm_param_merge_kib_per_s(void)
-{
-	return READ_ONCE(merge_kib_per_s);
-}
-
-unsigned int rdm_param_cow_threshold(void)
-{
-	return READ_ONCE(cow_threshold);
-}
-
-unsigned int rdm_param_copy_delay_ms(void)
-{
-	return READ_ONCE(copy_delay_ms);
 }
 
 /* ---- rust/wait.rs ---- */

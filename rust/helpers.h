@@ -25,7 +25,7 @@ extern const int rdm_misc_dynamic_minor;
 
 
 
-/* rust/block.rs */
+/* rust/block/ */
 struct gendisk *rdm_alloc_disk(struct queue_limits *lim);
 int rdm_add_disk(struct gendisk *disk, const struct attribute_group **groups,
 		 const struct block_device_operations *fops,
@@ -79,11 +79,6 @@ int rdm_srcu_read_lock(struct srcu_struct *s);
 void rdm_srcu_read_unlock(struct srcu_struct *s, int idx);
 void rdm_srcu_synchronize(struct srcu_struct *s);
 
-/* rust/param.rs */
-bool rdm_param_dm_compat(void);
-unsigned int rdm_param_cow_threshold(void);
-unsigned int rdm_param_copy_delay_ms(void);
-unsigned int rdm_param_merge_kib_per_s(void);
 /* rust/wait.rs */
 void rdm_poll_wait(struct file *file, wait_queue_head_t *wq, poll_table *pt);
 void rdm_wake_up_var(void *var);

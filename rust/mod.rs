@@ -9,6 +9,7 @@ pub mod kthread;
 pub mod memalloc;
 pub mod miscdevice;
 pub mod module;
+pub mod param;
 pub mod srcu;
 pub mod sync;
 pub mod vec;

@@ -1,12 +1,9 @@
-//! Module reference counting, parameters, and the jiffies clock.
-//!
-//! 6.12's `module!` has no parameters, so they are declared with
-//! `module_param()` in `helpers.c` and read here.
+//! Module reference counting and the jiffies clock (module parameters are
+//! declared with [`crate::module_param!`], in `param.rs`).
 
 extern "C" {
     fn rdm_module_get();
     fn rdm_module_put();
-    fn rdm_param_dm_compat() -> bool;
 }
 
 /// A reference on this module: while one exists, rmmod fails with "in use".
@@ -30,38 +27,8 @@ impl Drop for ModuleRef {
     }
 }
 
-/// The `dm_compat` module parameter.
-pub fn param_dm_compat() -> bool {
-    // SAFETY: reads a bool parameter that is read-only after load (0444).
-    unsafe { rdm_param_dm_compat() }
-}
-
 extern "C" {
-    fn rdm_param_cow_threshold() -> u32;
-    fn rdm_param_copy_delay_ms() -> u32;
-    fn rdm_param_merge_kib_per_s() -> u32;
     fn rdm_jiffies() -> kernel::ffi::c_ulong;
-}
-
-/// The `cow_threshold` module parameter: most chunk copies in progress (0:
-/// no limit). Writable at run time, so read it each time.
-pub fn param_cow_threshold() -> u32 {
-    // SAFETY: the helper reads the parameter with READ_ONCE.
-    unsafe { rdm_param_cow_threshold() }
-}
-
-/// The `copy_delay_ms` test knob: how long each copy is held before it
-/// starts (0: not at all).
-pub fn param_copy_delay_ms() -> u32 {
-    // SAFETY: the helper reads the parameter with READ_ONCE.
-    unsafe { rdm_param_copy_delay_ms() }
-}
-
-/// The `merge_kib_per_s` module parameter: the most a merge copies back
-/// per second, in KiB (0: no limit). Writable at run time.
-pub fn param_merge_kib_per_s() -> u32 {
-    // SAFETY: the helper reads the parameter with READ_ONCE.
-    unsafe { rdm_param_merge_kib_per_s() }
 }
 
 /// The current time in jiffies.

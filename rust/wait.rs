@@ -284,6 +284,52 @@ impl<T> Drop for DrainRef<T> {
     }
 }
 
+impl<T> DrainRef<T> {
+    /// The same count, no longer saying on what: for a holder that only
+    /// keeps the value alive and never reads it.
+    pub fn into_token(self) -> DrainToken {
+        // SAFETY: by the invariant the value is live while we hold a count.
+        let count = core::ptr::NonNull::from(unsafe { &self.ptr.as_ref().count });
+        core::mem::forget(self);
+        // INVARIANT: the count held by `self` passes to the token.
+        DrainToken { count }
+    }
+}
+
+/// A [`DrainRef`] that has forgotten its type: it holds one count of a
+/// [`Drained`] value, so the value stays until the token is dropped, but
+/// gives no access to it.
+///
+/// # Invariants
+///
+/// `count` points to the count of a live `Drained` value, of which this
+/// token holds one.
+pub struct DrainToken {
+    count: core::ptr::NonNull<DrainCounter>,
+}
+
+// SAFETY: a token only touches an atomic count, from any thread.
+unsafe impl Send for DrainToken {}
+// SAFETY: as above.
+unsafe impl Sync for DrainToken {}
+
+impl Clone for DrainToken {
+    fn clone(&self) -> Self {
+        // SAFETY: by the invariant the value is live while we hold a count.
+        unsafe { self.count.as_ref().inc() };
+        // INVARIANT: counted above.
+        DrainToken { count: self.count }
+    }
+}
+
+impl Drop for DrainToken {
+    fn drop(&mut self) {
+        // SAFETY: by the invariant the value is live; `dec` is our last use
+        // of it (after it, the owner may free it).
+        unsafe { self.count.as_ref().dec() };
+    }
+}
+
 /// Sleeps (uninterruptibly) for at least `ms` milliseconds. Process
 /// context; the caller must hold no spinlock.
 pub fn sleep_ms(ms: u32) {

@@ -8,11 +8,12 @@
 //! and one copy of the result back. No lock is held while user memory is
 //! touched: commands work on the kernel copy.
 
-use crate::device::{Key, MappedDevice, Name, Registry, Tables, NAME_MAX, UUID_MAX};
+use crate::device::{DeviceEnv, LastClose, MappedDevice, Name, Tables, NAME_MAX, UUID_MAX};
 use crate::kx::block::Uevent;
 use crate::kx::capability::capable_sys_admin;
 use crate::kx::miscdevice::{Minor, MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
-use crate::kx::wait::{PollTable, EPOLLIN};
+use crate::kx::wait::{PollEvent, PollTable, EPOLLIN};
+use crate::kx::workqueue::OwnedQueue;
 use crate::rdm_core::dm_ioctl::{
     self, c_str, check_data_size, check_version, decode_dev, decode_version, encode_version,
     Command, Header, ParamError, HEADER_SIZE, VERSION, VERSION_BYTES,
@@ -20,7 +21,8 @@ use crate::rdm_core::dm_ioctl::{
 use crate::rdm_core::payload::{payload_str, ByteWriter, ResultWriter, TargetMsg};
 use crate::rdm_core::table::valid_name;
 use crate::table::{LoadCtx, Table, TableArc};
-use crate::target::{BStr, TARGET_TYPES};
+use crate::target::{BStr, TargetTypes};
+use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
 use dm_ioctl::sys::{
     DM_ACTIVE_PRESENT_FLAG, DM_BUFFER_FULL_FLAG, DM_DATA_OUT_FLAG, DM_DEFERRED_REMOVE,
@@ -29,8 +31,10 @@ use dm_ioctl::sys::{
     DM_STATUS_TABLE_FLAG, DM_SUSPEND_FLAG, DM_UEVENT_GENERATED_FLAG, DM_UUID_FLAG,
 };
 use kernel::c_str;
+use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::sync::{Arc, ArcBorrow};
+use kernel::str::CString;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
 use kernel::uaccess::UserSlice;
 
 /// The registered control device.
@@ -250,7 +254,7 @@ fn dispatch(file: &ControlFile, cmd: Command, p: &mut Params) -> Result {
         Command::TableClear => table_clear(reg, p),
         Command::TableDeps => table_deps(reg, p),
         Command::TableStatus => table_status(reg, p),
-        Command::ListVersions | Command::GetTargetVersion => list_versions(p, cmd),
+        Command::ListVersions | Command::GetTargetVersion => list_versions(reg, p, cmd),
         Command::TargetMsg => target_msg(reg, p),
         Command::DevArmPoll => {
             let now = reg.global_event.get();
@@ -539,7 +543,7 @@ fn table_load(reg: &Registry, p: &mut Params) -> Result {
     let load = LoadCtx {
         name: name.as_bytes(),
         read_only,
-        snapshots: &reg.snapshots,
+        types: &reg.types,
         events: &md.events,
     };
     let table = Table::build(&load, &p.header, &p.buf)?;
@@ -606,9 +610,9 @@ fn table_status_of(md: &MappedDevice, name: &Name, uuid: &Name, p: &mut Params) 
         let mut w = ResultWriter::new(&mut p.buf);
         if let Some(t) = t {
             for e in t.entries.iter() {
-                let ok = w.target_status(e.start, e.len, e.ty.name.as_bytes(), |out| {
+                let ok = w.target_status(e.start, e.len, e.ty.as_bytes(), |out| {
                     let mut bw = ByteWriter::new(out);
-                    let target = e.target.get();
+                    let target = &*e.target;
                     let r = if table_lines {
                         target.table(&mut bw)
                     } else {
@@ -627,7 +631,7 @@ fn table_status_of(md: &MappedDevice, name: &Name, uuid: &Name, p: &mut Params) 
     })
 }
 
-fn list_versions(p: &mut Params, cmd: Command) -> Result {
+fn list_versions(reg: &Registry, p: &mut Params, cmd: Command) -> Result {
     let only = (cmd == Command::GetTargetVersion).then(|| {
         let mut n = [0u8; dm_ioctl::sys::DM_NAME_LEN as usize];
         n.copy_from_slice(&p.header.name);
@@ -635,7 +639,7 @@ fn list_versions(p: &mut Params, cmd: Command) -> Result {
     });
     let mut w = ResultWriter::new(&mut p.buf);
     let mut found = false;
-    for t in TARGET_TYPES.iter() {
+    for t in reg.types.iter() {
         if let Some(n) = &only {
             if c_str(n) != Some(t.name.as_bytes()) {
                 continue;
@@ -704,13 +708,13 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
         if first == b"@cancel_deferred_remove" {
             return Ok(true);
         }
-        match e.target.get().message(msg.message, &mut out) {
+        match e.target.message(msg.message, &mut out) {
             Some(r) => r.map(|()| false),
             None => {
                 pr_err!(
                     "{}: target {} does not accept message \"{}\"\n",
                     BStr(name.as_bytes()),
-                    e.ty.name,
+                    e.ty,
                     BStr(first)
                 );
                 Err(EINVAL)
@@ -733,4 +737,361 @@ fn target_msg(reg: &Registry, p: &mut Params) -> Result {
     }
     finish(&mut p.header, &w);
     Ok(())
+}
+
+/// A device in the registry, with its name and uuid.
+pub(crate) struct Entry {
+    pub(crate) name: Name,
+    pub(crate) uuid: Name,
+    pub(crate) md: Arc<MappedDevice>,
+}
+
+/// Every mapped device, by name and uuid.
+#[pin_data]
+pub(crate) struct Registry {
+    /// Held only to look up, add, rename or remove entries: never across
+    /// I/O, a table build, or a copy to or from user space.
+    /// Slots are reused; `None` is a free slot (6.12's `KVec` cannot remove).
+    #[pin]
+    pub(crate) devices: Mutex<KVec<Option<Entry>>>,
+    pub(crate) major: u32,
+    /// Disk name prefix: "rdm-" (or "dm-" in dm_compat mode).
+    pub(crate) disk_prefix: &'static str,
+    /// dm's global event (`dm_global_event_nr`): bumped when a device is
+    /// created, removed or renamed and on every device event; a `poll()`
+    /// of the control file is readable once it moved on since the file's
+    /// DM_DEV_ARM_POLL (or open).
+    pub(crate) global_event: Arc<PollEvent>,
+    /// rdm's own workqueue (`WQ_MEM_RECLAIM`), shared with every device
+    /// ([`DeviceEnv::wq`]). Destroyed, after waiting for its work, when
+    /// the registry's reference goes, which module exit drops (every
+    /// device, holding a module reference, is gone by then).
+    wq: Arc<OwnedQueue>,
+    /// The target types, for table loads.
+    pub(crate) types: TargetTypes,
+}
+
+/// Text for a log line, as long as it needs to be (a path of up to every
+/// device's name); what cannot be allocated is left out.
+struct TextBuf(KVec<u8>);
+
+impl Write for TextBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
+/// How a request names a device.
+pub(crate) enum Key<'a> {
+    Name(&'a [u8]),
+    Uuid(&'a [u8]),
+    /// The device number (`dm_ioctl.dev`), when neither is given.
+    Dev(u64),
+}
+
+impl Key<'_> {
+    fn matches(&self, e: &Entry) -> bool {
+        match self {
+            Key::Name(n) => e.name.as_bytes() == *n,
+            Key::Uuid(u) => !e.uuid.is_empty() && e.uuid.as_bytes() == *u,
+            Key::Dev(d) => e.md.devt == *d,
+        }
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(
+        major: u32,
+        disk_prefix: &'static str,
+        wq: Arc<OwnedQueue>,
+        types: TargetTypes,
+        global_event: Arc<PollEvent>,
+    ) -> impl PinInit<Self> {
+        pin_init!(Registry {
+            devices <- new_mutex!(KVec::new(), "rdm:registry"),
+            major,
+            disk_prefix,
+            global_event,
+            wq,
+            types,
+        })
+    }
+
+    /// Looks a device up; the returned reference keeps it alive (not
+    /// registered: `remove` may still take it out of the registry).
+    pub(crate) fn get(&self, key: &Key<'_>) -> Result<(Arc<MappedDevice>, Name, Name)> {
+        let devices = self.devices.lock();
+        let found = devices.iter().flatten().find(|e| key.matches(e));
+        match found {
+            Some(e) => Ok((e.md.clone(), e.name, e.uuid)),
+            None => Err(ENXIO),
+        }
+    }
+
+    /// The lowest free minor, or `want` if given and free.
+    fn pick_minor(devices: &KVec<Option<Entry>>, want: Option<u32>) -> Result<u32> {
+        let used = |m: u32| devices.iter().flatten().any(|e| e.md.minor == m);
+        match want {
+            Some(m) if m < 1 << 20 && !used(m) => Ok(m),
+            Some(_) => Err(EBUSY),
+            None => (0..1 << 20).find(|&m| !used(m)).ok_or(ENOSPC),
+        }
+    }
+
+    /// Creates and registers a device.
+    pub(crate) fn create(
+        self: &Arc<Self>,
+        name: Name,
+        uuid: Name,
+        want_minor: Option<u32>,
+        read_only: bool,
+    ) -> Result<Arc<MappedDevice>> {
+        // The registry lock is held across the disk creation so that the
+        // name and minor stay ours; add_disk() does no I/O of ours.
+        let mut devices = self.devices.lock();
+        if devices
+            .iter()
+            .flatten()
+            .any(|e| e.name.as_bytes() == name.as_bytes())
+        {
+            pr_err!("device name {} already exists\n", BStr(name.as_bytes()));
+            return Err(EBUSY);
+        }
+        if !uuid.is_empty()
+            && devices
+                .iter()
+                .flatten()
+                .any(|e| e.uuid.as_bytes() == uuid.as_bytes())
+        {
+            pr_err!("device uuid {} already exists\n", BStr(uuid.as_bytes()));
+            return Err(EBUSY);
+        }
+        let minor = Self::pick_minor(&devices, want_minor)?;
+        let disk_name = CString::try_from_fmt(kernel::fmt!("{}{}", self.disk_prefix, minor))?;
+        let slot = match devices.iter().position(|e| e.is_none()) {
+            Some(i) => i,
+            None => {
+                devices.push(None, GFP_KERNEL)?;
+                devices.len() - 1
+            }
+        };
+        let env = DeviceEnv {
+            major: self.major,
+            wq: self.wq.clone(),
+            global_event: self.global_event.clone(),
+            last_close: self.clone(),
+        };
+        let md = MappedDevice::create(&env, minor, &disk_name, read_only)?;
+        md.set_names(Some((name, uuid)));
+        devices[slot] = Some(Entry {
+            name,
+            uuid,
+            md: md.clone(),
+        });
+        self.global_event.bump();
+        Ok(md)
+    }
+
+    /// Removes a device that no one has open; `uevent` as
+    /// [`MappedDevice::destroy`]. Returns the device, its name and uuid,
+    /// and whether the uevent was sent.
+    pub(crate) fn remove(
+        &self,
+        key: &Key<'_>,
+        uevent: Option<u32>,
+    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
+        self.remove_if(|e| key.matches(e), uevent)
+    }
+
+    /// Removes `md` itself, if it is still registered (deferred removal:
+    /// its minor may have been reused by another device meanwhile).
+    pub(crate) fn remove_device(&self, md: &Arc<MappedDevice>) -> Result {
+        self.remove_if(|e| Arc::ptr_eq(&e.md, md), None).map(drop)
+    }
+
+    fn remove_if(
+        &self,
+        pred: impl Fn(&Entry) -> bool,
+        uevent: Option<u32>,
+    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
+        let entry = {
+            let mut devices = self.devices.lock();
+            let slot = devices
+                .iter_mut()
+                .find(|e| e.as_ref().is_some_and(&pred))
+                .ok_or(ENXIO)?;
+            slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
+            let entry = slot.take().ok_or(ENXIO)?;
+            entry.md.set_names(None);
+            entry
+        };
+        // Outside the registry lock: teardown waits for I/O.
+        let sent = entry.md.destroy(uevent);
+        self.global_event.bump();
+        Ok((entry.md, entry.name, entry.uuid, sent))
+    }
+
+    /// Makes `table` the inactive table of `md` unless it maps `md` itself,
+    /// directly or through the tables (active, inactive, or being resumed)
+    /// of other rdm devices: I/O would then come back to `md` for ever, and
+    /// the device would hold itself open (dm refuses a direct self-map in
+    /// `dm_get_device`). The check and the install are one step under the
+    /// registry lock, so two loads cannot each miss the other's table (and
+    /// no lock a draining suspend holds is taken: a device's `tables` only
+    /// briefly). Returns the table to drop, with no lock held: the one
+    /// replaced, or on error the refused one.
+    pub(crate) fn load_inactive(
+        &self,
+        md: &Arc<MappedDevice>,
+        table: TableArc,
+    ) -> (Result, Option<TableArc>) {
+        let devices = self.devices.lock();
+        let Some(entry) = devices.iter().flatten().find(|e| Arc::ptr_eq(&e.md, md)) else {
+            // Removed since it was looked up.
+            return (Err(ENXIO), Some(table));
+        };
+        match Self::find_cycle(&devices, md, &table) {
+            Ok(None) => {}
+            Ok(Some(path)) => {
+                Self::log_cycle(&devices, entry, &path);
+                return (Err(EINVAL), Some(table));
+            }
+            Err(e) => return (Err(e), Some(table)),
+        }
+        match md.set_inactive(Some(table)) {
+            Ok(old) => (Ok(()), old),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// Walks the devices `table` maps, and the devices the tables of rdm
+    /// devices among them map, and so on, looking for `md`. Returns the
+    /// path to it (device numbers, from the table's device to `md`), if
+    /// found. Registry lock held.
+    fn find_cycle(
+        devices: &KVec<Option<Entry>>,
+        md: &MappedDevice,
+        table: &Table,
+    ) -> Result<Option<KVec<u64>>> {
+        const ROOT: usize = usize::MAX;
+        // Every device reached once, with the index of the one it was
+        // reached from.
+        let mut seen: KVec<(u64, usize)> = KVec::new();
+        for d in table.devices.iter() {
+            seen.push((d.devt(), ROOT), GFP_KERNEL)?;
+        }
+        let mut i = 0;
+        while i < seen.len() {
+            let devt = seen[i].0;
+            if devt == md.devt {
+                let mut path = KVec::new();
+                let mut at = i;
+                while at != ROOT {
+                    path.push(seen[at].0, GFP_KERNEL)?;
+                    at = seen[at].1;
+                }
+                path.reverse();
+                return Ok(Some(path));
+            }
+            if let Some(e) = devices.iter().flatten().find(|e| e.md.devt == devt) {
+                for next in e.md.mapped_devts()?.iter() {
+                    if !seen.iter().any(|(d, _)| d == next) {
+                        seen.push((*next, i), GFP_KERNEL)?;
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// Logs a refused cycle (`path` ends at `entry`'s device).
+    fn log_cycle(devices: &KVec<Option<Entry>>, entry: &Entry, path: &[u64]) {
+        let name = BStr(entry.name.as_bytes());
+        if path.len() == 1 {
+            pr_err!("{name}: table load: the table maps the device onto itself (refused)\n");
+            return;
+        }
+        let mut w = TextBuf(KVec::new());
+        let _ = write!(w, "{name}");
+        for devt in path {
+            match devices.iter().flatten().find(|e| e.md.devt == *devt) {
+                Some(e) => {
+                    let _ = write!(w, " -> {}", BStr(e.name.as_bytes()));
+                }
+                None => {
+                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(*devt);
+                    let _ = write!(w, " -> {ma}:{mi}");
+                }
+            }
+        }
+        pr_err!(
+            "{name}: table load: the table would make a cycle of devices: {} (refused)\n",
+            BStr(&w.0)
+        );
+    }
+
+    /// Renames a device, or sets its uuid (only if it has none); returns
+    /// the device with its name and uuid after the change.
+    pub(crate) fn rename(
+        &self,
+        key: &Key<'_>,
+        new: Name,
+        set_uuid: bool,
+    ) -> Result<(Arc<MappedDevice>, Name, Name)> {
+        let mut devices = self.devices.lock();
+        let clash = devices.iter().flatten().any(|e| {
+            if set_uuid {
+                !e.uuid.is_empty() && e.uuid.as_bytes() == new.as_bytes()
+            } else {
+                e.name.as_bytes() == new.as_bytes()
+            }
+        });
+        if clash {
+            pr_err!(
+                "cannot rename: {} is already in use\n",
+                BStr(new.as_bytes())
+            );
+            return Err(EBUSY);
+        }
+        let e = devices
+            .iter_mut()
+            .flatten()
+            .find(|e| key.matches(e))
+            .ok_or(ENXIO)?;
+        if set_uuid {
+            if !e.uuid.is_empty() {
+                pr_err!(
+                    "cannot change the uuid of {}: it is already set\n",
+                    BStr(e.name.as_bytes())
+                );
+                return Err(EINVAL);
+            }
+            e.uuid = new;
+        } else {
+            e.name = new;
+        }
+        let (md, name, uuid) = (e.md.clone(), e.name, e.uuid);
+        md.set_names(Some((name, uuid)));
+        // The event (an atomic, no lock) is raised after the registry
+        // lock is dropped, which covers the rename alone.
+        drop(devices);
+        md.raise_event();
+        self.global_event.bump();
+        Ok((md, name, uuid))
+    }
+}
+
+impl LastClose for Registry {
+    fn deferred_remove(&self, md: &Arc<MappedDevice>) {
+        match self.remove_device(md) {
+            Ok(()) => {}
+            // Reopened meanwhile (the next last close tries again), or
+            // removed by a command meanwhile.
+            Err(e) if e == EBUSY || e == ENXIO => {}
+            Err(e) => pr_err!("deferred remove failed ({e:?})\n"),
+        }
+    }
 }

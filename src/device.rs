@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Mapped devices and the registry of them.
+//! Mapped devices (the registry of them, by name and uuid, is the control
+//! device's: `control.rs`). A device knows its targets only through the
+//! target API (`target.rs`); what it needs of its creator comes in a
+//! [`DeviceEnv`] (the workqueue, the global event, a [`LastClose`] callback).
 //!
 //! A [`MappedDevice`] is a bio-based gendisk with an active table (what I/O
 //! is mapped through) and an inactive one (loaded, waiting for resume).
@@ -24,17 +27,16 @@
 //! [`DrainCounter`]: crate::kx::wait::DrainCounter
 
 use crate::kx::block::{
-    AttrText, BdevFile, Bio, BioDriver, BioList, BioOp, BioSet, CloneEnd, DiskAttr, FlushesDone,
-    GenDisk, Uevent,
+    AttrText, BdevFile, Bio, BioDriver, BioList, BioOp, BioSet, DiskAttr, FlushesDone, GenDisk,
+    Uevent,
 };
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
 use crate::kx::wait::{DrainRef, Drained, EventCounter, PollEvent};
 use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
-use crate::snapshot::{EndHook, Snapshots};
 use crate::table::{Entry as TableEntry, Table, TableArc};
-use crate::target::{refuses, BStr};
+use crate::target::{refuses, CloneData, Io};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
@@ -77,94 +79,6 @@ impl Name {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
-    }
-}
-
-/// Per-clone data: what the target wants done when the clone ends, and the
-/// count on the table the bio was mapped through, which keeps the table
-/// (and its targets) alive until the clone completes.
-pub(crate) struct CloneData {
-    hook: EndHook,
-    table: DrainRef<Table>,
-}
-
-impl CloneEnd for CloneData {
-    fn end(self, orig: Bio) {
-        let CloneData { hook, table } = self;
-        hook.run(CountedBio { bio: orig, table });
-    }
-}
-
-/// A bio a target was handed, whose clone has ended, with the count it
-/// holds on the table it was mapped through: a clone-end hook ends it at
-/// once, or keeps it until what it waits for is done (a whole-chunk
-/// snapshot write is acknowledged only once its exception is committed).
-/// While it is kept, suspend and teardown of its device wait for it.
-pub(crate) struct CountedBio {
-    bio: Bio,
-    table: DrainRef<Table>,
-}
-
-impl CountedBio {
-    /// Whether the bio has failed (its clone's error was copied into it).
-    pub(crate) fn failed(&self) -> bool {
-        self.bio.failed()
-    }
-
-    /// Ends the bio (with an error if `error`, or if it failed already),
-    /// then drops its table count. Any context.
-    pub(crate) fn end(self, error: bool) {
-        let CountedBio { bio, table } = self;
-        bio.end(error);
-        // Last: after this the table may go.
-        drop(table);
-    }
-}
-
-/// A bio being mapped: a target gets it with the bio and must use it once
-/// (remap, clone, or end), which hands the table count on to the clone or
-/// drops it.
-pub(crate) struct Io<'a> {
-    table: DrainRef<Table>,
-    bioset: &'a BioSet<CloneData>,
-}
-
-impl Io<'_> {
-    /// Sends `bio` (already moved to its sector) to `dev`.
-    pub(crate) fn remap(self, bio: Bio, dev: &BdevFile) {
-        if let Some(clone) = self.clone_bio(bio, Some(dev), EndHook::None) {
-            clone.submit();
-        }
-    }
-
-    /// Clones `bio` (for `dev`, or still for this device when `None`, to be
-    /// pointed somewhere before it is submitted) with `hook` to run when it
-    /// ends. The clone carries the table count. If no clone can be had,
-    /// the bio fails (and the hook runs as for a failed clone).
-    pub(crate) fn clone_bio(self, bio: Bio, dev: Option<&BdevFile>, hook: EndHook) -> Option<Bio> {
-        let data = CloneData {
-            hook,
-            table: self.table,
-        };
-        match self.bioset.clone_bio(bio, dev, data) {
-            Ok(clone) => Some(clone),
-            Err((mut bio, data)) => {
-                // Ends as a clone that failed: the hook sees the error.
-                bio.set_failed();
-                data.end(bio);
-                None
-            }
-        }
-    }
-
-    /// Ends `bio` without sending it anywhere.
-    pub(crate) fn end(self, bio: Bio, error: bool) {
-        bio.end(error);
-    }
-
-    /// Ends `bio` with EOPNOTSUPP: the target does not do its operation.
-    pub(crate) fn end_unsupported(self, bio: Bio) {
-        bio.end_unsupported();
     }
 }
 
@@ -254,10 +168,15 @@ pub(crate) struct MappedDevice {
     /// The event number (table swaps, renames, snapshot invalidation);
     /// targets get a reference to raise events from any context.
     pub(crate) events: Arc<EventCounter>,
-    /// For deferred removal. Declared before `_module` so that it is
-    /// dropped first: the module stays pinned until the registry reference
-    /// is gone.
-    registry: Arc<Registry>,
+    /// rdm's own workqueue (`WQ_MEM_RECLAIM`): deferred removals, the
+    /// resubmission of parked bios, the data of flushes with data, and the
+    /// final drop of the device. Declared before `_module` so that it is
+    /// dropped first: the module stays pinned until this reference is gone
+    /// (the control device's registry holds the queue until module exit).
+    wq: Arc<OwnedQueue>,
+    /// Called on the last close when a deferred remove is pending (from
+    /// `wq`); dropped before `_module`, as `wq`.
+    last_close: Arc<dyn LastClose>,
     /// Keeps rdm loaded while the device exists.
     _module: ModuleRef,
 }
@@ -265,15 +184,15 @@ pub(crate) struct MappedDevice {
 impl MappedDevice {
     /// Creates a device with minor `minor` and its (empty) disk `name`.
     pub(crate) fn create(
-        registry: &Arc<Registry>,
-        major: u32,
+        env: &DeviceEnv,
         minor: u32,
         disk_name: &CString,
         read_only: bool,
     ) -> Result<Arc<MappedDevice>> {
+        let major = env.major;
         let srcu = Srcu::new()?;
         let events = Arc::new(
-            EventCounter::with_parent(registry.global_event.clone()),
+            EventCounter::with_parent(env.global_event.clone()),
             GFP_KERNEL,
         )?;
         let devt = crate::rdm_core::dm_ioctl::encode_dev(major, minor);
@@ -318,7 +237,8 @@ impl MappedDevice {
                 ),
                 names <- new_spinlock!(None, "rdm:names"),
                 events,
-                registry: registry.clone(),
+                wq: env.wq.clone(),
+                last_close: env.last_close.clone(),
                 _module: ModuleRef::get(),
             }),
             GFP_KERNEL,
@@ -342,7 +262,7 @@ impl MappedDevice {
     /// The device numbers of the underlying devices of every table the
     /// device has (active, inactive, being resumed): where its I/O may go
     /// now or after a resume.
-    fn mapped_devts(&self) -> Result<KVec<u64>> {
+    pub(crate) fn mapped_devts(&self) -> Result<KVec<u64>> {
         let t = self.tables.lock();
         let mut devts = KVec::new();
         if t.removed {
@@ -382,6 +302,12 @@ impl MappedDevice {
     /// Waits (interruptibly) until the event number is no longer `seen`.
     pub(crate) fn wait_event(&self, seen: u32) -> Result {
         self.events.wait_change(seen).map_err(|_| EINTR)
+    }
+
+    /// Sets the name and uuid the `dm/` sysfs attributes show (`None`:
+    /// the device left the registry). Called under the registry lock.
+    pub(crate) fn set_names(&self, names: Option<(Name, Name)>) {
+        *self.names.lock() = names;
     }
 
     /// Number of openers.
@@ -434,10 +360,7 @@ impl MappedDevice {
     /// each one holds `orig` open until it completes.
     fn flush_devices(&self, orig: &Bio, table: &DrainRef<Table>) {
         for dev in table.devices.iter() {
-            let data = CloneData {
-                hook: EndHook::None,
-                table: table.clone(),
-            };
+            let data = CloneData::plain(table.clone().into_token());
             match self.bioset.flush_bio(orig.share(), dev, data) {
                 Ok(flush) => flush.submit(),
                 Err((share, _data)) => share.end(true),
@@ -455,7 +378,7 @@ impl MappedDevice {
         };
         let offset = sector - entry.start;
         let mut room = entry.start + entry.len - sector;
-        if let Some(max) = entry.target.get().max_io_len(offset) {
+        if let Some(max) = entry.target.max_io_len(offset) {
             room = room.min(max);
         }
         Some((entry, offset, room))
@@ -484,7 +407,7 @@ impl MappedDevice {
             bio.end(true);
             return;
         };
-        let target = entry.target.get();
+        let target = &*entry.target;
         if refuses(target, bio.op()) {
             bio.end_unsupported();
             return;
@@ -503,10 +426,7 @@ impl MappedDevice {
         };
         // The target lives in the table, so `table` stays counted while it
         // maps; `io` carries the count the bio keeps.
-        let io = Io {
-            table: table.clone(),
-            bioset: &self.bioset,
-        };
+        let io = Io::new(table.clone().into_token(), &self.bioset);
         target.map(bio, offset, io);
     }
 
@@ -584,7 +504,7 @@ impl MappedDevice {
     fn presuspend_targets(table: Option<&TableArc>) {
         if let Some(t) = table {
             for e in t.entries.iter() {
-                e.target.get().presuspend();
+                e.target.presuspend();
             }
         }
     }
@@ -593,7 +513,7 @@ impl MappedDevice {
     fn resume_targets(table: Option<&TableArc>) {
         if let Some(t) = table {
             for e in t.entries.iter() {
-                e.target.get().resume();
+                e.target.resume();
             }
         }
     }
@@ -726,7 +646,6 @@ impl MappedDevice {
         // must not hold up this command or the device's next suspend.
         // If the work is already queued, that run takes these bios too.
         let _ = self
-            .registry
             .wq
             .enqueue::<Arc<MappedDevice>, RESTART_WORK>(self.clone());
         self.thaw(ss);
@@ -778,7 +697,7 @@ impl MappedDevice {
         let old = self.map.replace(Some(new.clone()), &self.srcu);
         // The targets go live (a snapshot starts preserving its chunks).
         for e in new.entries.iter() {
-            e.target.get().resume();
+            e.target.resume();
         }
         let (prev, loaded) = {
             let mut t = self.tables.lock();
@@ -964,7 +883,7 @@ impl FlushesDone for PreFlush {
         // Queued once, when the last flush ended: it cannot be queued
         // already. No other reference is taken to reach the queue: it
         // could be the last one once the work has run.
-        let _ = enqueue_arc(this, |ctx| &ctx.md.registry.wq);
+        let _ = enqueue_arc(this, |ctx| &ctx.md.wq);
     }
 }
 
@@ -1039,10 +958,7 @@ impl BioDriver for MappedDevice {
         // already (not run yet since an earlier last close), that run
         // removes the device.
         let md: Arc<MappedDevice> = this.into();
-        let _ = this
-            .registry
-            .wq
-            .enqueue::<Arc<MappedDevice>, REMOVE_WORK>(md);
+        let _ = this.wq.enqueue::<Arc<MappedDevice>, REMOVE_WORK>(md);
     }
 
     // dm's attributes (dm-sysfs.c), which lsblk, udev rules and LVM2 read.
@@ -1110,7 +1026,7 @@ impl BioDriver for MappedDevice {
         // waiting for it. Queued once (free_disk runs once per disk), so it
         // is never queued already; no other reference is taken to reach the
         // queue.
-        let _ = enqueue_arc::<MappedDevice, RELEASE_WORK>(this, |md| &md.registry.wq);
+        let _ = enqueue_arc::<MappedDevice, RELEASE_WORK>(this, |md| &md.wq);
     }
 }
 
@@ -1118,13 +1034,7 @@ impl WorkItem<REMOVE_WORK> for MappedDevice {
     type Pointer = Arc<MappedDevice>;
 
     fn run(md: Arc<MappedDevice>) {
-        match md.registry.remove_device(&md) {
-            Ok(()) => {}
-            // Reopened meanwhile (the next last close tries again), or
-            // removed by a command meanwhile.
-            Err(e) if e == EBUSY || e == ENXIO => {}
-            Err(e) => pr_err!("deferred remove failed ({e:?})\n"),
-        }
+        md.last_close.deferred_remove(&md);
     }
 }
 
@@ -1138,342 +1048,23 @@ impl WorkItem<RELEASE_WORK> for MappedDevice {
     }
 }
 
-/// A device in the registry, with its name and uuid.
-pub(crate) struct Entry {
-    pub(crate) name: Name,
-    pub(crate) uuid: Name,
-    pub(crate) md: Arc<MappedDevice>,
+/// Called by a mapped device on its last close when a deferred remove is
+/// pending (DM_DEFERRED_REMOVE on an open device): its creator (the control
+/// device's registry) removes it.
+pub(crate) trait LastClose: Send + Sync {
+    /// Removes `md` if it is still registered and not open again. Process
+    /// context (rdm's workqueue), no lock held.
+    fn deferred_remove(&self, md: &Arc<MappedDevice>);
 }
 
-/// Every mapped device, by name and uuid.
-#[pin_data]
-pub(crate) struct Registry {
-    /// Held only to look up, add, rename or remove entries: never across
-    /// I/O, a table build, or a copy to or from user space.
-    /// Slots are reused; `None` is a free slot (6.12's `KVec` cannot remove).
-    #[pin]
-    pub(crate) devices: Mutex<KVec<Option<Entry>>>,
+/// What every mapped device shares with the others and with its creator.
+pub(crate) struct DeviceEnv {
+    /// The block major of every device.
     pub(crate) major: u32,
-    /// Disk name prefix: "rdm-" (or "dm-" in dm_compat mode).
-    pub(crate) disk_prefix: &'static str,
-    /// dm's global event (`dm_global_event_nr`): bumped when a device is
-    /// created, removed or renamed and on every device event; a `poll()`
-    /// of the control file is readable once it moved on since the file's
-    /// DM_DEV_ARM_POLL (or open).
+    /// rdm's workqueue.
+    pub(crate) wq: Arc<OwnedQueue>,
+    /// dm's global event, the parent of each device's event number.
     pub(crate) global_event: Arc<PollEvent>,
-    /// rdm's own workqueue (`WQ_MEM_RECLAIM`): deferred removals, the
-    /// resubmission of parked bios, the data of flushes with data, and
-    /// the final drop of devices. Destroyed, after waiting for its work,
-    /// with the registry, whose last reference module exit drops (every
-    /// device, holding a module reference, is gone by then).
-    wq: OwnedQueue,
-    /// Origins and the copier, for snapshot targets.
-    pub(crate) snapshots: Arc<Snapshots>,
-}
-
-/// Text for a log line, as long as it needs to be (a path of up to every
-/// device's name); what cannot be allocated is left out.
-struct TextBuf(KVec<u8>);
-
-impl Write for TextBuf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0
-            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-            .map_err(|_| core::fmt::Error)
-    }
-}
-
-/// How a request names a device.
-pub(crate) enum Key<'a> {
-    Name(&'a [u8]),
-    Uuid(&'a [u8]),
-    /// The device number (`dm_ioctl.dev`), when neither is given.
-    Dev(u64),
-}
-
-impl Key<'_> {
-    fn matches(&self, e: &Entry) -> bool {
-        match self {
-            Key::Name(n) => e.name.as_bytes() == *n,
-            Key::Uuid(u) => !e.uuid.is_empty() && e.uuid.as_bytes() == *u,
-            Key::Dev(d) => e.md.devt == *d,
-        }
-    }
-}
-
-impl Registry {
-    pub(crate) fn new(
-        major: u32,
-        disk_prefix: &'static str,
-        wq: OwnedQueue,
-        snapshots: Arc<Snapshots>,
-        global_event: Arc<PollEvent>,
-    ) -> impl PinInit<Self> {
-        pin_init!(Registry {
-            devices <- new_mutex!(KVec::new(), "rdm:registry"),
-            major,
-            disk_prefix,
-            global_event,
-            wq,
-            snapshots,
-        })
-    }
-
-    /// Looks a device up; the returned reference keeps it alive (not
-    /// registered: `remove` may still take it out of the registry).
-    pub(crate) fn get(&self, key: &Key<'_>) -> Result<(Arc<MappedDevice>, Name, Name)> {
-        let devices = self.devices.lock();
-        let found = devices.iter().flatten().find(|e| key.matches(e));
-        match found {
-            Some(e) => Ok((e.md.clone(), e.name, e.uuid)),
-            None => Err(ENXIO),
-        }
-    }
-
-    /// The lowest free minor, or `want` if given and free.
-    fn pick_minor(devices: &KVec<Option<Entry>>, want: Option<u32>) -> Result<u32> {
-        let used = |m: u32| devices.iter().flatten().any(|e| e.md.minor == m);
-        match want {
-            Some(m) if m < 1 << 20 && !used(m) => Ok(m),
-            Some(_) => Err(EBUSY),
-            None => (0..1 << 20).find(|&m| !used(m)).ok_or(ENOSPC),
-        }
-    }
-
-    /// Creates and registers a device.
-    pub(crate) fn create(
-        self: &Arc<Self>,
-        name: Name,
-        uuid: Name,
-        want_minor: Option<u32>,
-        read_only: bool,
-    ) -> Result<Arc<MappedDevice>> {
-        // The registry lock is held across the disk creation so that the
-        // name and minor stay ours; add_disk() does no I/O of ours.
-        let mut devices = self.devices.lock();
-        if devices
-            .iter()
-            .flatten()
-            .any(|e| e.name.as_bytes() == name.as_bytes())
-        {
-            pr_err!("device name {} already exists\n", BStr(name.as_bytes()));
-            return Err(EBUSY);
-        }
-        if !uuid.is_empty()
-            && devices
-                .iter()
-                .flatten()
-                .any(|e| e.uuid.as_bytes() == uuid.as_bytes())
-        {
-            pr_err!("device uuid {} already exists\n", BStr(uuid.as_bytes()));
-            return Err(EBUSY);
-        }
-        let minor = Self::pick_minor(&devices, want_minor)?;
-        let disk_name = CString::try_from_fmt(kernel::fmt!("{}{}", self.disk_prefix, minor))?;
-        let slot = match devices.iter().position(|e| e.is_none()) {
-            Some(i) => i,
-            None => {
-                devices.push(None, GFP_KERNEL)?;
-                devices.len() - 1
-            }
-        };
-        let md = MappedDevice::create(self, self.major, minor, &disk_name, read_only)?;
-        *md.names.lock() = Some((name, uuid));
-        devices[slot] = Some(Entry {
-            name,
-            uuid,
-            md: md.clone(),
-        });
-        self.global_event.bump();
-        Ok(md)
-    }
-
-    /// Removes a device that no one has open; `uevent` as
-    /// [`MappedDevice::destroy`]. Returns the device, its name and uuid,
-    /// and whether the uevent was sent.
-    pub(crate) fn remove(
-        &self,
-        key: &Key<'_>,
-        uevent: Option<u32>,
-    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
-        self.remove_if(|e| key.matches(e), uevent)
-    }
-
-    /// Removes `md` itself, if it is still registered (deferred removal:
-    /// its minor may have been reused by another device meanwhile).
-    pub(crate) fn remove_device(&self, md: &Arc<MappedDevice>) -> Result {
-        self.remove_if(|e| Arc::ptr_eq(&e.md, md), None).map(drop)
-    }
-
-    fn remove_if(
-        &self,
-        pred: impl Fn(&Entry) -> bool,
-        uevent: Option<u32>,
-    ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
-        let entry = {
-            let mut devices = self.devices.lock();
-            let slot = devices
-                .iter_mut()
-                .find(|e| e.as_ref().is_some_and(&pred))
-                .ok_or(ENXIO)?;
-            slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
-            let entry = slot.take().ok_or(ENXIO)?;
-            *entry.md.names.lock() = None;
-            entry
-        };
-        // Outside the registry lock: teardown waits for I/O.
-        let sent = entry.md.destroy(uevent);
-        self.global_event.bump();
-        Ok((entry.md, entry.name, entry.uuid, sent))
-    }
-
-    /// Makes `table` the inactive table of `md` unless it maps `md` itself,
-    /// directly or through the tables (active, inactive, or being resumed)
-    /// of other rdm devices: I/O would then come back to `md` for ever, and
-    /// the device would hold itself open (dm refuses a direct self-map in
-    /// `dm_get_device`). The check and the install are one step under the
-    /// registry lock, so two loads cannot each miss the other's table (and
-    /// no lock a draining suspend holds is taken: a device's `tables` only
-    /// briefly). Returns the table to drop, with no lock held: the one
-    /// replaced, or on error the refused one.
-    pub(crate) fn load_inactive(
-        &self,
-        md: &Arc<MappedDevice>,
-        table: TableArc,
-    ) -> (Result, Option<TableArc>) {
-        let devices = self.devices.lock();
-        let Some(entry) = devices.iter().flatten().find(|e| Arc::ptr_eq(&e.md, md)) else {
-            // Removed since it was looked up.
-            return (Err(ENXIO), Some(table));
-        };
-        match Self::find_cycle(&devices, md, &table) {
-            Ok(None) => {}
-            Ok(Some(path)) => {
-                Self::log_cycle(&devices, entry, &path);
-                return (Err(EINVAL), Some(table));
-            }
-            Err(e) => return (Err(e), Some(table)),
-        }
-        match md.set_inactive(Some(table)) {
-            Ok(old) => (Ok(()), old),
-            Err(e) => (Err(e), None),
-        }
-    }
-
-    /// Walks the devices `table` maps, and the devices the tables of rdm
-    /// devices among them map, and so on, looking for `md`. Returns the
-    /// path to it (device numbers, from the table's device to `md`), if
-    /// found. Registry lock held.
-    fn find_cycle(
-        devices: &KVec<Option<Entry>>,
-        md: &MappedDevice,
-        table: &Table,
-    ) -> Result<Option<KVec<u64>>> {
-        const ROOT: usize = usize::MAX;
-        // Every device reached once, with the index of the one it was
-        // reached from.
-        let mut seen: KVec<(u64, usize)> = KVec::new();
-        for d in table.devices.iter() {
-            seen.push((d.devt(), ROOT), GFP_KERNEL)?;
-        }
-        let mut i = 0;
-        while i < seen.len() {
-            let devt = seen[i].0;
-            if devt == md.devt {
-                let mut path = KVec::new();
-                let mut at = i;
-                while at != ROOT {
-                    path.push(seen[at].0, GFP_KERNEL)?;
-                    at = seen[at].1;
-                }
-                path.reverse();
-                return Ok(Some(path));
-            }
-            if let Some(e) = devices.iter().flatten().find(|e| e.md.devt == devt) {
-                for next in e.md.mapped_devts()?.iter() {
-                    if !seen.iter().any(|(d, _)| d == next) {
-                        seen.push((*next, i), GFP_KERNEL)?;
-                    }
-                }
-            }
-            i += 1;
-        }
-        Ok(None)
-    }
-
-    /// Logs a refused cycle (`path` ends at `entry`'s device).
-    fn log_cycle(devices: &KVec<Option<Entry>>, entry: &Entry, path: &[u64]) {
-        let name = BStr(entry.name.as_bytes());
-        if path.len() == 1 {
-            pr_err!("{name}: table load: the table maps the device onto itself (refused)\n");
-            return;
-        }
-        let mut w = TextBuf(KVec::new());
-        let _ = write!(w, "{name}");
-        for devt in path {
-            match devices.iter().flatten().find(|e| e.md.devt == *devt) {
-                Some(e) => {
-                    let _ = write!(w, " -> {}", BStr(e.name.as_bytes()));
-                }
-                None => {
-                    let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(*devt);
-                    let _ = write!(w, " -> {ma}:{mi}");
-                }
-            }
-        }
-        pr_err!(
-            "{name}: table load: the table would make a cycle of devices: {} (refused)\n",
-            BStr(&w.0)
-        );
-    }
-
-    /// Renames a device, or sets its uuid (only if it has none); returns
-    /// the device with its name and uuid after the change.
-    pub(crate) fn rename(
-        &self,
-        key: &Key<'_>,
-        new: Name,
-        set_uuid: bool,
-    ) -> Result<(Arc<MappedDevice>, Name, Name)> {
-        let mut devices = self.devices.lock();
-        let clash = devices.iter().flatten().any(|e| {
-            if set_uuid {
-                !e.uuid.is_empty() && e.uuid.as_bytes() == new.as_bytes()
-            } else {
-                e.name.as_bytes() == new.as_bytes()
-            }
-        });
-        if clash {
-            pr_err!(
-                "cannot rename: {} is already in use\n",
-                BStr(new.as_bytes())
-            );
-            return Err(EBUSY);
-        }
-        let e = devices
-            .iter_mut()
-            .flatten()
-            .find(|e| key.matches(e))
-            .ok_or(ENXIO)?;
-        if set_uuid {
-            if !e.uuid.is_empty() {
-                pr_err!(
-                    "cannot change the uuid of {}: it is already set\n",
-                    BStr(e.name.as_bytes())
-                );
-                return Err(EINVAL);
-            }
-            e.uuid = new;
-        } else {
-            e.name = new;
-        }
-        let (md, name, uuid) = (e.md.clone(), e.name, e.uuid);
-        *md.names.lock() = Some((name, uuid));
-        // The event (an atomic, no lock) is raised after the registry
-        // lock is dropped, which covers the rename alone.
-        drop(devices);
-        md.raise_event();
-        self.global_event.bump();
-        Ok((md, name, uuid))
-    }
+    /// The creator's deferred-remove callback.
+    pub(crate) last_close: Arc<dyn LastClose>,
 }

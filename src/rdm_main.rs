@@ -5,7 +5,12 @@
 //! Crate layout (see `Documentation/design.rst`):
 //! - [`rdm_core`]: kernel-free logic shared with `rdmsetup` and host tests;
 //! - [`kx`]: the safe abstractions the 6.12 `kernel` crate lacks (`rust/`);
-//! - [`control`]: the device-mapper ioctl interface on `/dev/rdm-control`.
+//! - [`control`]: the device-mapper ioctl interface on `/dev/rdm-control`
+//!   and the registry of mapped devices;
+//! - [`device`] and [`table`]: mapped devices and their tables;
+//! - [`target`]: the target API, below both the devices and the targets;
+//! - the targets: [`basic`], [`striped`], [`snapshot::targets`] (over the
+//!   snapshot engine, [`snapshot`]).
 
 // `pin_init!` of a struct with many fields (`MappedDevice`, `Snap`, the
 // snapshot's state) nests its macros deeper than the default limit of 128.
@@ -19,8 +24,10 @@ pub mod rdm_core;
 #[path = "../rust/mod.rs"]
 pub mod kx;
 
+mod basic;
 mod control;
 mod device;
+mod params;
 mod snapshot;
 mod striped;
 mod table;
@@ -44,7 +51,7 @@ struct Rdm {
 
 impl kernel::Module for Rdm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let compat = kx::module::param_dm_compat();
+        let compat = params::dm_compat();
         let (major_name, disk_prefix) = if compat {
             (kernel::c_str!("device-mapper"), "dm-")
         } else {
@@ -55,10 +62,18 @@ impl kernel::Module for Rdm {
         let copier = snapshot::copier::Copier::new()?;
         let copier_thread = copier.start()?;
         let snapshots = snapshot::Snapshots::new(copier)?;
+        // The target types, in DM_LIST_VERSIONS order; the snapshot
+        // targets' constructors hold the snapshot registry.
+        let mut types = target::TargetTypes::new();
+        basic::register(&mut types)?;
+        striped::register(&mut types)?;
+        snapshot::targets::register(&mut types, &snapshots)?;
+        drop(snapshots);
+        let wq = kernel::sync::Arc::new(wq, GFP_KERNEL)?;
         let global_event =
             kernel::sync::Arc::pin_init(crate::new_poll_event!("rdm:global_event"), GFP_KERNEL)?;
         let registry = kernel::sync::Arc::pin_init(
-            device::Registry::new(major.major(), disk_prefix, wq, snapshots, global_event),
+            control::Registry::new(major.major(), disk_prefix, wq, types, global_event),
             GFP_KERNEL,
         )?;
         let control = control::ControlDevice::register(registry, compat)?;

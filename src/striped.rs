@@ -11,13 +11,13 @@
 //! discards, write zeroes and secure erases are split at the chunks too
 //! (dm sends one per stripe, each covering that stripe's part).
 
-use crate::device::Io;
 use crate::kx::block::{BdevFile, Bio, IoHints};
 use crate::kx::wait::EventCounter;
 use crate::rdm_core::striped::{parse_striped, StripeGeometry};
 use crate::rdm_core::table::{OpSupport, TargetOps};
-use crate::snapshot::EndHook;
-use crate::target::{open_device, write_dev, Ctx, Target};
+use crate::target::{
+    open_device, write_dev, CloneHook, CountedBio, Ctx, EndHook, Io, Target, TargetTypes,
+};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::prelude::*;
@@ -58,6 +58,32 @@ impl StripeErrors {
             }
         }
     }
+}
+
+impl CloneHook for StripeErrors {
+    /// A clone sent to stripe `word` ended: a failure is counted against
+    /// that stripe.
+    fn clone_ended(self: Arc<Self>, word: u64, done: CountedBio) {
+        self.ended(word as u32, done.failed());
+        // Not the last reference: `done` still counts the table, whose
+        // target holds the counts.
+        drop(self);
+        done.end(false);
+    }
+}
+
+/// Adds the `striped` type to `types`.
+pub(crate) fn register(types: &mut TargetTypes) -> Result {
+    types.add(
+        TY,
+        [1, 6, 0],
+        Arc::new(
+            |ctx: &Ctx<'_>, p: &[u8]| -> Result<Arc<dyn Target>> {
+                Ok(Arc::new(Striped::new(ctx, p)?, GFP_KERNEL)?)
+            },
+            GFP_KERNEL,
+        )?,
+    )
 }
 
 /// `striped <#stripes> <chunk size> <device> <offset>...`.
@@ -131,7 +157,7 @@ impl Target for Striped {
             return;
         };
         bio.set_sector(stripe.start + at);
-        let hook = EndHook::Stripe(self.errors.clone(), index);
+        let hook = EndHook::new(self.errors.clone(), u64::from(index));
         if let Some(clone) = io.clone_bio(bio, Some(&stripe.dev), hook) {
             clone.submit();
         }

@@ -11,8 +11,7 @@ use crate::rdm_core::payload::LoadSpecs;
 use crate::rdm_core::table::{
     check_block_alignment, check_layout, table_ops, DeviceOps, OpSupport, TargetBlock,
 };
-use crate::snapshot::Snapshots;
-use crate::target::{find_type, BStr, Ctx, TargetKind, TargetType};
+use crate::target::{BStr, Ctx, Target, TargetTypes};
 use core::num::NonZeroU64;
 use kernel::c_str;
 use kernel::prelude::*;
@@ -22,8 +21,9 @@ use kernel::sync::Arc;
 pub(crate) struct Entry {
     pub(crate) start: u64,
     pub(crate) len: u64,
-    pub(crate) ty: &'static TargetType,
-    pub(crate) target: TargetKind,
+    /// The target type's name.
+    pub(crate) ty: &'static str,
+    pub(crate) target: Arc<dyn Target>,
 }
 
 /// A table as devices hold it: bios in flight on it are counted in the
@@ -37,8 +37,8 @@ pub(crate) struct LoadCtx<'a> {
     pub(crate) name: &'a [u8],
     /// Open underlying devices read-only.
     pub(crate) read_only: bool,
-    /// Where snapshot targets find their origins and the copier.
-    pub(crate) snapshots: &'a Arc<Snapshots>,
+    /// The target types (their constructors).
+    pub(crate) types: &'a TargetTypes,
     /// The device's event number, for targets that raise events.
     pub(crate) events: &'a Arc<EventCounter>,
 }
@@ -84,7 +84,7 @@ impl Table {
         let mut devices: KVec<Arc<BdevFile>> = KVec::new();
         for (index, spec) in specs().flatten().enumerate() {
             let index = index as u32;
-            let ty = find_type(spec.target_type).ok_or_else(|| {
+            let ty = load.types.find(spec.target_type).ok_or_else(|| {
                 bad(format_args!(
                     "target {index}: unknown target type \"{}\"",
                     BStr(spec.target_type)
@@ -95,12 +95,11 @@ impl Table {
                 index,
                 len: spec.length,
                 read_only,
-                snapshots: load.snapshots,
                 events: load.events,
             };
             let target = ty.construct(&ctx, spec.params)?;
             let mut pushed = Ok(());
-            target.get().devices(&mut |dev, _| {
+            target.devices(&mut |dev, _| {
                 if pushed.is_ok() && !devices.iter().any(|d| d.devt() == dev.devt()) {
                     pushed = devices.push(dev.clone(), GFP_KERNEL);
                 }
@@ -110,7 +109,7 @@ impl Table {
                 Entry {
                     start: spec.start,
                     len: spec.length,
-                    ty,
+                    ty: ty.name,
                     target,
                 },
                 GFP_KERNEL,
@@ -139,7 +138,7 @@ impl Table {
         // In sectors; 1 for a target without devices.
         let block_of = |e: &Entry| {
             let mut block = NonZeroU64::MIN;
-            e.target.get().devices(&mut |dev, _| {
+            e.target.devices(&mut |dev, _| {
                 if let Some(b) = NonZeroU64::new(u64::from(dev.logical_block_size() >> 9)) {
                     block = block.max(b);
                 }
@@ -149,7 +148,7 @@ impl Table {
         for (index, e) in entries.iter().enumerate() {
             let block = block_of(e);
             let mut bad = None;
-            e.target.get().devices(&mut |dev, offset| {
+            e.target.devices(&mut |dev, offset| {
                 if bad.is_none() && (offset % block != 0 || e.len % block != 0) {
                     bad = Some((dev.devt(), offset));
                 }
@@ -159,7 +158,7 @@ impl Table {
                 pr_err!(
                     "{}: table load: target {index} ({}): start {offset} on device {ma}:{mi} or length {} is not aligned to the logical block size of its devices ({} bytes)\n",
                     BStr(name),
-                    e.ty.name,
+                    e.ty,
                     e.len,
                     block.get() * 512
                 );
@@ -176,7 +175,7 @@ impl Table {
             block: block_of(e).get(),
         });
         check_block_alignment(table_block, targets).map_err(|err| {
-            let ty = entries.get(err.index as usize).map_or("", |e| e.ty.name);
+            let ty = entries.get(err.index as usize).map_or("", |e| e.ty);
             pr_err!("{}: table load: {err} ({ty})\n", BStr(name));
             EINVAL
         })
@@ -195,7 +194,7 @@ impl Table {
     pub(crate) fn limits(&self) -> Limits {
         let mut lim = Limits::stacking();
         for e in self.entries.iter() {
-            let target = e.target.get();
+            let target = &*e.target;
             target.devices(&mut |dev, offset| lim.stack(dev, offset, c_str!("rdm")));
             if let Some(hints) = target.io_hints() {
                 lim.add_io_hints(hints);
@@ -222,7 +221,7 @@ impl Table {
     /// offers it (dm's `dm_table_supports_discards()` and siblings).
     pub(crate) fn ops(&self) -> DeviceOps {
         table_ops(self.entries.iter().map(|e| {
-            let target = e.target.get();
+            let target = &*e.target;
             // What every device of the target offers.
             let mut all = DeviceOps::ALL;
             target.devices(&mut |dev, _| {

@@ -1,20 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Targets: what a table line maps its range of sectors to.
+//! The target API: what the mapped-device layer and the targets share, and
+//! nothing else. The device layer (`device.rs`, `table.rs`) is above it and
+//! knows targets only as `dyn` [`Target`]; the targets (`basic.rs`,
+//! `striped.rs`, `snapshot/targets.rs`) are beside it and reach the device
+//! only through the map-time handle [`Io`] and the clone-end hook
+//! [`EndHook`]. It holds:
 //!
-//! Every target type implements [`Target`]; [`TargetKind`] holds one of each
-//! kind (static dispatch on the I/O path) and [`TARGET_TYPES`] is the list
-//! `DM_LIST_VERSIONS` reports. The snapshot targets join the same list.
+//! - the [`Target`] trait, and [`refuses`] (the optional operations);
+//! - [`Io`], what a target may do to a bio it maps: remap it, clone it with
+//!   an end hook, or end it (a target that holds a bio clones it or ends
+//!   it later);
+//! - [`EndHook`]/[`CloneHook`], run when a clone ends, with the target's
+//!   bio as a [`CountedBio`]; [`CloneData`] is what the device's bio set
+//!   keeps per clone;
+//! - the build side: [`Ctx`] (where a target is being built),
+//!   [`TargetType`] and [`TargetTypes`] (the constructors, assembled once
+//!   in `rdm_main.rs`: the snapshot targets' constructors hold the
+//!   snapshot registry), and helpers to open and print devices.
 
-use crate::device::Io;
-use crate::kx::block::{BdevFile, Bio, BioOp, IoHints};
-use crate::kx::wait::EventCounter;
-use crate::rdm_core::table::{
-    parse_linear, parse_none, ArgError, DevSpec, OpSupport, OptionalOp, TargetOps,
-};
-use crate::snapshot::targets::{MergeTarget, OriginTarget, SnapshotTarget};
-use crate::snapshot::Snapshots;
-use crate::striped::Striped;
+use crate::kx::block::{BdevFile, Bio, BioOp, BioSet, CloneEnd, IoHints};
+use crate::kx::wait::{DrainToken, EventCounter};
+use crate::rdm_core::table::{ArgError, DevSpec, OptionalOp, TargetOps};
 use core::fmt::{self, Write};
 use kernel::prelude::*;
 use kernel::str::CString;
@@ -100,8 +107,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) len: u64,
     /// Open underlying devices read-only.
     pub(crate) read_only: bool,
-    /// Origins and the copier, for the snapshot targets.
-    pub(crate) snapshots: &'a Arc<Snapshots>,
     /// The device's event number.
     pub(crate) events: &'a Arc<EventCounter>,
 }
@@ -195,212 +200,191 @@ pub(crate) fn write_dev(out: &mut dyn Write, dev: &BdevFile) -> fmt::Result {
     write!(out, "{major}:{minor}")
 }
 
-/// `linear <dev> <offset>`: the range maps to the device from `offset` on.
-pub(crate) struct Linear {
-    dev: Arc<BdevFile>,
-    start: u64,
+/// A hook run when a clone made by a target ends.
+///
+/// Completion context (may be hard IRQ): may not sleep, and drops nothing
+/// whose destructor sleeps.
+pub(crate) trait CloneHook: Send + Sync {
+    /// The clone of `done` ended; `word` is what the target stored with the
+    /// hook ([`EndHook::new`]: a chunk, a stripe). Ends `done`, at once or
+    /// later (it keeps its table, and so the target, alive until then):
+    /// `self` must be dropped before `done` is ended, or it could be the
+    /// last reference to what the target holds.
+    fn clone_ended(self: Arc<Self>, word: u64, done: CountedBio);
 }
 
-impl Linear {
-    fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
-        let (spec, start) = parse_linear(params).map_err(|e| arg_error(ctx, "linear", e))?;
-        let dev = open_device(ctx, "linear", spec)?;
-        let size = dev.nr_sectors();
-        // As dm (`device_area_is_invalid`): a device of size 0 (a mapped
-        // device whose table is loaded but not resumed yet, as LVM2
-        // activates a stack) is not checked.
-        if size != 0 && start.checked_add(ctx.len).map_or(true, |end| end > size) {
-            return Err(ctx.fail(
-                "linear",
-                format_args!(
-                    "device {} is too small: sectors {start}+{} past its end {size}",
-                    BStr(
-                        params
-                            .split(|b| b.is_ascii_whitespace())
-                            .next()
-                            .unwrap_or(b"")
-                    ),
-                    ctx.len
-                ),
-                EINVAL,
-            ));
-        }
-        let lbs = u64::from(dev.logical_block_size() >> 9).max(1);
-        if start % lbs != 0 || ctx.len % lbs != 0 {
-            return Err(ctx.fail(
-                "linear",
-                format_args!("start {start} and length {} must be multiples of the device's {lbs}-sector logical block", ctx.len),
-                EINVAL,
-            ));
-        }
-        Ok(Linear { dev, start })
-    }
-}
+/// What to do when a clone ends: nothing but end the target's bio, or run
+/// a [`CloneHook`] with a word the target chose.
+pub(crate) struct EndHook(Option<(Arc<dyn CloneHook>, u64)>);
 
-impl Target for Linear {
-    fn map(&self, mut bio: Bio, offset: u64, io: Io<'_>) {
-        bio.set_sector(self.start + offset);
-        io.remap(bio, &self.dev);
+impl EndHook {
+    /// End the target's bio with its clone's status.
+    pub(crate) const NONE: EndHook = EndHook(None);
+
+    /// Run `hook` with `word`.
+    pub(crate) fn new(hook: Arc<dyn CloneHook>, word: u64) -> Self {
+        EndHook(Some((hook, word)))
     }
 
-    fn table(&self, out: &mut dyn Write) -> fmt::Result {
-        write_dev(out, &self.dev)?;
-        write!(out, " {}", self.start)
-    }
-
-    fn devices(&self, f: &mut dyn FnMut(&Arc<BdevFile>, u64)) {
-        f(&self.dev, self.start);
-    }
-
-    /// Discards, write zeroes and secure erases go to the device (the
-    /// table offers each only if the device does), as dm's linear.
-    fn ops(&self) -> TargetOps {
-        TargetOps {
-            discard: OpSupport::PassDown,
-            write_zeroes: OpSupport::PassDown,
-            secure_erase: OpSupport::PassDown,
+    /// Runs the hook for the target's bio `done`, whose clone ended.
+    fn run(self, done: CountedBio) {
+        match self.0 {
+            None => done.end(false),
+            Some((hook, word)) => hook.clone_ended(word, done),
         }
     }
 }
 
-/// What dm's `zero` and `error` targets do with the optional operations:
-/// discards are taken (dm: `discards_supported`), write zeroes and secure
-/// erases are not.
-const DISCARD_ONLY: TargetOps = TargetOps {
-    discard: OpSupport::Own,
-    write_zeroes: OpSupport::No,
-    secure_erase: OpSupport::No,
-};
+/// Per-clone data: what the target wants done when the clone ends, and the
+/// count on the table the bio was mapped through, which keeps the table
+/// (and its targets) alive until the clone completes.
+pub(crate) struct CloneData {
+    hook: EndHook,
+    table: DrainToken,
+}
 
-/// `zero`: reads return zeroes, writes and discards are dropped.
-pub(crate) struct Zero;
+impl CloneData {
+    /// Data for a clone that only ends its bio, counted on `table`.
+    pub(crate) fn plain(table: DrainToken) -> Self {
+        CloneData {
+            hook: EndHook::NONE,
+            table,
+        }
+    }
+}
 
-impl Target for Zero {
-    fn map(&self, mut bio: Bio, _offset: u64, io: Io<'_>) {
-        match bio.op() {
-            BioOp::Read => {
-                bio.zero_fill();
-                io.end(bio, false);
+impl CloneEnd for CloneData {
+    fn end(self, orig: Bio) {
+        let CloneData { hook, table } = self;
+        hook.run(CountedBio { bio: orig, table });
+    }
+}
+
+/// A bio a target was handed, whose clone has ended, with the count it
+/// holds on the table it was mapped through: a clone-end hook ends it at
+/// once, or keeps it until what it waits for is done (a whole-chunk
+/// snapshot write is acknowledged only once its exception is committed).
+/// While it is kept, suspend and teardown of its device wait for it.
+pub(crate) struct CountedBio {
+    bio: Bio,
+    table: DrainToken,
+}
+
+impl CountedBio {
+    /// Whether the bio has failed (its clone's error was copied into it).
+    pub(crate) fn failed(&self) -> bool {
+        self.bio.failed()
+    }
+
+    /// Ends the bio (with an error if `error`, or if it failed already),
+    /// then drops its table count. Any context.
+    pub(crate) fn end(self, error: bool) {
+        let CountedBio { bio, table } = self;
+        bio.end(error);
+        // Last: after this the table may go.
+        drop(table);
+    }
+}
+
+/// A bio being mapped: a target gets it with the bio and must use it once
+/// (remap, clone, or end), which hands the table count on to the clone or
+/// drops it.
+pub(crate) struct Io<'a> {
+    table: DrainToken,
+    bioset: &'a BioSet<CloneData>,
+}
+
+impl<'a> Io<'a> {
+    /// The handle for one bio counted on a table (`table`), cloned from
+    /// `bioset`: made by the device layer only.
+    pub(crate) fn new(table: DrainToken, bioset: &'a BioSet<CloneData>) -> Self {
+        Io { table, bioset }
+    }
+
+    /// Sends `bio` (already moved to its sector) to `dev`.
+    pub(crate) fn remap(self, bio: Bio, dev: &BdevFile) {
+        if let Some(clone) = self.clone_bio(bio, Some(dev), EndHook::NONE) {
+            clone.submit();
+        }
+    }
+
+    /// Clones `bio` (for `dev`, or still for this device when `None`, to be
+    /// pointed somewhere before it is submitted) with `hook` to run when it
+    /// ends. The clone carries the table count. If no clone can be had,
+    /// the bio fails (and the hook runs as for a failed clone).
+    pub(crate) fn clone_bio(self, bio: Bio, dev: Option<&BdevFile>, hook: EndHook) -> Option<Bio> {
+        let data = CloneData {
+            hook,
+            table: self.table,
+        };
+        match self.bioset.clone_bio(bio, dev, data) {
+            Ok(clone) => Some(clone),
+            Err((mut bio, data)) => {
+                // Ends as a clone that failed: the hook sees the error.
+                bio.set_failed();
+                data.end(bio);
+                None
             }
-            BioOp::Write | BioOp::Discard => io.end(bio, false),
-            _ => io.end_unsupported(bio),
         }
     }
 
-    fn table(&self, _out: &mut dyn Write) -> fmt::Result {
-        Ok(())
+    /// Ends `bio` without sending it anywhere.
+    pub(crate) fn end(self, bio: Bio, error: bool) {
+        bio.end(error);
     }
 
-    fn ops(&self) -> TargetOps {
-        DISCARD_ONLY
-    }
-}
-
-/// `error`: every I/O fails (discards too, with EIO, as dm's).
-pub(crate) struct ErrorTarget;
-
-impl Target for ErrorTarget {
-    fn map(&self, bio: Bio, _offset: u64, io: Io<'_>) {
-        match bio.op() {
-            BioOp::Read | BioOp::Write | BioOp::Flush | BioOp::Discard => io.end(bio, true),
-            _ => io.end_unsupported(bio),
-        }
-    }
-
-    fn table(&self, _out: &mut dyn Write) -> fmt::Result {
-        Ok(())
-    }
-
-    fn ops(&self) -> TargetOps {
-        DISCARD_ONLY
+    /// Ends `bio` with EOPNOTSUPP: the target does not do its operation.
+    pub(crate) fn end_unsupported(self, bio: Bio) {
+        bio.end_unsupported();
     }
 }
 
-/// One target of any type (static dispatch on the I/O path).
-pub(crate) enum TargetKind {
-    Linear(Linear),
-    Zero(Zero),
-    Error(ErrorTarget),
-    Striped(Striped),
-    Origin(OriginTarget),
-    Snapshot(SnapshotTarget),
-    Merge(MergeTarget),
-}
-
-impl TargetKind {
-    pub(crate) fn get(&self) -> &dyn Target {
-        match self {
-            TargetKind::Linear(t) => t,
-            TargetKind::Zero(t) => t,
-            TargetKind::Error(t) => t,
-            TargetKind::Striped(t) => t,
-            TargetKind::Origin(t) => t,
-            TargetKind::Snapshot(t) => t,
-            TargetKind::Merge(t) => t,
-        }
-    }
-}
+/// Builds targets of one type from their table-line parameters.
+pub(crate) type Constructor = dyn Fn(&Ctx<'_>, &[u8]) -> Result<Arc<dyn Target>> + Send + Sync;
 
 /// A target type: name, version, constructor.
 pub(crate) struct TargetType {
     pub(crate) name: &'static str,
     pub(crate) version: [u32; 3],
-    ctr: fn(&Ctx<'_>, &[u8]) -> Result<TargetKind>,
+    ctr: Arc<Constructor>,
 }
 
 impl TargetType {
     /// Builds a target from its table-line parameters.
-    pub(crate) fn construct(&self, ctx: &Ctx<'_>, params: &[u8]) -> Result<TargetKind> {
+    pub(crate) fn construct(&self, ctx: &Ctx<'_>, params: &[u8]) -> Result<Arc<dyn Target>> {
         (self.ctr)(ctx, params)
     }
 }
 
-/// Every target type rdm has (dm's versions for the same behaviour).
-pub(crate) static TARGET_TYPES: [TargetType; 7] = [
-    TargetType {
-        name: "linear",
-        version: [1, 4, 0],
-        ctr: |ctx, p| Ok(TargetKind::Linear(Linear::new(ctx, p)?)),
-    },
-    TargetType {
-        name: "zero",
-        version: [1, 2, 0],
-        ctr: |ctx, p| {
-            parse_none(p).map_err(|e| arg_error(ctx, "zero", e))?;
-            Ok(TargetKind::Zero(Zero))
-        },
-    },
-    TargetType {
-        name: "error",
-        version: [1, 7, 0],
-        ctr: |ctx, p| {
-            parse_none(p).map_err(|e| arg_error(ctx, "error", e))?;
-            Ok(TargetKind::Error(ErrorTarget))
-        },
-    },
-    TargetType {
-        name: "striped",
-        version: [1, 6, 0],
-        ctr: |ctx, p| Ok(TargetKind::Striped(Striped::new(ctx, p)?)),
-    },
-    TargetType {
-        name: "snapshot-origin",
-        version: [1, 9, 0],
-        ctr: |ctx, p| Ok(TargetKind::Origin(OriginTarget::new(ctx, p)?)),
-    },
-    TargetType {
-        name: "snapshot",
-        version: [1, 16, 0],
-        ctr: |ctx, p| Ok(TargetKind::Snapshot(SnapshotTarget::new(ctx, p)?)),
-    },
-    TargetType {
-        name: "snapshot-merge",
-        version: [1, 5, 0],
-        ctr: |ctx, p| Ok(TargetKind::Merge(MergeTarget::new(ctx, p)?)),
-    },
-];
+/// Every target type rdm has, in the order `DM_LIST_VERSIONS` reports
+/// them: built once, at module load (`rdm_main.rs`), and read-only after.
+pub(crate) struct TargetTypes(KVec<TargetType>);
 
-/// The target type called `name`.
-pub(crate) fn find_type(name: &[u8]) -> Option<&'static TargetType> {
-    TARGET_TYPES.iter().find(|t| t.name.as_bytes() == name)
+impl TargetTypes {
+    /// No types yet.
+    pub(crate) fn new() -> Self {
+        TargetTypes(KVec::new())
+    }
+
+    /// Adds the type `name` (dm's `version` for the same behaviour), built
+    /// by `ctr`.
+    pub(crate) fn add(
+        &mut self,
+        name: &'static str,
+        version: [u32; 3],
+        ctr: Arc<Constructor>,
+    ) -> Result {
+        self.0.push(TargetType { name, version, ctr }, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// The target type called `name`.
+    pub(crate) fn find(&self, name: &[u8]) -> Option<&TargetType> {
+        self.0.iter().find(|t| t.name.as_bytes() == name)
+    }
+
+    /// Every type, in the order they were added.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &TargetType> {
+        self.0.iter()
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod dm_ioctl;
 pub mod exception_table;
+pub mod lifecycle;
 pub mod payload;
 pub mod persistent;
 pub mod snapshot;

@@ -55,16 +55,17 @@
 //! rest — allocation, I/O submission, the exception table's write lock,
 //! re-mapping held bios — runs in the thread.
 
-use super::store::Slot;
+use super::store::{CommitCallback, Slot};
 use super::{copy_ready_at, cow_threshold, From, Snap};
-use crate::device::CountedBio;
 use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
 use crate::kx::wait::{DrainCounter, EventCounter, Slots};
+use crate::rdm_core::lifecycle::{AtomicState, JobStage};
 use crate::rdm_core::snapshot::round_up_to_block;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use crate::target::CountedBio;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, LockedBy, Mutex, SpinLock};
 use kernel::{c_str, new_condvar, new_mutex, new_spinlock};
@@ -76,13 +77,6 @@ pub(crate) const MAX_ACTIVE: usize = 64;
 pub(crate) const BUFFER_BUDGET: usize = 32 << 20;
 /// Largest piece of a chunk copied at once (the buffer of one job).
 pub(crate) const MAX_PIECE_BYTES: usize = 1 << 20;
-
-// Job stages.
-const QUEUED: u8 = 0;
-const READING: u8 = 1;
-const READ_DONE: u8 = 2;
-const WRITING: u8 = 3;
-const WRITE_DONE: u8 = 4;
 
 /// A FIFO of jobs linked through [`Job::next`].
 struct JobFifo {
@@ -223,7 +217,7 @@ impl Copier {
         if failed {
             job.failed.store(true, Ordering::Release);
         }
-        job.stage.store(WRITE_DONE, Ordering::Release);
+        job.stage.advance(JobStage::Writing, JobStage::WriteDone);
         self.kick();
     }
 
@@ -526,7 +520,10 @@ pub(crate) struct Job {
     kind: JobKind,
     /// Jiffies before which the copy must not start (test knob).
     ready_at: u64,
-    stage: AtomicU8,
+    /// Where the job is ([`JobStage`] documents the transitions): the
+    /// thread moves it out of the stages it owns, completions out of
+    /// `Reading` and `Writing`.
+    stage: AtomicState<JobStage>,
     failed: AtomicBool,
     writes_left: AtomicUsize,
     /// Filled while the job is published (before it is queued), with room
@@ -572,10 +569,10 @@ impl Job {
         } else {
             0
         };
-        let stage = AtomicU8::new(if kind == JobKind::Overwrite {
-            WRITING
+        let stage = AtomicState::new(if kind == JobKind::Overwrite {
+            JobStage::Writing
         } else {
-            QUEUED
+            JobStage::Queued
         });
         Arc::pin_init(
             pin_init!(Job {
@@ -690,7 +687,7 @@ impl Job {
     pub(crate) fn own_write_done(&self, write: CountedBio) {
         let failed = write.failed();
         // Kept before the stage moves: the thread may end the job as soon
-        // as it sees WRITE_DONE, and must find the write then.
+        // as it sees `WriteDone`, and must find the write then.
         *self.own_write.lock() = Some(write);
         self.lane.copier.only_write_done(self, failed);
     }
@@ -784,6 +781,13 @@ impl ThreadBody for CopierThread {
     }
 }
 
+impl CommitCallback for Copier {
+    /// A store's commit stage ended: the thread drives the commit on.
+    fn commit_stage_ended(&self) {
+        self.kick();
+    }
+}
+
 impl CopierThread {
     /// Whether `active` has a free entry, or room for one more (no
     /// memory: nothing starts this round; the thread tries again).
@@ -855,7 +859,7 @@ impl CopierThread {
         let job = &entry.job;
         let Some(first) = entry.targets.first() else {
             job.failed.store(true, Ordering::Release);
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Queued, JobStage::WriteDone);
             return;
         };
         let origin_sectors = first.snap.origin_dev.nr_sectors();
@@ -870,7 +874,7 @@ impl CopierThread {
         };
         if entry.extent == 0 {
             // Past the end of the origin (it shrank): nothing to copy.
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Queued, JobStage::WriteDone);
             return;
         }
         let size = job.buffer_bytes();
@@ -884,25 +888,26 @@ impl CopierThread {
         let Ok(buf) = buf.and_then(|b| Ok(Arc::new(b, GFP_KERNEL)?)) else {
             pr_err!("snapshot copier: out of memory for a {size}-byte copy buffer\n");
             job.failed.store(true, Ordering::Release);
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Queued, JobStage::WriteDone);
             return;
         };
         entry.buf = Some(buf);
-        self.read_piece(entry);
+        self.read_piece(entry, JobStage::Queued);
     }
 
     /// Reads the next piece of the chunk from the origin (for a merge: of
     /// the run from the COW device).
-    fn read_piece(&self, entry: &mut Active) {
+    fn read_piece(&self, entry: &mut Active, from: JobStage) {
         let job = &entry.job;
         let (Some(buf), Some(first)) = (&entry.buf, entry.targets.first()) else {
             job.failed.store(true, Ordering::Release);
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            // (From `WriteDone`, the stage stays there.)
+            job.stage.advance(from, JobStage::WriteDone);
             return;
         };
         let max_piece = (buf.bytes() >> 9) as u64;
         entry.piece = (entry.extent - entry.copied).min(max_piece);
-        job.stage.store(READING, Ordering::Release);
+        job.stage.advance(from, JobStage::Reading);
         let done_job = job.clone();
         let (dev, sector, sectors) = match job.kind {
             // The COW chunks are whole on the COW device: a partial last
@@ -927,7 +932,9 @@ impl CopierThread {
                     g.cow_failed.store(true, Ordering::Release);
                 }
             }
-            done_job.stage.store(READ_DONE, Ordering::Release);
+            done_job
+                .stage
+                .advance(JobStage::Reading, JobStage::ReadDone);
             done_job.lane.copier.kick();
         };
         let res = self.copier.submitting_job_io(|| {
@@ -935,14 +942,14 @@ impl CopierThread {
         });
         if res.is_err() {
             job.failed.store(true, Ordering::Release);
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Reading, JobStage::WriteDone);
         }
     }
 
     /// Sends the invalid header write of the job's snapshot.
     fn start_header_write(&self, entry: &Active) {
         let job = &entry.job;
-        job.stage.store(WRITING, Ordering::Release);
+        job.stage.advance(JobStage::Queued, JobStage::Writing);
         let done_job = job.clone();
         let done = move |failed: bool| done_job.lane.copier.only_write_done(&done_job, failed);
         let sent = match entry
@@ -957,7 +964,7 @@ impl CopierThread {
         };
         if sent.is_err() {
             job.failed.store(true, Ordering::Release);
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Writing, JobStage::WriteDone);
         }
     }
 
@@ -965,13 +972,13 @@ impl CopierThread {
     /// merge: to the origin).
     fn write_piece(&self, entry: &Active) {
         let job = &entry.job;
-        job.stage.store(WRITING, Ordering::Release);
+        job.stage.advance(JobStage::ReadDone, JobStage::Writing);
         let Some(buf) = &entry.buf else {
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Writing, JobStage::WriteDone);
             return;
         };
         if job.failed.load(Ordering::Acquire) {
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Writing, JobStage::WriteDone);
             return;
         }
         if job.kind == JobKind::Merge {
@@ -1027,7 +1034,7 @@ impl CopierThread {
         let job = &entry.job;
         let Some(t) = entry.targets.first() else {
             job.failed.store(true, Ordering::Release);
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Writing, JobStage::WriteDone);
             return;
         };
         job.writes_left.store(1, Ordering::Release);
@@ -1066,7 +1073,7 @@ impl CopierThread {
 
     fn write_done(job: &Job) {
         if job.writes_left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            job.stage.store(WRITE_DONE, Ordering::Release);
+            job.stage.advance(JobStage::Writing, JobStage::WriteDone);
             job.lane.copier.kick();
         }
     }
@@ -1077,9 +1084,9 @@ impl CopierThread {
             let Some(entry) = work.active[i].as_mut() else {
                 continue;
             };
-            match entry.job.stage.load(Ordering::Acquire) {
-                READ_DONE => self.write_piece(entry),
-                WRITE_DONE => {
+            match entry.job.stage.get() {
+                JobStage::ReadDone => self.write_piece(entry),
+                JobStage::WriteDone => {
                     let job = &entry.job;
                     if matches!(job.kind, JobKind::Copy | JobKind::Merge)
                         && !job.failed.load(Ordering::Acquire)
@@ -1087,7 +1094,7 @@ impl CopierThread {
                         entry.copied += entry.piece;
                         entry.piece = 0;
                         if entry.copied < entry.extent {
-                            self.read_piece(entry);
+                            self.read_piece(entry, JobStage::WriteDone);
                             continue;
                         }
                     }
@@ -1097,7 +1104,7 @@ impl CopierThread {
                         && entry
                             .targets
                             .iter()
-                            .any(|t| t.snap.reads_in_flight(job.chunk))
+                            .any(|t| t.snap.reads_hold_copy(job.chunk))
                     {
                         continue;
                     }

@@ -53,8 +53,8 @@ use super::store::Persistent;
 use super::{From, Snap, MERGE_DONE, MERGE_FAILED, MERGE_RUNNING, MERGE_STOPPED};
 use crate::kx::kthread::{Current, ThreadBody};
 use crate::kx::memalloc::NoIo;
-use crate::kx::module::param_merge_kib_per_s;
 use crate::kx::wait::{sleep_ms, EventCounter};
+use crate::params::merge_kib_per_s;
 use crate::rdm_core::persistent::merge_copies;
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -201,7 +201,7 @@ impl Pace {
 
     /// Waits until `bytes` more may be copied.
     fn wait(&mut self, bytes: u64) {
-        let limit = u64::from(param_merge_kib_per_s());
+        let limit = u64::from(merge_kib_per_s());
         if limit == 0 {
             self.bytes = 0;
             self.start = Ktime::ktime_get();
@@ -230,7 +230,7 @@ impl MergeThread {
             return Ok(false);
         }
         let chunk_bytes = cs << 9;
-        let bytes = Pace::batch_bytes(param_merge_kib_per_s());
+        let bytes = Pace::batch_bytes(merge_kib_per_s());
         let max = BATCH_CHUNKS
             .min(bytes.checked_div(chunk_bytes).unwrap_or(1))
             .max(1);

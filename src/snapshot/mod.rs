@@ -26,20 +26,22 @@
 //! See `Documentation/locking.rst` for the lock order and contexts.
 
 pub(crate) mod copier;
+mod hooks;
 mod leaves;
 pub(crate) mod merge;
 pub(crate) mod store;
 pub(crate) mod targets;
+mod tracked;
 
-use crate::device::{CountedBio, Io};
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::memalloc::NoIo;
-use crate::kx::module::{jiffies, param_copy_delay_ms, param_cow_threshold};
+use crate::kx::module::jiffies;
 use crate::kx::sync::{IrqSpinLock, RwSem};
 use crate::kx::wait::{sleep_ms, DrainCounter, EventCounter};
+use crate::params;
 use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
 use crate::rdm_core::snapshot::{ChunkGeometry, NoRoom, StoreKind};
-use crate::striped::StripeErrors;
+use crate::target::{EndHook, Io};
 use copier::{Copier, Lane};
 use core::sync::atomic::{
     fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
@@ -50,6 +52,7 @@ use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 use kernel::sync::{Arc, Mutex, SpinLock};
 pub(crate) use leaves::KLeaves;
 use store::Store;
+use tracked::{BucketFull, TrackedReads, Untracked};
 
 /// Every origin that has targets, by device number.
 #[pin_data]
@@ -353,12 +356,13 @@ pub(crate) struct Snap {
     /// Pending exceptions of this snapshot (from publication to the end of
     /// their job, commit included): the last user waits for them.
     outstanding: DrainCounter,
-    /// Reads of not-copied chunks sent to the origin and not completed:
-    /// chunk -> count. A copy of such a chunk is not completed (and the
-    /// origin write it holds not released) before they are done. Taken
-    /// by completions (interrupt-safe), never with another lock inside.
+    /// Reads of not-copied chunks sent to the origin and not completed
+    /// (and a merge's writes sent to COW chunks), per chunk. A copy of
+    /// such a chunk is not completed (and the origin write it holds not
+    /// released) before they are done. Taken by completions
+    /// (interrupt-safe), never with another lock inside.
     #[pin]
-    tracked: IrqSpinLock<RBTree<u64, u32>>,
+    tracked: IrqSpinLock<TrackedReads>,
     /// The snapshot's length in sectors: origin chunks at or past it are
     /// not copied (set by the target that loads or resumes it).
     len: AtomicU64,
@@ -380,6 +384,11 @@ pub(crate) struct Snap {
     /// (held on a job or sent to the COW device): a merge starts once the
     /// ones made before its handover are over.
     writes: DrainCounter,
+    /// The copier's job writing the invalid header of a persistent
+    /// snapshot, while there is one: origin writes that must wait for that
+    /// write are held on it (a leaf; process context).
+    #[pin]
+    header_job: SpinLock<Option<Arc<Job>>>,
 }
 
 impl Snap {
@@ -490,7 +499,7 @@ impl Snap {
                 users: AtomicUsize::new(1),
                 listed: DrainCounter::new(),
                 outstanding: DrainCounter::new(),
-                tracked <- crate::new_irq_spinlock!(RBTree::new(), "rdm:tracked_reads"),
+                tracked <- crate::new_irq_spinlock!(TrackedReads::new(), "rdm:tracked_reads"),
                 len: AtomicU64::new(len),
                 lane,
                 events: events.clone(),
@@ -503,6 +512,7 @@ impl Snap {
                     "rdm:merge_io"
                 ),
                 writes: DrainCounter::new(),
+                header_job <- new_spinlock!(None, "rdm:snap_header_job"),
                 merge: MergeInfo {
                     targets: AtomicUsize::new(0),
                     running: AtomicBool::new(false),
@@ -690,42 +700,37 @@ impl Snap {
         }
     }
 
-    /// Counts a read of `chunk` sent to the origin, with `node` for a
-    /// chunk not counted yet (process context, NoIo).
-    fn track(&self, chunk: u64, node: RBTreeNodeReservation<u64, u32>) {
-        let mut tracked = self.tracked.lock();
-        match tracked.get_mut(&chunk) {
-            Some(n) => *n += 1,
-            None => {
-                tracked.insert(node.into_node(chunk, 1));
-            }
-        }
+    /// Counts a read of `chunk` sent to the origin (or a merge's write
+    /// sent to its COW chunk), with no allocation (any lock may be held):
+    /// `Err` if [`Snap::grow_tracked`] must make room first.
+    fn try_track(&self, chunk: u64) -> Result<(), BucketFull> {
+        self.tracked.lock().try_track(chunk)
+    }
+
+    /// Makes the room `full` asks for (process context, no lock held).
+    fn grow_tracked(&self, full: &BucketFull) -> Result<(), kernel::alloc::AllocError> {
+        let bigger = TrackedReads::grown(full)?;
+        // The bucket left over is freed here, after the lock is dropped.
+        let _left_over = self.tracked.lock().install(bigger);
+        Ok(())
     }
 
     /// Whether reads of `chunk` sent to the origin are still in flight.
     pub(crate) fn reads_in_flight(&self, chunk: u64) -> bool {
-        self.tracked.lock().get(&chunk).is_some()
+        self.tracked.lock().in_flight(chunk)
+    }
+
+    /// Whether reads of `chunk` sent to the origin are still in flight,
+    /// for the copier, which holds back the chunk's copy for them: the
+    /// end of the last of them kicks it.
+    pub(crate) fn reads_hold_copy(&self, chunk: u64) -> bool {
+        self.tracked.lock().in_flight_kick_when_done(chunk)
     }
 
     /// A tracked read of `chunk` ended (any context): the copier looks
-    /// again at a job it held back for it.
+    /// again at a job it held back for it, if any.
     fn untrack(&self, chunk: u64) {
-        let last = {
-            let mut tracked = self.tracked.lock();
-            match tracked.get_mut(&chunk) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                Some(_) => {
-                    // Freeing the node (kfree) is fine in any context.
-                    tracked.remove(&chunk);
-                    true
-                }
-                None => false,
-            }
-        };
-        if last {
+        if self.tracked.lock().untrack(chunk) == Untracked::KickCopier {
             self.lane.kick();
         }
     }
@@ -770,27 +775,44 @@ impl Snap {
         let Some(p) = self.store.persistent() else {
             return Ok(None);
         };
-        let made = p.invalid_header_job(|| Job::invalid_header(&self.lane, self))?;
-        let Some((job, new)) = made else {
-            return Ok(None);
-        };
-        if new {
-            // Counted like an exception: a teardown that comes later
-            // waits for it (one already past its wait writes the header
-            // itself, and the job's reference keeps the snapshot, and so
-            // the COW device, open until the write is over).
-            self.outstanding.inc();
-            // Never throttled: it is what lets held writes go.
-            self.lane.take_slot(From::Copier);
-            job.clone().enqueue();
+        if let Some(job) = self.header_job.lock().clone() {
+            return Ok(Some(job));
         }
-        Ok(Some(job))
+        let new = Job::invalid_header(&self.lane, self)?;
+        let mut slot = self.header_job.lock();
+        if let Some(job) = slot.clone() {
+            drop(slot);
+            drop(new);
+            return Ok(Some(job));
+        }
+        // Checked under the lock that the write's end takes after
+        // clearing the flag: no job is made for a header already written.
+        if !p.invalid_unsynced() {
+            drop(slot);
+            drop(new);
+            return Ok(None);
+        }
+        *slot = Some(new.clone());
+        drop(slot);
+        // Counted like an exception: a teardown that comes later waits for
+        // it (one already past its wait writes the header itself, and the
+        // job's reference keeps the snapshot, and so the COW device, open
+        // until the write is over).
+        self.outstanding.inc();
+        // Never throttled: it is what lets held writes go.
+        self.lane.take_slot(From::Copier);
+        new.clone().enqueue();
+        Ok(Some(new))
     }
 
     /// The copier's invalid header write ended.
     pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
         if let Some(p) = self.store.persistent() {
-            p.invalid_header_written(job, failed);
+            p.invalid_header_written(failed);
+            let mut slot = self.header_job.lock();
+            if slot.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
+                *slot = None;
+            }
         }
         self.outstanding.dec();
     }
@@ -809,55 +831,6 @@ fn update_min_chunk(origin: &Origin, snaps: &KVec<Option<Arc<Snap>>>) {
         .min()
         .unwrap_or(0);
     origin.min_chunk.store(min, Ordering::Release);
-}
-
-/// A hook run when a clone made by a target completes (completion
-/// context: may not sleep, and drops nothing whose destructor sleeps).
-pub(crate) enum EndHook {
-    None,
-    /// A snapshot read of this chunk sent to the origin, or a write to a
-    /// merging origin sent to the chunk's COW copy: un-track it.
-    Tracked(Arc<Snap>, u64),
-    /// A whole-chunk snapshot write that is its own copy: acknowledged
-    /// when its job ends.
-    Overwrite(Arc<Job>),
-    /// A write to a snapshot device (counted in `Snap::writes`): uncount
-    /// it.
-    SnapWrite(Arc<Snap>),
-    /// An I/O sent to a stripe of a `striped` target: a failure is
-    /// counted against that stripe.
-    Stripe(Arc<StripeErrors>, u32),
-}
-
-impl EndHook {
-    /// Runs the hook for the target's bio `done`, whose clone ended: ends
-    /// it, or hands it on to be ended later.
-    pub(crate) fn run(self, done: CountedBio) {
-        match self {
-            EndHook::None => done.end(false),
-            EndHook::Tracked(snap, chunk) => {
-                snap.untrack(chunk);
-                // Not the last reference: `done` still counts the table,
-                // whose target holds the snapshot.
-                drop(snap);
-                done.end(false);
-            }
-            EndHook::Overwrite(job) => job.own_write_done(done),
-            EndHook::SnapWrite(snap) => {
-                snap.writes.dec();
-                // Not the last reference, as for a tracked read.
-                drop(snap);
-                done.end(false);
-            }
-            EndHook::Stripe(errors, stripe) => {
-                errors.ended(stripe, done.failed());
-                // Not the last reference: `done` still counts the table,
-                // whose target holds the counts.
-                drop(errors);
-                done.end(false);
-            }
-        }
-    }
 }
 
 /// What a bio must do about the exceptions, decided under the locks.
@@ -1236,8 +1209,8 @@ impl WriteCount<'_> {
     /// write when it completes (nothing for a read).
     fn hook(&mut self, snap: &Arc<Snap>) -> EndHook {
         match self.0.take() {
-            Some(_) => EndHook::SnapWrite(snap.clone()),
-            None => EndHook::None,
+            Some(_) => hooks::uncount(snap),
+            None => EndHook::NONE,
         }
     }
 }
@@ -1297,9 +1270,9 @@ impl Snap {
             return;
         }
         let chunk = self.geom.chunk_of(bio.sector());
-        // A read of a chunk not copied is counted in `tracked`: its node is
-        // allocated with no lock held, then the lookups are made again.
-        let mut track_node = None;
+        // A read of a chunk not copied is counted in `tracked`; if that
+        // needs room, it is made with no lock held, then the lookups are
+        // made again.
         loop {
             let ex = self.exceptions.read();
             if let Some(new) = ex.lookup(chunk) {
@@ -1311,24 +1284,20 @@ impl Snap {
                 return;
             }
             if !write {
-                let Some(node) = track_node.take() else {
-                    drop(ex);
-                    match RBTreeNodeReservation::new(GFP_KERNEL) {
-                        Ok(node) => track_node = Some(node),
-                        Err(_) => {
-                            pr_err!("snapshot read: out of memory to track it\n");
-                            io.end(bio, true);
-                            return;
-                        }
-                    }
-                    continue;
-                };
                 // Counted before the pending lookup, so that no origin
                 // write to the chunk completes under the read: a job
                 // published after this (under `pending`, which orders the
                 // two) finds the read counted and waits for it; one
                 // published before is found below.
-                self.track(chunk, node);
+                if let Err(full) = self.try_track(chunk) {
+                    drop(ex);
+                    if self.grow_tracked(&full).is_err() {
+                        pr_err!("snapshot read: out of memory to track it\n");
+                        io.end(bio, true);
+                        return;
+                    }
+                    continue;
+                }
             }
             let pending = self.pending.lock().get(&chunk).cloned();
             if let Some(job) = pending {
@@ -1350,7 +1319,7 @@ impl Snap {
             drop(ex);
             if !write {
                 // Not copied: read the origin, tracked until it completes.
-                let hook = EndHook::Tracked(self.clone(), chunk);
+                let hook = hooks::untrack(self, chunk);
                 if let Some(clone) = io.clone_bio(bio, Some(&self.origin_dev), hook) {
                     clone.submit();
                 }
@@ -1408,7 +1377,7 @@ impl Snap {
                 // and so for this write, without the write count.)
                 let new = job.first_new_chunk();
                 self.remap_to_cow(&mut bio, new);
-                let hook = EndHook::Overwrite(job.clone());
+                let hook = hooks::own_write(&job);
                 job.enqueue();
                 if let Some(clone) = io.clone_bio(bio, Some(&self.cow), hook) {
                     clone.submit();
@@ -1496,7 +1465,6 @@ impl Snap {
             return;
         }
         let chunk = self.geom.chunk_of(bio.sector());
-        let mut track_node = None;
         loop {
             let ex = self.exceptions.read();
             let Some(new) = ex.lookup(chunk) else {
@@ -1515,30 +1483,26 @@ impl Snap {
             }
             if self.merging.lock().holds(chunk) {
                 drop(ex);
-                let hook = EndHook::Tracked(self.clone(), chunk);
+                let hook = hooks::untrack(self, chunk);
                 if let Some(clone) = io.clone_bio(bio, None, hook) {
                     self.hold_merge_write(clone, chunk);
                 }
                 return;
             }
-            let Some(node) = track_node.take() else {
-                drop(ex);
-                match RBTreeNodeReservation::new(GFP_KERNEL) {
-                    Ok(node) => track_node = Some(node),
-                    Err(_) => {
-                        pr_err!("snapshot-merge: out of memory to track a write\n");
-                        io.end(bio, true);
-                        return;
-                    }
-                }
-                continue;
-            };
             // Counted under the read hold: a batch that takes the chunk
             // (under the write hold) waits for it.
-            self.track(chunk, node);
+            if let Err(full) = self.try_track(chunk) {
+                drop(ex);
+                if self.grow_tracked(&full).is_err() {
+                    pr_err!("snapshot-merge: out of memory to track a write\n");
+                    io.end(bio, true);
+                    return;
+                }
+                continue;
+            }
             drop(ex);
             self.remap_to_cow(&mut bio, new);
-            let hook = EndHook::Tracked(self.clone(), chunk);
+            let hook = hooks::untrack(self, chunk);
             if let Some(clone) = io.clone_bio(bio, Some(&self.cow), hook) {
                 clone.submit();
             }
@@ -1554,7 +1518,7 @@ impl Snap {
             io.remap(bio, &self.origin_dev);
             return;
         }
-        if let Some(clone) = io.clone_bio(bio, None, EndHook::None) {
+        if let Some(clone) = io.clone_bio(bio, None, EndHook::NONE) {
             self.origin.write(&self.origin_dev, clone, From::Submit);
         }
     }
@@ -1584,34 +1548,40 @@ impl Snap {
     /// failed). Process context; never waits for the origin's throttle.
     fn merge_write_again(self: &Arc<Self>, mut bio: Bio, chunk: u64) {
         let _noio = NoIo::enter();
-        let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
-            pr_err!("snapshot-merge: out of memory to track a write\n");
-            bio.end(true);
-            return;
-        };
-        let ex = self.exceptions.read();
-        let Some(new) = ex.lookup(chunk) else {
+        loop {
+            let ex = self.exceptions.read();
+            let Some(new) = ex.lookup(chunk) else {
+                drop(ex);
+                // Merged (the batch made the other snapshots' copies; the
+                // origin's write path finds them, or what a snapshot made
+                // active since needs). Tracked no more: a chunk without an
+                // exception is never tracked again, so its end un-tracks
+                // nothing.
+                self.origin.write(&self.origin_dev, bio, From::Copier);
+                return;
+            };
+            if self.merging.lock().holds(chunk) {
+                // Taken by a batch again (not while this write counts its
+                // table: a merge starts after a suspend drained it).
+                drop(ex);
+                self.hold_merge_write(bio, chunk);
+                return;
+            }
+            if let Err(full) = self.try_track(chunk) {
+                drop(ex);
+                if self.grow_tracked(&full).is_err() {
+                    pr_err!("snapshot-merge: out of memory to track a write\n");
+                    bio.end(true);
+                    return;
+                }
+                continue;
+            }
             drop(ex);
-            // Merged (the batch made the other snapshots' copies; the
-            // origin's write path finds them, or what a snapshot made
-            // active since needs). Tracked no more: a chunk without an
-            // exception is never tracked again, so its end un-tracks
-            // nothing.
-            self.origin.write(&self.origin_dev, bio, From::Copier);
-            return;
-        };
-        if self.merging.lock().holds(chunk) {
-            // Taken by a batch again (not while this write counts its
-            // table: a merge starts after a suspend drained it).
-            drop(ex);
-            self.hold_merge_write(bio, chunk);
+            self.remap_to_cow(&mut bio, new);
+            bio.set_dev(&self.cow);
+            bio.submit();
             return;
         }
-        self.track(chunk, node);
-        drop(ex);
-        self.remap_to_cow(&mut bio, new);
-        bio.set_dev(&self.cow);
-        bio.submit();
     }
 
     /// A merge batch of `chunks` (origin chunks, sorted) starts: writes to
@@ -1682,7 +1652,7 @@ impl Snap {
 
 /// The copy-delay test knob, in jiffies from now.
 pub(crate) fn copy_ready_at() -> u64 {
-    let ms = param_copy_delay_ms();
+    let ms = params::copy_delay_ms();
     if ms == 0 {
         return 0;
     }
@@ -1691,5 +1661,5 @@ pub(crate) fn copy_ready_at() -> u64 {
 
 /// The `cow_threshold` parameter.
 pub(crate) fn cow_threshold() -> usize {
-    param_cow_threshold() as usize
+    params::cow_threshold() as usize
 }

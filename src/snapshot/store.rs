@@ -22,8 +22,8 @@
 //!   ([`Persistent::merge_read`], [`Persistent::merge_cut`]: dm's
 //!   `prepare_merge`/`commit_merge`, many at once).
 
-use super::copier::{Copier, Job};
 use crate::kx::block::{page_io_sync, submit_page_io, BdevFile, PageBuf, PageIo};
+use crate::rdm_core::lifecycle::{AtomicState, CommitStage, Invalidation};
 use crate::rdm_core::persistent::{
     self, decode_header, encode_header, merge_cut, Appender, CommitPlan, FormatError, Layout,
     Loader, Position, DEFAULT_CHUNK_SECTORS, HEADER_BYTES,
@@ -32,7 +32,7 @@ use crate::rdm_core::snapshot::{
     transient_allocate, ChunkGeometry, NoRoom, SnapshotError, StoreKind,
 };
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{Arc, Mutex, SpinLock};
@@ -208,20 +208,20 @@ struct Flight {
     current: Arc<PageBuf>,
 }
 
-// Commit stages ([`CommitIo::stage`]).
-/// No commit in flight.
-const IDLE: u8 = 0;
-/// The areas after the current one are being written.
-const LATER: u8 = 1;
-const LATER_DONE: u8 = 2;
-/// The current area is being written (FLUSH+FUA).
-const CURRENT: u8 = 3;
-const CURRENT_DONE: u8 = 4;
+/// Told when a stage of a commit's writes has ended, as dm's
+/// `commit_exception(store, e, valid, callback, context)` tells its caller
+/// (the copier: it kicks its thread, which drives the commit on).
+/// Completion context (may be hard IRQ): must not sleep or allocate.
+pub(crate) trait CommitCallback: Send + Sync + 'static {
+    /// The last write of the current stage ended.
+    fn commit_stage_ended(&self);
+}
 
 /// The state a commit's write completions update (interrupt context:
-/// atomics and a kick of the copier only).
+/// atomics and the commit callback only).
 struct CommitIo {
-    stage: AtomicU8,
+    /// Where the commit is ([`CommitStage`] documents the transitions).
+    stage: AtomicState<CommitStage>,
     /// Writes of the stage not completed, plus one held by the submitter.
     left: AtomicUsize,
     failed: AtomicBool,
@@ -229,16 +229,18 @@ struct CommitIo {
 
 impl CommitIo {
     /// One write of the stage ended; the last one moves the stage on
-    /// (`LATER` to `LATER_DONE`, `CURRENT` to `CURRENT_DONE`) and kicks the
-    /// copier.
-    fn put(&self, failed: bool, copier: &Copier) {
+    /// (`Later` to `LaterDone`, `Current` to `CurrentDone`) and calls
+    /// `callback`.
+    fn put<C: CommitCallback>(&self, failed: bool, callback: &C) {
         if failed {
             self.failed.store(true, Ordering::Release);
         }
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let next = self.stage.load(Ordering::Acquire) + 1;
-            self.stage.store(next, Ordering::Release);
-            copier.kick();
+            let stage = self.stage.get();
+            if let Some(done) = stage.done() {
+                self.stage.advance(stage, done);
+            }
+            callback.commit_stage_ended();
         }
     }
 }
@@ -273,15 +275,12 @@ pub(crate) struct Persistent {
     meta_area: AtomicU64,
     /// Something was staged since the last commit.
     dirty: AtomicBool,
-    /// The snapshot went invalid and the header does not say so yet.
-    invalid_unsynced: AtomicBool,
+    /// Whether the header says what the snapshot's validity is
+    /// ([`Invalidation`] documents the transitions).
+    invalidation: AtomicState<Invalidation>,
     /// Serialises synchronous header writes (held across that one write).
     #[pin]
     header_lock: Mutex<()>,
-    /// The copier's job writing the invalid header, while there is one:
-    /// origin writes that must wait for that write are held on it.
-    #[pin]
-    header_job: SpinLock<Option<Arc<Job>>>,
 }
 
 impl Persistent {
@@ -352,7 +351,7 @@ impl Persistent {
         let meta_area = position.map_or(0, |p| p.area);
         let io = Arc::new(
             CommitIo {
-                stage: AtomicU8::new(IDLE),
+                stage: AtomicState::new(CommitStage::Idle),
                 left: AtomicUsize::new(0),
                 failed: AtomicBool::new(false),
             },
@@ -377,9 +376,12 @@ impl Persistent {
                 committed: AtomicU64::new(committed),
                 meta_area: AtomicU64::new(meta_area),
                 dirty: AtomicBool::new(false),
-                invalid_unsynced: AtomicBool::new(false),
+                invalidation: AtomicState::new(if valid {
+                    Invalidation::Valid
+                } else {
+                    Invalidation::Synced
+                }),
                 header_lock <- new_mutex!((), "rdm:store_header"),
-                header_job <- new_spinlock!(None, "rdm:store_header_job"),
             }),
             GFP_KERNEL,
         )?;
@@ -495,7 +497,7 @@ impl Persistent {
 
     /// Whether a commit's writes are in flight.
     pub(crate) fn commit_in_flight(&self) -> bool {
-        self.io.stage.load(Ordering::Acquire) != IDLE
+        self.io.stage.get() != CommitStage::Idle
     }
 
     /// Whether the entry at `pos` is on disk.
@@ -522,40 +524,45 @@ impl Persistent {
     /// (the snapshot is invalid): no new write is sent, a commit in
     /// flight is only followed to its end. Answers whether a commit is in
     /// flight; an error if a commit failed (the snapshot must be
-    /// invalidated: its metadata cannot be kept any more).
-    pub(crate) fn drive_commit(&self, start: bool, copier: &Arc<Copier>) -> Result<bool> {
+    /// invalidated: its metadata cannot be kept any more). `callback` is
+    /// called (completion context) when each stage of writes has ended.
+    pub(crate) fn drive_commit<C: CommitCallback>(
+        &self,
+        start: bool,
+        callback: &Arc<C>,
+    ) -> Result<bool> {
         // Called for every parked job's store each round: answer the
         // common cases without the mutex.
-        match self.io.stage.load(Ordering::Acquire) {
-            LATER | CURRENT => return Ok(true),
-            IDLE if !start || !self.dirty.load(Ordering::Acquire) => return Ok(false),
+        match self.io.stage.get() {
+            CommitStage::Later | CommitStage::Current => return Ok(true),
+            CommitStage::Idle if !start || !self.dirty.load(Ordering::Acquire) => return Ok(false),
             _ => {}
         }
         let mut guard = self.commit.lock();
         let c = &mut *guard;
         loop {
-            match self.io.stage.load(Ordering::Acquire) {
-                LATER | CURRENT => return Ok(true),
-                LATER_DONE => {
+            match self.io.stage.get() {
+                CommitStage::Later | CommitStage::Current => return Ok(true),
+                CommitStage::LaterDone => {
                     // The current area goes out only for a snapshot still
                     // valid: an invalid one writes no more metadata.
                     let failed = self.io.failed.load(Ordering::Acquire);
                     if let Some(flight) = c.flight.as_ref().filter(|_| start && !failed) {
-                        self.write_current(flight, copier);
+                        self.write_current(CommitStage::LaterDone, flight, callback);
                         return Ok(true);
                     }
-                    self.abandon(c);
+                    self.abandon(CommitStage::LaterDone, c);
                     return if failed { Err(EIO) } else { Ok(false) };
                 }
-                CURRENT_DONE => {
+                CommitStage::CurrentDone => {
                     if self.io.failed.load(Ordering::Acquire) {
-                        self.abandon(c);
+                        self.abandon(CommitStage::CurrentDone, c);
                         return Err(EIO);
                     }
                     self.complete(c)?;
                 }
-                _ => {
-                    if !start || !self.start_commit(c, copier)? {
+                CommitStage::Idle => {
+                    if !start || !self.start_commit(c, callback)? {
                         return Ok(false);
                     }
                 }
@@ -565,7 +572,7 @@ impl Persistent {
 
     /// Starts a commit of the staged entries that extend the committed
     /// prefix; false if there are none.
-    fn start_commit(&self, c: &mut Commit, copier: &Arc<Copier>) -> Result<bool> {
+    fn start_commit<C: CommitCallback>(&self, c: &mut Commit, callback: &Arc<C>) -> Result<bool> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
@@ -626,52 +633,65 @@ impl Persistent {
         });
         self.io.failed.store(false, Ordering::Release);
         if flight.later.is_empty() {
-            self.write_current(flight, copier);
+            self.write_current(CommitStage::Idle, flight, callback);
             return Ok(true);
         }
         // The later areas first: the current one (with FLUSH+FUA) follows
         // once they are on the device, so a crash never leaves a full
         // area followed by an area not written.
-        self.begin_stage(LATER, flight.later.len());
+        self.begin_stage(CommitStage::Idle, CommitStage::Later, flight.later.len());
         for (i, buf) in flight.later.iter().enumerate() {
             let sector = l.sector_of(l.area_chunk(plan.first + 1 + i as u64));
-            self.submit(PageIo::Write, sector, buf, copier);
+            self.submit(PageIo::Write, sector, buf, callback);
         }
-        self.io.put(false, copier);
+        self.io.put(false, &**callback);
         Ok(true)
     }
 
     /// Writes the current area's image with FLUSH+FUA: the flush makes the
     /// copies and the later areas durable before the entries that point
     /// at them.
-    fn write_current(&self, flight: &Flight, copier: &Arc<Copier>) {
+    fn write_current<C: CommitCallback>(
+        &self,
+        from: CommitStage,
+        flight: &Flight,
+        callback: &Arc<C>,
+    ) {
         let l = self.layout;
         let sector = l.sector_of(l.area_chunk(flight.first_area));
-        self.begin_stage(CURRENT, 1);
-        self.submit(PageIo::WriteFlushFua, sector, &flight.current, copier);
-        self.io.put(false, copier);
+        self.begin_stage(from, CommitStage::Current, 1);
+        self.submit(PageIo::WriteFlushFua, sector, &flight.current, callback);
+        self.io.put(false, &**callback);
     }
 
-    /// Enters `stage` with `writes` writes to come (and the submitter's
-    /// count).
-    fn begin_stage(&self, stage: u8, writes: usize) {
+    /// Goes from `from` into `stage` with `writes` writes to come (and the
+    /// submitter's count).
+    fn begin_stage(&self, from: CommitStage, stage: CommitStage, writes: usize) {
         self.io.left.store(writes + 1, Ordering::Release);
-        self.io.stage.store(stage, Ordering::Release);
+        self.io.stage.advance(from, stage);
     }
 
     /// Sends one write of the stage; its completion drops its count.
-    fn submit(&self, io: PageIo, sector: u64, buf: &Arc<PageBuf>, copier: &Arc<Copier>) {
+    fn submit<C: CommitCallback>(
+        &self,
+        io: PageIo,
+        sector: u64,
+        buf: &Arc<PageBuf>,
+        callback: &Arc<C>,
+    ) {
         let state = self.io.clone();
-        let kick = copier.clone();
-        let done = move |failed: bool| state.put(failed, &kick);
+        let to_call = callback.clone();
+        let done = move |failed: bool| state.put(failed, &*to_call);
         if submit_page_io(&self.cow, io, sector, buf.clone(), done).is_err() {
-            self.io.put(true, copier);
+            self.io.put(true, &**callback);
         }
     }
 
     /// The commit in flight is on the device: its entries are committed.
     fn complete(&self, c: &mut Commit) -> Result {
-        self.io.stage.store(IDLE, Ordering::Release);
+        self.io
+            .stage
+            .advance(CommitStage::CurrentDone, CommitStage::Idle);
         let Some(flight) = c.flight.take() else {
             return Err(EIO);
         };
@@ -701,9 +721,9 @@ impl Persistent {
 
     /// A commit failed: forget it (the snapshot is invalidated; nothing
     /// more is committed).
-    fn abandon(&self, c: &mut Commit) {
+    fn abandon(&self, from: CommitStage, c: &mut Commit) {
         c.flight = None;
-        self.io.stage.store(IDLE, Ordering::Release);
+        self.io.stage.advance(from, CommitStage::Idle);
     }
 
     /// Entries in the list on disk (a merge's position).
@@ -817,12 +837,13 @@ impl Persistent {
     /// The snapshot went invalid: the header must say so before an origin
     /// write that no longer copies for it goes on. Any context.
     pub(crate) fn mark_invalid(&self) {
-        self.invalid_unsynced.store(true, Ordering::Release);
+        self.invalidation
+            .advance(Invalidation::Valid, Invalidation::Unsynced);
     }
 
     /// Whether the header does not yet say the snapshot is invalid.
     pub(crate) fn invalid_unsynced(&self) -> bool {
-        self.invalid_unsynced.load(Ordering::Acquire)
+        self.invalidation.get() == Invalidation::Unsynced
     }
 
     /// Sends a write of the header with valid = 0 (FLUSH+FUA); `done(failed)`
@@ -834,58 +855,30 @@ impl Persistent {
         submit_page_io(&self.cow, PageIo::WriteFlushFua, 0, buf, done)
     }
 
-    /// The invalid header write of the copier's job ended: the header says
-    /// the snapshot is invalid (or, if the write failed, never will: it
-    /// is logged, and origin writes go on rather than wait forever).
-    pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
+    /// The invalid header write ended: the header says the snapshot is
+    /// invalid (or, if the write failed, never will: it is logged, and
+    /// origin writes go on rather than wait forever). Any context.
+    pub(crate) fn invalid_header_written(&self, failed: bool) {
         if failed {
             pr_err!("snapshot: cannot mark the COW device invalid (write failed)\n");
         }
-        self.invalid_unsynced.store(false, Ordering::Release);
-        let mut slot = self.header_job.lock();
-        if slot.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
-            *slot = None;
-        }
-    }
-
-    /// The job writing the invalid header: the one in progress, or a new
-    /// one from `make` (which the caller then queues: `Ok((job, true))`).
-    /// `None` if the header says so already.
-    pub(crate) fn invalid_header_job(
-        &self,
-        make: impl FnOnce() -> Result<Arc<Job>>,
-    ) -> Result<Option<(Arc<Job>, bool)>> {
-        if let Some(job) = self.header_job.lock().clone() {
-            return Ok(Some((job, false)));
-        }
-        let new = make()?;
-        let mut slot = self.header_job.lock();
-        if let Some(job) = slot.clone() {
-            drop(slot);
-            drop(new);
-            return Ok(Some((job, false)));
-        }
-        // Checked under the lock that the write's end takes after
-        // clearing the flag: no job is made for a header already written.
-        if !self.invalid_unsynced() {
-            drop(slot);
-            drop(new);
-            return Ok(None);
-        }
-        *slot = Some(new.clone());
-        Ok(Some((new, true)))
+        // A teardown's synchronous write may have ended first.
+        self.invalidation
+            .advance(Invalidation::Unsynced, Invalidation::Synced);
     }
 
     /// Writes the header with valid = 0 if it is not written yet (process
     /// context; sleeps on the write; the caller holds no lock).
     pub(crate) fn sync_invalid(&self) {
         let _serial = self.header_lock.lock();
-        if !self.invalid_unsynced.load(Ordering::Acquire) {
+        if !self.invalid_unsynced() {
             return;
         }
         if Self::write_header(&self.cow, &self.layout, false).is_err() {
             pr_err!("snapshot: cannot mark the COW device invalid (write failed)\n");
         }
-        self.invalid_unsynced.store(false, Ordering::Release);
+        // The copier's header job may have ended first.
+        self.invalidation
+            .advance(Invalidation::Unsynced, Invalidation::Synced);
     }
 }

@@ -7,10 +7,9 @@
 use super::merge::MergeThread;
 use super::store::{OpenError, Opened, Persistent, Store, Transient};
 use super::{
-    EndHook, From, KLeaves, MergeRefusal, OriginRef, Snap, SnapError, SnapParts, MERGE_DONE,
+    From, KLeaves, MergeRefusal, OriginRef, Snap, SnapError, SnapParts, Snapshots, MERGE_DONE,
     MERGE_FAILED, MERGE_IDLE, MERGE_RUNNING,
 };
-use crate::device::Io;
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::kthread::Kthread;
 use crate::kx::wait::EventCounter;
@@ -18,12 +17,50 @@ use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
 use crate::rdm_core::snapshot::{
     parse_origin, parse_snapshot, ChunkGeometry, SnapshotArgs, StoreKind,
 };
-use crate::target::{arg_error, open_device, write_dev, Ctx, Target};
+use crate::target::{arg_error, open_device, write_dev, Ctx, EndHook, Io, Target, TargetTypes};
 use core::fmt::{self, Write};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::{c_str, new_mutex};
+
+/// Adds the snapshot target types to `types`: their constructors hold
+/// `snapshots`, where the targets find their origins and the copier.
+pub(crate) fn register(types: &mut TargetTypes, snapshots: &Arc<Snapshots>) -> Result {
+    let s = snapshots.clone();
+    types.add(
+        "snapshot-origin",
+        [1, 9, 0],
+        Arc::new(
+            move |ctx: &Ctx<'_>, p: &[u8]| -> Result<Arc<dyn Target>> {
+                Ok(Arc::new(OriginTarget::new(ctx, &s, p)?, GFP_KERNEL)?)
+            },
+            GFP_KERNEL,
+        )?,
+    )?;
+    let s = snapshots.clone();
+    types.add(
+        TY,
+        [1, 16, 0],
+        Arc::new(
+            move |ctx: &Ctx<'_>, p: &[u8]| -> Result<Arc<dyn Target>> {
+                Ok(Arc::new(SnapshotTarget::new(ctx, &s, p)?, GFP_KERNEL)?)
+            },
+            GFP_KERNEL,
+        )?,
+    )?;
+    let s = snapshots.clone();
+    types.add(
+        MTY,
+        [1, 5, 0],
+        Arc::new(
+            move |ctx: &Ctx<'_>, p: &[u8]| -> Result<Arc<dyn Target>> {
+                Ok(Arc::new(MergeTarget::new(ctx, &s, p)?, GFP_KERNEL)?)
+            },
+            GFP_KERNEL,
+        )?,
+    )
+}
 
 /// `snapshot-origin <dev>`: the origin device, whose writes first copy the
 /// old data of their chunks to every snapshot.
@@ -33,7 +70,7 @@ pub(crate) struct OriginTarget {
 }
 
 impl OriginTarget {
-    pub(crate) fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
+    pub(crate) fn new(ctx: &Ctx<'_>, snapshots: &Arc<Snapshots>, params: &[u8]) -> Result<Self> {
         const TY: &str = "snapshot-origin";
         let spec = parse_origin(params).map_err(|e| arg_error(ctx, TY, e))?;
         let dev = open_device(ctx, TY, spec)?;
@@ -51,7 +88,7 @@ impl OriginTarget {
                 EINVAL,
             ));
         }
-        let origin = ctx.snapshots.origin(dev.devt())?;
+        let origin = snapshots.origin(dev.devt())?;
         Ok(OriginTarget { dev, origin })
     }
 }
@@ -79,7 +116,7 @@ impl Target for OriginTarget {
             io.remap(bio, &self.dev);
             return;
         }
-        if let Some(clone) = io.clone_bio(bio, None, EndHook::None) {
+        if let Some(clone) = io.clone_bio(bio, None, EndHook::NONE) {
             self.origin.write(&self.dev, clone, From::Submit);
         }
     }
@@ -103,7 +140,7 @@ pub(crate) struct SnapshotTarget {
 }
 
 impl SnapshotTarget {
-    pub(crate) fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
+    pub(crate) fn new(ctx: &Ctx<'_>, snapshots: &Arc<Snapshots>, params: &[u8]) -> Result<Self> {
         let fail = |why: fmt::Arguments<'_>| ctx.fail(TY, why, EINVAL);
         let args = parse_snapshot(params).map_err(|e| fail(format_args!("{e}")))?;
         if args.discard_zeroes_cow || args.discard_passdown_origin {
@@ -126,7 +163,7 @@ impl SnapshotTarget {
         // A snapshot on this COW device being taken down (its last table
         // just went) is waited for, then the device is read afresh.
         loop {
-            match set_up(ctx, TY, &args, &origin_dev, &cow)? {
+            match set_up(ctx, snapshots, TY, &args, &origin_dev, &cow)? {
                 Ok(snap) => return Ok(SnapshotTarget { snap, len: ctx.len }),
                 Err(dying) => dying.wait_gone(),
             }
@@ -172,6 +209,7 @@ fn snap_error(ctx: &Ctx<'_>, ty: &str, e: SnapError) -> Error {
 /// device is being taken down; wait for it, then try again.
 fn set_up(
     ctx: &Ctx<'_>,
+    snapshots: &Arc<Snapshots>,
     ty: &str,
     args: &SnapshotArgs<'_>,
     origin_dev: &Arc<BdevFile>,
@@ -179,7 +217,7 @@ fn set_up(
 ) -> Result<Result<Arc<Snap>, Arc<Snap>>> {
     let fail = |why: fmt::Arguments<'_>| ctx.fail(ty, why, EINVAL);
     let merge = ty == MTY;
-    let origin = ctx.snapshots.origin(origin_dev.devt())?;
+    let origin = snapshots.origin(origin_dev.devt())?;
     let chunk = u64::from(args.chunk_sectors);
     match Snap::join(&origin, cow.devt(), chunk, args.store, merge) {
         Ok(Some(snap)) => return Ok(Ok(snap)),
@@ -372,7 +410,7 @@ pub(crate) struct MergeTarget {
 }
 
 impl MergeTarget {
-    pub(crate) fn new(ctx: &Ctx<'_>, params: &[u8]) -> Result<Self> {
+    pub(crate) fn new(ctx: &Ctx<'_>, snapshots: &Arc<Snapshots>, params: &[u8]) -> Result<Self> {
         let fail = |why: fmt::Arguments<'_>| ctx.fail(MTY, why, EINVAL);
         let args = parse_snapshot(params).map_err(|e| fail(format_args!("{e}")))?;
         if args.discard_zeroes_cow || args.discard_passdown_origin {
@@ -400,7 +438,7 @@ impl MergeTarget {
             )));
         }
         let snap = loop {
-            match set_up(ctx, MTY, &args, &origin_dev, &cow)? {
+            match set_up(ctx, snapshots, MTY, &args, &origin_dev, &cow)? {
                 Ok(snap) => break snap,
                 Err(dying) => dying.wait_gone(),
             }

@@ -11,6 +11,22 @@ if [ $# -gt 0 ]; then
 else
 	tests=(test_*_[0-9][0-9].sh)
 fi
+# tmp_entries: the names in /tmp, one per line.
+tmp_entries() {
+	find /tmp -mindepth 1 -maxdepth 1 -printf '%f\n' | sort
+}
+# remove_new_tmp_files LISTING: in the guest (RDM_IN_VM), removes what a
+# test left in /tmp that is not in LISTING (tmp_entries before it). The
+# guest's /tmp is a tmpfs in its memory: the scratch images tests keep
+# there (tens of MiB each) would otherwise add up over the suite and fill
+# it for the tests that come later.
+remove_new_tmp_files() {
+	local f
+	[ -n "${RDM_IN_VM:-}" ] || return 0
+	comm -13 <(printf '%s\n' "$1") <(tmp_entries) | while read -r f; do
+		[ -n "$f" ] && rm -rf "/tmp/$f"
+	done
+}
 echo "TAP version 13"
 echo "1..${#tests[@]}"
 pass=0 fail=0 skip=0 n=0
@@ -19,6 +35,7 @@ for t in "${tests[@]}"; do
 	t=$(basename "$t")
 	echo "# selftests: rdm: $t"
 	start=$SECONDS
+	tmp_before=$(tmp_entries)
 	# A test may ask for more time than the default with a header line
 	# "# rdm-timeout: SECONDS" (a sweep that is long by design).
 	limit=${RDM_TEST_TIMEOUT:-600}
@@ -29,6 +46,7 @@ for t in "${tests[@]}"; do
 	took=$((SECONDS - start))
 	# Leave no module behind for the next test.
 	grep -q '^rdm ' /proc/modules && rmmod rdm 2>/dev/null
+	remove_new_tmp_files "$tmp_before"
 	case $rc in
 	0) pass=$((pass + 1)); echo "ok $n selftests: rdm: $t (${took}s)" ;;
 	4) skip=$((skip + 1)); echo "ok $n selftests: rdm: $t # SKIP" ;;

@@ -8,16 +8,22 @@
 # tools against the same driver, the kernel's dm (dm-mod) first, then rdm
 # loaded with dm_compat=1; each step's standard output and exit status
 # must be the same for both tools.
+# With `vm-run --udev`, dmsetup uses udev synchronisation and udev makes
+# /dev/mapper/NAME (a symlink) beside rdmsetup's own node; every step
+# then ends with `udevadm settle` for both tools, so that udev's workers
+# (blkid) have let go of a device before the next step removes it, as
+# dmsetup's own synchronisation ensures for dmsetup.
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB"
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
-export DM_DISABLE_UDEV=1
+[ -n "${RDM_UDEV:-}" ] || export DM_DISABLE_UDEV=1
 out=/tmp/c03
 rm -rf $out && mkdir -p $out
 cleanup() {
 	dmsetup remove_all >/dev/null 2>&1
-	rdm_unload
+	IMPL=rdm compat_unload
+	IMPL=dm compat_unload
 	modprobe -r -d "$RDM_MODROOT" dm-zero dm-mod >/dev/null 2>&1
 }
 defer cleanup
@@ -30,6 +36,7 @@ step() {
 	"$TOOL" "$@" >>"$OUT" 2>>"$OUT.err"
 	rc=$?
 	echo "exit=$rc" >>"$OUT"
+	[ -z "${RDM_UDEV:-}" ] || udevadm settle --timeout=60
 }
 
 script() {
@@ -48,7 +55,8 @@ script() {
 	step info -c --noheadings
 	step info -c --rows -o name,minor
 	step info -u GOLDEN-B
-	maj=$((0x$(stat -c %t $DEVDIR/a))) min=$((0x$(stat -c %T $DEVDIR/a)))
+	# (With udev, /dev/mapper/a is udev's symlink to /dev/dm-N.)
+	maj=$((0x$(stat -L -c %t $DEVDIR/a))) min=$((0x$(stat -L -c %T $DEVDIR/a)))
 	step info -j "$maj" -m "$min"
 	step -j "$maj" -m "$min" info -c --nameprefixes --noheadings --rows -o name,uuid,suspended
 	step info -c --nameprefixes -o name,uuid,suspended
@@ -113,7 +121,14 @@ export RDM_CONTROL=/dev/mapper/control
 DEVDIR=/dev/mapper
 if modprobe -d "$RDM_MODROOT" dm-mod 2>/dev/null; then
 	golden dm
-	# The script's zero tables loaded dm-zero, which holds dm-mod.
+	# The script's zero tables loaded dm-zero, which holds dm-mod; with
+	# udev, dmeventd holds the control device: it is stopped until rdm
+	# is loaded.
+	[ -z "${RDM_UDEV:-}" ] || udevadm settle --timeout=60
+	pid=$(cat /run/dmeventd.pid 2>/dev/null)
+	if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	fi
 	grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
 	for _ in $(seq 1 50); do
 		modprobe -r -d "$RDM_MODROOT" dm-mod 2>/dev/null && break
@@ -128,5 +143,6 @@ else
 	log "the kernel's dm-mod is not available: no reference run"
 fi
 rdm_load dm_compat=1
+[ -z "${RDM_UDEV:-}" ] || dmeventd || fail "start dmeventd"
 golden rdm
 exit "$KSFT_PASS"

@@ -861,13 +861,16 @@ fn mknode(c: &Control, name: &str, compat: bool) -> Result<(), Error> {
     let io = |e: nix::errno::Errno| Error::Io(path.display().to_string(), e.into());
     if compat {
         use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-        mknod(
-            &path,
-            SFlag::S_IFBLK,
-            Mode::from_bits_truncate(0o600),
-            makedev(major.into(), minor.into()),
-        )
-        .map_err(io)?;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dev = makedev(major.into(), minor.into());
+        match mknod(&path, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), dev) {
+            // With udev running, its symlink to /dev/dm-N may have come
+            // in between: it names the same device, and is kept.
+            Err(nix::errno::Errno::EEXIST)
+                if std::fs::metadata(&path)
+                    .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == dev) => {}
+            r => r.map_err(io)?,
+        }
     } else {
         let target = format!("../rdm-{minor}");
         std::os::unix::fs::symlink(&target, &path)

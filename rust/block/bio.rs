@@ -1,0 +1,253 @@
+//! Owned bios and lists of them.
+
+use super::ffi::*;
+use super::BdevFile;
+use core::ptr::NonNull;
+use kernel::bindings;
+
+/// An owned bio: whoever holds it must end it ([`Bio::end`]) or hand it on
+/// ([`Bio::submit`]); dropping one ends it with an I/O error, so a bio can
+/// never be lost.
+///
+/// # Invariants
+///
+/// `bio` is a live bio no one else may end or submit while this exists.
+pub struct Bio {
+    pub(super) bio: NonNull<bindings::bio>,
+}
+
+// SAFETY: a bio may be ended or submitted from any context; ownership is
+// exclusive by the invariant.
+unsafe impl Send for Bio {}
+
+/// A bio's operation, as far as rdm distinguishes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BioOp {
+    /// REQ_OP_READ.
+    Read,
+    /// REQ_OP_WRITE.
+    Write,
+    /// REQ_OP_FLUSH.
+    Flush,
+    /// REQ_OP_DISCARD.
+    Discard,
+    /// REQ_OP_WRITE_ZEROES.
+    WriteZeroes,
+    /// REQ_OP_SECURE_ERASE.
+    SecureErase,
+    /// Anything else (zone operations, driver-private ones...).
+    Other,
+}
+
+impl Bio {
+    /// Takes ownership of a bio handed over by the block layer.
+    ///
+    /// # Safety
+    ///
+    /// `bio` must be live and owned by the caller, who gives it up.
+    pub unsafe fn from_raw(bio: *mut bindings::bio) -> Self {
+        // INVARIANT: the caller gives us exclusive ownership of a live bio.
+        Bio {
+            // SAFETY: a live bio pointer is not null.
+            bio: unsafe { NonNull::new_unchecked(bio) },
+        }
+    }
+
+    fn into_raw(self) -> *mut bindings::bio {
+        let p = self.bio.as_ptr();
+        core::mem::forget(self);
+        p
+    }
+
+    /// First sector.
+    pub fn sector(&self) -> u64 {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_sector }
+    }
+
+    /// Moves the bio to start at `sector` (of the device it is sent to).
+    pub fn set_sector(&mut self, sector: u64) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_sector = sector };
+    }
+
+    /// Size in 512-byte sectors.
+    pub fn sectors(&self) -> u64 {
+        // SAFETY: by the invariant the bio is live and ours.
+        u64::from(unsafe { (*self.bio.as_ptr()).bi_iter.bi_size }) >> 9
+    }
+
+    /// Whether the bio carries no data (an empty flush).
+    pub fn is_empty(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { (*self.bio.as_ptr()).bi_iter.bi_size == 0 }
+    }
+
+    /// The operation.
+    pub fn op(&self) -> BioOp {
+        // SAFETY: by the invariant the bio is live and ours.
+        match unsafe { rdm_bio_op(self.bio.as_ptr()) } {
+            bindings::req_op_REQ_OP_READ => BioOp::Read,
+            bindings::req_op_REQ_OP_WRITE => BioOp::Write,
+            bindings::req_op_REQ_OP_FLUSH => BioOp::Flush,
+            bindings::req_op_REQ_OP_DISCARD => BioOp::Discard,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => BioOp::WriteZeroes,
+            bindings::req_op_REQ_OP_SECURE_ERASE => BioOp::SecureErase,
+            _ => BioOp::Other,
+        }
+    }
+
+    /// Whether the bio has failed (an error is recorded in it).
+    pub fn failed(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { rdm_bio_failed(self.bio.as_ptr()) }
+    }
+
+    /// Records an I/O error in the bio (kept if it has one already), so
+    /// that it ends failed whoever ends it.
+    pub fn set_failed(&mut self) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { rdm_bio_set_failed(self.bio.as_ptr()) };
+    }
+
+    /// Whether the bio asks for a cache flush before its data (`REQ_PREFLUSH`).
+    pub fn is_preflush(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { rdm_bio_is_preflush(self.bio.as_ptr()) }
+    }
+
+    /// Drops the bio's `REQ_PREFLUSH` (its data goes on alone, after the
+    /// cache flushes were sent separately).
+    pub fn clear_preflush(&mut self) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { rdm_bio_clear_preflush(self.bio.as_ptr()) };
+    }
+
+    /// Points the bio at `dev`.
+    pub fn set_dev(&mut self, dev: &BdevFile) {
+        // SAFETY: the bio is exclusively ours and the file is open.
+        unsafe { rdm_bio_set_dev(self.bio.as_ptr(), dev.file.as_ptr()) };
+    }
+
+    /// Fills the bio's pages with zeroes (a read of a zero target).
+    pub fn zero_fill(&mut self) {
+        // SAFETY: the bio is exclusively ours; its pages are its own.
+        unsafe { rdm_bio_zero_fill(self.bio.as_ptr()) };
+    }
+
+    /// Ends the bio, successfully unless `error` (or an error a clone
+    /// recorded in it).
+    pub fn end(self, error: bool) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end(self.into_raw(), error) };
+    }
+
+    /// Ends the bio with "operation not supported" (user space sees
+    /// EOPNOTSUPP).
+    pub fn end_unsupported(self) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end_unsupported(self.into_raw()) };
+    }
+
+    /// Ends the bio with "no space" (user space sees ENOSPC): there is no
+    /// room to keep what the write would change.
+    pub fn end_no_space(self) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end_nospace(self.into_raw()) };
+    }
+
+    /// Sends the bio to the device it points at.
+    pub fn submit(self) {
+        // SAFETY: we own the bio and give it up to the block layer, once.
+        unsafe { bindings::submit_bio_noacct(self.into_raw()) };
+    }
+
+    /// Lets the bio be ended one more time before it completes
+    /// (`bio_inc_remaining`): for fanning one bio out to several clones,
+    /// each of which ends it. Returns a second owner handle.
+    pub fn share(&self) -> Bio {
+        // SAFETY: the bio is live; after this it needs one more `bio_endio`
+        // before it completes, which the returned handle owns.
+        unsafe { rdm_bio_inc_remaining(self.bio.as_ptr()) };
+        Bio { bio: self.bio }
+    }
+}
+
+impl Drop for Bio {
+    fn drop(&mut self) {
+        // SAFETY: an owned bio that was neither ended nor submitted; end it
+        // (with an error) rather than leave its submitter waiting forever.
+        unsafe { rdm_bio_end(self.bio.as_ptr(), true) };
+    }
+}
+
+/// A list of owned bios, linked through `bi_next` (no allocation).
+pub struct BioList {
+    head: *mut bindings::bio,
+    tail: *mut bindings::bio,
+}
+
+// SAFETY: the list owns its bios (see `Bio`), which may move between threads.
+unsafe impl Send for BioList {}
+
+impl BioList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        BioList {
+            head: core::ptr::null_mut(),
+            tail: core::ptr::null_mut(),
+        }
+    }
+
+    /// Appends `bio`.
+    pub fn push(&mut self, bio: Bio) {
+        let b = bio.into_raw();
+        // SAFETY: we own `b` (from `Bio`) and the tail bio (owned by the
+        // list); `bi_next` is free for the owner's use.
+        unsafe {
+            (*b).bi_next = core::ptr::null_mut();
+            if self.tail.is_null() {
+                self.head = b;
+            } else {
+                (*self.tail).bi_next = b;
+            }
+        }
+        self.tail = b;
+    }
+
+    /// Removes and returns the first bio.
+    pub fn pop(&mut self) -> Option<Bio> {
+        let b = self.head;
+        if b.is_null() {
+            return None;
+        }
+        // SAFETY: the list owns `b`; unlinking it hands ownership back.
+        unsafe {
+            self.head = (*b).bi_next;
+            (*b).bi_next = core::ptr::null_mut();
+        }
+        if self.head.is_null() {
+            self.tail = core::ptr::null_mut();
+        }
+        // SAFETY: `b` is live and now owned by no one else.
+        Some(unsafe { Bio::from_raw(b) })
+    }
+
+    /// Moves every bio into a new list, leaving this one empty.
+    pub fn take(&mut self) -> BioList {
+        core::mem::take(self)
+    }
+}
+
+impl Drop for BioList {
+    fn drop(&mut self) {
+        // A list dropped with bios in it ends them (with an error) one by one.
+        while self.pop().is_some() {}
+    }
+}
+
+impl Default for BioList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
