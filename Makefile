@@ -65,11 +65,11 @@ check:
 bench:
 	@scripts/bench
 
-# tests/vm/test_stress_01.sh for RDM_STRESS_SECONDS (make check: 25 s).
+# tests/vm/test_stress_randomised_io_oracle.sh for RDM_STRESS_SECONDS (make check: 25 s).
 RDM_STRESS_SECONDS ?= 600
 stress: all
 	@scripts/vm-run --timeout $$(($(RDM_STRESS_SECONDS) + 900)) -- env RDM_STRESS_SECONDS=$(RDM_STRESS_SECONDS) \
-		RDM_TEST_TIMEOUT=$$(($(RDM_STRESS_SECONDS) + 600)) tests/vm/run_tests.sh test_stress_01.sh
+		RDM_TEST_TIMEOUT=$$(($(RDM_STRESS_SECONDS) + 600)) tests/vm/run_tests.sh test_stress_randomised_io_oracle.sh
 
 # scripts/powercut with more cuts (make check runs 3).
 RDM_POWERCUT_CUTS ?= 20

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by test_persist_08 and test_fault_04 (sourced after
+# Shared by test_persist_million_exceptions_load_and_grow and test_fault_big_cow_without_high_order_pages (sourced after
 # test_common.sh): a persistent snapshot whose COW device holds over a
 # million scattered exceptions in dm-snapshot's format, loaded and then
 # grown by origin writes.

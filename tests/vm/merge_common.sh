@@ -1,4 +1,4 @@
-# Helpers of the snapshot-merge tests (test_merge_NN.sh), on top of
+# Helpers of the snapshot-merge tests (test_merge_*.sh), on top of
 # test_common.sh. Each runs against the kernel's dm-snapshot (dmsetup) and
 # rdm (rdmsetup) alike: `dm`, $DEVDIR and $IMPL say which.
 # shellcheck shell=bash

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs rdm's VM tests (test_<kind>_NN.sh beside this file, or those named) and
+# Runs rdm's VM tests (test_<area>_<behaviour>.sh beside this file, or those
+# named; test_common.sh is their library, not a test) and
 # prints TAP 13 as the kselftest runner does (a plan, then one "ok"/"not ok"
 # line per test; the tests' own output as "# " comments), ending with the
 # comment "# vm: N passed, N failed, N skipped". Exits 1 if any test failed.
@@ -9,7 +10,10 @@ cd "$here" || exit 1
 if [ $# -gt 0 ]; then
 	tests=("$@")
 else
-	tests=(test_*_[0-9][0-9].sh)
+	tests=()
+	for t in test_*_*.sh; do
+		[ "$t" = test_common.sh ] || tests+=("$t")
+	done
 fi
 # tmp_entries: the names in /tmp, one per line.
 tmp_entries() {

@@ -37,7 +37,7 @@ expect_fail "rename onto an existing name" "already in use" rdmsetup rename othe
 expect_fail "setting a uuid twice" "already set" rdmsetup rename dup --setuuid RDM-NEW
 expect_fail "name with a slash" "invalid device name" rdmsetup create a/b --table "0 8 zero"
 expect_fail "name .." "invalid device name" rdmsetup create .. --table "0 8 zero"
-expect_fail "device that does not exist (ENXIO; logged at debug level only, as dm: test_device_17)" "" rdmsetup info nosuch
+expect_fail "device that does not exist (ENXIO; logged at debug level only, as dm: test_device_answers_like_dm)" "" rdmsetup info nosuch
 long=$(printf 'n%.0s' $(seq 1 130))
 expect_fail "name too long (rdmsetup)" "" rdmsetup create "$long" --table "0 8 zero"
 expect_fail "message to a basic target" "does not accept message" rdmsetup message dup 0 hello

@@ -22,7 +22,7 @@
 # make-it-fail on itself cannot resize a pipe to 1 MiB (its buffer ring is
 # a 10 KiB kmalloc, order 2), and can once disarmed.
 #
-# The scenario is test_persist_08's (tests/vm/bigcow.sh): 1,050,000
+# The scenario is test_persist_million_exceptions_load_and_grow's (tests/vm/bigcow.sh): 1,050,000
 # exceptions load, status and stats show them, samples read right; 64 MiB
 # of origin writes add 8,180 more (over 3,000 new runs: new leaves); the
 # snapshot stays valid and reads right, and the metadata on disk holds

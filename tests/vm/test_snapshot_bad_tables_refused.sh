@@ -62,7 +62,7 @@ bad "origin and COW the same device" "same device" "cannot be the same as origin
 bad "origin and COW the same device, by path and by number" "same device" \
 	"cannot be the same as origin device" "$S $VDA $(devno "$VDA") N 8"
 bad "unknown store type" "unknown exception store type" "$STORE" "$S $VDA $VDB X 8"
-# (Bad persistent metadata: test_persist_03.)
+# (Bad persistent metadata: test_persist_bad_on_disk_input.)
 yes garbage | head -c 512 | dd of="$VDB" bs=512 count=1 iflag=fullblock oflag=direct status=none
 bad "persistent store on a COW with a garbage header" "invalid or corrupt snapshot header" \
 	"Invalid or corrupt snapshot" "$S $VDA $VDB P 8"
