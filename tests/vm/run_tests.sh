@@ -4,9 +4,24 @@
 # prints TAP 13 as the kselftest runner does (a plan, then one "ok"/"not ok"
 # line per test; the tests' own output as "# " comments), ending with the
 # comment "# vm: N passed, N failed, N skipped". Exits 1 if any test failed.
+#
+#   run_tests.sh [--list] [TEST...]
+#
+# --list prints the tests it would run, one per line, and runs none.
+# With RDM_CLAIM_DIR set (a directory every guest of one run shares,
+# writable: vm-run --shared-dir), several guests work through one list:
+# a guest runs a test only if it is the first to create
+# RDM_CLAIM_DIR/TEST (mkdir is atomic on the host), writes the test's exit
+# status to RDM_CLAIM_DIR/TEST/rc, and prints its plan at the end (TAP
+# allows a trailing plan) since it cannot know how many it will get.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here" || exit 1
+list=''
+if [ "${1:-}" = --list ]; then
+	list=1
+	shift
+fi
 if [ $# -gt 0 ]; then
 	tests=("$@")
 else
@@ -31,12 +46,20 @@ remove_new_tmp_files() {
 		[ -n "$f" ] && rm -rf "/tmp/$f"
 	done
 }
+if [ -n "$list" ]; then
+	for t in "${tests[@]}"; do basename "$t"; done
+	exit 0
+fi
+claim=${RDM_CLAIM_DIR:-}
 echo "TAP version 13"
-echo "1..${#tests[@]}"
+[ -n "$claim" ] || echo "1..${#tests[@]}"
 pass=0 fail=0 skip=0 n=0
 for t in "${tests[@]}"; do
-	n=$((n + 1))
 	t=$(basename "$t")
+	if [ -n "$claim" ]; then
+		mkdir "$claim/$t" 2>/dev/null || continue
+	fi
+	n=$((n + 1))
 	echo "# selftests: rdm: $t"
 	start=$SECONDS
 	tmp_before=$(tmp_entries)
@@ -49,13 +72,15 @@ for t in "${tests[@]}"; do
 	rc=${PIPESTATUS[0]}
 	took=$((SECONDS - start))
 	# Leave no module behind for the next test.
-	grep -q '^rdm ' /proc/modules && rmmod rdm 2>/dev/null
+	grep -qs '^rdm ' /proc/modules && rmmod rdm 2>/dev/null
 	remove_new_tmp_files "$tmp_before"
 	case $rc in
 	0) pass=$((pass + 1)); echo "ok $n selftests: rdm: $t (${took}s)" ;;
 	4) skip=$((skip + 1)); echo "ok $n selftests: rdm: $t # SKIP" ;;
 	*) fail=$((fail + 1)); echo "not ok $n selftests: rdm: $t # exit=$rc" ;;
 	esac
+	[ -z "$claim" ] || echo "$rc" >"$claim/$t/rc"
 done
+[ -z "$claim" ] || echo "1..$n"
 echo "# vm: $pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
