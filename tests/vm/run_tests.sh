@@ -30,9 +30,14 @@ else
 		[ "$t" = test_common.sh ] || tests+=("$t")
 	done
 fi
-# tmp_entries: the names in /tmp, one per line.
+# tmp_entries: the names in /tmp the guest itself made, one per line.
+# virtme-ng's /tmp is an overlay whose lower layer is the host's /tmp (live,
+# read-only): only its upper layer (a tmpfs) holds what the guest wrote, and
+# names the host adds meanwhile must be neither counted nor removed.
 tmp_entries() {
-	find /tmp -mindepth 1 -maxdepth 1 -printf '%f\n' | sort
+	local upper
+	upper=$(sed -n 's/^[^ ]* \/tmp overlay .*upperdir=\([^,]*\).*/\1/p' /proc/mounts | tail -n 1)
+	find "${upper:-/tmp}" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort
 }
 # remove_new_tmp_files LISTING: in the guest (RDM_IN_VM), removes what a
 # test left in /tmp that is not in LISTING (tmp_entries before it). The
