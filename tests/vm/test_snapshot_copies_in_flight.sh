@@ -18,24 +18,39 @@
 require_vm
 require_disks "$VDA" "$VDB"
 defer snap_cleanup
-DELAY=3000
 PARAMS=/sys/module/rdm/parameters
-if snap_ref; then
-	snap_load
-	DELAY=0
-	log "dm-snapshot has no copy delay: timing checks and part c are skipped"
-else
-	snap_load copy_delay_ms=$DELAY cow_threshold=2
-	expect_eq "$(cat $PARAMS/copy_delay_ms)" $DELAY "copy_delay_ms given at load"
-	expect_eq "$(cat $PARAMS/cow_threshold)" 2 "cow_threshold given at load"
-fi
-
 LEN=16384
 CS=8
 pat=/tmp/snap03.pat new=/tmp/snap03.new new2=/tmp/snap03.new2
 make_pattern $pat 8
 make_pattern $new 8
 make_pattern $new2 8
+
+msleep() { sleep "$(($1 / 1000)).$(printf '%03d' $(($1 % 1000)))"; }
+# copy_delay: 3000 ms, or 10 times the slowest of 3 one-chunk writes (the
+# cost of starting a writer here) if that is more.
+copy_delay() {
+	local i t0 took slowest=0
+	for i in 1 2 3; do
+		t0=$(now_ms)
+		dwrite $new 0 "$VDA" $((i * CS)) $CS || fail "timed write $i"
+		took=$(($(now_ms) - t0))
+		[ $took -gt $slowest ] && slowest=$took
+	done
+	echo $((slowest * 10 > 3000 ? slowest * 10 : 3000))
+}
+DELAY=$(copy_delay) || fail "the timed writes failed"
+log "copy delay $DELAY ms"
+if snap_ref; then
+	snap_load
+	DELAY=0
+	log "dm-snapshot has no copy delay: timing checks and part c are skipped"
+else
+	snap_load copy_delay_ms="$DELAY" cow_threshold=2
+	expect_eq "$(cat $PARAMS/copy_delay_ms)" "$DELAY" "copy_delay_ms given at load"
+	expect_eq "$(cat $PARAMS/cow_threshold)" 2 "cow_threshold given at load"
+fi
+
 orig=$DEVDIR/orig snap=$DEVDIR/snap
 dm create orig --table "0 $LEN snapshot-origin $VDA" || fail "create the origin"
 dd if=$pat of="$orig" bs=1M oflag=direct status=none || fail "stamp the pattern"
@@ -55,8 +70,8 @@ took=$(($(now_ms) - t0))
 expect_eq "$(snap_alloc snap)" $CS "8 concurrent writers to one chunk: one chunk allocated"
 expect_same "the snapshot keeps the old chunk" "$snap" $pat $CS $((C * CS)) $((C * CS))
 expect_same "the origin has all 8 new sectors" "$orig" $new $CS $((C * CS)) $((C * CS))
-if [ $DELAY -gt 0 ]; then
-	[ $took -ge $DELAY ] || fail "the writers were done after $took ms, before the copy delay ($DELAY ms)"
+if [ "$DELAY" -gt 0 ]; then
+	[ $took -ge "$DELAY" ] || fail "the writers were done after $took ms, before the copy delay ($DELAY ms)"
 	log "ok: the writers waited for the copy ($took ms >= $DELAY ms)"
 fi
 
@@ -64,9 +79,9 @@ fi
 D=9
 dwrite $new $((D * CS)) "$orig" $((D * CS)) $CS &
 wpid=$!
-if [ $DELAY -gt 0 ]; then
-	sleep 1
-	kill -0 $wpid 2>/dev/null || fail "the origin write was done within 1 s: the copy was not held"
+if [ "$DELAY" -gt 0 ]; then
+	msleep $((DELAY / 3))
+	kill -0 $wpid 2>/dev/null || fail "the origin write was done within $((DELAY / 3)) ms: the copy was not held"
 fi
 dread "$snap" $((D * CS)) $CS >/tmp/snap03.read || fail "snapshot read of a chunk being copied"
 wait $wpid || fail "the origin write to chunk $D failed"
@@ -77,7 +92,7 @@ expect_same "the snapshot keeps chunk $D" "$snap" $pat $CS $((D * CS)) $((D * CS
 expect_same "the origin has the new chunk $D" "$orig" $new $CS $((D * CS)) $((D * CS))
 expect_eq "$(snap_alloc snap)" $((2 * CS)) "two chunks allocated"
 
-if [ $DELAY -gt 0 ]; then
+if [ "$DELAY" -gt 0 ]; then
 	# c) E is copied first; then F and G take both slots, H waits for one.
 	E=20 F=30 G=31 H=32
 	dwrite $new $((E * CS)) "$orig" $((E * CS)) $CS || fail "write to chunk $E"
@@ -90,10 +105,10 @@ if [ $DELAY -gt 0 ]; then
 	fpid=$!
 	timed $G &
 	gpid=$!
-	sleep 1
+	msleep $((DELAY / 3))
 	timed $H &
 	hpid=$!
-	sleep 0.5
+	msleep $((DELAY / 6))
 	dwrite $new2 $((E * CS)) "$orig" $((E * CS)) $CS || fail "write to the copied chunk $E"
 	fast=$(($(now_ms) - start))
 	for p in $fpid $gpid $hpid; do
@@ -123,7 +138,7 @@ if [ $DELAY -gt 0 ]; then
 	t0=$(now_ms)
 	dwrite $new $((40 * CS)) "$orig" $((40 * CS)) $CS || fail "write after resetting the delay"
 	took=$(($(now_ms) - t0))
-	[ $took -lt $DELAY ] || fail "a copy still took $took ms after copy_delay_ms=0"
+	[ $took -lt "$DELAY" ] || fail "a copy still took $took ms after copy_delay_ms=0"
 	log "ok: with copy_delay_ms=0 a copy took $took ms"
 fi
 
