@@ -501,7 +501,12 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
     };
     let key = key_of(&p.header)?;
     let cookie = p.header.event_nr;
-    let (md, name, uuid) = reg.rename(&key, new, set_uuid)?;
+    let what = if set_uuid {
+        Renamed::Uuid
+    } else {
+        Renamed::Name
+    };
+    let (md, name, uuid) = reg.rename(&key, new, what)?;
     // As dm: a change uevent with the caller's udev cookie.
     let sent = md.uevent(Uevent::Change, cookie);
     report(&md, &name, &uuid, &mut p.header)?;
@@ -783,6 +788,14 @@ impl Write for TextBuf {
     }
 }
 
+/// What a DM_DEV_RENAME changes: the name, or (with DM_UUID_FLAG) the
+/// uuid, which may only be set if the device has none.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renamed {
+    Name,
+    Uuid,
+}
+
 /// How a request names a device.
 pub(crate) enum Key<'a> {
     Name(&'a [u8]),
@@ -1039,8 +1052,9 @@ impl Registry {
         &self,
         key: &Key<'_>,
         new: Name,
-        set_uuid: bool,
+        what: Renamed,
     ) -> Result<(Arc<MappedDevice>, Name, Name)> {
+        let set_uuid = what == Renamed::Uuid;
         let mut devices = self.devices.lock();
         let clash = devices.iter().flatten().any(|e| {
             if set_uuid {

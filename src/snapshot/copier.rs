@@ -55,8 +55,8 @@
 //! rest — allocation, I/O submission, the exception table's write lock,
 //! re-mapping held bios — runs in the thread.
 
-use super::store::{CommitCallback, Slot};
-use super::{copy_ready_at, cow_threshold, From, Snap};
+use super::store::{CommitCallback, Drive, Slot};
+use super::{copy_ready_at, cow_threshold, Caller, Snap};
 use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
@@ -291,8 +291,8 @@ impl Lane {
     /// Takes a slot for a new job: under `cow_threshold` for submitters,
     /// always for the copier's own re-maps and for anything submitted on
     /// the copier thread (only it gives slots back).
-    pub(crate) fn take_slot(&self, from: From) -> bool {
-        if from == From::Copier || self.copier.on_copier_thread() {
+    pub(crate) fn take_slot(&self, caller: Caller) -> bool {
+        if caller == Caller::Copier || self.copier.on_copier_thread() {
             return self.slots.try_take(0);
         }
         self.slots.try_take(cow_threshold())
@@ -1183,7 +1183,16 @@ impl CopierThread {
                     let Some(p) = t.snap.store.persistent() else {
                         continue;
                     };
-                    if p.drive_commit(t.snap.is_valid(), &self.copier).is_err() {
+                    if p.drive_commit(
+                        if t.snap.is_valid() {
+                            Drive::Start
+                        } else {
+                            Drive::FollowOnly
+                        },
+                        &self.copier,
+                    )
+                    .is_err()
+                    {
                         t.snap.invalidate("I/O error writing the snapshot metadata");
                     }
                 }

@@ -800,7 +800,7 @@ impl Snap {
         // until the write is over).
         self.outstanding.inc();
         // Never throttled: it is what lets held writes go.
-        self.lane.take_slot(From::Copier);
+        self.lane.take_slot(Caller::Copier);
         new.clone().enqueue();
         Ok(Some(new))
     }
@@ -819,7 +819,7 @@ impl Snap {
 
     /// Maps again an origin write held on a job of this snapshot (copier).
     pub(crate) fn origin_write_again(&self, bio: Bio) {
-        self.origin.write(&self.origin_dev, bio, From::Copier);
+        self.origin.write(&self.origin_dev, bio, Caller::Copier);
     }
 }
 
@@ -855,11 +855,11 @@ enum Plan {
 
 pub(crate) use copier::{Job, JobKind};
 
-/// Where a bio comes from, for the throttle.
+/// Who maps a bio, for the throttle.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum From {
+pub(crate) enum Caller {
     /// A submitter: may wait for room under `cow_threshold`.
-    Submit,
+    Submitter,
     /// The copier re-mapping a bio it held: never waits.
     Copier,
 }
@@ -954,7 +954,7 @@ impl Origin {
                 continue;
             }
             let Some(node) = node.take() else { continue };
-            match publish_one(snap, job, chunk, node, false) {
+            match publish_one(snap, job, chunk, node, Writer::Origin) {
                 Published::Yes => served += 1,
                 Published::Shrunk => shrunk = true,
                 Published::No | Published::Overflow => {}
@@ -966,7 +966,7 @@ impl Origin {
     /// An origin write (a counted clone, in origin sectors): goes to the
     /// origin device once every active snapshot has the old data of the
     /// chunks it covers; until then it is held on a pending copy.
-    pub(crate) fn write(&self, dev: &BdevFile, mut bio: Bio, from: From) {
+    pub(crate) fn write(&self, dev: &BdevFile, mut bio: Bio, caller: Caller) {
         let _noio = NoIo::enter();
         let mut cursor = None;
         let mut made: Option<Arc<Job>> = None;
@@ -1022,7 +1022,7 @@ impl Origin {
                     chunk_sectors,
                     cursor: at,
                 } => {
-                    if !self.lane.take_slot(from) {
+                    if !self.lane.take_slot(caller) {
                         // Wait for room holding no lock (seed 003), then
                         // decide again: the chunk may be copied by now.
                         self.lane.wait_for_slot();
@@ -1098,7 +1098,7 @@ impl Origin {
                     chunk_sectors,
                     cursor: at,
                 } => {
-                    self.lane.take_slot(From::Copier);
+                    self.lane.take_slot(Caller::Copier);
                     let (job, served, shrunk) = match self.publish_copy(chunk, chunk_sectors) {
                         Ok(made) => made,
                         Err(e) => {
@@ -1148,17 +1148,26 @@ enum Published {
     Shrunk,
 }
 
+/// For whose write an exception is published.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// A write to the origin: the snapshot's copy of the chunk.
+    Origin,
+    /// A write to the snapshot itself (a `PO` snapshot overflows instead
+    /// of going invalid when there is no room).
+    Snapshot,
+}
+
 /// Makes `job` the pending exception of `chunk` in `snap` unless the chunk
-/// is already copied or pending, taking a COW chunk for it. `own_write`:
-/// for a write to the snapshot itself (a `PO` snapshot overflows instead
-/// of going invalid when there is no room).
+/// is already copied or pending, taking a COW chunk for it.
 fn publish_one(
     snap: &Arc<Snap>,
     job: &Arc<Job>,
     chunk: u64,
     node: RBTreeNodeReservation<u64, Arc<Job>>,
-    own_write: bool,
+    writer: Writer,
 ) -> Published {
+    let own_write = writer == Writer::Snapshot;
     let ex = snap.exceptions.read();
     if ex.lookup(chunk).is_some() {
         return Published::No;
@@ -1182,7 +1191,7 @@ fn publish_one(
         Err(NoRoom::Full) => {
             drop(pending);
             drop(ex);
-            return full(snap, own_write);
+            return full(snap, writer);
         }
     };
     if snap.shrunk.load(Ordering::Relaxed) {
@@ -1225,8 +1234,8 @@ impl Drop for WriteCount<'_> {
 
 /// The COW device of `snap` is full: a `PO` snapshot's own write
 /// overflows it, anything else invalidates it (as dm).
-fn full(snap: &Snap, own_write: bool) -> Published {
-    if own_write && snap.store.kind() == StoreKind::PersistentOverflow {
+fn full(snap: &Snap, writer: Writer) -> Published {
+    if writer == Writer::Snapshot && snap.store.kind() == StoreKind::PersistentOverflow {
         if !snap.overflowed.swap(true, Ordering::AcqRel) {
             pr_err!("snapshot overflowed: no room for a write to the snapshot\n");
             snap.events.bump();
@@ -1326,7 +1335,7 @@ impl Snap {
                 return;
             }
             let lane = &self.lane;
-            if !lane.take_slot(From::Submit) {
+            if !lane.take_slot(Caller::Submitter) {
                 lane.wait_for_slot();
                 continue;
             }
@@ -1346,7 +1355,7 @@ impl Snap {
                 io.end(bio, true);
                 return;
             };
-            match publish_one(self, &job, chunk, node, true) {
+            match publish_one(self, &job, chunk, node, Writer::Snapshot) {
                 Published::Yes => {}
                 Published::Overflow => {
                     lane.put_slot();
@@ -1519,7 +1528,8 @@ impl Snap {
             return;
         }
         if let Some(clone) = io.clone_bio(bio, None, EndHook::NONE) {
-            self.origin.write(&self.origin_dev, clone, From::Submit);
+            self.origin
+                .write(&self.origin_dev, clone, Caller::Submitter);
         }
     }
 
@@ -1557,7 +1567,7 @@ impl Snap {
                 // active since needs). Tracked no more: a chunk without an
                 // exception is never tracked again, so its end un-tracks
                 // nothing.
-                self.origin.write(&self.origin_dev, bio, From::Copier);
+                self.origin.write(&self.origin_dev, bio, Caller::Copier);
                 return;
             };
             if self.merging.lock().holds(chunk) {
