@@ -55,13 +55,14 @@
 //! rest — allocation, I/O submission, the exception table's write lock,
 //! re-mapping held bios — runs in the thread.
 
+use super::snap::Snap;
 use super::store::{CommitCallback, Drive, Slot};
-use super::{copy_ready_at, cow_threshold, Caller, Snap};
 use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
 use crate::kx::wait::{DrainCounter, EventCounter, Slots};
+use crate::params;
 use crate::rdm_core::lifecycle::{AtomicState, JobStage};
 use crate::rdm_core::snapshot::round_up_to_block;
 use crate::target::CountedBio;
@@ -77,6 +78,29 @@ pub(crate) const MAX_ACTIVE: usize = 64;
 pub(crate) const BUFFER_BUDGET: usize = 32 << 20;
 /// Largest piece of a chunk copied at once (the buffer of one job).
 pub(crate) const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// Who maps a bio, for the throttle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// A submitter: may wait for room under `cow_threshold`.
+    Submitter,
+    /// The copier re-mapping a bio it held: never waits.
+    Copier,
+}
+
+/// The copy-delay test knob, in jiffies from now.
+pub(crate) fn copy_ready_at() -> u64 {
+    let ms = params::copy_delay_ms();
+    if ms == 0 {
+        return 0;
+    }
+    jiffies() + kernel::time::msecs_to_jiffies(ms) as u64
+}
+
+/// The `cow_threshold` parameter.
+pub(crate) fn cow_threshold() -> usize {
+    params::cow_threshold() as usize
+}
 
 /// A FIFO of jobs linked through [`Job::next`].
 struct JobFifo {
