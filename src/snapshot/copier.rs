@@ -531,10 +531,24 @@ impl JobGroup {
 ///
 /// # Invariants
 ///
-/// The job's snapshots are in `targets` until the thread starts the job
-/// and moves them out; until then the lane's queue (or the urgent list)
-/// holds a reference to the job, so no completion ever drops the last one
-/// while it still references a snapshot.
+/// - The job's snapshots are in `targets` until the thread starts the job
+///   and moves them out; until then the lane's queue (or the urgent list)
+///   holds a reference to the job, so no completion ever drops the last
+///   one while it still references a snapshot.
+/// - `stage` moves only by [`AtomicState::advance`] along the transitions
+///   [`JobStage`] documents: the copier thread out of the stages it owns,
+///   completions out of `Reading` and `Writing`.
+/// - A queued job holds one unit of its lane's throttle, taken before it
+///   was published, and given back exactly once, at its end
+///   ([`Lane::put_slot`] in the thread's `end_job`); a job dropped before
+///   it is queued gives its unit back where it is dropped.
+/// - Once `state.done` is set (under `state`, at the job's end) no bio is
+///   held on the job any more ([`Job::hold_origin`] and
+///   [`Job::hold_snapshot`] hand the bio back); the bios held before are
+///   mapped again exactly once, after the job's exceptions are recorded.
+/// - An [`JobKind::Overwrite`]'s own write (`own_write`) is ended only by
+///   the job's end, after its exception is recorded and, persistent,
+///   committed.
 #[pin_data]
 pub(crate) struct Job {
     lane: Arc<Lane>,

@@ -23,7 +23,41 @@ use super::merge_io::{MergeInfo, MergeIo};
 use super::origin::Origin;
 use super::Caller;
 
-/// One snapshot.
+/// One snapshot: its devices, its store, its completed and pending
+/// exceptions, and the counts its teardown and its merge wait for. Shared
+/// by every snapshot target loaded on its COW device (an `Arc`).
+///
+/// # Invariants
+///
+/// - A chunk is never both completed (in `exceptions`) and pending (in
+///   `pending`): a publication ([`publish_one`](super::publish)) checks
+///   both and inserts into `pending` under a read hold of `exceptions` and
+///   the `pending` lock; [`Snap::finish_exception`] records the exception
+///   and removes the pending entry under one write hold of `exceptions`.
+///   So a lookup under a read hold finds exactly one of: the COW chunk,
+///   the pending job, nothing.
+/// - `outstanding` counts the jobs published in `pending` (and the job
+///   writing the invalid header) until their end, commit included: it
+///   rises under `pending` at publication, falls in
+///   [`Snap::finish_exception`] / [`Snap::invalid_header_written`].
+/// - No job is published for a snapshot that is inactive or handed over:
+///   publication checks `active` and `handed_over` under `pending`, and
+///   [`Snap::unregister`] and [`Snap::hand_over`] set their flag, then
+///   take and drop `pending` before they wait for `outstanding`.
+/// - `valid` only goes from true to false ([`Snap::invalidate`]);
+///   `handed_over` and `overflowed` are never cleared; `users` never rises
+///   from 0 (a snapshot being taken down is never joined).
+/// - `listed` is 1 exactly while the snapshot is in its origin's list
+///   (changed under `Snapshots::origins` and the list's write hold).
+/// - Every write to the snapshot device is counted in `writes` from its
+///   map until its clone ends, or covered by an outstanding job (a
+///   whole-chunk write that is its job's copy).
+/// - A read of a chunk sent to the origin (or a merge's write sent to a
+///   COW chunk) is counted in `tracked` until its clone ends; no copy of
+///   that chunk ends (and no origin write held on it goes) before.
+/// - Lock order: `exceptions` → `pending` → the store's allocation;
+///   `exceptions` → `merging`; `tracked` and `header_job` are leaves
+///   (`Documentation/locking.rst`).
 #[pin_data]
 pub(crate) struct Snap {
     pub(super) origin: OriginRef,

@@ -271,6 +271,23 @@ const READ_BATCH_BYTES: usize = 1 << 20;
 const READ_BATCH_AREAS: usize = 64;
 
 /// The persistent exception store (dm-snap-persistent.c's format).
+///
+/// # Invariants
+///
+/// - An entry at a position below `committed` is on disk: `committed`
+///   moves (under `commit`, mirrored in the atomic) only when a commit's
+///   writes ended without error, the later areas before the current one.
+///   A merge's cut lowers it with the list.
+/// - At most one commit is in flight: `io.stage` is `Idle` between
+///   commits and moves only by [`AtomicState::advance`] along the
+///   transitions [`CommitStage`] documents; only the copier thread starts
+///   a commit, under `commit`, which is never held across I/O.
+/// - Every COW chunk handed out is distinct and outside the metadata
+///   areas: `alloc` (an [`Appender`]) hands them out under its spinlock,
+///   taken inside the snapshot's `pending` lock.
+/// - `invalidation` moves only `Valid` → `Unsynced` → `Synced`
+///   ([`Invalidation`]), by `advance`; `header_lock` serialises the
+///   synchronous header writes.
 #[pin_data]
 pub(crate) struct Persistent {
     cow: Arc<BdevFile>,
