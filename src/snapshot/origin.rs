@@ -112,6 +112,10 @@ impl Origin {
     /// made), the scan resumes there instead of at the start, so that a
     /// large write makes all its copies in one pass; only a full scan
     /// (`None`) may answer [`Plan::Clear`] or [`Plan::Wait`].
+    ///
+    /// Takes a read hold of `snaps`, and per snapshot a read hold of its
+    /// `exceptions` and its `pending` lock; all are dropped before it
+    /// returns. Never sleeps but on the `snaps` rwsem.
     pub(super) fn plan_write(
         &self,
         sector: u64,
@@ -173,6 +177,11 @@ impl Origin {
     /// chunk, giving each a COW chunk. Returns the job, how many snapshots
     /// it serves, and whether a snapshot that needs the chunk has no room
     /// for it because its COW device shrank (the write must fail).
+    ///
+    /// Takes a read hold of `snaps` throughout, and [`publish_one`]'s locks
+    /// per snapshot; every allocation is made before the first COW chunk is
+    /// taken. The job is not queued. Process context; may sleep for
+    /// memory (no I/O: the caller is in a `NoIo` scope). Errors: ENOMEM.
     pub(super) fn publish_copy(
         &self,
         chunk: u64,
@@ -211,7 +220,14 @@ impl Origin {
 
     /// An origin write (a counted clone, in origin sectors): goes to the
     /// origin device once every active snapshot has the old data of the
-    /// chunks it covers; until then it is held on a pending copy.
+    /// chunks it covers; until then it is held on a pending copy (or on the
+    /// job writing an invalidated snapshot's header). Plans with
+    /// [`Origin::plan_write`] and carries each plan out until the bio is
+    /// sent, held or ended.
+    ///
+    /// Context: the submit path ([`Caller::Submitter`]: may wait for room
+    /// in the throttle, holding no lock) or the copier re-mapping a bio it
+    /// held ([`Caller::Copier`]: never waits). Nothing here waits for I/O.
     pub(crate) fn write(&self, dev: &BdevFile, mut bio: Bio, caller: Caller) {
         let _noio = NoIo::enter();
         let mut cursor = None;

@@ -40,7 +40,20 @@ pub(super) enum Writer {
 }
 
 /// Makes `job` the pending exception of `chunk` in `snap` unless the chunk
-/// is already copied or pending, taking a COW chunk for it.
+/// is already copied or pending, taking a COW chunk for it from the store
+/// and adding `snap` to the job's targets.
+///
+/// Locking: takes a read hold of `exceptions`, then `pending` (and the
+/// store's allocation lock inside it); the checks of `active` and
+/// `handed_over` are made under `pending`, as [`Snap::unregister`] and
+/// [`Snap::hand_over`] rely on. Allocates nothing (`node` and the job's
+/// room for targets were made before). Counts the publication in
+/// `outstanding`. Process context (map path or copier); never sleeps.
+///
+/// Returns what it did ([`Published`]); on `No` the caller plans again or
+/// fails the bio (the snapshot may have gone invalid here: a full COW
+/// device, or a full target list in the job, which the room its callers
+/// reserve rules out).
 pub(super) fn publish_one(
     snap: &Arc<Snap>,
     job: &Arc<Job>,
@@ -90,7 +103,9 @@ pub(super) fn publish_one(
 }
 
 /// The COW device of `snap` is full: a `PO` snapshot's own write
-/// overflows it, anything else invalidates it (as dm).
+/// overflows it (marked once, an event raised), anything else invalidates
+/// it (as dm). Called with no lock of the snapshot held; never sleeps.
+/// Returns `Overflow` or `No`.
 pub(super) fn full(snap: &Snap, writer: Writer) -> Published {
     if writer == Writer::Snapshot && snap.store.kind() == StoreKind::PersistentOverflow {
         if !snap.overflowed.swap(true, Ordering::AcqRel) {

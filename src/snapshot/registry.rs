@@ -51,7 +51,8 @@ impl Snapshots {
         )
     }
 
-    /// The origin of device `devt`, made if new.
+    /// A reference on the origin of device `devt`, made and listed if new.
+    /// Process context (table load); takes `origins`. Errors: ENOMEM.
     pub(crate) fn origin(self: &Arc<Self>, devt: u64) -> Result<OriginRef> {
         let lane = Lane::new(&self.copier)?;
         let fresh = Arc::pin_init(
