@@ -756,7 +756,8 @@ pub(crate) struct Entry {
 pub(crate) struct Registry {
     /// Held only to look up, add, rename or remove entries: never across
     /// I/O, a table build, or a copy to or from user space.
-    /// Slots are reused; `None` is a free slot (6.12's `KVec` cannot remove).
+    /// Entries are reused; `None` is a free entry (6.12's `KVec` cannot
+    /// remove).
     #[pin]
     pub(crate) devices: Mutex<KVec<Option<Entry>>>,
     pub(crate) major: u32,
@@ -883,7 +884,7 @@ impl Registry {
         }
         let minor = Self::pick_minor(&devices, want_minor)?;
         let disk_name = CString::try_from_fmt(kernel::fmt!("{}{}", self.disk_prefix, minor))?;
-        let slot = match devices.iter().position(|e| e.is_none()) {
+        let free = match devices.iter().position(|e| e.is_none()) {
             Some(i) => i,
             None => {
                 devices.push(None, GFP_KERNEL)?;
@@ -898,7 +899,7 @@ impl Registry {
         };
         let md = MappedDevice::create(&env, minor, &disk_name, read_only)?;
         md.set_names(Some((name, uuid)));
-        devices[slot] = Some(Entry {
+        devices[free] = Some(Entry {
             name,
             uuid,
             md: md.clone(),
@@ -931,12 +932,12 @@ impl Registry {
     ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
         let entry = {
             let mut devices = self.devices.lock();
-            let slot = devices
+            let found = devices
                 .iter_mut()
                 .find(|e| e.as_ref().is_some_and(&pred))
                 .ok_or(ENXIO)?;
-            slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
-            let entry = slot.take().ok_or(ENXIO)?;
+            found.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
+            let entry = found.take().ok_or(ENXIO)?;
             entry.md.set_names(None);
             entry
         };

@@ -52,28 +52,28 @@ impl Snap {
             return Ok(Some(job));
         }
         let new = Job::invalid_header(&self.lane, self)?;
-        let mut slot = self.header_job.lock();
-        if let Some(job) = slot.clone() {
-            drop(slot);
+        let mut current = self.header_job.lock();
+        if let Some(job) = current.clone() {
+            drop(current);
             drop(new);
             return Ok(Some(job));
         }
         // Checked under the lock that the write's end takes after
         // clearing the flag: no job is made for a header already written.
         if !p.invalid_unsynced() {
-            drop(slot);
+            drop(current);
             drop(new);
             return Ok(None);
         }
-        *slot = Some(new.clone());
-        drop(slot);
+        *current = Some(new.clone());
+        drop(current);
         // Counted like an exception: a teardown that comes later waits for
         // it (one already past its wait writes the header itself, and the
         // job's reference keeps the snapshot, and so the COW device, open
         // until the write is over).
         self.outstanding.inc();
         // Never throttled: it is what lets held writes go.
-        self.lane.take_slot(Caller::Copier);
+        self.lane.take_permit(Caller::Copier);
         new.clone().enqueue();
         Ok(Some(new))
     }
@@ -82,9 +82,9 @@ impl Snap {
     pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
         if let Some(p) = self.store.persistent() {
             p.invalid_header_written(failed);
-            let mut slot = self.header_job.lock();
-            if slot.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
-                *slot = None;
+            let mut current = self.header_job.lock();
+            if current.as_ref().is_some_and(|j| Arc::ptr_eq(j, job)) {
+                *current = None;
             }
         }
         self.outstanding.dec();

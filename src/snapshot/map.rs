@@ -186,8 +186,8 @@ impl Snap {
     /// chunk first. Process context, no lock held.
     fn plan_copy(self: &Arc<Self>, chunk: u64, whole: bool) -> Option<MapPlan> {
         let lane = &self.lane;
-        if !lane.take_slot(Caller::Submitter) {
-            lane.wait_for_slot();
+        if !lane.take_permit(Caller::Submitter) {
+            lane.wait_for_permit();
             return None;
         }
         let kind = if whole {
@@ -196,26 +196,26 @@ impl Snap {
             JobKind::Copy
         };
         let Ok(job) = Job::new(lane, chunk, self.geom.sectors(), kind, 1) else {
-            lane.put_slot();
+            lane.put_permit();
             return Some(MapPlan::Fail);
         };
         let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
-            lane.put_slot();
+            lane.put_permit();
             return Some(MapPlan::Fail);
         };
         match publish_one(self, &job, chunk, node, Writer::Snapshot) {
             Published::Yes if whole => Some(MapPlan::Overwrite(job)),
             Published::Yes => Some(MapPlan::CopyFirst(job)),
             Published::Overflow => {
-                lane.put_slot();
+                lane.put_permit();
                 Some(MapPlan::Fail)
             }
             Published::Shrunk => {
-                lane.put_slot();
+                lane.put_permit();
                 Some(MapPlan::NoSpace)
             }
             Published::No => {
-                lane.put_slot();
+                lane.put_permit();
                 if !self.is_valid() || self.is_handed_over() {
                     return Some(MapPlan::Fail);
                 }

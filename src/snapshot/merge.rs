@@ -343,7 +343,7 @@ impl MergeThread {
                 }
             };
             // Never throttled: what the merge queues, the copier ends.
-            snap.lane.take_slot(Caller::Copier);
+            snap.lane.take_permit(Caller::Copier);
             group.left.inc();
             job.enqueue();
         }

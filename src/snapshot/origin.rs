@@ -284,14 +284,14 @@ impl Origin {
                     chunk_sectors,
                     cursor: at,
                 } => {
-                    if !self.lane.take_slot(caller) {
+                    if !self.lane.take_permit(caller) {
                         // Wait for room holding no lock (seed 003), then
                         // decide again: the chunk may be copied by now.
-                        self.lane.wait_for_slot();
+                        self.lane.wait_for_permit();
                         continue;
                     }
                     let Ok((job, served, shrunk)) = self.publish_copy(chunk, chunk_sectors) else {
-                        self.lane.put_slot();
+                        self.lane.put_permit();
                         pr_err!("origin write: out of memory for a copy\n");
                         bio.end(true);
                         return;
@@ -304,7 +304,7 @@ impl Origin {
                         if served > 0 {
                             job.enqueue();
                         } else {
-                            self.lane.put_slot();
+                            self.lane.put_permit();
                         }
                         bio.end_no_space();
                         return;
@@ -313,7 +313,7 @@ impl Origin {
                     if served == 0 {
                         // Another writer got there first (or every snapshot
                         // went invalid): decide again.
-                        self.lane.put_slot();
+                        self.lane.put_permit();
                         continue;
                     }
                     made = Some(job.clone());
@@ -360,11 +360,11 @@ impl Origin {
                     chunk_sectors,
                     cursor: at,
                 } => {
-                    self.lane.take_slot(Caller::Copier);
+                    self.lane.take_permit(Caller::Copier);
                     let (job, served, shrunk) = match self.publish_copy(chunk, chunk_sectors) {
                         Ok(made) => made,
                         Err(e) => {
-                            self.lane.put_slot();
+                            self.lane.put_permit();
                             return Err(e);
                         }
                     };
@@ -377,13 +377,13 @@ impl Origin {
                         if served > 0 {
                             job.enqueue();
                         } else {
-                            self.lane.put_slot();
+                            self.lane.put_permit();
                         }
                         return Err(ENOSPC);
                     }
                     cursor = Some(at);
                     if served == 0 {
-                        self.lane.put_slot();
+                        self.lane.put_permit();
                         continue;
                     }
                     job.clone().enqueue();

@@ -74,8 +74,8 @@ pub(super) fn publish_one(
     if (!own_write && !snap.wants_copies()) || snap.is_handed_over() {
         return Published::No;
     }
-    let slot = match snap.store.prepare_exception() {
-        Ok(slot) => slot,
+    let place = match snap.store.prepare_exception() {
+        Ok(place) => place,
         Err(NoRoom::Shrunk { in_use }) => {
             drop(pending);
             drop(ex);
@@ -91,7 +91,7 @@ pub(super) fn publish_one(
     if snap.shrunk.load(Ordering::Relaxed) {
         snap.shrunk.store(false, Ordering::Relaxed);
     }
-    if job.add_target(snap, slot).is_err() {
+    if job.add_target(snap, place).is_err() {
         drop(pending);
         drop(ex);
         snap.invalidate("out of memory for a pending exception");

@@ -31,11 +31,13 @@ pub(crate) struct Snapshots {
     /// Looked up and changed by table loads and target teardown only
     /// (process context, never on the I/O path).
     #[pin]
-    pub(super) origins: Mutex<KVec<Option<OriginSlot>>>,
+    pub(super) origins: Mutex<KVec<Option<OriginEntry>>>,
     pub(crate) copier: Arc<Copier>,
 }
 
-pub(super) struct OriginSlot {
+/// An origin in [`Snapshots::origins`] and how many users it has (a free
+/// entry is `None`: entries are reused).
+pub(super) struct OriginEntry {
     pub(super) origin: Arc<Origin>,
     pub(super) users: usize,
 }
@@ -69,17 +71,18 @@ impl Snapshots {
             GFP_KERNEL,
         )?;
         let mut list = self.origins.lock();
-        let origin = if let Some(slot) = list.iter_mut().flatten().find(|s| s.origin.devt == devt) {
-            slot.users += 1;
-            slot.origin.clone()
+        let origin = if let Some(entry) = list.iter_mut().flatten().find(|e| e.origin.devt == devt)
+        {
+            entry.users += 1;
+            entry.origin.clone()
         } else {
-            let slot = OriginSlot {
+            let entry = OriginEntry {
                 origin: fresh.clone(),
                 users: 1,
             };
             match list.iter_mut().find(|s| s.is_none()) {
-                Some(free) => *free = Some(slot),
-                None => list.push(Some(slot), GFP_KERNEL)?,
+                Some(free) => *free = Some(entry),
+                None => list.push(Some(entry), GFP_KERNEL)?,
             }
             fresh
         };
@@ -94,23 +97,24 @@ impl Snapshots {
 /// `origin` that uses `cow` as its COW device, if any. Two snapshots of
 /// different origins on one COW device would overwrite each other.
 pub(super) fn cow_user_of_other_origin(
-    origins: &KVec<Option<OriginSlot>>,
+    origins: &KVec<Option<OriginEntry>>,
     cow: u64,
     origin: u64,
 ) -> Option<u64> {
     origins
         .iter()
         .flatten()
-        .filter(|slot| slot.origin.devt != origin)
-        .find(|slot| {
-            slot.origin
+        .filter(|entry| entry.origin.devt != origin)
+        .find(|entry| {
+            entry
+                .origin
                 .snaps
                 .read()
                 .iter()
                 .flatten()
                 .any(|s| s.cow.devt() == cow)
         })
-        .map(|slot| slot.origin.devt)
+        .map(|entry| entry.origin.devt)
 }
 
 /// A user's reference on an origin; the last one takes it out of the list.
@@ -129,12 +133,12 @@ impl core::ops::Deref for OriginRef {
 impl Drop for OriginRef {
     fn drop(&mut self) {
         let mut list = self.snapshots.origins.lock();
-        for slot in list.iter_mut() {
-            if let Some(s) = slot {
-                if Arc::ptr_eq(&s.origin, &self.origin) {
-                    s.users -= 1;
-                    if s.users == 0 {
-                        *slot = None;
+        for entry in list.iter_mut() {
+            if let Some(e) = entry {
+                if Arc::ptr_eq(&e.origin, &self.origin) {
+                    e.users -= 1;
+                    if e.users == 0 {
+                        *entry = None;
                     }
                     return;
                 }
@@ -358,9 +362,9 @@ impl Snap {
         let origins = self.origin.snapshots.origins.lock();
         let origin = (*self.origin).clone();
         let mut snaps = origin.snaps.write();
-        for slot in snaps.iter_mut() {
-            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, self)) {
-                *slot = None;
+        for entry in snaps.iter_mut() {
+            if entry.as_ref().is_some_and(|s| Arc::ptr_eq(s, self)) {
+                *entry = None;
             }
         }
         update_min_chunk(&origin, &snaps);

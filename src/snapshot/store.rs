@@ -41,7 +41,7 @@ use kernel::{new_mutex, new_spinlock};
 
 /// A new exception's COW chunk, and (persistent) its entry's position (0
 /// for the transient store).
-pub(crate) use crate::rdm_core::persistent::Slot;
+pub(crate) use crate::rdm_core::persistent::Place;
 
 /// A snapshot's exception store.
 pub(crate) enum Store {
@@ -54,11 +54,11 @@ impl Store {
     /// none: the COW device is full, or it shrank below the chunks in use.
     /// The COW device's size is read now (it may have grown). Never
     /// sleeps (called under spinlocks).
-    pub(crate) fn prepare_exception(&self) -> Result<Slot, NoRoom> {
+    pub(crate) fn prepare_exception(&self) -> Result<Place, NoRoom> {
         match self {
             Store::Transient(t) => t
                 .prepare_exception()
-                .map(|new_chunk| Slot { pos: 0, new_chunk }),
+                .map(|new_chunk| Place { pos: 0, new_chunk }),
             Store::Persistent(p) => p.prepare_exception(),
         }
     }
@@ -521,7 +521,7 @@ impl Persistent {
         Ok(loader.position())
     }
 
-    fn prepare_exception(&self) -> Result<Slot, NoRoom> {
+    fn prepare_exception(&self) -> Result<Place, NoRoom> {
         let cow_chunks = self.layout.chunks_in(self.cow.nr_sectors());
         self.alloc.lock().allocate(cow_chunks)
     }

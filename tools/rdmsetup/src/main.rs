@@ -143,7 +143,7 @@ enum Cmd {
         #[arg(long, short = 'n', conflicts_with_all = ["table", "file"])]
         notable: bool,
     },
-    /// Load a table into the inactive slot (activated by `resume`).
+    /// Load a table as the inactive table (activated by `resume`).
     #[command(alias = "reload")]
     Load {
         name: String,
