@@ -82,7 +82,7 @@ impl MergeGate {
 }
 
 /// What a bio must do about the exceptions, decided under the locks.
-pub(super) enum Plan {
+pub(super) enum WritePlan {
     /// Nothing to wait for: go ahead.
     Clear,
     /// Queue on this pending job.
@@ -111,7 +111,7 @@ impl Origin {
     /// With a `cursor` (a snapshot index and chunk where the last copy was
     /// made), the scan resumes there instead of at the start, so that a
     /// large write makes all its copies in one pass; only a full scan
-    /// (`None`) may answer [`Plan::Clear`] or [`Plan::Wait`].
+    /// (`None`) may answer [`WritePlan::Clear`] or [`WritePlan::Wait`].
     ///
     /// Takes a read hold of `snaps`, and per snapshot a read hold of its
     /// `exceptions` and its `pending` lock; all are dropped before it
@@ -121,7 +121,7 @@ impl Origin {
         sector: u64,
         sectors: u64,
         cursor: Option<(usize, u64)>,
-    ) -> Plan {
+    ) -> WritePlan {
         let snaps = self.snaps.read();
         let mut wait = None;
         let (first_snap, resume_chunk) = cursor.unwrap_or((0, 0));
@@ -133,7 +133,7 @@ impl Origin {
                     .persistent()
                     .is_some_and(|p| p.invalid_unsynced())
                 {
-                    return Plan::SyncInvalid(snap.clone());
+                    return WritePlan::SyncInvalid(snap.clone());
                 }
                 continue;
             }
@@ -153,7 +153,7 @@ impl Origin {
                     wait.get_or_insert_with(|| job.clone());
                     continue;
                 }
-                return Plan::Copy {
+                return WritePlan::Copy {
                     chunk,
                     chunk_sectors: snap.geom.sectors(),
                     cursor: (i, chunk),
@@ -161,15 +161,15 @@ impl Origin {
             }
         }
         match wait {
-            Some(job) => Plan::Wait(job),
-            None => Plan::Clear,
+            Some(job) => WritePlan::Wait(job),
+            None => WritePlan::Clear,
         }
     }
 
     /// Whether an origin write of `[sector, sector + sectors)` may go to
     /// the origin at once (every active snapshot has those chunks).
     pub(crate) fn write_is_clear(&self, sector: u64, sectors: u64) -> bool {
-        matches!(self.plan_write(sector, sectors, None), Plan::Clear)
+        matches!(self.plan_write(sector, sectors, None), WritePlan::Clear)
     }
 
     /// Makes a job copying `chunk` and publishes it as the pending exception
@@ -234,7 +234,7 @@ impl Origin {
         let mut made: Option<Arc<Job>> = None;
         loop {
             let plan = self.plan_write(bio.sector(), bio.sectors(), cursor);
-            if cursor.is_some() && !matches!(plan, Plan::Copy { .. }) {
+            if cursor.is_some() && !matches!(plan, WritePlan::Copy { .. }) {
                 // Nothing more to copy after the cursor. Hold the write on
                 // a job made here: when it ends, the write is planned
                 // again from the start, which sees anything this pass
@@ -250,17 +250,17 @@ impl Origin {
                 continue;
             }
             match plan {
-                Plan::Clear => {
+                WritePlan::Clear => {
                     bio.set_dev(dev);
                     bio.submit();
                     return;
                 }
-                Plan::Wait(job) => match job.hold_origin(bio) {
+                WritePlan::Wait(job) => match job.hold_origin(bio) {
                     Ok(()) => return,
                     // The job ended meanwhile: decide again.
                     Err(b) => bio = b,
                 },
-                Plan::SyncInvalid(snap) => {
+                WritePlan::SyncInvalid(snap) => {
                     // Held until the copier has written the header: this
                     // may be a submit_bio (whose own I/O is only sent once
                     // it returns) or the copier itself, so nothing here
@@ -279,7 +279,7 @@ impl Origin {
                         }
                     }
                 }
-                Plan::Copy {
+                WritePlan::Copy {
                     chunk,
                     chunk_sectors,
                     cursor: at,
@@ -338,7 +338,7 @@ impl Origin {
         let mut made = None;
         loop {
             let plan = self.plan_write(sector, sectors, cursor);
-            if cursor.is_some() && !matches!(plan, Plan::Copy { .. }) {
+            if cursor.is_some() && !matches!(plan, WritePlan::Copy { .. }) {
                 // Nothing more to copy after the cursor: wait for a job
                 // made here; the caller scans again afterwards.
                 if made.is_some() {
@@ -348,14 +348,14 @@ impl Origin {
                 continue;
             }
             match plan {
-                Plan::Clear => return Ok(None),
-                Plan::Wait(job) => return Ok(Some(job)),
-                Plan::SyncInvalid(snap) => {
+                WritePlan::Clear => return Ok(None),
+                WritePlan::Wait(job) => return Ok(Some(job)),
+                WritePlan::SyncInvalid(snap) => {
                     if let Some(job) = snap.invalid_header_job()? {
                         return Ok(Some(job));
                     }
                 }
-                Plan::Copy {
+                WritePlan::Copy {
                     chunk,
                     chunk_sectors,
                     cursor: at,
