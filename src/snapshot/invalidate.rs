@@ -43,7 +43,13 @@ impl Snap {
 
     /// The copier's job that writes this (persistent) snapshot's header
     /// with valid = 0, made and queued if there is none; `None` if the
-    /// header says so already.
+    /// header says so already (or the store is transient).
+    ///
+    /// Origin writers (submit path or copier), holding no lock: takes
+    /// `header_job` (a leaf) twice, allocating between; the job is counted
+    /// in `outstanding` and takes a throttle permit past `cow_threshold`
+    /// (it is what lets held writes go). Never waits for I/O. Errors:
+    /// ENOMEM.
     pub(super) fn invalid_header_job(self: &Arc<Self>) -> Result<Option<Arc<Job>>> {
         let Some(p) = self.store.persistent() else {
             return Ok(None);
@@ -78,7 +84,11 @@ impl Snap {
         Ok(Some(new))
     }
 
-    /// The copier's invalid header write ended.
+    /// The copier's invalid header write ended (`failed`: with an error,
+    /// logged by the store): the store's [`Invalidation`] moves on, the
+    /// job is forgotten and `outstanding` falls. Copier thread.
+    ///
+    /// [`Invalidation`]: crate::rdm_core::lifecycle::Invalidation
     pub(crate) fn invalid_header_written(&self, job: &Arc<Job>, failed: bool) {
         if let Some(p) = self.store.persistent() {
             p.invalid_header_written(failed);

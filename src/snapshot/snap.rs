@@ -128,6 +128,10 @@ pub(crate) struct Snap {
 impl Snap {
     /// The snapshot's table went live with a target of `len` sectors: from
     /// now on origin writes preserve its chunks (those before `len`).
+    /// Control path (a resume), holding no lock of the snapshot; waits for
+    /// a merge batch of the origin in progress ([`MergeGate`]).
+    ///
+    /// [`MergeGate`]: super::origin::MergeGate
     pub(crate) fn activate(&self, len: u64) {
         self.len.store(len, Ordering::Release);
         if self.active.load(Ordering::Acquire) {
@@ -151,15 +155,21 @@ impl Snap {
         self.geom.has_chunk(chunk, self.len.load(Ordering::Acquire))
     }
 
+    /// Whether the snapshot is valid (it never becomes valid again once
+    /// invalid). Lock-free, any context.
     pub(crate) fn is_valid(&self) -> bool {
         self.valid.load(Ordering::Acquire)
     }
 
-    /// A `PO` snapshot whose own write found no room.
+    /// A `PO` snapshot whose own write found no room (never cleared).
+    /// Lock-free, any context.
     pub(crate) fn is_overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)
     }
 
+    /// Whether origin writes copy for the snapshot: active, valid and not
+    /// handed over to a merge. Lock-free; publication checks it again under
+    /// `pending` ([`publish_one`](super::publish)).
     pub(super) fn wants_copies(&self) -> bool {
         self.active.load(Ordering::Acquire) && self.is_valid() && !self.is_handed_over()
     }
@@ -199,10 +209,13 @@ impl Snap {
         }
     }
 
-    /// Ends the pending exception of `old` (copier, process context):
-    /// records it as completed at `new` if `ok`, and forgets the job. One
-    /// write hold for both, so map-path lookups (under a read hold) see
-    /// either the pending job or the exception.
+    /// Ends the pending exception of `old`: records it as completed at
+    /// `new` if `ok` (and the snapshot is still valid), and forgets the
+    /// job. One write hold of `exceptions` for both, so map-path lookups
+    /// (under a read hold) see either the pending job or the exception;
+    /// then `outstanding` falls. A failure to record invalidates the
+    /// snapshot. Copier thread (process context; may sleep for memory in
+    /// its `NoIo` scope under the write hold).
     pub(crate) fn finish_exception(&self, old: u64, new: u64, ok: bool) {
         let mut ex = self.exceptions.write();
         let res = if ok && self.is_valid() {
@@ -226,13 +239,16 @@ impl Snap {
         }
     }
 
-    /// Completed exceptions, their runs, and the bytes of their table.
+    /// Completed exceptions, their runs, and the bytes of their table
+    /// (status and the `stats` message). Takes a read hold of `exceptions`.
     pub(crate) fn table_usage(&self) -> (u64, u64, usize) {
         let ex = self.exceptions.read();
         (ex.len(), ex.runs(), ex.bytes())
     }
 
-    /// Maps again an origin write held on a job of this snapshot (copier).
+    /// Maps again an origin write held on a job of this snapshot
+    /// ([`Origin::write`] as the copier: never waits for the throttle).
+    /// Copier thread, no lock held.
     pub(crate) fn origin_write_again(&self, bio: Bio) {
         self.origin.write(&self.origin_dev, bio, Caller::Copier);
     }
