@@ -1,5 +1,5 @@
 //! Counters one can wait on (`wait_var_event`/`wake_up_var`): [`DrainCounter`]
-//! (wait for zero), [`EventCounter`] (wait for a change), [`Slots`] (wait
+//! (wait for zero), [`EventCounter`] (wait for a change), [`Permits`] (wait
 //! for room below a limit); and [`PollEvent`], an event number with a wait
 //! queue of its own that `poll()` waits on.
 //!
@@ -130,26 +130,26 @@ impl Default for EventCounter {
 }
 
 /// A count of things in progress bounded by a limit (a throttle): taking a
-/// slot never sleeps; waiting for one is separate, so that a caller can
+/// permit never sleeps; waiting for one is separate, so that a caller can
 /// drop everything it holds before it sleeps.
-pub struct Slots {
+pub struct Permits {
     used: AtomicUsize,
 }
 
-impl Slots {
-    /// No slot in use.
+impl Permits {
+    /// No permit in use.
     pub const fn new() -> Self {
-        Slots {
+        Permits {
             used: AtomicUsize::new(0),
         }
     }
 
-    /// Slots in use.
+    /// Permits in use.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 
-    /// Takes a slot if fewer than `limit` are in use (`limit` 0: no limit).
+    /// Takes a permit if fewer than `limit` are in use (`limit` 0: no limit).
     pub fn try_take(&self, limit: usize) -> bool {
         if limit == 0 {
             self.used.fetch_add(1, Ordering::AcqRel);
@@ -162,15 +162,15 @@ impl Slots {
             .is_ok()
     }
 
-    /// Gives a slot back and wakes those waiting for one. Any context.
+    /// Gives a permit back and wakes those waiting for one. Any context.
     pub fn put(&self) {
         self.used.fetch_sub(1, Ordering::SeqCst);
         // SAFETY: the address is only a wait-queue hash key.
         unsafe { rdm_wake_up_var(self.used.as_ptr().cast()) };
     }
 
-    /// Sleeps until fewer than `limit` slots are in use. Does not take one:
-    /// call [`Slots::try_take`] again, as another waiter may win it.
+    /// Sleeps until fewer than `limit` permits are in use. Does not take one:
+    /// call [`Permits::try_take`] again, as another waiter may win it.
     pub fn wait_below(&self, limit: usize) {
         if limit == 0 {
             return;
@@ -180,7 +180,7 @@ impl Slots {
     }
 }
 
-impl Default for Slots {
+impl Default for Permits {
     fn default() -> Self {
         Self::new()
     }

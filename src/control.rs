@@ -501,7 +501,12 @@ fn dev_rename(reg: &Registry, p: &mut Params) -> Result {
     };
     let key = key_of(&p.header)?;
     let cookie = p.header.event_nr;
-    let (md, name, uuid) = reg.rename(&key, new, set_uuid)?;
+    let what = if set_uuid {
+        Renamed::Uuid
+    } else {
+        Renamed::Name
+    };
+    let (md, name, uuid) = reg.rename(&key, new, what)?;
     // As dm: a change uevent with the caller's udev cookie.
     let sent = md.uevent(Uevent::Change, cookie);
     report(&md, &name, &uuid, &mut p.header)?;
@@ -751,7 +756,8 @@ pub(crate) struct Entry {
 pub(crate) struct Registry {
     /// Held only to look up, add, rename or remove entries: never across
     /// I/O, a table build, or a copy to or from user space.
-    /// Slots are reused; `None` is a free slot (6.12's `KVec` cannot remove).
+    /// Entries are reused; `None` is a free entry (6.12's `KVec` cannot
+    /// remove).
     #[pin]
     pub(crate) devices: Mutex<KVec<Option<Entry>>>,
     pub(crate) major: u32,
@@ -781,6 +787,14 @@ impl Write for TextBuf {
             .extend_from_slice(s.as_bytes(), GFP_KERNEL)
             .map_err(|_| core::fmt::Error)
     }
+}
+
+/// What a DM_DEV_RENAME changes: the name, or (with DM_UUID_FLAG) the
+/// uuid, which may only be set if the device has none.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renamed {
+    Name,
+    Uuid,
 }
 
 /// How a request names a device.
@@ -870,7 +884,7 @@ impl Registry {
         }
         let minor = Self::pick_minor(&devices, want_minor)?;
         let disk_name = CString::try_from_fmt(kernel::fmt!("{}{}", self.disk_prefix, minor))?;
-        let slot = match devices.iter().position(|e| e.is_none()) {
+        let free = match devices.iter().position(|e| e.is_none()) {
             Some(i) => i,
             None => {
                 devices.push(None, GFP_KERNEL)?;
@@ -885,7 +899,7 @@ impl Registry {
         };
         let md = MappedDevice::create(&env, minor, &disk_name, read_only)?;
         md.set_names(Some((name, uuid)));
-        devices[slot] = Some(Entry {
+        devices[free] = Some(Entry {
             name,
             uuid,
             md: md.clone(),
@@ -918,12 +932,12 @@ impl Registry {
     ) -> Result<(Arc<MappedDevice>, Name, Name, bool)> {
         let entry = {
             let mut devices = self.devices.lock();
-            let slot = devices
+            let found = devices
                 .iter_mut()
                 .find(|e| e.as_ref().is_some_and(&pred))
                 .ok_or(ENXIO)?;
-            slot.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
-            let entry = slot.take().ok_or(ENXIO)?;
+            found.as_ref().ok_or(ENXIO)?.md.begin_remove()?;
+            let entry = found.take().ok_or(ENXIO)?;
             entry.md.set_names(None);
             entry
         };
@@ -1039,8 +1053,9 @@ impl Registry {
         &self,
         key: &Key<'_>,
         new: Name,
-        set_uuid: bool,
+        what: Renamed,
     ) -> Result<(Arc<MappedDevice>, Name, Name)> {
+        let set_uuid = what == Renamed::Uuid;
         let mut devices = self.devices.lock();
         let clash = devices.iter().flatten().any(|e| {
             if set_uuid {

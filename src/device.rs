@@ -120,6 +120,25 @@ struct Opens {
 }
 
 /// A mapped device.
+///
+/// # Invariants
+///
+/// - The I/O path reads `map` only inside an SRCU read section of `srcu`
+///   and counts its bio on the table there ([`DrainRef`]); a table taken
+///   out of `map` (under `suspend_lock`) is dropped only after
+///   `synchronize` and after its count drained to zero, so no bio in
+///   flight outlives its table.
+/// - `io_suspended` and `dying` are written only under `suspend_lock`;
+///   after a write and `synchronize`, every bio either saw the flag or is
+///   counted on the table. While `io_suspended`, bios are parked on
+///   `deferred`, and `restart_work` resubmits them after a resume.
+/// - The active table (`map` and `Tables::active`) and `Tables::suspended`
+///   change only with `suspend_lock` held; `tables` is held only briefly,
+///   never across I/O, a table's build or drop, or a user copy.
+/// - `names` is a copy of the registry entry's, written under the
+///   registry lock (`None`: not registered).
+/// - The device holds a module reference (`_module`) while it exists; its
+///   last reference is dropped only in a control command or on `wq`.
 #[pin_data]
 pub(crate) struct MappedDevice {
     pub(crate) minor: u32,

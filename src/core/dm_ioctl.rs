@@ -119,7 +119,7 @@ commands! {
     DevStatus = DM_DEV_STATUS_CMD, "DM_DEV_STATUS";
     /// Wait for a device event.
     DevWait = DM_DEV_WAIT_CMD, "DM_DEV_WAIT";
-    /// Load a table into the inactive slot.
+    /// Load a table as the inactive table.
     TableLoad = DM_TABLE_LOAD_CMD, "DM_TABLE_LOAD";
     /// Drop the inactive table.
     TableClear = DM_TABLE_CLEAR_CMD, "DM_TABLE_CLEAR";

@@ -8,17 +8,17 @@
 //! insert moves at most one leaf's worth of entries. A leaf is at least
 //! half full except the newest, so the cost is 16 to 32 bytes per run.
 //!
-//! The leaves are indexed by *pages* of [`Slot`]s (a leaf pointer and the
-//! lowest origin chunk the leaf may hold, 16 bytes; [`PAGE_SLOTS`] of them
+//! The leaves are indexed by *pages* of [`LeafPtr`]s (a leaf pointer and the
+//! lowest origin chunk the leaf may hold, 16 bytes; [`PTRS_PER_PAGE`] of them
 //! make one 4 KiB allocation), and the pages by a *directory* of
-//! [`DirEntry`]s (a page, its lowest origin chunk and how many slots it
+//! [`DirEntry`]s (a page, its lowest origin chunk and how many leaf pointers it
 //! uses). A page that fills up splits in two like a leaf. Nothing is ever
 //! allocated larger than a page but the directory, which holds one entry
 //! per 128 to 256 leaves (one per 8,000 to 32,000 runs) and is the
 //! caller's growable vector: the kernel's `KVVec`, which falls back to
 //! `vmalloc`, so the table never needs physically contiguous memory of
 //! more than one page however large it grows. An insert moves at most one
-//! leaf of runs and one page of slots, and, when a page splits, the
+//! leaf of runs and one page of leaf pointers, and, when a page splits, the
 //! directory entries after it. A lookup is three binary searches, over the
 //! directory's keys, one page's keys and one leaf's runs: two pointer
 //! dereferences.
@@ -46,9 +46,9 @@ use core::ops::DerefMut;
 /// Runs per leaf: a leaf (8-byte header + 16 bytes per run) fits 2 KiB.
 pub const LEAF_RUNS: usize = 127;
 
-/// Slots per page the module uses: 256 slots of 16 bytes, one 4 KiB
+/// Leaf pointers per page the module uses: 256 leaf pointers of 16 bytes, one 4 KiB
 /// allocation (the host tests use smaller pages too).
-pub const PAGE_SLOTS: usize = 256;
+pub const PTRS_PER_PAGE: usize = 256;
 
 /// Longest run (its length is kept in 16 bits).
 pub const MAX_RUN: u64 = 1 << 16;
@@ -203,23 +203,23 @@ fn last_at_or_below<T>(items: &[T], chunk: u64, key: impl Fn(&T) -> u64) -> Opti
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoMemory;
 
-/// One slot of a page: a leaf, and the lowest origin chunk it may hold
+/// One leaf pointer of a page: a leaf, and the lowest origin chunk it may hold
 /// (the first chunk of its first run; 0 for the table's first leaf).
-pub struct Slot<L> {
+pub struct LeafPtr<L> {
     key: u64,
     leaf: Option<L>,
 }
 
-impl<L> Slot<L> {
-    /// An unused slot.
-    pub const EMPTY: Self = Slot { key: 0, leaf: None };
+impl<L> LeafPtr<L> {
+    /// An unused leaf pointer.
+    pub const EMPTY: Self = LeafPtr { key: 0, leaf: None };
 }
 
 /// A page's entry in the directory.
 pub struct DirEntry<P> {
-    /// Lowest origin chunk the page's leaves may hold (its first slot's key).
+    /// Lowest origin chunk the page's leaves may hold (its first leaf pointer's key).
     key: u64,
-    /// Slots in use, from the first.
+    /// Leaf pointers in use, from the first.
     len: usize,
     page: P,
 }
@@ -232,18 +232,18 @@ pub struct DirEntry<P> {
 /// than a page makes the directory fall back to virtually contiguous
 /// memory (the kernel's `KVVec`).
 pub trait TableMem {
-    /// Slots per page: what every [`TableMem::new_page`] holds (at least 2).
-    const PAGE_SLOTS: usize;
+    /// Leaf pointers per page: what every [`TableMem::new_page`] holds (at least 2).
+    const PTRS_PER_PAGE: usize;
     /// An owned leaf (`Box<Leaf>`; `KBox<Leaf>` in the kernel).
     type Leaf: DerefMut<Target = Leaf>;
-    /// A page: `PAGE_SLOTS` slots in one allocation.
-    type Page: DerefMut<Target = [Slot<Self::Leaf>]>;
+    /// A page: `PTRS_PER_PAGE` leaf pointers in one allocation.
+    type Page: DerefMut<Target = [LeafPtr<Self::Leaf>]>;
     /// The directory: a vector of page entries that grows.
     type Dir: DerefMut<Target = [DirEntry<Self::Page>]>;
 
     /// A new leaf (the table empties it).
     fn new_leaf(&mut self) -> Result<Self::Leaf, NoMemory>;
-    /// A new page of `PAGE_SLOTS` slots, every one [`Slot::EMPTY`].
+    /// A new page of `PTRS_PER_PAGE` leaf pointers, every one [`LeafPtr::EMPTY`].
     fn new_page(&mut self) -> Result<Self::Page, NoMemory>;
     /// An empty directory; allocates nothing.
     fn new_dir(&mut self) -> Self::Dir;
@@ -353,18 +353,18 @@ impl<M: TableMem> ExceptionTable<M> {
     /// Bytes of memory the table takes: its leaves, pages and directory.
     pub fn bytes(&self) -> usize {
         self.leaves * size_of::<Leaf>()
-            + self.dir.len() * M::PAGE_SLOTS * size_of::<Slot<M::Leaf>>()
+            + self.dir.len() * M::PTRS_PER_PAGE * size_of::<LeafPtr<M::Leaf>>()
             + self.mem.dir_capacity(&self.dir) * size_of::<DirEntry<M::Page>>()
     }
 
-    /// The used slots of a page.
-    fn slots(e: &DirEntry<M::Page>) -> &[Slot<M::Leaf>] {
+    /// The used leaf pointers of a page.
+    fn leaf_ptrs(e: &DirEntry<M::Page>) -> &[LeafPtr<M::Leaf>] {
         e.page.get(..e.len).unwrap_or(&[])
     }
 
-    /// The page (directory index) and slot of the leaf that holds, or
+    /// The page (directory index) and leaf pointer of the leaf that holds, or
     /// would hold, `chunk`: the last with a key at or below it (the first
-    /// page and slot have key 0). `None` if the table has no leaf.
+    /// page and leaf pointer have key 0). `None` if the table has no leaf.
     fn find(&self, chunk: u64) -> Option<(usize, usize)> {
         let dir: &[DirEntry<M::Page>] = &self.dir;
         // Tables of up to some 16,000 runs have one page.
@@ -372,11 +372,11 @@ impl<M: TableMem> ExceptionTable<M> {
             1 => 0,
             _ => last_at_or_below(dir, chunk, |e| e.key)?,
         };
-        let s = last_at_or_below(Self::slots(dir.get(d)?), chunk, |sl| sl.key)?;
+        let s = last_at_or_below(Self::leaf_ptrs(dir.get(d)?), chunk, |sl| sl.key)?;
         Some((d, s))
     }
 
-    /// The leaf in slot `s` of page `d`.
+    /// The leaf of leaf pointer `s` of page `d`.
     fn leaf_mut(&mut self, d: usize, s: usize) -> Option<&mut Leaf> {
         let e = self.dir.get_mut(d)?;
         if s >= e.len {
@@ -388,14 +388,14 @@ impl<M: TableMem> ExceptionTable<M> {
     /// The COW chunk of origin chunk `chunk`, if it has an exception.
     pub fn lookup(&self, chunk: u64) -> Option<u64> {
         let (d, s) = self.find(chunk)?;
-        let slots = Self::slots(self.dir.get(d)?);
-        slots.get(s)?.leaf.as_deref()?.lookup(chunk)
+        let ptrs = Self::leaf_ptrs(self.dir.get(d)?);
+        ptrs.get(s)?.leaf.as_deref()?.lookup(chunk)
     }
 
     /// A new page from the caller, checked.
     fn new_page(&mut self) -> Result<M::Page, InsertError> {
         let page = self.mem.new_page()?;
-        if M::PAGE_SLOTS < 2 || page.len() != M::PAGE_SLOTS {
+        if M::PTRS_PER_PAGE < 2 || page.len() != M::PTRS_PER_PAGE {
             return Err(InsertError::BadMemory);
         }
         Ok(page)
@@ -413,7 +413,7 @@ impl<M: TableMem> ExceptionTable<M> {
         let leaf = self.new_leaf()?;
         let mut page = self.new_page()?;
         self.mem.reserve_dir(&mut self.dir)?;
-        page[0] = Slot {
+        page[0] = LeafPtr {
             key: 0,
             leaf: Some(leaf),
         };
@@ -468,18 +468,18 @@ impl<M: TableMem> ExceptionTable<M> {
         Ok(())
     }
 
-    /// Splits the full leaf in slot `s` of page `d` in two and inserts
+    /// Splits the full leaf of leaf pointer `s` of page `d` in two and inserts
     /// `run` at `next` of its runs. Every allocation comes first: if one
     /// fails, nothing has changed.
     fn split_leaf(&mut self, d: usize, s: usize, next: usize, run: Run) -> Result<(), InsertError> {
         let mut upper = self.new_leaf()?;
-        let page_full = self.dir.get(d).map_or(0, |e| e.len) >= M::PAGE_SLOTS;
+        let page_full = self.dir.get(d).map_or(0, |e| e.len) >= M::PTRS_PER_PAGE;
         let (d, s) = if page_full {
             let page = self.new_page()?;
             self.mem.reserve_dir(&mut self.dir)?;
             // Nothing fails from here on.
             self.split_page(d, page)?;
-            let half = M::PAGE_SLOTS / 2;
+            let half = M::PTRS_PER_PAGE / 2;
             if s < half {
                 (d, s)
             } else {
@@ -499,10 +499,10 @@ impl<M: TableMem> ExceptionTable<M> {
         let key = upper.first_old();
         let e = self.dir.get_mut(d).ok_or(InsertError::BadMemory)?;
         let len = e.len;
-        // The page has room (`len < PAGE_SLOTS`): the empty slot at `len`
+        // The page has room (`len < PTRS_PER_PAGE`): the empty leaf pointer at `len`
         // comes round to `s + 1`.
         e.page[s + 1..=len].rotate_right(1);
-        e.page[s + 1] = Slot {
+        e.page[s + 1] = LeafPtr {
             key,
             leaf: Some(upper),
         };
@@ -528,8 +528,8 @@ impl<M: TableMem> ExceptionTable<M> {
         self.dir[at..].rotate_right(1);
         let (lo, hi) = self.dir.split_at_mut(at);
         let (lo, hi) = (&mut lo[d], &mut hi[0]);
-        let half = M::PAGE_SLOTS / 2;
-        let moved = M::PAGE_SLOTS - half;
+        let half = M::PTRS_PER_PAGE / 2;
+        let moved = M::PTRS_PER_PAGE - half;
         hi.page[..moved].swap_with_slice(&mut lo.page[half..]);
         hi.len = moved;
         hi.key = hi.page[0].key;
@@ -540,8 +540,8 @@ impl<M: TableMem> ExceptionTable<M> {
     /// The run holding `chunk`, if it has an exception.
     pub fn run_of(&self, chunk: u64) -> Option<Run> {
         let (d, s) = self.find(chunk)?;
-        let slots = Self::slots(self.dir.get(d)?);
-        let leaf = slots.get(s)?.leaf.as_deref()?;
+        let ptrs = Self::leaf_ptrs(self.dir.get(d)?);
+        let leaf = ptrs.get(s)?.leaf.as_deref()?;
         let run = *leaf.runs().get(leaf.run_before(chunk)?)?;
         run.lookup(chunk).map(|_| run)
     }
@@ -656,7 +656,7 @@ impl<M: TableMem> ExceptionTable<M> {
         Ok(Some(new))
     }
 
-    /// The leaf in slot `s` of page `d` has a new first run: its key (and
+    /// The leaf of leaf pointer `s` of page `d` has a new first run: its key (and
     /// its page's) follows it, but the table's first leaf keeps key 0.
     fn rekey(&mut self, d: usize, s: usize) {
         if d == 0 && s == 0 {
@@ -679,13 +679,13 @@ impl<M: TableMem> ExceptionTable<M> {
         }
     }
 
-    /// Frees the empty leaf in slot `s` of page `d`, and the page if that
+    /// Frees the empty leaf of leaf pointer `s` of page `d`, and the page if that
     /// was its last leaf.
     fn drop_leaf(&mut self, d: usize, s: usize) -> Result<(), InsertError> {
         let e = self.dir.get_mut(d).ok_or(InsertError::BadMemory)?;
         let len = e.len;
         e.page[s..len].rotate_left(1);
-        let freed = core::mem::replace(&mut e.page[len - 1], Slot::EMPTY);
+        let freed = core::mem::replace(&mut e.page[len - 1], LeafPtr::EMPTY);
         e.len -= 1;
         drop(freed);
         self.leaves -= 1;
@@ -716,7 +716,7 @@ impl<M: TableMem> ExceptionTable<M> {
     pub fn iter_runs(&self) -> impl Iterator<Item = Run> + '_ {
         self.dir
             .iter()
-            .flat_map(|e| Self::slots(e).iter())
+            .flat_map(|e| Self::leaf_ptrs(e).iter())
             .filter_map(|sl| sl.leaf.as_deref())
             .flat_map(|l| l.runs().iter().copied())
     }
@@ -729,7 +729,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::vec::Vec;
 
-    /// Host memory with `N` slots per page; fails the allocation numbered
+    /// Host memory with `N` leaf pointers per page; fails the allocation numbered
     /// `fail_at` (counting every allocation made or tried).
     struct TestMem<const N: usize> {
         tried: u64,
@@ -762,10 +762,10 @@ mod tests {
         }
     }
 
-    type HostPage = Vec<Slot<Box<Leaf>>>;
+    type HostPage = Vec<LeafPtr<Box<Leaf>>>;
 
     impl<const N: usize> TableMem for TestMem<N> {
-        const PAGE_SLOTS: usize = N;
+        const PTRS_PER_PAGE: usize = N;
         type Leaf = Box<Leaf>;
         type Page = HostPage;
         type Dir = Vec<DirEntry<HostPage>>;
@@ -785,7 +785,7 @@ mod tests {
                 return Ok(page);
             }
             self.alloc()?;
-            Ok((0..N).map(|_| Slot::EMPTY).collect())
+            Ok((0..N).map(|_| LeafPtr::EMPTY).collect())
         }
         fn new_dir(&mut self) -> Vec<DirEntry<HostPage>> {
             Vec::new()
@@ -827,7 +827,8 @@ mod tests {
             }
             while self.spare_pages.len() < pages {
                 self.alloc()?;
-                self.spare_pages.push((0..N).map(|_| Slot::EMPTY).collect());
+                self.spare_pages
+                    .push((0..N).map(|_| LeafPtr::EMPTY).collect());
             }
             if dir.capacity() < dir.len() + pages {
                 self.alloc()?;
@@ -843,7 +844,7 @@ mod tests {
         ExceptionTable::new(TestMem::new())
     }
 
-    fn table() -> Table<PAGE_SLOTS> {
+    fn table() -> Table<PTRS_PER_PAGE> {
         table_n()
     }
 
@@ -867,19 +868,29 @@ mod tests {
         let mut last_end = 0;
         for (d, e) in t.dir.iter().enumerate() {
             assert_eq!(e.page.len(), N);
-            assert!(e.len >= 1 && e.len <= N, "page {d} uses {} slots", e.len);
+            assert!(
+                e.len >= 1 && e.len <= N,
+                "page {d} uses {} leaf pointers",
+                e.len
+            );
             assert_eq!(e.key, e.page[0].key, "page {d}: key");
             for (s, sl) in e.page.iter().enumerate() {
                 if s >= e.len {
-                    assert!(sl.leaf.is_none(), "page {d} slot {s}: a leaf past the end");
+                    assert!(
+                        sl.leaf.is_none(),
+                        "page {d} leaf pointer {s}: a leaf past the end"
+                    );
                     continue;
                 }
-                let leaf = sl.leaf.as_deref().expect("a used slot without a leaf");
+                let leaf = sl
+                    .leaf
+                    .as_deref()
+                    .expect("a used leaf pointer without a leaf");
                 assert!(leaf.len >= 1 && leaf.len as usize <= LEAF_RUNS);
                 if d == 0 && s == 0 {
                     assert_eq!(sl.key, 0, "the first leaf's key");
                 } else {
-                    assert_eq!(sl.key, leaf.first_old(), "page {d} slot {s}: key");
+                    assert_eq!(sl.key, leaf.first_old(), "page {d} leaf pointer {s}: key");
                     assert!(last_key.is_some_and(|k| k < sl.key), "keys out of order");
                     // No run of the leaf before reaches this one's key.
                     assert!(last_end <= sl.key, "a run crosses a leaf's key");
@@ -901,7 +912,7 @@ mod tests {
         assert_eq!(
             t.bytes(),
             leaves * size_of::<Leaf>()
-                + t.dir.len() * N * size_of::<Slot<Box<Leaf>>>()
+                + t.dir.len() * N * size_of::<LeafPtr<Box<Leaf>>>()
                 + t.dir.capacity() * size_of::<DirEntry<HostPage>>()
         );
     }
@@ -936,8 +947,8 @@ mod tests {
     #[test]
     fn sizes() {
         assert!(size_of::<Leaf>() <= 2048);
-        assert_eq!(size_of::<Slot<Box<Leaf>>>(), 16);
-        assert_eq!(PAGE_SLOTS * size_of::<Slot<Box<Leaf>>>(), 4096);
+        assert_eq!(size_of::<LeafPtr<Box<Leaf>>>(), 16);
+        assert_eq!(PTRS_PER_PAGE * size_of::<LeafPtr<Box<Leaf>>>(), 4096);
     }
 
     #[test]
@@ -990,7 +1001,7 @@ mod tests {
 
     #[test]
     fn small_pages_split_often() {
-        // Pages of 2, 3 and 4 slots: page splits at every position, and
+        // Pages of 2, 3 and 4 leaf pointers: page splits at every position, and
         // the directory grows through many reallocations.
         fn run<const N: usize>(seed: u64) {
             let mut t = table_n::<N>();
@@ -1017,7 +1028,7 @@ mod tests {
         run::<4>(9);
     }
 
-    /// The key range of the leaf in slot `s` of page `d`.
+    /// The key range of the leaf of leaf pointer `s` of page `d`.
     fn leaf_range<const N: usize>(t: &Table<N>, d: usize, s: usize) -> (u64, u64) {
         let lo = t.dir[d].page[s].key;
         let hi = if s + 1 < t.dir[d].len {
@@ -1041,7 +1052,7 @@ mod tests {
         hi - lo - oracle.range(lo..hi).count() as u64 > 2 * LEAF_RUNS as u64
     }
 
-    /// Splits the leaf in slot `s` of page `d` by inserting chunks in its
+    /// Splits the leaf of leaf pointer `s` of page `d` by inserting chunks in its
     /// key range (to new COW chunks, so that none joins a run).
     fn split_leaf_at<const N: usize>(
         t: &mut Table<N>,
@@ -1084,17 +1095,17 @@ mod tests {
         }
         check(&t, &oracle, 0);
         // Every combination of: the first, a middle or the last page; its
-        // first or last slot; the page full or not.
+        // first or last leaf pointer; the page full or not.
         let mut seen = [[[false; 2]; 2]; 3];
         for _ in 0..200 {
             for (where_d, seen_d) in seen.iter_mut().enumerate() {
-                for first_slot in [true, false] {
+                for first_ptr in [true, false] {
                     for full in [true, false] {
                         let n = t.dir.len();
-                        let slot =
-                            |d: usize, t: &Table<N>| if first_slot { 0 } else { t.dir[d].len - 1 };
+                        let ptr =
+                            |d: usize, t: &Table<N>| if first_ptr { 0 } else { t.dir[d].len - 1 };
                         let pick = |d: usize, t: &Table<N>| {
-                            (t.dir[d].len == N) == full && has_room(t, &oracle, d, slot(d, t))
+                            (t.dir[d].len == N) == full && has_room(t, &oracle, d, ptr(d, t))
                         };
                         let d = match where_d {
                             0 => 0,
@@ -1104,9 +1115,9 @@ mod tests {
                         if d >= n || !pick(d, &t) {
                             continue;
                         }
-                        let s = slot(d, &t);
+                        let s = ptr(d, &t);
                         split_leaf_at(&mut t, &mut oracle, &mut next_new, d, s);
-                        seen_d[usize::from(first_slot)][usize::from(full)] = true;
+                        seen_d[usize::from(first_ptr)][usize::from(full)] = true;
                     }
                 }
             }
@@ -1230,7 +1241,7 @@ mod tests {
         // Small pages: page splits and directory growth all the time.
         let f4 = failing_inserts::<4>(40_000, 1 << 30, 3);
         // Module-sized pages.
-        let f256 = failing_inserts::<PAGE_SLOTS>(150_000, 1 << 30, 4);
+        let f256 = failing_inserts::<PTRS_PER_PAGE>(150_000, 1 << 30, 4);
         assert!(f4 > 500 && f256 > 1000, "{f4} {f256} failures injected");
     }
 
@@ -1238,7 +1249,7 @@ mod tests {
     fn a_bad_page_is_refused() {
         struct Short;
         impl TableMem for Short {
-            const PAGE_SLOTS: usize = 4;
+            const PTRS_PER_PAGE: usize = 4;
             type Leaf = Box<Leaf>;
             type Page = HostPage;
             type Dir = Vec<DirEntry<HostPage>>;
@@ -1246,7 +1257,7 @@ mod tests {
                 Ok(Box::new(Leaf::EMPTY))
             }
             fn new_page(&mut self) -> Result<HostPage, NoMemory> {
-                Ok((0..3).map(|_| Slot::EMPTY).collect())
+                Ok((0..3).map(|_| LeafPtr::EMPTY).collect())
             }
             fn new_dir(&mut self) -> Vec<DirEntry<HostPage>> {
                 Vec::new()
@@ -1375,13 +1386,13 @@ mod tests {
         }
         run::<2>(11);
         run::<3>(12);
-        run::<PAGE_SLOTS>(13);
+        run::<PTRS_PER_PAGE>(13);
     }
 
     #[test]
     fn a_middle_removal_splits_a_full_leaf() {
-        // One long run per leaf slot, the leaf full: removing a middle
-        // chunk needs a new leaf (and with 2-slot pages, a new page).
+        // One long run per leaf pointer, the leaf full: removing a middle
+        // chunk needs a new leaf (and with pages of 2 leaf pointers, a new page).
         let mut t = table_n::<2>();
         let mut oracle = BTreeMap::new();
         for r in 0..LEAF_RUNS as u64 * 4 {
@@ -1504,13 +1515,13 @@ mod tests {
             assert_eq!(t.removal_splits(&[11, 10]), Ok(0));
         }
         run::<2>(5);
-        run::<PAGE_SLOTS>(6);
+        run::<PTRS_PER_PAGE>(6);
     }
 
     /// One lookup, out of line (as the module's map path makes it, once
     /// per bio): the compiler cannot overlap or hoist work across lookups.
     #[inline(never)]
-    fn probe(t: &Table<PAGE_SLOTS>, c: u64) -> Option<u64> {
+    fn probe(t: &Table<PTRS_PER_PAGE>, c: u64) -> Option<u64> {
         t.lookup(c)
     }
 

@@ -576,8 +576,8 @@ pub fn decode_deps(payload: &[u8], out: &mut [u64]) -> Option<usize> {
     let count = read_u32(payload, 0)? as usize;
     let dev_at = offset_of!(sys::dm_target_deps, dev);
     let n = count.min(out.len());
-    for (i, slot) in out.iter_mut().enumerate().take(n) {
-        *slot = read_u64(payload, dev_at + 8 * i)?;
+    for (i, dev) in out.iter_mut().enumerate().take(n) {
+        *dev = read_u64(payload, dev_at + 8 * i)?;
     }
     Some(count)
 }

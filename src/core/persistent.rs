@@ -423,7 +423,7 @@ pub fn clear_after_end(area: &mut [u8], at: &Position) {
 
 /// A new exception's place: its entry's position and its COW chunk.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub struct Slot {
+pub struct Place {
     /// Position of its entry (counted from the first entry of area 0).
     pub pos: u64,
     /// Its COW chunk.
@@ -463,7 +463,7 @@ impl Appender {
     /// fit, and an entry that fills its area needs the next area to fit
     /// too (it is zeroed before the full area is written). A device that
     /// shrank below the chunks already handed out is [`NoRoom::Shrunk`].
-    pub fn allocate(&mut self, cow_chunks: u64) -> Result<Slot, NoRoom> {
+    pub fn allocate(&mut self, cow_chunks: u64) -> Result<Place, NoRoom> {
         let l = self.layout;
         let new_chunk = self.next_free;
         if cow_chunks < new_chunk {
@@ -480,13 +480,13 @@ impl Appender {
         {
             return Err(NoRoom::Full);
         }
-        let slot = Slot {
+        let place = Place {
             pos: self.next_pos,
             new_chunk,
         };
         self.next_pos += 1;
         self.next_free = l.skip_metadata(new_chunk + 1);
-        Ok(slot)
+        Ok(place)
     }
 
     /// A merge cut the list to `len` entries ([`merge_cut`]): the next

@@ -285,6 +285,62 @@ pub fn round_up_to_block(sectors: u64, block_bytes: u32) -> u64 {
     sectors.div_ceil(block) * block
 }
 
+/// What a bio of a `snapshot` target asks of its chunk (other operations
+/// fail before any decision).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A read of the snapshot.
+    Read,
+    /// A write to the snapshot.
+    Write,
+}
+
+/// Whether a snapshot takes a bio of `access` at all: not once it is
+/// invalid or handed over to a merge (dm: the handover leaves the source
+/// invalid), and no write once a `PO` snapshot overflowed.
+pub fn snapshot_admits(access: Access, valid: bool, handed_over: bool, overflowed: bool) -> bool {
+    valid && !handed_over && !(access == Access::Write && overflowed)
+}
+
+/// What the lookups of a snapshot bio's chunk found: the completed
+/// exception's COW chunk, else the pending copy `J`, else nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkState<J> {
+    /// Copied: the chunk's data is at this COW chunk.
+    Copied(u64),
+    /// A copy is pending (this job).
+    Pending(J),
+    /// Neither copied nor pending: the origin has the snapshot's data.
+    NotCopied,
+}
+
+/// What a snapshot bio does about its chunk, given [`ChunkState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkStep<J> {
+    /// Remap to this COW chunk.
+    ToCow(u64),
+    /// Wait for the pending copy `J`, then map again.
+    HoldOn(J),
+    /// A read of a chunk not copied: read the origin.
+    ReadOrigin,
+    /// A write to a chunk not copied: the chunk needs a new copy first
+    /// (the write is the copy itself if it covers the whole chunk).
+    NewCopy,
+}
+
+/// The step of the snapshot map path for a bio of `access` whose chunk
+/// lookups found `state`: a copied chunk is at its COW chunk, a pending
+/// one waits for its copy, and a chunk not copied is read from the origin
+/// or, for a write, copied first.
+pub fn chunk_step<J>(access: Access, state: ChunkState<J>) -> ChunkStep<J> {
+    match (state, access) {
+        (ChunkState::Copied(new), _) => ChunkStep::ToCow(new),
+        (ChunkState::Pending(job), _) => ChunkStep::HoldOn(job),
+        (ChunkState::NotCopied, Access::Read) => ChunkStep::ReadOrigin,
+        (ChunkState::NotCopied, Access::Write) => ChunkStep::NewCopy,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +473,45 @@ mod tests {
         // The largest power of two under INT_MAX >> 9 is 2^21 sectors.
         assert!(ChunkGeometry::new(1 << 22, 512, 512).is_err());
         assert!(ChunkGeometry::new(1 << 21, 512, 512).is_ok());
+    }
+
+    #[test]
+    fn snapshot_admission() {
+        use Access::*;
+        // A valid snapshot takes reads and writes.
+        assert!(snapshot_admits(Read, true, false, false));
+        assert!(snapshot_admits(Write, true, false, false));
+        // Invalid or handed over: nothing.
+        for a in [Read, Write] {
+            assert!(!snapshot_admits(a, false, false, false));
+            assert!(!snapshot_admits(a, true, true, false));
+            assert!(!snapshot_admits(a, false, true, true));
+        }
+        // Overflowed (PO): reads go on, writes fail.
+        assert!(snapshot_admits(Read, true, false, true));
+        assert!(!snapshot_admits(Write, true, false, true));
+    }
+
+    #[test]
+    fn chunk_steps() {
+        use Access::*;
+        for a in [Read, Write] {
+            assert_eq!(
+                chunk_step::<u8>(a, ChunkState::Copied(7)),
+                ChunkStep::ToCow(7)
+            );
+            assert_eq!(
+                chunk_step(a, ChunkState::Pending(3u8)),
+                ChunkStep::HoldOn(3)
+            );
+        }
+        assert_eq!(
+            chunk_step::<u8>(Read, ChunkState::NotCopied),
+            ChunkStep::ReadOrigin
+        );
+        assert_eq!(
+            chunk_step::<u8>(Write, ChunkState::NotCopied),
+            ChunkStep::NewCopy
+        );
     }
 }

@@ -38,7 +38,7 @@
 //! thread serves the lanes that have work and room in turn.
 //!
 //! Bounds and waits. A writer that needs a new job beyond its lane's
-//! `cow_threshold` waits in [`Lane::wait_for_slot`] holding no lock (the
+//! `cow_threshold` waits in [`Lane::wait_for_permit`] holding no lock (the
 //! 2019 dm-snapshot deadlock was a writer sleeping on this bound while
 //! holding a lock the completion path needed). Only new copies wait: a
 //! write to a copied chunk, or to a chunk already pending (it is queued on
@@ -55,13 +55,14 @@
 //! rest — allocation, I/O submission, the exception table's write lock,
 //! re-mapping held bios — runs in the thread.
 
-use super::store::{CommitCallback, Slot};
-use super::{copy_ready_at, cow_threshold, From, Snap};
+use super::snap::Snap;
+use super::store::{CommitCallback, Drive, Place};
 use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
 use crate::kx::kthread::{current_id, Current, Kthread, ThreadBody};
 use crate::kx::module::jiffies;
 use crate::kx::sync::IrqSpinLock;
-use crate::kx::wait::{DrainCounter, EventCounter, Slots};
+use crate::kx::wait::{DrainCounter, EventCounter, Permits};
+use crate::params;
 use crate::rdm_core::lifecycle::{AtomicState, JobStage};
 use crate::rdm_core::snapshot::round_up_to_block;
 use crate::target::CountedBio;
@@ -77,6 +78,29 @@ pub(crate) const MAX_ACTIVE: usize = 64;
 pub(crate) const BUFFER_BUDGET: usize = 32 << 20;
 /// Largest piece of a chunk copied at once (the buffer of one job).
 pub(crate) const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// Who maps a bio, for the throttle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// A submitter: may wait for room under `cow_threshold`.
+    Submitter,
+    /// The copier re-mapping a bio it held: never waits.
+    Copier,
+}
+
+/// The copy-delay test knob, in jiffies from now.
+pub(crate) fn copy_ready_at() -> u64 {
+    let ms = params::copy_delay_ms();
+    if ms == 0 {
+        return 0;
+    }
+    jiffies() + kernel::time::msecs_to_jiffies(ms) as u64
+}
+
+/// The `cow_threshold` parameter.
+pub(crate) fn cow_threshold() -> usize {
+    params::cow_threshold() as usize
+}
 
 /// A FIFO of jobs linked through [`Job::next`].
 struct JobFifo {
@@ -263,7 +287,7 @@ pub(crate) struct Lane {
     copier: Arc<Copier>,
     /// Jobs in progress, from creation to the end of `finish`, bounded by
     /// `cow_threshold`.
-    slots: Slots,
+    permits: Permits,
     state: LockedBy<LaneState, Queue>,
 }
 
@@ -272,7 +296,7 @@ impl Lane {
         Ok(Arc::new(
             Lane {
                 copier: copier.clone(),
-                slots: Slots::new(),
+                permits: Permits::new(),
                 state: LockedBy::new(
                     &copier.queue,
                     LaneState {
@@ -288,24 +312,24 @@ impl Lane {
         )?)
     }
 
-    /// Takes a slot for a new job: under `cow_threshold` for submitters,
+    /// Takes a permit for a new job: under `cow_threshold` for submitters,
     /// always for the copier's own re-maps and for anything submitted on
-    /// the copier thread (only it gives slots back).
-    pub(crate) fn take_slot(&self, from: From) -> bool {
-        if from == From::Copier || self.copier.on_copier_thread() {
-            return self.slots.try_take(0);
+    /// the copier thread (only it gives permits back).
+    pub(crate) fn take_permit(&self, caller: Caller) -> bool {
+        if caller == Caller::Copier || self.copier.on_copier_thread() {
+            return self.permits.try_take(0);
         }
-        self.slots.try_take(cow_threshold())
+        self.permits.try_take(cow_threshold())
     }
 
-    /// Sleeps until a slot may be free. The caller holds no lock.
-    pub(crate) fn wait_for_slot(&self) {
-        self.slots.wait_below(cow_threshold());
+    /// Sleeps until a permit may be free. The caller holds no lock.
+    pub(crate) fn wait_for_permit(&self) {
+        self.permits.wait_below(cow_threshold());
     }
 
-    /// Gives back a slot (a job that was not queued, or one that ended).
-    pub(crate) fn put_slot(&self) {
-        self.slots.put();
+    /// Gives back a permit (a job that was not queued, or one that ended).
+    pub(crate) fn put_permit(&self) {
+        self.permits.put();
     }
 
     /// Wakes the copier thread to look at its active jobs. Any context.
@@ -507,10 +531,24 @@ impl JobGroup {
 ///
 /// # Invariants
 ///
-/// The job's snapshots are in `targets` until the thread starts the job
-/// and moves them out; until then the lane's queue (or the urgent list)
-/// holds a reference to the job, so no completion ever drops the last one
-/// while it still references a snapshot.
+/// - The job's snapshots are in `targets` until the thread starts the job
+///   and moves them out; until then the lane's queue (or the urgent list)
+///   holds a reference to the job, so no completion ever drops the last
+///   one while it still references a snapshot.
+/// - `stage` moves only by [`AtomicState::advance`] along the transitions
+///   [`JobStage`] documents: the copier thread out of the stages it owns,
+///   completions out of `Reading` and `Writing`.
+/// - A queued job holds one unit of its lane's throttle, taken before it
+///   was published, and given back exactly once, at its end
+///   ([`Lane::put_permit`] in the thread's `end_job`); a job dropped before
+///   it is queued gives its unit back where it is dropped.
+/// - Once `state.done` is set (under `state`, at the job's end) no bio is
+///   held on the job any more ([`Job::hold_origin`] and
+///   [`Job::hold_snapshot`] hand the bio back); the bios held before are
+///   mapped again exactly once, after the job's exceptions are recorded.
+/// - An [`JobKind::Overwrite`]'s own write (`own_write`) is ended only by
+///   the job's end, after its exception is recorded and, persistent,
+///   committed.
 #[pin_data]
 pub(crate) struct Job {
     lane: Arc<Lane>,
@@ -621,7 +659,7 @@ impl Job {
         )?;
         job.add_target(
             snap,
-            Slot {
+            Place {
                 pos: 0,
                 new_chunk: new,
             },
@@ -634,7 +672,7 @@ impl Job {
         let job = Job::new(lane, 0, 0, JobKind::InvalidHeader, 1)?;
         job.add_target(
             snap,
-            Slot {
+            Place {
                 pos: 0,
                 new_chunk: 0,
             },
@@ -660,7 +698,7 @@ impl Job {
 
     /// Adds a snapshot the job writes to. Never allocates (room was
     /// reserved); fails if there is no room left.
-    pub(crate) fn add_target(&self, snap: &Arc<Snap>, slot: Slot) -> Result {
+    pub(crate) fn add_target(&self, snap: &Arc<Snap>, place: Place) -> Result {
         let mut t = self.targets.lock();
         if t.len() == t.capacity() {
             return Err(ENOSPC);
@@ -668,8 +706,8 @@ impl Job {
         t.push(
             JobTarget {
                 snap: snap.clone(),
-                new_chunk: slot.new_chunk,
-                pos: slot.pos,
+                new_chunk: place.new_chunk,
+                pos: place.pos,
             },
             GFP_ATOMIC,
         )?;
@@ -837,7 +875,7 @@ impl CopierThread {
             copied: 0,
             piece: 0,
         };
-        let slot = match active.iter().position(|a| a.is_none()) {
+        let index = match active.iter().position(|a| a.is_none()) {
             Some(i) => i,
             None => {
                 // Room was reserved (`has_entry_room`): no allocation.
@@ -850,7 +888,7 @@ impl CopierThread {
             JobKind::Overwrite => {}
             JobKind::InvalidHeader => self.start_header_write(&entry),
         }
-        active[slot] = Some(entry);
+        active[index] = Some(entry);
     }
 
     /// Sizes the copy (the part of the chunk the origin device holds: its
@@ -1152,8 +1190,8 @@ impl CopierThread {
 
     /// Keeps a job until its commits are done.
     fn park(&self, committing: &mut KVVec<Option<Active>>, entry: Active) {
-        if let Some(slot) = committing.iter_mut().find(|s| s.is_none()) {
-            *slot = Some(entry);
+        if let Some(free) = committing.iter_mut().find(|s| s.is_none()) {
+            *free = Some(entry);
             return;
         }
         if committing.reserve(1, GFP_KERNEL).is_ok() {
@@ -1183,18 +1221,27 @@ impl CopierThread {
                     let Some(p) = t.snap.store.persistent() else {
                         continue;
                     };
-                    if p.drive_commit(t.snap.is_valid(), &self.copier).is_err() {
+                    if p.drive_commit(
+                        if t.snap.is_valid() {
+                            Drive::Start
+                        } else {
+                            Drive::FollowOnly
+                        },
+                        &self.copier,
+                    )
+                    .is_err()
+                    {
                         t.snap.invalidate("I/O error writing the snapshot metadata");
                     }
                 }
             }
         });
-        for slot in work.committing.iter_mut() {
-            if slot
+        for parked in work.committing.iter_mut() {
+            if parked
                 .as_ref()
                 .is_some_and(|e| e.targets.iter().all(JobTarget::committed))
             {
-                if let Some(entry) = slot.take() {
+                if let Some(entry) = parked.take() {
                     self.finish(entry);
                 }
             }
@@ -1216,7 +1263,7 @@ impl CopierThread {
         if job.kind == JobKind::Merge {
             // A merge's copy back: no exception to record, no bio held.
             job.state.lock().done = true;
-            job.lane.put_slot();
+            job.lane.put_permit();
             if let Some(g) = &job.group {
                 if failed {
                     g.failed.store(true, Ordering::Release);
@@ -1250,7 +1297,7 @@ impl CopierThread {
             st.done = true;
             st.held.take()
         };
-        job.lane.put_slot();
+        job.lane.put_permit();
         // Held bios were pushed in front: reverse for arrival order.
         let mut list = None;
         while let Some(mut h) = held {

@@ -2,7 +2,7 @@
 
 //! The memory of a snapshot's exception table, in the kernel.
 //!
-//! Leaves (2 KiB) and pages of leaf slots (4 KiB) are single `kmalloc`s
+//! Leaves (2 KiB) and pages of leaf leaf pointers (4 KiB) are single `kmalloc`s
 //! of at most a page; the page directory is a `KVVec`, which `kvmalloc`
 //! takes from `vmalloc` when it outgrows a page. So the table never needs
 //! a physically contiguous allocation of order 1 or more, which the
@@ -10,14 +10,16 @@
 //! `KMALLOC_MAX_SIZE` ceiling.
 
 use crate::kx::vec;
-use crate::rdm_core::exception_table::{DirEntry, Leaf, NoMemory, Slot, TableMem, PAGE_SLOTS};
+use crate::rdm_core::exception_table::{
+    DirEntry, Leaf, LeafPtr, NoMemory, TableMem, PTRS_PER_PAGE,
+};
 use kernel::prelude::*;
 
-/// A page of leaf slots.
-type KPage = KVec<Slot<KBox<Leaf>>>;
+/// A page of leaf leaf pointers.
+type KPage = KVec<LeafPtr<KBox<Leaf>>>;
 
 // A page is one 4 KiB allocation (an order-0 slab object).
-kernel::static_assert!(core::mem::size_of::<Slot<KBox<Leaf>>>() * PAGE_SLOTS == 4096);
+kernel::static_assert!(core::mem::size_of::<LeafPtr<KBox<Leaf>>>() * PTRS_PER_PAGE == 4096);
 kernel::static_assert!(core::mem::size_of::<Leaf>() <= 2048);
 
 /// The kernel's allocators for an exception table, with what a merge set
@@ -38,17 +40,18 @@ impl KLeaves {
     }
 
     fn alloc_page() -> Result<KPage, NoMemory> {
-        let mut page = KVec::with_capacity(PAGE_SLOTS, GFP_KERNEL).map_err(|_| NoMemory)?;
-        for _ in 0..PAGE_SLOTS {
+        let mut page = KVec::with_capacity(PTRS_PER_PAGE, GFP_KERNEL).map_err(|_| NoMemory)?;
+        for _ in 0..PTRS_PER_PAGE {
             // Within the capacity: allocates nothing.
-            page.push(Slot::EMPTY, GFP_KERNEL).map_err(|_| NoMemory)?;
+            page.push(LeafPtr::EMPTY, GFP_KERNEL)
+                .map_err(|_| NoMemory)?;
         }
         Ok(page)
     }
 }
 
 impl TableMem for KLeaves {
-    const PAGE_SLOTS: usize = PAGE_SLOTS;
+    const PTRS_PER_PAGE: usize = PTRS_PER_PAGE;
     type Leaf = KBox<Leaf>;
     type Page = KPage;
     type Dir = KVVec<DirEntry<KPage>>;

@@ -50,7 +50,7 @@
 
 use super::copier::{Job, JobGroup, MAX_PIECE_BYTES};
 use super::store::Persistent;
-use super::{From, Snap, MERGE_DONE, MERGE_FAILED, MERGE_RUNNING, MERGE_STOPPED};
+use super::{Caller, Snap, MERGE_DONE, MERGE_FAILED, MERGE_RUNNING, MERGE_STOPPED};
 use crate::kx::kthread::{Current, ThreadBody};
 use crate::kx::memalloc::NoIo;
 use crate::kx::wait::{sleep_ms, EventCounter};
@@ -103,13 +103,13 @@ impl fmt::Display for MergeError {
 }
 
 /// The errors of the merge's own work (allocations) are out of memory.
-impl core::convert::From<Error> for MergeError {
+impl From<Error> for MergeError {
     fn from(_: Error) -> Self {
         MergeError::NoMem
     }
 }
 
-impl core::convert::From<kernel::alloc::AllocError> for MergeError {
+impl From<kernel::alloc::AllocError> for MergeError {
     fn from(_: kernel::alloc::AllocError) -> Self {
         MergeError::NoMem
     }
@@ -343,7 +343,7 @@ impl MergeThread {
                 }
             };
             // Never throttled: what the merge queues, the copier ends.
-            snap.lane.take_slot(From::Copier);
+            snap.lane.take_permit(Caller::Copier);
             group.left.inc();
             job.enqueue();
         }

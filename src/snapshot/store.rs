@@ -23,6 +23,7 @@
 //!   `prepare_merge`/`commit_merge`, many at once).
 
 use crate::kx::block::{page_io_sync, submit_page_io, BdevFile, PageBuf, PageIo};
+use crate::rdm_core::exception_table::InsertError;
 use crate::rdm_core::lifecycle::{AtomicState, CommitStage, Invalidation};
 use crate::rdm_core::persistent::{
     self, decode_header, encode_header, merge_cut, Appender, CommitPlan, FormatError, Layout,
@@ -40,7 +41,7 @@ use kernel::{new_mutex, new_spinlock};
 
 /// A new exception's COW chunk, and (persistent) its entry's position (0
 /// for the transient store).
-pub(crate) use crate::rdm_core::persistent::Slot;
+pub(crate) use crate::rdm_core::persistent::Place;
 
 /// A snapshot's exception store.
 pub(crate) enum Store {
@@ -53,11 +54,11 @@ impl Store {
     /// none: the COW device is full, or it shrank below the chunks in use.
     /// The COW device's size is read now (it may have grown). Never
     /// sleeps (called under spinlocks).
-    pub(crate) fn prepare_exception(&self) -> Result<Slot, NoRoom> {
+    pub(crate) fn prepare_exception(&self) -> Result<Place, NoRoom> {
         match self {
             Store::Transient(t) => t
                 .prepare_exception()
-                .map(|new_chunk| Slot { pos: 0, new_chunk }),
+                .map(|new_chunk| Place { pos: 0, new_chunk }),
             Store::Persistent(p) => p.prepare_exception(),
         }
     }
@@ -66,7 +67,7 @@ impl Store {
     pub(crate) fn kind(&self) -> StoreKind {
         match self {
             Store::Transient(_) => StoreKind::Transient,
-            Store::Persistent(p) if p.overflow => StoreKind::PersistentOverflow,
+            Store::Persistent(p) if p.overflow == Overflow::Fails => StoreKind::PersistentOverflow,
             Store::Persistent(_) => StoreKind::Persistent,
         }
     }
@@ -208,6 +209,25 @@ struct Flight {
     current: Arc<PageBuf>,
 }
 
+/// What a snapshot write that finds the COW device full does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    /// `P`: the snapshot goes invalid (as any copy that finds no room).
+    Invalidates,
+    /// `PO`: the write fails, the snapshot stays valid (overflowed).
+    Fails,
+}
+
+/// What [`Persistent::drive_commit`] may do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drive {
+    /// Start a commit of the staged entries, and follow one in flight.
+    Start,
+    /// The snapshot is invalid: send no new write, only follow a commit in
+    /// flight to its end.
+    FollowOnly,
+}
+
 /// Told when a stage of a commit's writes has ended, as dm's
 /// `commit_exception(store, e, valid, callback, context)` tells its caller
 /// (the copier: it kicks its thread, which drives the commit on).
@@ -251,13 +271,30 @@ const READ_BATCH_BYTES: usize = 1 << 20;
 const READ_BATCH_AREAS: usize = 64;
 
 /// The persistent exception store (dm-snap-persistent.c's format).
+///
+/// # Invariants
+///
+/// - An entry at a position below `committed` is on disk: `committed`
+///   moves (under `commit`, mirrored in the atomic) only when a commit's
+///   writes ended without error, the later areas before the current one.
+///   A merge's cut lowers it with the list.
+/// - At most one commit is in flight: `io.stage` is `Idle` between
+///   commits and moves only by [`AtomicState::advance`] along the
+///   transitions [`CommitStage`] documents; only the copier thread starts
+///   a commit, under `commit`, which is never held across I/O.
+/// - Every COW chunk handed out is distinct and outside the metadata
+///   areas: `alloc` (an [`Appender`]) hands them out under its spinlock,
+///   taken inside the snapshot's `pending` lock.
+/// - `invalidation` moves only `Valid` → `Unsynced` → `Synced`
+///   ([`Invalidation`]), by `advance`; `header_lock` serialises the
+///   synchronous header writes.
 #[pin_data]
 pub(crate) struct Persistent {
     cow: Arc<BdevFile>,
     layout: Layout,
-    /// `PO`: a snapshot write that finds no room fails instead of
-    /// invalidating the snapshot.
-    pub(crate) overflow: bool,
+    /// What a snapshot write that finds no room does (`PO`: fails instead
+    /// of invalidating the snapshot).
+    pub(crate) overflow: Overflow,
     /// Chunk and entry allocation (under the snapshot's `pending` lock:
     /// never sleeps).
     #[pin]
@@ -286,16 +323,16 @@ pub(crate) struct Persistent {
 impl Persistent {
     /// Opens the store on `cow`: reads the header, and either sets up a
     /// new snapshot (zeroes area 0, then writes the header) or reads every
-    /// exception into `add(old, new)` (which answers `Err(true)` for a
-    /// duplicate origin chunk, `Err(false)` when out of memory).
+    /// exception into `add(old, new)` (an error: `Duplicate` for a duplicate
+    /// origin chunk, any other when out of memory).
     /// `table_chunk` 0 takes the chunk size on the device (or dm's default
     /// for a new snapshot). Sleeps; holds no lock.
     pub(crate) fn open(
         cow: &Arc<BdevFile>,
         origin_lbs: u32,
         table_chunk: u32,
-        overflow: bool,
-        mut add: impl FnMut(u64, u64) -> Result<(), bool>,
+        overflow: Overflow,
+        mut add: impl FnMut(u64, u64) -> Result<(), InsertError>,
     ) -> Result<Opened, OpenError> {
         let cow_lbs = cow.logical_block_size();
         // A chunk size the table gives is checked before anything is read
@@ -421,7 +458,7 @@ impl Persistent {
         cow: &BdevFile,
         layout: &Layout,
         last: &mut PageBuf,
-        add: &mut impl FnMut(u64, u64) -> Result<(), bool>,
+        add: &mut impl FnMut(u64, u64) -> Result<(), InsertError>,
     ) -> Result<Position, OpenError> {
         let per_batch = (READ_BATCH_BYTES / layout.chunk_bytes()).clamp(1, READ_BATCH_AREAS);
         let mut bufs = KVec::with_capacity(per_batch, GFP_KERNEL)?;
@@ -456,7 +493,8 @@ impl Persistent {
                         // as the end of the list.
                         Err(_) => (0, 0),
                     };
-                let added = |old, new| add(old, new).map_err(|dup| oom |= !dup);
+                let added =
+                    |old, new| add(old, new).map_err(|e| oom |= e != InsertError::Duplicate);
                 loader.feed(entry, added).map_err(|e| {
                     if oom {
                         OpenError::Errno(ENOMEM)
@@ -483,7 +521,7 @@ impl Persistent {
         Ok(loader.position())
     }
 
-    fn prepare_exception(&self) -> Result<Slot, NoRoom> {
+    fn prepare_exception(&self) -> Result<Place, NoRoom> {
         let cow_chunks = self.layout.chunks_in(self.cow.nr_sectors());
         self.alloc.lock().allocate(cow_chunks)
     }
@@ -520,17 +558,18 @@ impl Persistent {
     /// when none is in flight, starts one for the staged entries that
     /// extend the committed prefix; when the areas after the current one
     /// are written, writes the current one; when that is done, the
-    /// entries are committed (and the next commit starts). `start` false
-    /// (the snapshot is invalid): no new write is sent, a commit in
-    /// flight is only followed to its end. Answers whether a commit is in
+    /// entries are committed (and the next commit starts). With
+    /// [`Drive::FollowOnly`] (the snapshot is invalid) no new write is
+    /// sent, a commit in flight is only followed to its end. Answers whether a commit is in
     /// flight; an error if a commit failed (the snapshot must be
     /// invalidated: its metadata cannot be kept any more). `callback` is
     /// called (completion context) when each stage of writes has ended.
     pub(crate) fn drive_commit<C: CommitCallback>(
         &self,
-        start: bool,
+        drive: Drive,
         callback: &Arc<C>,
     ) -> Result<bool> {
+        let start = drive == Drive::Start;
         // Called for every parked job's store each round: answer the
         // common cases without the mutex.
         match self.io.stage.get() {

@@ -5,15 +5,15 @@
 //! `Documentation/admin-guide.rst`).
 
 use super::merge::MergeThread;
-use super::store::{OpenError, Opened, Persistent, Store, Transient};
+use super::store::{OpenError, Opened, Overflow, Persistent, Store, Transient};
 use super::{
-    From, KLeaves, MergeRefusal, OriginRef, Snap, SnapError, SnapParts, Snapshots, MERGE_DONE,
+    Caller, KLeaves, MergeRefusal, OriginRef, Snap, SnapError, SnapParts, Snapshots, MERGE_DONE,
     MERGE_FAILED, MERGE_IDLE, MERGE_RUNNING,
 };
 use crate::kx::block::{BdevFile, Bio, BioOp};
 use crate::kx::kthread::Kthread;
 use crate::kx::wait::EventCounter;
-use crate::rdm_core::exception_table::{ExceptionTable, InsertError};
+use crate::rdm_core::exception_table::ExceptionTable;
 use crate::rdm_core::snapshot::{
     parse_origin, parse_snapshot, ChunkGeometry, SnapshotArgs, StoreKind,
 };
@@ -117,7 +117,7 @@ impl Target for OriginTarget {
             return;
         }
         if let Some(clone) = io.clone_bio(bio, None, EndHook::NONE) {
-            self.origin.write(&self.dev, clone, From::Submit);
+            self.origin.write(&self.dev, clone, Caller::Submitter);
         }
     }
 
@@ -281,12 +281,12 @@ fn open_persistent(
     exceptions: &mut ExceptionTable<KLeaves>,
 ) -> Result<Opened> {
     let (ma, mi) = crate::rdm_core::dm_ioctl::decode_dev(cow.devt());
-    let add = |old, new| match exceptions.insert(old, new) {
-        Ok(()) => Ok(()),
-        Err(InsertError::Duplicate) => Err(true),
-        Err(_) => Err(false),
+    let add = |old, new| exceptions.insert(old, new);
+    let overflow = if kind == StoreKind::PersistentOverflow {
+        Overflow::Fails
+    } else {
+        Overflow::Invalidates
     };
-    let overflow = kind == StoreKind::PersistentOverflow;
     let opened = Persistent::open(cow, origin_dev.logical_block_size(), args.chunk_sectors, overflow, add)
         .map_err(|e| match e {
             OpenError::Format(f) => ctx.fail(ty, format_args!("COW device {ma}:{mi}: {f}"), EINVAL),

@@ -143,7 +143,7 @@ enum Cmd {
         #[arg(long, short = 'n', conflicts_with_all = ["table", "file"])]
         notable: bool,
     },
-    /// Load a table into the inactive slot (activated by `resume`).
+    /// Load a table as the inactive table (activated by `resume`).
     #[command(alias = "reload")]
     Load {
         name: String,
@@ -307,10 +307,22 @@ fn run(cli: &Cli) -> Result<(), Error> {
         Cmd::Ls => ls(&c),
         Cmd::Info { name } => info_cmd(&c, cli, name.as_deref()),
         Cmd::Table { name } => for_devices(&c, cli, name.as_deref(), |c, r, many| {
-            status(c, r, true, cli.inactive, many)
+            status(
+                c,
+                r,
+                Shown::Table,
+                WhichTable::of(cli.inactive),
+                NamePrefix::of(many),
+            )
         }),
         Cmd::Status { name } => for_devices(&c, cli, name.as_deref(), |c, r, many| {
-            status(c, r, false, cli.inactive, many)
+            status(
+                c,
+                r,
+                Shown::Status,
+                WhichTable::of(cli.inactive),
+                NamePrefix::of(many),
+            )
         }),
         Cmd::Deps { name } => for_devices(&c, cli, name.as_deref(), |c, r, many| {
             deps(c, r, cli.inactive, many)
@@ -747,18 +759,59 @@ fn info_cmd(c: &Control, cli: &Cli, name: Option<&str>) -> Result<(), Error> {
     result
 }
 
+/// What `status` prints of each target: its table line or its status.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Table,
+    Status,
+}
+
+/// Which of a device's tables a query is about.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhichTable {
+    Live,
+    Inactive,
+}
+
+impl WhichTable {
+    fn of(inactive: bool) -> Self {
+        if inactive {
+            WhichTable::Inactive
+        } else {
+            WhichTable::Live
+        }
+    }
+}
+
+/// Whether each line starts with the device's name (several devices).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NamePrefix {
+    No,
+    Yes,
+}
+
+impl NamePrefix {
+    fn of(many: bool) -> Self {
+        if many {
+            NamePrefix::Yes
+        } else {
+            NamePrefix::No
+        }
+    }
+}
+
 fn status(
     c: &Control,
     r: &Request,
-    table: bool,
-    inactive: bool,
-    prefix: bool,
+    shown: Shown,
+    which: WhichTable,
+    prefix: NamePrefix,
 ) -> Result<(), Error> {
     let mut r = r.clone();
-    if table {
+    if shown == Shown::Table {
         r.header.flags |= DM_STATUS_TABLE_FLAG;
     }
-    if inactive {
+    if which == WhichTable::Inactive {
         r.header.flags |= DM_QUERY_INACTIVE_TABLE_FLAG;
     }
     let reply = c.call(Command::TableStatus, &r)?;
@@ -766,7 +819,7 @@ fn status(
     let mut any = false;
     for s in StatusSpecs::new(reply.payload(), reply.header.target_count) {
         any = true;
-        if prefix {
+        if prefix == NamePrefix::Yes {
             print!("{name}: ");
         }
         println!(
@@ -779,7 +832,7 @@ fn status(
     }
     if !any {
         // dmsetup prints the device's line even without a table.
-        if prefix {
+        if prefix == NamePrefix::Yes {
             print!("{name}: ");
         }
         println!();
