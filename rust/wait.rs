@@ -313,6 +313,20 @@ unsafe impl Send for DrainToken {}
 // SAFETY: as above.
 unsafe impl Sync for DrainToken {}
 
+impl DrainToken {
+    /// Counts one more reference to `this`, with no access to it: what a
+    /// bio in flight holds (`DrainRef::new(this).into_token()` in one
+    /// atomic operation, with no `DrainRef` to drop).
+    pub fn new<T>(this: kernel::sync::ArcBorrow<'_, Drained<T>>) -> Self {
+        this.count.inc();
+        // INVARIANT: counted above; an `Arc`'s contents do not move, and
+        // the value's `Drop` waits for this count.
+        DrainToken {
+            count: core::ptr::NonNull::from(&this.count),
+        }
+    }
+}
+
 impl Clone for DrainToken {
     fn clone(&self) -> Self {
         // SAFETY: by the invariant the value is live while we hold a count.

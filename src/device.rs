@@ -33,7 +33,7 @@ use crate::kx::block::{
 use crate::kx::memalloc::NoIo;
 use crate::kx::module::ModuleRef;
 use crate::kx::srcu::{Srcu, SrcuArc};
-use crate::kx::wait::{DrainRef, Drained, EventCounter, PollEvent};
+use crate::kx::wait::{DrainRef, DrainToken, Drained, EventCounter, PollEvent};
 use crate::kx::workqueue::{enqueue_arc, OwnedQueue};
 use crate::table::{Entry as TableEntry, Table, TableArc};
 use crate::target::{refuses, CloneData, Io};
@@ -335,33 +335,39 @@ impl MappedDevice {
     }
 
     /// Maps one bio (the `submit_bio` of the disk).
+    ///
+    /// The bio is mapped inside the SRCU read section that found the table
+    /// (as dm's `dm_submit_bio`): the section keeps the table and its
+    /// targets alive while they map (a swap or a removal waits for it in
+    /// `synchronize`), so the bio takes one count on the table, which its
+    /// clone carries to its completion, and no reference besides.
     fn submit(this: ArcBorrow<'_, Self>, bio: Bio) {
-        let table = {
-            let guard = this.srcu.read_lock();
-            if this.dying.load(Ordering::Acquire) {
-                drop(guard);
-                bio.end(true);
-                return;
-            }
+        let guard = this.srcu.read_lock();
+        if this.dying.load(Ordering::Acquire) {
+            drop(guard);
+            bio.end(true);
+            return;
+        }
+        if this.io_suspended.load(Ordering::Acquire) {
+            // Checked again under `deferred`: resume clears the flag under
+            // it, and queues the work that takes the parked bios after.
+            let mut deferred = this.deferred.lock();
             if this.io_suspended.load(Ordering::Acquire) {
-                this.deferred.lock().push(bio);
+                deferred.push(bio);
                 return;
             }
-            let Some(table) = this.map.read(&guard) else {
-                drop(guard);
-                bio.end(true);
-                return;
-            };
-            // Counted inside the read section: suspend's synchronize()
-            // then sees every bio that got this table.
-            DrainRef::new(table)
+        }
+        let Some(table) = this.map.read(&guard) else {
+            drop(guard);
+            bio.end(true);
+            return;
         };
         if bio.is_empty() {
             // An empty write (REQ_PREFLUSH) or REQ_OP_FLUSH is a cache
             // flush; an empty bio of another kind (a zone reset or finish)
             // is not: rdm maps no zone operations.
             if matches!(bio.op(), BioOp::Write | BioOp::Flush) {
-                this.flush_devices(&bio, &table);
+                this.flush_devices(&bio, table);
                 bio.end(false);
             } else {
                 bio.end_unsupported();
@@ -369,17 +375,23 @@ impl MappedDevice {
             return;
         }
         if bio.is_preflush() && !table.data_carries_flush() {
-            PreFlush::start(this, bio, table);
+            // Counted inside the read section: suspend's synchronize()
+            // then sees every bio that got this table.
+            PreFlush::start(this, bio, DrainRef::new(table));
             return;
         }
-        this.map_bio(bio, table);
+        // Counted inside the read section, as above.
+        let count = DrainToken::new(table);
+        this.map_bio(bio, &table, count);
+        drop(guard);
     }
 
     /// Sends an empty cache flush to every underlying device of `table`;
-    /// each one holds `orig` open until it completes.
-    fn flush_devices(&self, orig: &Bio, table: &DrainRef<Table>) {
+    /// each one holds `orig` open, and a count on `table`, until it
+    /// completes.
+    fn flush_devices(&self, orig: &Bio, table: ArcBorrow<'_, Drained<Table>>) {
         for dev in table.devices.iter() {
-            let data = CloneData::plain(table.clone().into_token());
+            let data = CloneData::plain(DrainToken::new(table));
             match self.bioset.flush_bio(orig.share(), dev, data) {
                 Ok(flush) => flush.submit(),
                 Err((share, _data)) => share.end(true),
@@ -420,9 +432,12 @@ impl MappedDevice {
         }
     }
 
-    /// Maps a bio through `table`, on which it is already counted.
-    fn map_bio(&self, bio: Bio, table: DrainRef<Table>) {
-        let Some((entry, offset, room)) = Self::locate(&table, bio.sector()) else {
+    /// Maps a bio through `table`, on which `count` counts it. The caller
+    /// keeps `table` alive while this runs (an SRCU read section, or a
+    /// count of its own): once the clone is submitted, `count` may be
+    /// dropped by its completion at any time.
+    fn map_bio(&self, bio: Bio, table: &Table, count: DrainToken) {
+        let Some((entry, offset, room)) = Self::locate(table, bio.sector()) else {
             bio.end(true);
             return;
         };
@@ -443,10 +458,8 @@ impl MappedDevice {
         } else {
             bio
         };
-        // The target lives in the table, so `table` stays counted while it
-        // maps; `io` carries the count the bio keeps.
-        let io = Io::new(table.clone().into_token(), &self.bioset);
-        target.map(bio, offset, io);
+        // `io` carries the count the bio keeps until its clone ends.
+        target.map(bio, offset, Io::new(count, &self.bioset));
     }
 
     /// Maps all of `bio` through `table`, on which it is counted: a part
@@ -461,13 +474,15 @@ impl MappedDevice {
                 return;
             };
             if bio.sectors() <= room {
-                self.map_bio(bio, table);
+                // `table` (its own count) keeps the table alive while the
+                // last part maps, whose clone holds the other.
+                self.map_bio(bio, &table, table.clone().into_token());
                 return;
             }
             let Some((front, rest)) = self.split(bio, room) else {
                 return;
             };
-            self.map_bio(front, table.clone());
+            self.map_bio(front, &table, table.clone().into_token());
             bio = rest;
         }
     }
@@ -655,10 +670,16 @@ impl MappedDevice {
             Self::resume_targets(active.as_ref());
         }
         drop(active);
-        self.io_suspended.store(false, Ordering::Release);
-        // No submitter is still about to park a bio after this: the work
-        // below finds every parked one.
-        self.srcu.synchronize();
+        {
+            // Under `deferred`: a submitter that saw the flag set checks it
+            // again under this lock before it parks its bio, so every bio
+            // parked is on the list before the work below is queued. No
+            // grace period is waited for: a submitter may be sleeping in
+            // its target's map (a snapshot origin's copy throttle) inside
+            // its read section, and resume must not wait for it.
+            let _deferred = self.deferred.lock();
+            self.io_suspended.store(false, Ordering::Release);
+        }
         self.tables.lock().suspended = false;
         // Not here, under `suspend_lock`: a resubmitted bio may sleep in
         // its target's map (a snapshot origin's copy throttle), and that
