@@ -73,10 +73,10 @@ print(f"{stack:12} qd={qd:<3} iops={iops:9.0f} cpu_us_per_io={us:7.2f} "
 }
 
 with_rdm() { # with_rdm NAME=KO QD: K alternate runs of dm-linear and rdm
-	local name=${1%%=*} ko=${1#*=} k
+	local name=${1%%=*} ko=${1#*=}
 	insmod "$ko" || fail "insmod $ko"
 	rdmsetup create plin --table "0 $size linear /dev/nullb1 0" || fail "rdm create"
-	for k in $(seq "$alternations"); do
+	for _ in $(seq "$alternations"); do
 		run dm-linear /dev/mapper/plin "$2"
 		run "$name" /dev/rdm/plin "$2"
 	done
@@ -87,7 +87,7 @@ with_rdm() { # with_rdm NAME=KO QD: K alternate runs of dm-linear and rdm
 txt=${RDM_OUT:-/tmp}/perbio.txt
 mkdir -p "${txt%/*}"
 for qd in 1 32; do
-	for r in $(seq "$rounds"); do
+	for _ in $(seq "$rounds"); do
 		run raw /dev/nullb1 $qd
 		for m in "${mods[@]}"; do with_rdm "$m" $qd; done
 		for ((i = ${#mods[@]} - 1; i >= 0; i--)); do with_rdm "${mods[i]}" $qd; done
