@@ -273,6 +273,12 @@ void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
 	blk_stack_limits(lim, &hints, 0);
 }
 
+/* Offers REQ_NOWAIT bios on @lim, before its devices are stacked (blk_stack_limits() keeps it only if each offers it). */
+void rdm_limits_offer_nowait(struct queue_limits *lim)
+{
+	lim->features |= BLK_FEAT_NOWAIT;
+}
+
 /* Whether @f's device is zoned (host-managed or host-aware). */
 bool rdm_bdev_is_zoned(struct file *f)
 {
@@ -316,6 +322,25 @@ bool rdm_bio_is_preflush(const struct bio *bio)
 	return bio->bi_opf & REQ_PREFLUSH;
 }
 
+bool rdm_bio_is_nowait(const struct bio *bio)
+{
+	return bio->bi_opf & REQ_NOWAIT;
+}
+
+bool rdm_bio_would_block(const struct bio *bio)
+{
+	return bio->bi_status == BLK_STS_AGAIN;
+}
+
+/* Records "would block" in @bio (BLK_STS_AGAIN, not logged), unless it has an error already. */
+void rdm_bio_set_would_block(struct bio *bio)
+{
+	if (!bio->bi_status) {
+		bio_set_flag(bio, BIO_QUIET);
+		bio->bi_status = BLK_STS_AGAIN;
+	}
+}
+
 void rdm_bio_clear_preflush(struct bio *bio)
 {
 	bio->bi_opf &= ~REQ_PREFLUSH;
@@ -355,6 +380,11 @@ void rdm_bio_end_nospace(struct bio *bio)
 	bio_endio(bio);
 }
 
+void rdm_bio_end_would_block(struct bio *bio)
+{
+	bio_wouldblock_error(bio);
+}
+
 void rdm_bio_zero_fill(struct bio *bio)
 {
 	zero_fill_bio(bio);
@@ -378,7 +408,8 @@ struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bi
 
 	if (!sectors || sectors >= bio_sectors(bio))
 		return ERR_PTR(-EINVAL);
-	split = bio_split(bio, sectors, GFP_NOIO, bs);
+	/* As rdm_bio_clone(): a REQ_NOWAIT bio's submitter must not sleep. */
+	split = bio_split(bio, sectors, (bio->bi_opf & REQ_NOWAIT) ? GFP_NOWAIT : GFP_NOIO, bs);
 	if (IS_ERR_OR_NULL(split))
 		return split ? split : ERR_PTR(-ENOMEM);
 	bio_chain(split, bio);
@@ -392,8 +423,12 @@ struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bi
 struct bio *rdm_bio_clone(struct bio *bio, struct file *f, struct bio_set *bs,
 			  bio_end_io_t *end_io, void *private)
 {
-	struct bio *clone = bio_alloc_clone(f ? file_bdev(f) : bio->bi_bdev, bio,
-					    GFP_NOIO, bs);
+	/*
+	 * A REQ_NOWAIT bio's submitter must not sleep: no waiting on the
+	 * pool (the clone fails and the bio ends with BLK_STS_AGAIN).
+	 */
+	gfp_t gfp = (bio->bi_opf & REQ_NOWAIT) ? GFP_NOWAIT : GFP_NOIO;
+	struct bio *clone = bio_alloc_clone(f ? file_bdev(f) : bio->bi_bdev, bio, gfp, bs);
 
 	if (!clone)
 		return NULL;

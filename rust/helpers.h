@@ -40,6 +40,7 @@ struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder);
 u64 rdm_bdev_devt(struct file *f);
 u64 rdm_bdev_nr_sectors(struct file *f);
 unsigned int rdm_bdev_logical_block_size(struct file *f);
+void rdm_limits_offer_nowait(struct queue_limits *lim);
 void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
 			 unsigned int io_min, unsigned int io_opt);
 void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
@@ -52,12 +53,16 @@ int rdm_bdev_link_holder(struct file *f, struct gendisk *disk);
 void rdm_bdev_unlink_holder(struct file *f, struct gendisk *disk);
 unsigned int rdm_bio_op(const struct bio *bio);
 bool rdm_bio_is_preflush(const struct bio *bio);
+bool rdm_bio_is_nowait(const struct bio *bio);
+void rdm_bio_set_would_block(struct bio *bio);
+bool rdm_bio_would_block(const struct bio *bio);
 void rdm_bio_clear_preflush(struct bio *bio);
 void rdm_bio_set_dev(struct bio *bio, struct file *f);
 void rdm_bio_set_failed(struct bio *bio);
 void rdm_bio_end(struct bio *bio, bool error);
 void rdm_bio_end_unsupported(struct bio *bio);
 void rdm_bio_end_nospace(struct bio *bio);
+void rdm_bio_end_would_block(struct bio *bio);
 void rdm_bio_zero_fill(struct bio *bio);
 void rdm_bio_inc_remaining(struct bio *bio);
 struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);

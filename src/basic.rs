@@ -112,6 +112,11 @@ impl Target for Linear {
             secure_erase: OpSupport::PassDown,
         }
     }
+
+    /// It only remaps (dm's linear is `DM_TARGET_NOWAIT`).
+    fn supports_nowait(&self) -> bool {
+        true
+    }
 }
 
 /// What dm's `zero` and `error` targets do with the optional operations:
@@ -145,6 +150,11 @@ impl Target for Zero {
     fn ops(&self) -> TargetOps {
         DISCARD_ONLY
     }
+
+    /// It only ends the bio.
+    fn supports_nowait(&self) -> bool {
+        true
+    }
 }
 
 /// `error`: every I/O fails (discards too, with EIO, as dm's).
@@ -164,5 +174,10 @@ impl Target for ErrorTarget {
 
     fn ops(&self) -> TargetOps {
         DISCARD_ONLY
+    }
+
+    /// It only ends the bio.
+    fn supports_nowait(&self) -> bool {
+        true
     }
 }

@@ -349,6 +349,12 @@ impl MappedDevice {
             return;
         }
         if this.io_suspended.load(Ordering::Acquire) {
+            if bio.is_nowait() {
+                // Parked, it would wait for the resume (dm: the same).
+                drop(guard);
+                bio.end_would_block();
+                return;
+            }
             // Checked again under `deferred`: resume clears the flag under
             // it, and queues the work that takes the parked bios after.
             let mut deferred = this.deferred.lock();
@@ -417,16 +423,22 @@ impl MappedDevice {
 
     /// Splits the first `sectors` off `bio` (the front, and the rest,
     /// which completes after it); `None` if that failed, and then `bio`
-    /// ended with an error.
+    /// ended: "would block" for a `REQ_NOWAIT` bio (whose split does not
+    /// wait for the pool), else an I/O error.
     fn split(&self, bio: Bio, sectors: u64) -> Option<(Bio, Bio)> {
         let sector = bio.sector();
         match self.bioset.split_front(bio, sectors as u32) {
             Ok(parts) => Some(parts),
-            Err(_) => {
+            Err(bio) if bio.is_nowait() => {
+                bio.end_would_block();
+                None
+            }
+            Err(bio) => {
                 // Not expected: the split leaves sectors on both sides,
                 // the pool waits for a bio, and rdm is not zoned (no zone
                 // appends).
                 pr_err!("cannot split a bio at sector {sector}: I/O error\n");
+                bio.end(true);
                 None
             }
         }
@@ -444,6 +456,13 @@ impl MappedDevice {
         let target = &*entry.target;
         if refuses(target, bio.op()) {
             bio.end_unsupported();
+            return;
+        }
+        if bio.is_nowait() && !target.supports_nowait() {
+            // The table offers no BLK_FEAT_NOWAIT, but the block layer let
+            // this bio in under the one before a swap: the submitter retries
+            // where it may wait.
+            bio.end_would_block();
             return;
         }
         let bio = if bio.sectors() > room {

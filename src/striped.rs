@@ -62,9 +62,11 @@ impl StripeErrors {
 
 impl CloneHook for StripeErrors {
     /// A clone sent to stripe `word` ended: a failure is counted against
-    /// that stripe.
+    /// that stripe; "would block" (a `REQ_NOWAIT` bio that would have had
+    /// to wait, retried by its submitter) is not a failure of the device
+    /// (dm-stripe counts it).
     fn clone_ended(self: Arc<Self>, word: u64, done: CountedBio) {
-        self.ended(word as u32, done.failed());
+        self.ended(word as u32, done.failed() && !done.would_block());
         // Not the last reference: `done` still counts the table, whose
         // target holds the counts.
         drop(self);
@@ -225,5 +227,11 @@ impl Target for Striped {
             write_zeroes: OpSupport::PassDown,
             secure_erase: OpSupport::PassDown,
         }
+    }
+
+    /// It only remaps (the error count of its end hook takes no lock that
+    /// waits), as dm's striped (`DM_TARGET_NOWAIT`).
+    fn supports_nowait(&self) -> bool {
+        true
     }
 }

@@ -190,9 +190,16 @@ impl Table {
 
     /// Queue limits stacked from every underlying device and the targets'
     /// I/O hints (a striped target's chunk and stripe sizes), offering
-    /// discard, write zeroes and secure erase only as [`Table::ops`] says.
+    /// discard, write zeroes and secure erase only as [`Table::ops`] says,
+    /// and `REQ_NOWAIT` bios only if every target and device takes them.
     pub(crate) fn limits(&self) -> Limits {
         let mut lim = Limits::stacking();
+        // Offered before the devices are stacked, which take it away
+        // unless every one of them offers it too (dm's
+        // `dm_table_supports_nowait`).
+        if self.entries.iter().all(|e| e.target.supports_nowait()) {
+            lim.offer_nowait();
+        }
         for e in self.entries.iter() {
             let target = &*e.target;
             target.devices(&mut |dev, offset| lim.stack(dev, offset, c_str!("rdm")));

@@ -79,6 +79,15 @@ pub(crate) trait Target: Send + Sync {
     fn ops(&self) -> TargetOps {
         TargetOps::NONE
     }
+
+    /// Whether [`Target::map`] never sleeps for a `REQ_NOWAIT` bio (dm's
+    /// `DM_TARGET_NOWAIT`): it only remaps, or ends the bio. A table of
+    /// such targets only offers `BLK_FEAT_NOWAIT` (io_uring then submits
+    /// inline instead of from a worker thread); a target that may wait
+    /// for a copy or a lock (the snapshot targets) does not.
+    fn supports_nowait(&self) -> bool {
+        false
+    }
 }
 
 /// Whether `target` refuses a bio of kind `op` (EOPNOTSUPP): an optional
@@ -276,6 +285,12 @@ impl CountedBio {
         self.bio.failed()
     }
 
+    /// Whether it ended "would block" (a `REQ_NOWAIT` bio that could not
+    /// be served without waiting): not a failure of the device.
+    pub(crate) fn would_block(&self) -> bool {
+        self.bio.would_block()
+    }
+
     /// Ends the bio (with an error if `error`, or if it failed already),
     /// then drops its table count. Any context.
     pub(crate) fn end(self, error: bool) {
@@ -320,8 +335,14 @@ impl<'a> Io<'a> {
         match self.bioset.clone_bio(bio, dev, data) {
             Ok(clone) => Some(clone),
             Err((mut bio, data)) => {
-                // Ends as a clone that failed: the hook sees the error.
-                bio.set_failed();
+                // Ends as a clone that failed: the hook sees the error. Only
+                // a REQ_NOWAIT bio's clone fails (the pool was empty): its
+                // submitter retries where it may wait.
+                if bio.is_nowait() {
+                    bio.set_would_block();
+                } else {
+                    bio.set_failed();
+                }
                 data.end(bio);
                 None
             }

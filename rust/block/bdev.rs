@@ -157,6 +157,13 @@ impl Limits {
         lim
     }
 
+    /// Offers `REQ_NOWAIT` bios (`BLK_FEAT_NOWAIT`): call before stacking
+    /// the devices, which take it away again unless each offers it too.
+    pub fn offer_nowait(&mut self) {
+        // SAFETY: `lim` is a valid, exclusively borrowed struct.
+        unsafe { rdm_limits_offer_nowait(&mut self.lim) };
+    }
+
     /// Stacks the limits of `dev`, used from sector `offset` on. The
     /// zoned feature is never taken over (nor zone append): the block
     /// layer must send no zone operation.

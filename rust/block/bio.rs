@@ -116,6 +116,28 @@ impl Bio {
         unsafe { rdm_bio_is_preflush(self.bio.as_ptr()) }
     }
 
+    /// Whether the submitter must not sleep (`REQ_NOWAIT`, io_uring's
+    /// inline submission): what would wait ends the bio with
+    /// [`Bio::end_would_block`] instead, and the submitter retries from a
+    /// context that may sleep.
+    pub fn is_nowait(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { rdm_bio_is_nowait(self.bio.as_ptr()) }
+    }
+
+    /// Whether the bio ended "would block" (`BLK_STS_AGAIN`).
+    pub fn would_block(&self) -> bool {
+        // SAFETY: by the invariant the bio is live and ours.
+        unsafe { rdm_bio_would_block(self.bio.as_ptr()) }
+    }
+
+    /// Records "would block" in the bio (`BLK_STS_AGAIN`; kept if it has
+    /// an error already), so that it ends so whoever ends it.
+    pub fn set_would_block(&mut self) {
+        // SAFETY: by the invariant the bio is live and exclusively ours.
+        unsafe { rdm_bio_set_would_block(self.bio.as_ptr()) };
+    }
+
     /// Drops the bio's `REQ_PREFLUSH` (its data goes on alone, after the
     /// cache flushes were sent separately).
     pub fn clear_preflush(&mut self) {
@@ -154,6 +176,13 @@ impl Bio {
     pub fn end_no_space(self) {
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end_nospace(self.into_raw()) };
+    }
+
+    /// Ends a `REQ_NOWAIT` bio with "would block" (`BLK_STS_AGAIN`, which
+    /// the block layer does not log): serving it would have to wait.
+    pub fn end_would_block(self) {
+        // SAFETY: we own the bio and give it up here, once.
+        unsafe { rdm_bio_end_would_block(self.into_raw()) };
     }
 
     /// Sends the bio to the device it points at.

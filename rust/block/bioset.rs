@@ -86,25 +86,29 @@ impl<T: CloneEnd> BioSet<T> {
     /// Splits the first `sectors` off `bio`: returns them as a bio of their
     /// own, and hands back `bio`, now holding the rest, which completes only
     /// after the front part does. `sectors` must leave something on both
-    /// sides; if it does not, or the split cannot be made (`bio_split`
-    /// returns NULL: a zone append, or no bio from the pool), `bio` ends
-    /// with an I/O error and so does this call.
-    pub fn split_front(&self, bio: Bio, sectors: u32) -> Result<(Bio, Bio)> {
+    /// sides. If it does not, or the split cannot be made (no bio from the
+    /// pool, which only a `REQ_NOWAIT` bio does not wait for; or a zone
+    /// append), `bio` comes back whole for the caller to end.
+    pub fn split_front(&self, bio: Bio, sectors: u32) -> Result<(Bio, Bio), Bio> {
         // SAFETY: the bio is ours and live; the pool is initialised (type
         // invariant). The split shares nothing we keep; the helper checks
         // `sectors` against the bio before bio_split() (which BUG()s on a
-        // bad count) and returns an ERR_PTR, never NULL, on failure.
+        // bad count) and returns an ERR_PTR, never NULL, on failure, with
+        // `bio` untouched.
         let front = unsafe { rdm_bio_split_front(bio.bio.as_ptr(), sectors, self.raw()) };
-        let front = from_err_ptr(front)?;
-        // SAFETY: bio_split() returned a new bio that we own.
-        Ok((unsafe { Bio::from_raw(front) }, bio))
+        match from_err_ptr(front) {
+            // SAFETY: bio_split() returned a new bio that we own.
+            Ok(front) => Ok((unsafe { Bio::from_raw(front) }, bio)),
+            Err(_) => Err(bio),
+        }
     }
 
     /// Clones `orig` for `dev` (or `orig`'s own device when `None`) with
     /// `data` attached; when the clone ends, its error is copied into
     /// `orig` and `data.end(orig)` runs (in the completion's context, which
     /// may be an interrupt). On allocation failure, `orig` and `data` come
-    /// back.
+    /// back: only for a `REQ_NOWAIT` bio, whose clone does not wait for the
+    /// pool (any other waits, and gets one).
     pub fn clone_bio(&self, orig: Bio, dev: Option<&BdevFile>, data: T) -> Result<Bio, (Bio, T)> {
         let file = dev.map_or(core::ptr::null_mut(), |d| d.file.as_ptr());
         // SAFETY: `orig` is live and ours, the pool is initialised, `file`

@@ -40,6 +40,7 @@ extern "C" {
     pub(super) fn rdm_bdev_devt(f: *mut bindings::file) -> u64;
     pub(super) fn rdm_bdev_nr_sectors(f: *mut bindings::file) -> u64;
     pub(super) fn rdm_bdev_logical_block_size(f: *mut bindings::file) -> c_uint;
+    pub(super) fn rdm_limits_offer_nowait(lim: *mut bindings::queue_limits);
     pub(super) fn rdm_limits_io_hints(
         lim: *mut bindings::queue_limits,
         chunk_sectors: c_uint,
@@ -63,12 +64,16 @@ extern "C" {
     pub(super) fn rdm_bdev_unlink_holder(f: *mut bindings::file, disk: *mut bindings::gendisk);
     pub(super) fn rdm_bio_op(bio: *const bindings::bio) -> c_uint;
     pub(super) fn rdm_bio_is_preflush(bio: *const bindings::bio) -> bool;
+    pub(super) fn rdm_bio_is_nowait(bio: *const bindings::bio) -> bool;
+    pub(super) fn rdm_bio_set_would_block(bio: *mut bindings::bio);
+    pub(super) fn rdm_bio_would_block(bio: *const bindings::bio) -> bool;
     pub(super) fn rdm_bio_clear_preflush(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_set_dev(bio: *mut bindings::bio, f: *mut bindings::file);
     pub(super) fn rdm_bio_end(bio: *mut bindings::bio, error: bool);
     pub(super) fn rdm_bio_set_failed(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_end_unsupported(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_end_nospace(bio: *mut bindings::bio);
+    pub(super) fn rdm_bio_end_would_block(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_zero_fill(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_split_front(
