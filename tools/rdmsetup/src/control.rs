@@ -70,25 +70,24 @@ impl fmt::Display for Error {
     }
 }
 
-/// Makes every page rdmsetup has mapped resident, and keeps it so, for
-/// the `RDM_FAIL_NTH` window. fail-nth counts every fault-injectable
-/// allocation of the task, not only the ioctl's: a page fault on
-/// rdmsetup's own code (read from the filesystem the binary lives on) or
-/// on a fresh stack page allocates in the kernel too, and would take, or
-/// add to, the count meant for the driver. Whether such faults happen
-/// depends on the page cache, so without this the same command counted
-/// 1 allocation point in one run and 54 in the next.
-fn hold_resident() {
-    // SAFETY: mlockall takes no pointer and changes only this process's
-    // residency; munlockall undoes it after the armed ioctl.
-    if unsafe { nix::libc::mlockall(nix::libc::MCL_CURRENT) } != 0 {
-        eprintln!(
-            "rdmsetup: RDM_FAIL_NTH: mlockall: {}",
-            std::io::Error::last_os_error()
-        );
-        std::process::exit(2);
-    }
+/// The ioctl buffer of `req`, `size` bytes (at least the header): the
+/// header, with the payload at `RESULT_START`.
+fn request_buffer(req: &Request, size: usize) -> Vec<u8> {
+    let mut h = req.header.clone();
+    h.data_size = size as u32;
+    h.data_start = RESULT_START as u32;
+    let mut buf = vec![0u8; size.max(STRUCT_SIZE)];
+    h.encode(&mut buf).expect("buffer holds the header");
+    buf[RESULT_START..RESULT_START + req.payload.len()].copy_from_slice(&req.payload);
+    buf
 }
+
+/// What a fail-nth window did: the arming write, the ioctl, the read-back.
+type WindowOutcome = (
+    std::io::Result<()>,
+    Result<(), Errno>,
+    std::io::Result<usize>,
+);
 
 /// An open control device.
 pub struct Control {
@@ -189,12 +188,7 @@ impl Control {
     pub fn call(&self, cmd: Command, req: &Request) -> Result<Reply, Error> {
         let mut size = INITIAL_BUFFER.max(RESULT_START + req.payload.len() + 8);
         loop {
-            let mut h = req.header.clone();
-            h.data_size = size as u32;
-            h.data_start = RESULT_START as u32;
-            let mut buf = vec![0u8; size.max(STRUCT_SIZE)];
-            h.encode(&mut buf).expect("buffer holds the header");
-            buf[RESULT_START..RESULT_START + req.payload.len()].copy_from_slice(&req.payload);
+            let mut buf = request_buffer(req, size);
             self.raw_ioctl(cmd, &mut buf)
                 .map_err(|e| Error::Ioctl(cmd, req.device.clone(), e))?;
             let out = Header::decode(&buf).expect("buffer holds the header");
@@ -212,8 +206,9 @@ impl Control {
         let Some(nth) = self.fail_nth.take() else {
             return self.raw_ioctl_once(cmd, buf);
         };
-        // Both handles are opened before arming: an open allocates, and
-        // would take the fault meant for the ioctl (the file cannot seek).
+        // Every handle is opened before arming: an open allocates, and
+        // would take the fault meant for the ioctl. The count is read
+        // back on a handle of its own each time (the file cannot seek).
         let open = |write: bool| {
             OpenOptions::new()
                 .read(!write)
@@ -224,20 +219,23 @@ impl Control {
                     std::process::exit(2)
                 })
         };
-        let (mut arm, mut check) = (open(true), open(false));
+        let (mut arm, mut warm_check, mut check) = (open(true), open(false), open(false));
         let count = nth.to_string();
         let mut left = [0u8; 16];
-        hold_resident();
-        // Armed right before the ioctl: the task's Nth fault-injectable
-        // call from here on fails. Reading it back gives 0 if that
-        // happened (the count ran out), else what was left.
-        let armed = arm.write_all(count.as_bytes());
-        let res = self.raw_ioctl_once(cmd, buf);
-        let read = check.read(&mut left);
+        // The warm-up: the same window, unarmed ("0"), around a DM_VERSION.
+        // Its outcome does not matter, only that it ran the same code.
+        let mut version = request_buffer(&Request::new(), INITIAL_BUFFER);
+        let _ = self.window(
+            &mut arm,
+            &mut warm_check,
+            b"0",
+            Command::Version,
+            &mut version,
+            &mut left,
+        );
+        let (armed, res, read) =
+            self.window(&mut arm, &mut check, count.as_bytes(), cmd, buf, &mut left);
         let _ = arm.write_all(b"0");
-        // SAFETY: munlockall takes no pointer; it only undoes
-        // hold_resident's mlockall.
-        unsafe { nix::libc::munlockall() };
         let left = match armed.and(read) {
             Ok(n) => String::from_utf8_lossy(&left[..n]).into_owned(),
             Err(e) => {
@@ -257,6 +255,42 @@ impl Control {
         res
     }
 
+    /// The `RDM_FAIL_NTH` window: writes `count` to fail-nth (`arm`), so
+    /// that the task's Nth fault-injectable allocation from there on
+    /// fails; issues `cmd` on `buf`; reads back into `left` what is left of
+    /// the count (`check`): "0" if the fault was injected.
+    ///
+    /// fail-nth counts every fault-injectable allocation of the task, not
+    /// only the ioctl's: a page fault in the window that has to read
+    /// rdmsetup's own code from the filesystem allocates too (the page
+    /// cache's nodes, the read's requests), and takes, or adds to, the
+    /// count meant for the driver. Whether such faults happen depends on
+    /// the page cache (the same `status` counted 1 allocation point warm
+    /// and 51 after `drop_caches`). So the window is run twice: unarmed
+    /// first (`count` "0", a harmless DM_VERSION), which brings every page
+    /// of code it runs into the page cache and the page tables, then
+    /// armed. It is never inlined, so that both runs execute the very same
+    /// code. (Faults on fresh anonymous pages, the stack's or the reply
+    /// buffer's, take order-0 pages, which fail_page_alloc never fails,
+    /// and no slab object: the buffer's mapping has its anon_vma from the
+    /// request written into it.)
+    #[inline(never)]
+    fn window(
+        &self,
+        arm: &mut File,
+        check: &mut File,
+        count: &[u8],
+        cmd: Command,
+        buf: &mut [u8],
+        left: &mut [u8; 16],
+    ) -> WindowOutcome {
+        let armed = arm.write_all(count);
+        let res = self.raw_ioctl_once(cmd, buf);
+        let read = check.read(left);
+        (armed, res, read)
+    }
+
+    #[inline(never)]
     fn raw_ioctl_once(&self, cmd: Command, buf: &mut [u8]) -> Result<(), Errno> {
         assert!(buf.len() >= HEADER_SIZE);
         // SAFETY: every dm request reads and writes at most `data_size`
