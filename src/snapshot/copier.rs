@@ -55,6 +55,7 @@
 //! rest — allocation, I/O submission, the exception table's write lock,
 //! re-mapping held bios — runs in the thread.
 
+use super::held::HeldList;
 use super::snap::Snap;
 use super::store::{CommitCallback, Drive, Place};
 use crate::kx::block::{submit_page_io_part, with_plug, Bio, PageBuf, PageIo};
@@ -454,12 +455,11 @@ impl Lane {
 struct Held {
     bio: Bio,
     snap: Option<Arc<Snap>>,
-    next: Option<KBox<Held>>,
 }
 
 /// Bios held on a job, under [`Job::state`].
 struct JobState {
-    held: Option<KBox<Held>>,
+    held: HeldList<Held>,
     /// The job has finished: hold nothing more.
     done: bool,
 }
@@ -625,7 +625,7 @@ impl Job {
                 targets <- new_spinlock!(targets, "rdm:job_targets"),
                 state <- new_spinlock!(
                     JobState {
-                        held: None,
+                        held: HeldList::new(),
                         done: false,
                     },
                     "rdm:job_state"
@@ -732,7 +732,7 @@ impl Job {
 
     /// Holds `bio` until the job ends; gives it back if it already has.
     fn hold(&self, bio: Bio, snap: Option<Arc<Snap>>) -> Result<(), Bio> {
-        let Ok(node) = KBox::<Held>::new_uninit(GFP_KERNEL) else {
+        let Ok(node) = HeldList::new_node() else {
             pr_err!("snapshot: out of memory to hold a bio on a copy\n");
             bio.end(true);
             return Ok(());
@@ -741,8 +741,7 @@ impl Job {
         if st.done {
             return Err(bio);
         }
-        let next = st.held.take();
-        st.held = Some(node.write(Held { bio, snap, next }));
+        st.held.push(node, Held { bio, snap });
         Ok(())
     }
 
@@ -1292,22 +1291,13 @@ impl CopierThread {
         if let Some(write) = job.own_write.lock().take() {
             write.end(!own_write_ok);
         }
-        let mut held = {
+        let held = {
             let mut st = job.state.lock();
             st.done = true;
             st.held.take()
         };
         job.lane.put_permit();
-        // Held bios were pushed in front: reverse for arrival order.
-        let mut list = None;
-        while let Some(mut h) = held {
-            held = h.next.take();
-            h.next = list;
-            list = Some(h);
-        }
-        while let Some(mut h) = list {
-            list = h.next.take();
-            let Held { bio, snap, .. } = KBox::into_inner(h);
+        for Held { bio, snap } in held.into_arrival_order() {
             match snap {
                 Some(snap) => snap.remap_held(bio),
                 None => match entry.targets.first() {

@@ -5,6 +5,7 @@
 //! and the handover of a snapshot to its merge. The merge thread itself is
 //! `merge.rs`.
 
+use super::held::HeldList;
 use super::hooks;
 use super::snap::Snap;
 use super::Caller;
@@ -31,8 +32,8 @@ pub(crate) enum MergeRefusal {
 pub(crate) struct MergeIo {
     /// The origin chunks being copied back, sorted; empty between batches.
     pub(super) batch: KVVec<u64>,
-    /// Writes to those chunks, held until the batch ends (newest first).
-    pub(super) held: Option<KBox<HeldWrite>>,
+    /// Writes to those chunks, held until the batch ends.
+    pub(super) held: HeldList<HeldWrite>,
 }
 
 impl MergeIo {
@@ -45,7 +46,6 @@ impl MergeIo {
 pub(super) struct HeldWrite {
     pub(super) bio: Bio,
     pub(super) chunk: u64,
-    pub(super) next: Option<KBox<HeldWrite>>,
 }
 
 // The merge's state (`MergeInfo::state`).
@@ -214,15 +214,14 @@ impl Snap {
     /// the batch copying `chunk` back ends, or maps it again if that batch
     /// has ended already.
     pub(super) fn hold_merge_write(self: &Arc<Self>, bio: Bio, chunk: u64) {
-        let Ok(node) = KBox::<HeldWrite>::new_uninit(GFP_KERNEL) else {
+        let Ok(node) = HeldList::new_node() else {
             pr_err!("snapshot-merge: out of memory to hold a write\n");
             bio.end(true);
             return;
         };
         let mut m = self.merging.lock();
         if m.holds(chunk) {
-            let next = m.held.take();
-            m.held = Some(node.write(HeldWrite { bio, chunk, next }));
+            m.held.push(node, HeldWrite { bio, chunk });
             return;
         }
         drop(m);
@@ -307,7 +306,7 @@ impl Snap {
     /// then the held writes go, to the origin or, if the batch failed,
     /// to their COW chunks. The merge thread.
     pub(crate) fn merge_end(self: &Arc<Self>, desc: &[u64], merged: bool) {
-        let mut held = {
+        let held = {
             let mut ex = self.exceptions.write();
             if merged {
                 for &c in desc {
@@ -322,16 +321,7 @@ impl Snap {
             m.batch = KVVec::new();
             m.held.take()
         };
-        // Held writes were pushed in front: reverse for arrival order.
-        let mut list = None;
-        while let Some(mut h) = held {
-            held = h.next.take();
-            h.next = list;
-            list = Some(h);
-        }
-        while let Some(mut h) = list {
-            list = h.next.take();
-            let HeldWrite { bio, chunk, .. } = KBox::into_inner(h);
+        for HeldWrite { bio, chunk } in held.into_arrival_order() {
             self.merge_write_again(bio, chunk);
         }
     }

@@ -36,7 +36,8 @@
 //! 5. `store.rs`: the exception store records (and, persistent, commits)
 //!    the exception on the COW device.
 //!
-//! Beside the walk: `hooks.rs` (what runs when a clone ends),
+//! Beside the walk: `hooks.rs` (what runs when a clone ends), `held.rs`
+//! (bios held on a job or a merge batch, released in arrival order),
 //! `tracked.rs` (reads in flight per chunk), `snap.rs` (one snapshot's
 //! state), `invalidate.rs` (invalidation and the invalid header),
 //! `registry.rs` (origins and their snapshots: registration and
@@ -55,6 +56,7 @@ mod origin;
 mod publish;
 pub(crate) mod store;
 
+mod held;
 mod hooks;
 mod invalidate;
 mod leaves;

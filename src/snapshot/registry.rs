@@ -8,6 +8,7 @@
 //! the I/O path.
 
 use super::copier::Lane;
+use super::held::HeldList;
 use super::merge_io::{MergeInfo, MergeIo, MERGE_IDLE};
 use super::origin::{MergeGate, Origin};
 use super::snap::Snap;
@@ -296,7 +297,7 @@ impl Snap {
                 merging <- new_spinlock!(
                     MergeIo {
                         batch: KVVec::new(),
-                        held: None,
+                        held: HeldList::new(),
                     },
                     "rdm:merge_io"
                 ),
