@@ -27,35 +27,36 @@ use kernel::{c_str, new_mutex};
 /// Adds the snapshot target types to `types`: their constructors hold
 /// `snapshots`, where the targets find their origins and the copier.
 pub(crate) fn register(types: &mut TargetTypes, snapshots: &Arc<Snapshots>) -> Result {
-    let s = snapshots.clone();
-    types.add(
+    add_type(
+        types,
         "snapshot-origin",
         [1, 9, 0],
-        Arc::new(
-            move |ctx: &Ctx<'_>, p: &[u8]| -> Result<Arc<dyn Target>> {
-                Ok(Arc::new(OriginTarget::new(ctx, &s, p)?, GFP_KERNEL)?)
-            },
-            GFP_KERNEL,
-        )?,
+        snapshots,
+        OriginTarget::new,
     )?;
+    add_type(types, TY, [1, 16, 0], snapshots, SnapshotTarget::new)?;
+    add_type(types, MTY, [1, 5, 0], snapshots, MergeTarget::new)
+}
+
+/// A target's constructor with the snapshot registry.
+type NewTarget<T> = fn(&Ctx<'_>, &Arc<Snapshots>, &[u8]) -> Result<T>;
+
+/// Adds the type `name` (dm's `version`), whose targets `new` builds with
+/// `snapshots`.
+fn add_type<T: Target + 'static>(
+    types: &mut TargetTypes,
+    name: &'static str,
+    version: [u32; 3],
+    snapshots: &Arc<Snapshots>,
+    new: NewTarget<T>,
+) -> Result {
     let s = snapshots.clone();
     types.add(
-        TY,
-        [1, 16, 0],
+        name,
+        version,
         Arc::new(
             move |ctx: &Ctx<'_>, p: &[u8]| -> Result<Arc<dyn Target>> {
-                Ok(Arc::new(SnapshotTarget::new(ctx, &s, p)?, GFP_KERNEL)?)
-            },
-            GFP_KERNEL,
-        )?,
-    )?;
-    let s = snapshots.clone();
-    types.add(
-        MTY,
-        [1, 5, 0],
-        Arc::new(
-            move |ctx: &Ctx<'_>, p: &[u8]| -> Result<Arc<dyn Target>> {
-                Ok(Arc::new(MergeTarget::new(ctx, &s, p)?, GFP_KERNEL)?)
+                Ok(Arc::new(new(ctx, &s, p)?, GFP_KERNEL)?)
             },
             GFP_KERNEL,
         )?,
