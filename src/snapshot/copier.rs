@@ -1080,15 +1080,7 @@ impl CopierThread {
         let done_job = job.clone();
         // Nothing is invalidated: the merge stops, and what it merged
         // before stays merged.
-        let on_done = move |failed: bool| {
-            if failed {
-                done_job.failed.store(true, Ordering::Release);
-                if let Some(g) = &done_job.group {
-                    g.origin_failed.store(true, Ordering::Release);
-                }
-            }
-            Self::write_done(&done_job);
-        };
+        let on_done = move |failed: bool| Self::merge_write_done(&done_job, failed);
         let res = self.copier.submitting_job_io(|| {
             submit_page_io_part(
                 &t.snap.origin_dev,
@@ -1100,14 +1092,24 @@ impl CopierThread {
             )
         });
         if res.is_err() {
+            Self::merge_write_done(job, true);
+        }
+    }
+
+    /// A merge job's origin write ended (or could not be sent: `failed`).
+    /// A failure fails the job and its group: the merge stops. Any context.
+    fn merge_write_done(job: &Job, failed: bool) {
+        if failed {
             job.failed.store(true, Ordering::Release);
             if let Some(g) = &job.group {
                 g.origin_failed.store(true, Ordering::Release);
             }
-            Self::write_done(job);
         }
+        Self::write_done(job);
     }
 
+    /// One of the job's writes ended; the last moves it to `WriteDone`.
+    /// Any context.
     fn write_done(job: &Job) {
         if job.writes_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             job.stage.advance(JobStage::Writing, JobStage::WriteDone);
