@@ -39,8 +39,14 @@ tmp_entries() {
 	upper=$(sed -n 's/^[^ ]* \/tmp overlay .*upperdir=\([^,]*\).*/\1/p' /proc/mounts | tail -n 1)
 	find "${upper:-/tmp}" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort
 }
+# tmp_seen: every name /tmp shows (the host's too), one per line.
+tmp_seen() { find /tmp -mindepth 1 -maxdepth 1 -printf '%f\n' | sort; }
 # remove_new_tmp_files LISTING: in the guest (RDM_IN_VM), removes what a
-# test left in /tmp that is not in LISTING (tmp_entries before it). The
+# test left in /tmp that is not in LISTING (tmp_seen before it): names the
+# guest made that were not there before. A name that was (a directory of
+# the host's that the test only wrote into, such as a checkout under /tmp
+# whose tests/lib/__pycache__ Python made) stays: removing it would hide
+# the host's directory, the repository itself, from every later test. The
 # guest's /tmp is a tmpfs in its memory: the scratch images tests keep
 # there (tens of MiB each) would otherwise add up over the suite and fill
 # it for the tests that come later.
@@ -67,7 +73,7 @@ for t in "${tests[@]}"; do
 	n=$((n + 1))
 	echo "# selftests: rdm: $t"
 	start=$SECONDS
-	tmp_before=$(tmp_entries)
+	tmp_before=$(tmp_seen)
 	# A test may ask for more time than the default with a header line
 	# "# rdm-timeout: SECONDS" (a sweep that is long by design).
 	limit=${RDM_TEST_TIMEOUT:-600}
