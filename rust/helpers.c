@@ -380,11 +380,6 @@ void rdm_bio_end_nospace(struct bio *bio)
 	bio_endio(bio);
 }
 
-void rdm_bio_end_would_block(struct bio *bio)
-{
-	bio_wouldblock_error(bio);
-}
-
 void rdm_bio_zero_fill(struct bio *bio)
 {
 	zero_fill_bio(bio);
@@ -393,6 +388,16 @@ void rdm_bio_zero_fill(struct bio *bio)
 void rdm_bio_inc_remaining(struct bio *bio)
 {
 	bio_inc_remaining(bio);
+}
+
+/*
+ * The allocation flags for a split or clone of @bio: a REQ_NOWAIT bio's
+ * submitter must not sleep, so its split or clone does not wait for the
+ * pool (it fails, and the bio ends with BLK_STS_AGAIN).
+ */
+static gfp_t rdm_bio_gfp(const struct bio *bio)
+{
+	return (bio->bi_opf & REQ_NOWAIT) ? GFP_NOWAIT : GFP_NOIO;
 }
 
 /*
@@ -408,8 +413,7 @@ struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bi
 
 	if (!sectors || sectors >= bio_sectors(bio))
 		return ERR_PTR(-EINVAL);
-	/* As rdm_bio_clone(): a REQ_NOWAIT bio's submitter must not sleep. */
-	split = bio_split(bio, sectors, (bio->bi_opf & REQ_NOWAIT) ? GFP_NOWAIT : GFP_NOIO, bs);
+	split = bio_split(bio, sectors, rdm_bio_gfp(bio), bs);
 	if (IS_ERR_OR_NULL(split))
 		return split ? split : ERR_PTR(-ENOMEM);
 	bio_chain(split, bio);
@@ -423,12 +427,8 @@ struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bi
 struct bio *rdm_bio_clone(struct bio *bio, struct file *f, struct bio_set *bs,
 			  bio_end_io_t *end_io, void *private)
 {
-	/*
-	 * A REQ_NOWAIT bio's submitter must not sleep: no waiting on the
-	 * pool (the clone fails and the bio ends with BLK_STS_AGAIN).
-	 */
-	gfp_t gfp = (bio->bi_opf & REQ_NOWAIT) ? GFP_NOWAIT : GFP_NOIO;
-	struct bio *clone = bio_alloc_clone(f ? file_bdev(f) : bio->bi_bdev, bio, gfp, bs);
+	struct bio *clone = bio_alloc_clone(f ? file_bdev(f) : bio->bi_bdev, bio,
+					    rdm_bio_gfp(bio), bs);
 
 	if (!clone)
 		return NULL;

@@ -62,7 +62,6 @@ void rdm_bio_set_failed(struct bio *bio);
 void rdm_bio_end(struct bio *bio, bool error);
 void rdm_bio_end_unsupported(struct bio *bio);
 void rdm_bio_end_nospace(struct bio *bio);
-void rdm_bio_end_would_block(struct bio *bio);
 void rdm_bio_zero_fill(struct bio *bio);
 void rdm_bio_inc_remaining(struct bio *bio);
 struct bio *rdm_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);

@@ -180,9 +180,9 @@ impl Bio {
 
     /// Ends a `REQ_NOWAIT` bio with "would block" (`BLK_STS_AGAIN`, which
     /// the block layer does not log): serving it would have to wait.
-    pub fn end_would_block(self) {
-        // SAFETY: we own the bio and give it up here, once.
-        unsafe { rdm_bio_end_would_block(self.into_raw()) };
+    pub fn end_would_block(mut self) {
+        self.set_would_block();
+        self.end(false);
     }
 
     /// Sends the bio to the device it points at.

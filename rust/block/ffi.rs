@@ -73,7 +73,6 @@ extern "C" {
     pub(super) fn rdm_bio_set_failed(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_end_unsupported(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_end_nospace(bio: *mut bindings::bio);
-    pub(super) fn rdm_bio_end_would_block(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_zero_fill(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_inc_remaining(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_split_front(
