@@ -19,7 +19,7 @@
 LLVM ?= -19
 KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
 # Module sources for rustfmt (cargo fmt covers the host crates).
-MODULE_RS := src/rdm_main.rs
+MODULE_RS := src/rdm_main.rs src/rdm_dm_main.rs
 
 .PHONY: all module tools kernel demo bench stress powercut lvm2-suite check check-debug clippy fmt fmt-check bindings clean
 
@@ -40,7 +40,7 @@ tools: kernel
 	@cargo build --quiet --release --workspace
 
 clippy:
-	@kdir=$$($(KERNEL_BUILD)) && rm -f src/rdm_main.o rust/helpers.o && \
+	@kdir=$$($(KERNEL_BUILD)) && rm -f src/rdm_main.o src/rdm_dm_main.o rust/helpers.o rust/dm/*.o && \
 		$(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) CLIPPY=1 W=1 modules
 
 fmt:

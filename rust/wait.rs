@@ -73,11 +73,19 @@ extern "C" {
     fn rdm_wait_var_below(var: *mut usize, limit: usize);
 }
 
+/// Where an [`EventCounter`]'s events go beyond its own waiters: rdm's
+/// global poll event, or (in rdm-dm) dm's event of a mapped device.
+pub trait EventSink: Send + Sync {
+    /// One more event. Any context; takes no lock that is held around an
+    /// event, so it may be called with any lock held.
+    fn event(&self);
+}
+
 /// An event number: bumped from any context, waited on for a change.
 pub struct EventCounter {
     nr: AtomicU32,
-    /// Bumped too on every event.
-    parent: Option<Arc<PollEvent>>,
+    /// Told of every event too.
+    parent: Option<Arc<dyn EventSink>>,
 }
 
 impl EventCounter {
@@ -89,8 +97,8 @@ impl EventCounter {
         }
     }
 
-    /// Event number 0; every event also bumps `parent`.
-    pub fn with_parent(parent: Arc<PollEvent>) -> Self {
+    /// Event number 0; every event also goes to `parent`.
+    pub fn with_parent(parent: Arc<dyn EventSink>) -> Self {
         EventCounter {
             nr: AtomicU32::new(0),
             parent: Some(parent),
@@ -110,7 +118,7 @@ impl EventCounter {
         // SAFETY: the address is only a wait-queue hash key.
         unsafe { rdm_wake_up_var(self.nr.as_ptr().cast()) };
         if let Some(p) = &self.parent {
-            p.bump();
+            p.event();
         }
     }
 
@@ -436,6 +444,12 @@ impl PollEvent {
         // file is released, which frees the poll table entries first
         // (the VFS removes them before a file's last reference goes).
         unsafe { rdm_poll_wait(pt.file, self.wq.get(), pt.table) };
+    }
+}
+
+impl EventSink for PollEvent {
+    fn event(&self) {
+        self.bump();
     }
 }
 

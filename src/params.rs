@@ -1,11 +1,7 @@
-//! rdm's module parameters (`/sys/module/rdm/parameters/`, `modinfo rdm`;
-//! Documentation/admin-guide.rst describes them).
-
-crate::module_param!(
-    static DM_COMPAT: bool = false,
-    name "dm_compat", perm 0o444,
-    desc "Register as device-mapper (misc 10:236 /dev/mapper/control, block major \"device-mapper\") so unmodified dmsetup drives rdm; fails if dm-mod is loaded"
-);
+//! The snapshot engine's module parameters, in rdm.ko and rdm-dm.ko alike
+//! (`/sys/module/rdm/parameters/`, `/sys/module/rdm_dm/parameters/`;
+//! Documentation/admin-guide.rst describes them). Each module has its own
+//! values. A host's own parameters are in its crate root.
 
 crate::module_param!(
     static COW_THRESHOLD: u32 = 2048,
@@ -24,11 +20,6 @@ crate::module_param!(
     name "merge_kib_per_s", perm 0o644,
     desc "Most KiB per second a snapshot merge copies back (0: as fast as the disks allow)"
 );
-
-/// `dm_compat`: register as device-mapper. Read-only after load (0444).
-pub(crate) fn dm_compat() -> bool {
-    DM_COMPAT.get()
-}
 
 /// `cow_threshold`: most chunk copies in progress (0: no limit). Writable at
 /// run time, so read it each time.

@@ -33,6 +33,12 @@ mod striped;
 mod table;
 mod target;
 
+crate::module_param!(
+    static DM_COMPAT: bool = false,
+    name "dm_compat", perm 0o444,
+    desc "Register as device-mapper (misc 10:236 /dev/mapper/control, block major \"device-mapper\") so unmodified dmsetup drives rdm; fails if dm-mod is loaded"
+);
+
 module! {
     type: Rdm,
     name: "rdm",
@@ -51,7 +57,8 @@ struct Rdm {
 
 impl kernel::Module for Rdm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let compat = params::dm_compat();
+        // `dm_compat`: read-only after load (0444).
+        let compat = DM_COMPAT.get();
         let (major_name, disk_prefix) = if compat {
             (kernel::c_str!("device-mapper"), "dm-")
         } else {

@@ -11,7 +11,7 @@ use crate::rdm_core::payload::LoadSpecs;
 use crate::rdm_core::table::{
     check_block_alignment, check_layout, table_ops, DeviceOps, OpSupport, TargetBlock,
 };
-use crate::target::{BStr, Ctx, Target, TargetTypes};
+use crate::target::{BStr, Ctx, Place, Target, TargetTypes};
 use core::num::NonZeroU64;
 use kernel::c_str;
 use kernel::prelude::*;
@@ -92,10 +92,11 @@ impl Table {
             })?;
             let ctx = Ctx {
                 name,
-                index,
+                place: Place::Index(index),
                 len: spec.length,
                 read_only,
                 events: load.events,
+                opener: None,
             };
             let target = ty.construct(&ctx, spec.params)?;
             let mut pushed = Ok(());

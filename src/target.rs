@@ -110,26 +110,50 @@ pub(crate) fn refuses(target: &dyn Target, op: BioOp) -> bool {
 pub(crate) struct Ctx<'a> {
     /// The mapped device's name (for log lines).
     pub(crate) name: &'a [u8],
-    /// The target's index in the table.
-    pub(crate) index: u32,
+    /// Where the target is in its table (for log lines).
+    pub(crate) place: Place,
     /// Its length in sectors.
     pub(crate) len: u64,
     /// Open underlying devices read-only.
     pub(crate) read_only: bool,
     /// The device's event number.
     pub(crate) events: &'a Arc<EventCounter>,
+    /// How underlying devices are opened: by rdm itself (`None`), or by
+    /// the host the target is built in (rdm-dm: the kernel's dm).
+    pub(crate) opener: Option<&'a dyn OpenDevice>,
+}
+
+/// Where a target is in its table.
+#[derive(Clone, Copy)]
+pub(crate) enum Place {
+    /// Its index (rdm's own tables).
+    Index(u32),
+    /// Its first sector (dm's tables, which do not tell the index).
+    #[allow(dead_code, reason = "built only by rdm-dm's host, src/dmhost.rs")]
+    Sector(u64),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Place::Index(i) => write!(f, "target {i}"),
+            Place::Sector(s) => write!(f, "target at sector {s}"),
+        }
+    }
+}
+
+/// Opens underlying devices for targets built by another host than rdm's
+/// own (rdm-dm: through `dm_get_device`, so that dm lists, claims and
+/// stacks them).
+pub(crate) trait OpenDevice {
+    /// Opens the device `path` (`major:minor` or a path).
+    fn open(&self, path: &kernel::str::CStr) -> Result<BdevFile>;
 }
 
 impl Ctx<'_> {
     /// Logs why the target was refused and returns `err`.
     pub(crate) fn fail(&self, ty: &str, why: fmt::Arguments<'_>, err: Error) -> Error {
-        pr_err!(
-            "{}: target {} ({}): {}\n",
-            BStr(self.name),
-            self.index,
-            ty,
-            why
-        );
+        pr_err!("{}: {} ({}): {}\n", BStr(self.name), self.place, ty, why);
         err
     }
 }
@@ -169,12 +193,16 @@ impl fmt::Display for SpecName<'_> {
 /// Opens an underlying device named by a table line. A zoned device is
 /// refused: rdm maps no zone operations.
 pub(crate) fn open_device(ctx: &Ctx<'_>, ty: &str, spec: DevSpec<'_>) -> Result<Arc<BdevFile>> {
-    let file = match spec {
-        DevSpec::Number(major, minor) => BdevFile::open_dev(
+    let file = match (spec, ctx.opener) {
+        (_, Some(opener)) => {
+            let path = CString::try_from_fmt(kernel::fmt!("{}", SpecName(spec)))?;
+            opener.open(&path)
+        }
+        (DevSpec::Number(major, minor), None) => BdevFile::open_dev(
             crate::rdm_core::dm_ioctl::encode_dev(major, minor),
             !ctx.read_only,
         ),
-        DevSpec::Path(path) => {
+        (DevSpec::Path(path), None) => {
             let path = CString::try_from_fmt(kernel::fmt!("{}", BStr(path)))?;
             BdevFile::open_path(&path, !ctx.read_only)
         }

@@ -20,12 +20,14 @@ fn holder() -> *mut c_void {
     core::ptr::addr_of!(HOLDER).cast_mut().cast()
 }
 
-/// An underlying block device, opened exclusively for rdm's holder.
+/// An underlying block device, opened exclusively for rdm's holder (or,
+/// in rdm-dm, for the kernel's device-mapper, which claims it).
 ///
 /// # Invariants
 ///
-/// `file` is a block device file from `bdev_file_open_by_*`, owned by this
-/// value and released (`fput`) only by `Drop`.
+/// `file` is a block device file from `bdev_file_open_by_*` or handed over
+/// by [`BdevFile::from_owned_file`], one reference of which is owned by
+/// this value and released (`fput`) only by `Drop`.
 pub struct BdevFile {
     pub(super) file: NonNull<bindings::file>,
 }
@@ -50,6 +52,17 @@ impl BdevFile {
     pub fn open_dev(dev: u64, write: bool) -> Result<Self> {
         // SAFETY: plain values; the holder is a static address.
         let f = unsafe { rdm_bdev_open_dev(dev, write, holder()) };
+        Self::from_open(f)
+    }
+
+    /// Takes over a reference to an open block device file (one that
+    /// another opener, such as the kernel's device-mapper, claimed).
+    ///
+    /// # Safety
+    ///
+    /// `f` is a block device file of which the caller owns one reference,
+    /// which passes to the result; it may be an error pointer.
+    pub unsafe fn from_owned_file(f: *mut bindings::file) -> Result<Self> {
         Self::from_open(f)
     }
 
