@@ -2,11 +2,15 @@
 # rdm: the two commands are `make demo` and `make check` (see README.md).
 # Every target sets up what it needs (packages, the cached test kernel).
 #
-#   make            build rdm.ko and the tools (rdmsetup, rdm-ioctl-probe)
+#   make            build rdm.ko, rdm-dm.ko and the tools (rdmsetup, rdm-ioctl-probe)
+#   make module KDIR=/path/to/build   the modules for another Rust-enabled
+#                   6.12 kernel (scripts/check-kdir says what it lacks)
+#   make install    modules and tools into $(DESTDIR) (KDIR as above)
 #   make demo       boot the test VM and show rdm at work
 #   make check      host tests + VM tests, ending in "N passed, N failed"
 #   make check-debug  the same on the debug kernel (KASAN, kmemleak, ...)
 #   make bench      fio: rdm against the kernel's dm-linear and dm-snapshot
+#   make check-dmhost  the snapshot tests on rdm-dm.ko in the kernel's dm
 #   make stress     the stress test with its oracle, long (RDM_STRESS_SECONDS=600)
 #   make powercut   power cuts of a persistent snapshot, long (RDM_POWERCUT_CUTS=20)
 #   make lvm2-suite LVM2's own snapshot tests on the kernel's dm and on rdm (long)
@@ -21,23 +25,38 @@ KERNEL_BUILD := $(CURDIR)/scripts/kernel-build
 # Module sources for rustfmt (cargo fmt covers the host crates).
 MODULE_RS := src/rdm_main.rs src/rdm_dm_main.rs
 
-.PHONY: all module tools kernel demo bench stress powercut lvm2-suite check check-debug clippy fmt fmt-check bindings clean
+.PHONY: all module install tools kernel demo bench stress check-dmhost powercut lvm2-suite check check-debug clippy fmt fmt-check bindings clean
 
 all: module tools
 
 kernel:
 	@$(KERNEL_BUILD) >/dev/null
 
-# Built against the kernel of $RDM_KERNEL_VARIANT; switching kernels
-# cleans the module's objects first (.kdir remembers the last one).
+# Built against KDIR if given (checked first), else the cached test kernel
+# of $RDM_KERNEL_VARIANT; switching kernels cleans the module's objects
+# first (.kdir remembers the last one).
+KDIR ?=
+KDIR_OF = $(if $(KDIR),$(KDIR),$$($(KERNEL_BUILD)))
 module:
-	@kdir=$$($(KERNEL_BUILD)) && \
+	@if [ -n "$(KDIR)" ]; then scripts/check-kdir "$(KDIR)"; rc=$$?; [ $$rc != 1 ] || exit 1; fi; \
+	kdir=$(KDIR_OF) && \
 	if [ "$$(cat .kdir 2>/dev/null)" != "$$kdir" ]; then \
 		$(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) clean; echo "$$kdir" >.kdir; fi && \
 	$(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) modules
 
 tools: kernel
 	@cargo build --quiet --release --workspace
+
+# DESTDIR: a staging root. The modules go to
+# $(DESTDIR)/lib/modules/<version>/updates/ (run depmod there), the tools to
+# $(DESTDIR)/usr/sbin.
+DESTDIR ?=
+install: module tools
+	@kdir=$(KDIR_OF) && \
+	$(MAKE) -s -C "$$kdir" LLVM=$(LLVM) M=$(CURDIR) INSTALL_MOD_PATH=$(abspath $(DESTDIR)) \
+		INSTALL_MOD_DIR=updates DEPMOD=true modules_install && \
+	install -D -m 0755 target/release/rdmsetup $(abspath $(DESTDIR))/usr/sbin/rdmsetup && \
+	echo "installed in $(abspath $(DESTDIR))/lib/modules/$$(make -s -C "$$kdir" kernelrelease)/updates and $(abspath $(DESTDIR))/usr/sbin"
 
 clippy:
 	@kdir=$$($(KERNEL_BUILD)) && rm -f src/rdm_main.o src/rdm_dm_main.o rust/helpers.o rust/dm/*.o && \
@@ -64,6 +83,20 @@ check:
 # boot (results/bench-*/: report.md, report.json, ratios.svg).
 bench:
 	@scripts/bench
+
+# Every snapshot test on rdm's engine hosted by the kernel's dm (rdm-dm.ko
+# dm_names=1, driven by dmsetup: RDM_SNAP_HOST=dm), in one guest; make
+# check runs a share of them (test_dmhost_snapshot_tests_on_kernel_dm.sh).
+RDM_DMHOST_TESTS ?= test_snapshot_basics_against_oracle.sh test_snapshot_copies_in_flight.sh \
+	test_snapshot_reads_tracked_by_chunk.sh test_snapshot_write_acked_after_commit.sh \
+	test_snapshot_teardown_races.sh test_persist_images_and_status.sh test_snapshot_bad_tables_refused.sh \
+	test_snapshot_chunk_sizes.sh test_snapshot_overflow_invalidates.sh test_snapshot_odd_sizes.sh \
+	test_merge_copies_every_chunk_back.sh test_snapshot_stacked.sh test_persist_4k_logical_blocks.sh \
+	test_snapshot_many_of_one_origin.sh test_merge_refusals_and_failing_cow.sh \
+	test_persist_bad_on_disk_input.sh test_snapshot_cow_grows_and_shrinks.sh test_stress_randomised_io_oracle.sh
+check-dmhost: all
+	@scripts/vm-run --timeout 5400 -- env RDM_SNAP_HOST=dm RDM_TEST_TIMEOUT=900 \
+		tests/vm/run_tests.sh $(RDM_DMHOST_TESTS)
 
 # tests/vm/test_stress_randomised_io_oracle.sh for RDM_STRESS_SECONDS (make check: 25 s).
 RDM_STRESS_SECONDS ?= 600

@@ -7,7 +7,10 @@
 # per measurement to $RDM_OUT/results.jsonl.
 #
 # RDM_BENCH_ONLY=passthrough|snapshot runs one half; RDM_BENCH_ROWS=REGEX
-# only the snapshot (and merge) rows whose name matches.
+# only the snapshot (and merge) rows whose name matches. RDM_BENCH_HOST=dm
+# measures rdm's engine hosted by the kernel's dm (rdm-dm.ko dm_names=1,
+# driven by dmsetup) in the place of rdm.ko, against dm-snapshot in the same
+# boot: the rows keep their names (stack rdm-snapshot) and say host "dm".
 set -u
 . "$(dirname "$0")/../vm/test_common.sh"
 out=${RDM_OUT:?}
@@ -138,7 +141,13 @@ snap_rows=(
 snap_stack() {
 	case $1 in
 	dm-snapshot) tool=(dmsetup --noudevsync) devdir=/dev/mapper ;;
-	rdm-snapshot) tool=(rdmsetup) devdir=/dev/rdm ;;
+	rdm-snapshot)
+		if [ "${RDM_BENCH_HOST:-}" = dm ]; then
+			tool=(dmsetup --noudevsync) devdir=/dev/mapper
+		else
+			tool=(rdmsetup) devdir=/dev/rdm
+		fi
+		;;
 	esac
 }
 
@@ -169,7 +178,7 @@ snap_memory() { # snap_memory STACK ROW
 	local st exc
 	st=$("${tool[@]}" status bsnap0 | awk '{print $4}')
 	if [ "$1" = rdm-snapshot ]; then
-		read -r _ exc _ runs _ bytes <<<"$(rdmsetup message bsnap0 0 stats)"
+		read -r _ exc _ runs _ bytes <<<"$("${tool[@]}" message bsnap0 0 stats)"
 		printf '{"stack": "%s", "workload": "%s", "memory": {"exceptions": %s, "runs": %s, "table_bytes": %s, "status": "%s"}}\n' \
 			"$1" "$2" "$exc" "$runs" "$bytes" "$st" >>"$out/results.jsonl"
 	else
@@ -217,6 +226,13 @@ with_dm_snapshot() { # with_dm_snapshot ROW [MEASURE]
 }
 
 with_rdm_snapshot() { # with_rdm_snapshot ROW [MEASURE]
+	if [ "${RDM_BENCH_HOST:-}" = dm ]; then
+		modprobe -d "$RDM_MODROOT" dm-mod && insmod "$RDM_DM_KO" dm_names=1 || return 1
+		"${2:-measure_snap}" rdm-snapshot "$1"
+		rmmod rdm_dm
+		modprobe -r -d "$RDM_MODROOT" dm-mod
+		return 0
+	fi
 	insmod "$RDM_KO" || return 1
 	"${2:-measure_snap}" rdm-snapshot "$1"
 	rmmod rdm
@@ -375,7 +391,7 @@ measure_activation() { # measure_activation STACK ROW
 	read -r a1 s1 <<<"$(meminfo_kib)"
 	st=$("${tool[@]}" status bsnap)
 	[ "$st" = "$BIG_STATUS" ] || { echo "$stack: status '$st', expected '$BIG_STATUS'" >&2; return 1; }
-	[ "$stack" = rdm-snapshot ] && read -r _ _ _ _ _ bytes <<<"$(rdmsetup message bsnap 0 stats)"
+	[ "$stack" = rdm-snapshot ] && read -r _ _ _ _ _ bytes <<<"$("${tool[@]}" message bsnap 0 stats)"
 	"${tool[@]}" remove bsnap
 	"${tool[@]}" remove borig
 	printf '{"stack": "%s", "workload": "%s", "kind": "activation", "exceptions": %s, "activation_ms": %s, "mem_available_drop_kib": %s, "slab_drop_kib": %s, "table_bytes": %s}\n' \

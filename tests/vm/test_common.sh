@@ -11,6 +11,7 @@ KSFT_SKIP=4
 
 RDM_TOP=${RDM_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 RDM_KO=${RDM_KO:-$RDM_TOP/rdm.ko}
+RDM_DM_KO=${RDM_DM_KO:-$RDM_TOP/rdm-dm.ko}
 RDM_CONTROL=/dev/rdm-control
 # The implementation under test (dm or rdm): set by run_both, lvm_both and
 # compat_both for each of their runs, in the subshell of that run.
@@ -243,9 +244,22 @@ VDD=/dev/vdd
 snap_ref() { [ -n "${RDM_SNAP_REF:-}" ]; }
 
 # snap_load [RDM-PARAMS...]: loads rdm (or dm-snapshot) and sets DEVDIR and
-# SNAP_MOD (the module that holds the snapshot targets).
+# SNAP_MOD (the module that holds the snapshot targets). With
+# RDM_SNAP_HOST=dm, rdm's engine runs in the kernel's dm instead: rdm-dm.ko
+# with dm_names=1 (dm-snapshot's target names) over dm-mod, driven by
+# dmsetup; the engine is rdm's, so snap_ref is false.
 snap_load() {
-	if snap_ref; then
+	if dm_host; then
+		command -v dmsetup >/dev/null || skip "dmsetup is not installed"
+		export DM_DISABLE_UDEV=1
+		DM_TOOL=dmsetup DEVDIR=/dev/mapper SNAP_MOD=rdm_dm
+		if grep -q '^dm_snapshot ' /proc/modules; then
+			modprobe -r -d "$RDM_MODROOT" dm-snapshot || fail "dm-snapshot is loaded and cannot be unloaded"
+		fi
+		modprobe -d "$RDM_MODROOT" dm-mod || skip "the kernel's dm-mod is not available"
+		insmod "$RDM_DM_KO" dm_names=1 "$@" || fail "insmod $RDM_DM_KO dm_names=1 $*"
+		log "dm host: rdm's engine (rdm-dm.ko dm_names=1) in the kernel's dm, driven by dmsetup"
+	elif snap_ref; then
 		command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 		export DM_DISABLE_UDEV=1
 		DM_TOOL=dmsetup DEVDIR=/dev/mapper SNAP_MOD=dm_snapshot
@@ -256,9 +270,16 @@ snap_load() {
 		rdm_load "$@"
 	fi
 }
+# dm_host: whether this run hosts rdm's engine in the kernel's dm.
+dm_host() { [ "${RDM_SNAP_HOST:-}" = dm ]; }
 dm() { "$DM_TOOL" "$@"; }
 snap_cleanup() {
-	if snap_ref; then
+	if dm_host; then
+		dmsetup remove_all >/dev/null 2>&1
+		grep -q '^rdm_dm ' /proc/modules && { rmmod rdm_dm || fail "rmmod rdm_dm"; }
+		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
+		modprobe -r -d "$RDM_MODROOT" dm-mod >/dev/null 2>&1
+	elif snap_ref; then
 		dmsetup remove_all >/dev/null 2>&1
 		# dm-zero (loaded by some scenarios) would keep dm-mod loaded.
 		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
@@ -399,6 +420,13 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 run_both() {
 	local scenario=$1 rc
 	shift
+	if dm_host; then
+		# Only rdm's engine, hosted by dm: the other two runs are the
+		# same test's plain run.
+		IMPL=rdm RDM_SNAP_REF='' impl_run snap_up "$scenario" "$@" || exit $?
+		log "ok: $scenario on rdm's engine in the kernel's dm"
+		return 0
+	fi
 	IMPL=dm RDM_SNAP_REF=1 impl_run snap_up "$scenario"
 	rc=$?
 	case $rc in

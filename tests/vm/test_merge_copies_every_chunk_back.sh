@@ -58,9 +58,12 @@ one_case() { # one_case LEN CHUNK SEED
 	expect_eq "$(cow_entries "$VDB" "$cs")" 0 "$what: no exception left on the COW device"
 	expect_same "$what: the origin equals the snapshot's image" "$DEVDIR"/orig "$out"/image
 	if [ "$IMPL" = rdm ]; then
-		# One event for the table swap, one for the end of the merge.
-		ev1=$(event_nr orig)
-		expect_eq "$((ev1 - ev0))" 2 "$what: an event when the merge ended (event $ev0 -> $ev1)"
+		# One event for the table swap, one for the end of the merge;
+		# hosted by the kernel's dm, only the merge's (dm's event number
+		# counts its targets' events, not table swaps).
+		ev1=$(event_nr orig) evs=2
+		dm_host && evs=1
+		expect_eq "$((ev1 - ev0))" $evs "$what: an event when the merge ended (event $ev0 -> $ev1)"
 		expect_match "$(dm message orig 0 stats)" "merge done merged_chunks [0-9]+ batches [0-9]+ left 0" "$what: stats"
 		expect_match "$(klog_since_mark)" "snapshot-merge: COW device [0-9:]+: merge complete" "$what: logged"
 	fi

@@ -18,7 +18,7 @@
 require_vm
 require_disks "$VDA" "$VDB"
 defer snap_cleanup
-PARAMS=/sys/module/rdm/parameters
+PARAMS=/sys/module/$SNAP_MOD/parameters
 LEN=16384
 CS=8
 pat=/tmp/snap03.pat new=/tmp/snap03.new new2=/tmp/snap03.new2

@@ -87,7 +87,7 @@ expect_eq "$(dev_count)" 0 "all devices gone"
 if snap_ref; then
 	modprobe -r -d "$RDM_MODROOT" dm-snapshot || fail "unload dm-snapshot"
 else
-	rmmod rdm || fail "rmmod rdm after the devices are gone"
+	rmmod "$SNAP_MOD" || fail "rmmod $SNAP_MOD after the devices are gone"
 fi
 log "ok: the module unloads once the devices are gone"
 exit "$KSFT_PASS"
