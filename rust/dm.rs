@@ -128,7 +128,7 @@ impl TargetCtx<'_> {
         unsafe { rdm_dm_ti_read_only(self.ti.as_ptr()) }
     }
 
-    /// The mapped device's name, for log lines (`dm-N`).
+    /// The mapped device's name, for log lines (dm's `major:minor`).
     pub fn device_name(&self) -> &CStr {
         // SAFETY: the target and its table are live (invariant); the name
         // is the mapped device's, which outlives its tables, and is a

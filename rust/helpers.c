@@ -222,6 +222,21 @@ struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder)
 	return bdev_file_open_by_dev(huge_decode_dev(dev), rdm_open_mode(write), holder, NULL);
 }
 
+/*
+ * Puts a reference to a block device file, releasing the device before
+ * returning if it was the last one and the caller may sleep, as dm's
+ * close_table_device() does: a deferred release (fput() from an ioctl
+ * releases at the return to user space, from a kthread a tick later)
+ * would leave a device below still open when dm's remove_all looks at it.
+ */
+void rdm_bdev_put_sync(struct file *f)
+{
+	if (in_task() && !irqs_disabled())
+		__fput_sync(f);
+	else
+		fput(f);
+}
+
 u64 rdm_bdev_devt(struct file *f)
 {
 	return huge_encode_dev(file_bdev(f)->bd_dev);

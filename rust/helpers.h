@@ -37,6 +37,7 @@ int rdm_disk_uevent(struct gendisk *disk, unsigned int action, char **envp);
 u64 rdm_disk_devt(struct gendisk *disk);
 struct file *rdm_bdev_open_path(const char *path, bool write, void *holder);
 struct file *rdm_bdev_open_dev(u64 dev, bool write, void *holder);
+void rdm_bdev_put_sync(struct file *f);
 u64 rdm_bdev_devt(struct file *f);
 u64 rdm_bdev_nr_sectors(struct file *f);
 unsigned int rdm_bdev_logical_block_size(struct file *f);

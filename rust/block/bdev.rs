@@ -30,6 +30,9 @@ fn holder() -> *mut c_void {
 /// this value and released (`fput`) only by `Drop`.
 pub struct BdevFile {
     pub(super) file: NonNull<bindings::file>,
+    /// Release the device synchronously when the last reference goes
+    /// (a file of another opener's: [`BdevFile::from_owned_file`]).
+    put_sync: bool,
 }
 
 // SAFETY: the file is reference counted by the kernel and every query made
@@ -56,14 +59,20 @@ impl BdevFile {
     }
 
     /// Takes over a reference to an open block device file (one that
-    /// another opener, such as the kernel's device-mapper, claimed).
+    /// another opener, such as the kernel's device-mapper, claimed). If
+    /// this reference is the file's last, dropping it releases the device
+    /// before the drop returns (where the dropping context may sleep), as
+    /// that opener would have: a device stacked on it can then be removed
+    /// at once.
     ///
     /// # Safety
     ///
     /// `f` is a block device file of which the caller owns one reference,
     /// which passes to the result; it may be an error pointer.
     pub unsafe fn from_owned_file(f: *mut bindings::file) -> Result<Self> {
-        Self::from_open(f)
+        let mut file = Self::from_open(f)?;
+        file.put_sync = true;
+        Ok(file)
     }
 
     fn from_open(f: *mut bindings::file) -> Result<Self> {
@@ -71,6 +80,7 @@ impl BdevFile {
         // INVARIANT: from_err_ptr() passed it: an open block device file.
         Ok(BdevFile {
             file: NonNull::new(f).ok_or(ENODEV)?,
+            put_sync: false,
         })
     }
 
@@ -133,8 +143,15 @@ impl BdevFile {
 
 impl Drop for BdevFile {
     fn drop(&mut self) {
-        // SAFETY: by the invariant we own this reference to the file.
-        unsafe { bindings::fput(self.file.as_ptr()) };
+        if self.put_sync {
+            // SAFETY: by the invariant we own this reference to the file;
+            // the helper releases it synchronously only in a context that
+            // may sleep, else as fput().
+            unsafe { rdm_bdev_put_sync(self.file.as_ptr()) };
+        } else {
+            // SAFETY: by the invariant we own this reference to the file.
+            unsafe { bindings::fput(self.file.as_ptr()) };
+        }
     }
 }
 

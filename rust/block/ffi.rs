@@ -37,6 +37,7 @@ extern "C" {
         write: bool,
         holder: *mut c_void,
     ) -> *mut bindings::file;
+    pub(super) fn rdm_bdev_put_sync(f: *mut bindings::file);
     pub(super) fn rdm_bdev_devt(f: *mut bindings::file) -> u64;
     pub(super) fn rdm_bdev_nr_sectors(f: *mut bindings::file) -> u64;
     pub(super) fn rdm_bdev_logical_block_size(f: *mut bindings::file) -> c_uint;

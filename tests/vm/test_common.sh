@@ -466,7 +466,9 @@ snap_up() {
 # dm (dm-mod, dm-snapshot) loaded, then with rdm (dm_compat=1); IMPL says
 # which. Each run starts from wiped DISKs and ends with every VG and
 # device gone and the module unloaded. A scenario that fails on the
-# kernel's dm is a wrong test.
+# kernel's dm is a wrong test. In a guest with udev (vm-run --udev: the
+# real userland), a third run has the kernel's dm serve LVM2 with rdm's
+# snapshot engine: rdm-dm.ko dm_names=1 (IMPL=rdm-dm).
 lvm_both() {
 	local scenario=$1 rc
 	shift
@@ -486,6 +488,10 @@ lvm_both() {
 	esac
 	IMPL=rdm impl_run lvm_up "$scenario" || exit $?
 	log "ok: $scenario on rdm"
+	if [ -n "${RDM_UDEV:-}" ]; then
+		IMPL=rdm-dm impl_run lvm_up "$scenario" || exit $?
+		log "ok: $scenario on the kernel's dm with rdm's snapshot engine (rdm-dm.ko)"
+	fi
 }
 lvm_up() {
 	defer lvm_cleanup
@@ -495,11 +501,19 @@ lvm_up() {
 	return 0
 }
 # compat_load: loads the driver of $IMPL as the system's device-mapper:
-# the kernel's dm (dm-mod, dm-snapshot; skips if it is not there) or rdm
-# with dm_compat=1.
+# the kernel's dm (dm-mod, dm-snapshot; skips if it is not there), the
+# kernel's dm with rdm-dm.ko serving dm-snapshot's targets (rdm-dm), or
+# rdm with dm_compat=1.
 compat_load() {
 	if [ "$IMPL" = dm ]; then
 		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
+	elif [ "$IMPL" = rdm-dm ]; then
+		modprobe -d "$RDM_MODROOT" dm-mod || exit $KSFT_SKIP
+		klog_mark
+		insmod "$RDM_DM_KO" dm_names=1 || fail "insmod $RDM_DM_KO dm_names=1"
+		expect_match "$(klog_since_mark)" "rdm_dm: loaded: rdm's snapshot engine serves device-mapper targets snapshot-origin, snapshot and snapshot-merge" \
+			"rdm-dm: the log says rdm serves dm-snapshot's targets"
+		expect_match "$(dmsetup targets)" "^snapshot +v1\.16\.0$" "rdm-dm: dmsetup targets lists snapshot"
 	else
 		insmod "$RDM_KO" dm_compat=1 || fail "insmod $RDM_KO dm_compat=1"
 	fi
@@ -535,6 +549,10 @@ compat_unload() {
 	if [ "${IMPL:-}" = dm ]; then
 		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
 		modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
+	elif [ "${IMPL:-}" = rdm-dm ]; then
+		grep -q '^rdm_dm ' /proc/modules && { rmmod rdm_dm || fail "rmmod rdm_dm"; }
+		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
+		modprobe -r -d "$RDM_MODROOT" dm-mod >/dev/null 2>&1
 	else
 		rdm_unload
 	fi

@@ -73,7 +73,7 @@ same "table of the origin" "$(dmsetup table ref-o)" "$(dmsetup table rdm-o)"
 same "table of the snapshot" "$(dmsetup table ref-s)" "$(dmsetup table rdm-s)"
 same "status of the snapshot" "$(dmsetup status ref-s)" "$(dmsetup status rdm-s)"
 deps_of() { # deps_of DEV: its dependencies as sorted major:minor
-	dmsetup deps "$1" | sed 's/.*://' | grep -o '([0-9]*, [0-9]*)' | tr -d '( ' | tr , : | sort | tr '\n' ' '
+	dmsetup deps "$1" | sed 's/.*://' | grep -o '([0-9]*, [0-9]*)' | tr -d '() ' | tr , : | sort | tr '\n' ' '
 }
 expect_eq "$(deps_of rdm-s)" "$(printf '%s\n' "$vc" "$vd" | sort | tr '\n' ' ')" \
 	"deps of the snapshot: its origin and its COW"
@@ -91,9 +91,9 @@ dmsetup reload rdm-s /tmp/dmhost.table && dmsetup resume rdm-s || fail "reload t
 same "status after a reload" "$(dmsetup status ref-s)" "$(dmsetup status rdm-s)"
 
 # Bad input: refused with EINVAL and rdm's log line; nothing is left.
-expect_fail "origin and COW the same device" "rdm_dm: dm-[0-9]+: target at sector 0 \(snapshot\): origin and COW are the same device" \
+expect_fail "origin and COW the same device" "rdm_dm: [0-9]+:[0-9]+: target at sector 0 \(snapshot\): origin and COW are the same device" \
 	dmsetup create bad --table "0 $LEN rdm-snapshot $VDC $VDC P 16"
-expect_fail "a chunk size that is not a power of two" "rdm_dm: dm-[0-9]+: target at sector 0 \(snapshot\): .*chunk" \
+expect_fail "a chunk size that is not a power of two" "rdm_dm: [0-9]+:[0-9]+: target at sector 0 \(snapshot\): .*chunk" \
 	dmsetup create bad --table "0 $LEN rdm-snapshot $M/rdm-o $VDB P 24"
 dmsetup remove bad >/dev/null 2>&1
 expect_fail "a message the snapshot does not take" "rdm_dm: target does not accept message \"bogus\"" \

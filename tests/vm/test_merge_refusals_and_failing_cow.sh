@@ -47,6 +47,7 @@ setup_origin() {
 }
 teardown() {
 	dm remove_all >/dev/null 2>&1
+	[ "$(dev_count)" = 0 ] || log "left: $(dm info -c 2>&1 | tr '\n' ';')"
 	expect_eq "$(dev_count)" 0 "$IMPL: no device left"
 }
 merge_table() { echo "0 $LEN snapshot-merge $DEVDIR/base $1 P $CS"; }

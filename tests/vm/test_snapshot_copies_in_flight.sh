@@ -18,7 +18,6 @@
 require_vm
 require_disks "$VDA" "$VDB"
 defer snap_cleanup
-PARAMS=/sys/module/$SNAP_MOD/parameters
 LEN=16384
 CS=8
 pat=/tmp/snap03.pat new=/tmp/snap03.new new2=/tmp/snap03.new2
@@ -47,6 +46,7 @@ if snap_ref; then
 	log "dm-snapshot has no copy delay: timing checks and part c are skipped"
 else
 	snap_load copy_delay_ms="$DELAY" cow_threshold=2
+	PARAMS=/sys/module/$SNAP_MOD/parameters
 	expect_eq "$(cat $PARAMS/copy_delay_ms)" "$DELAY" "copy_delay_ms given at load"
 	expect_eq "$(cat $PARAMS/cow_threshold)" 2 "cow_threshold given at load"
 fi

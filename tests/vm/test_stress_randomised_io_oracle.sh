@@ -24,7 +24,7 @@ RANDOM=$seed
 log "seed $seed (RDM_STRESS_SEED=$seed repeats the choices), $seconds s"
 LEN=16384 # 8 MiB
 MAXSNAPS=4
-params=/sys/module/rdm/parameters
+params=/sys/module/$SNAP_MOD/parameters
 no_copy_delay() { echo 0 >"$params"/copy_delay_ms; }
 defer no_copy_delay # the copies left run at full speed for the cleanup
 pick() { local a=("$@"); echo "${a[RANDOM % ${#a[@]}]}"; }
