@@ -10,7 +10,10 @@
 # block layer makes hundreds). Each time, the command either succeeded
 # with its full effect, or failed with a clean errno and left everything
 # as it was (the same devices, tables, status, module reference count); a
-# good command after it works. The guest log must stay clean (no WARNING,
+# good command after it works. A failed try's state, just shown to be the
+# set-up's, is the next try's set-up: the command is tried again, with the
+# next allocation failing, on what its failure left (after a success the
+# set-up is made afresh). The guest log must stay clean (no WARNING,
 # no leak report later in the debug kernel). Prints how many failures were
 # injected.
 # rdm-timeout: 1800
@@ -36,13 +39,20 @@ STRIDE=${RDM_FAULT_STRIDE:-7}
 injected_total=0
 other=0
 
-# state: the devices, their tables and status lines, and rdm's refcount
-# (four processes: each costs about 0.1 s under TCG).
-state() {
-	rdmsetup info 2>&1
-	rdmsetup table 2>&1
-	rdmsetup status 2>&1
-	rdm_refcount
+# state_into VAR: the devices, their tables and status lines, and rdm's
+# refcount, into VAR. Three rdmsetup processes (each costs about 0.1 s
+# under TCG); the refcount is read from /proc/modules in the shell.
+state_into() {
+	local i t s m refs
+	i=$(rdmsetup info 2>&1)
+	t=$(rdmsetup table 2>&1)
+	s=$(rdmsetup status 2>&1)
+	refs=''
+	while read -r m _ refs _; do
+		[ "$m" = rdm ] && break
+		refs=''
+	done </proc/modules
+	printf -v "$1" '%s\n--\n%s\n--\n%s\n--\n%s' "$i" "$t" "$s" "$refs"
 }
 
 # Phase timing without a process: microseconds from bash's $EPOCHREALTIME.
@@ -56,20 +66,26 @@ ms() { echo "$(($1 / 1000)) ms"; }
 
 # sweep NAME SETUP RUN CHECK_OK UNDO: runs RUN (an rdmsetup command line)
 # with fail-nth N for N = 1.. until the fault is not reached. SETUP makes
-# the state before each try, CHECK_OK checks the state after a success,
-# UNDO takes the state back to before SETUP.
+# the state before a try, CHECK_OK checks the state after a success,
+# UNDO takes the state back to before SETUP. After a try that failed, the
+# state is compared with the set-up's: being the same, it is the next
+# try's set-up (no UNDO, no SETUP); after a success, UNDO and SETUP run.
 sweep() {
 	local name=$1 setup=$2 run=$3 check_ok=$4 undo=$5 n=1 out rc before after fails=0 tried=0
+	local fresh=1
 	local t0=$SECONDS
 	# Where the time goes (microseconds), and each try's outcome in
 	# order (F: failed with ENOMEM, O: another errno, S: succeeded).
 	local t_setup=0 t_state=0 t_run=0 t_check=0 t_undo=0 sig=''
 	tick_last=${EPOCHREALTIME/[.,]/}
 	while :; do
-		eval "$setup" || fail "$name: setup for N=$n"
-		tick t_setup
-		before=$(state)
-		tick t_state
+		if [ -n "$fresh" ]; then
+			eval "$setup" || fail "$name: setup for N=$n"
+			tick t_setup
+			state_into before
+			tick t_state
+			fresh=''
+		fi
 		out=$(export RDM_FAIL_NTH=$n; eval "$run" 2>&1)
 		rc=$?
 		tick t_run
@@ -91,6 +107,9 @@ sweep() {
 			eval "$check_ok" || fail "$name: succeeded with allocation $n failed but the result is wrong"
 			tick t_check
 			sig+=S
+			eval "$undo"
+			tick t_undo
+			fresh=1
 		else
 			fails=$((fails + 1))
 			case $out in
@@ -106,16 +125,15 @@ sweep() {
 			*) fail "$name: allocation $n failed without an errno: $out" ;;
 			esac
 			tick t_check
-			after=$(state)
+			state_into after
 			tick t_state
 			[ "$after" = "$before" ] || fail "$name: allocation $n failed and the state changed:
 --- before
 $before
 --- after
 $after"
+			# The state is the set-up's: the next try runs on it.
 		fi
-		eval "$undo"
-		tick t_undo
 		tried=$((tried + 1))
 		# Every point up to $FULL, then every $STRIDE-th (the block
 		# layer's disk registration alone has hundreds).
