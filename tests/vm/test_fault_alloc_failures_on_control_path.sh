@@ -40,8 +40,9 @@ injected_total=0
 other=0
 
 # state_into VAR: the devices, their tables and status lines, and rdm's
-# refcount, into VAR. Three rdmsetup processes (each costs about 0.1 s
-# under TCG); the refcount is read from /proc/modules in the shell.
+# refcount, into VAR. Three rdmsetup processes (each 0.2-0.35 s under
+# TCG on a shared 2-core host: the state was most of the test's time); the
+# refcount is read from /proc/modules in the shell.
 state_into() {
 	local i t s m refs
 	i=$(rdmsetup info 2>&1)
