@@ -10,7 +10,10 @@
 # block layer makes hundreds). Each time, the command either succeeded
 # with its full effect, or failed with a clean errno and left everything
 # as it was (the same devices, tables, status, module reference count); a
-# good command after it works. The guest log must stay clean (no WARNING,
+# good command after it works. A failed try's state, just shown to be the
+# set-up's, is the next try's set-up: the command is tried again, with the
+# next allocation failing, on what its failure left (after a success the
+# set-up is made afresh). The guest log must stay clean (no WARNING,
 # no leak report later in the debug kernel). Prints how many failures were
 # injected.
 # rdm-timeout: 1800
@@ -36,33 +39,65 @@ STRIDE=${RDM_FAULT_STRIDE:-7}
 injected_total=0
 other=0
 
-# state: the devices, their tables and status lines, and rdm's refcount
-# (four processes: each costs about 0.1 s under TCG).
-state() {
-	rdmsetup info 2>&1
-	rdmsetup table 2>&1
-	rdmsetup status 2>&1
-	rdm_refcount
+# state_into VAR: the devices, their tables and status lines, and rdm's
+# refcount, into VAR. Three rdmsetup processes (each 0.2-0.35 s under
+# TCG on a shared 2-core host: the state was most of the test's time); the
+# refcount is read from /proc/modules in the shell.
+state_into() {
+	local i t s m refs
+	i=$(rdmsetup info 2>&1)
+	t=$(rdmsetup table 2>&1)
+	s=$(rdmsetup status 2>&1)
+	refs=''
+	while read -r m _ refs _; do
+		[ "$m" = rdm ] && break
+		refs=''
+	done </proc/modules
+	printf -v "$1" '%s\n--\n%s\n--\n%s\n--\n%s' "$i" "$t" "$s" "$refs"
 }
+
+# Phase timing without a process: microseconds from bash's $EPOCHREALTIME.
+# tick VAR: adds the time since the last tick to VAR (microseconds).
+tick() {
+	local t=${EPOCHREALTIME/[.,]/}
+	printf -v "$1" %s $((${!1} + t - tick_last))
+	tick_last=$t
+}
+ms() { echo "$(($1 / 1000)) ms"; }
 
 # sweep NAME SETUP RUN CHECK_OK UNDO: runs RUN (an rdmsetup command line)
 # with fail-nth N for N = 1.. until the fault is not reached. SETUP makes
-# the state before each try, CHECK_OK checks the state after a success,
-# UNDO takes the state back to before SETUP.
+# the state before a try, CHECK_OK checks the state after a success,
+# UNDO takes the state back to before SETUP. After a try that failed, the
+# state is compared with the set-up's: being the same, it is the next
+# try's set-up (no UNDO, no SETUP); after a success, UNDO and SETUP run.
 sweep() {
 	local name=$1 setup=$2 run=$3 check_ok=$4 undo=$5 n=1 out rc before after fails=0 tried=0
+	local fresh=1
 	local t0=$SECONDS
+	# Where the time goes (microseconds), and each try's outcome in
+	# order (F: failed with ENOMEM, O: another errno, S: succeeded).
+	local t_setup=0 t_state=0 t_run=0 t_check=0 t_undo=0 sig=''
+	tick_last=${EPOCHREALTIME/[.,]/}
 	while :; do
-		eval "$setup" || fail "$name: setup for N=$n"
-		before=$(state)
+		if [ -n "$fresh" ]; then
+			eval "$setup" || fail "$name: setup for N=$n"
+			tick t_setup
+			state_into before
+			tick t_state
+			fresh=''
+		fi
 		out=$(export RDM_FAIL_NTH=$n; eval "$run" 2>&1)
 		rc=$?
+		tick t_run
 		case $out in
 		*"fault injected"*) ;;
 		*"not reached"*)
 			[ $rc = 0 ] || fail "$name: failed with no fault injected: $out"
 			eval "$check_ok" || fail "$name: wrong result without a fault"
+			tick t_check
 			eval "$undo"
+			tick t_undo
 			break ;;
 		*) fail "$name: no fail-nth report: $out" ;;
 		esac
@@ -71,27 +106,35 @@ sweep() {
 			# The failed allocation had a fallback (a mempool, a retry):
 			# the command must have done all it should.
 			eval "$check_ok" || fail "$name: succeeded with allocation $n failed but the result is wrong"
+			tick t_check
+			sig+=S
+			eval "$undo"
+			tick t_undo
+			fresh=1
 		else
 			fails=$((fails + 1))
 			case $out in
-			*ENOMEM*) ;;
+			*ENOMEM*) sig+=F ;;
 			*"("E[A-Z]*")"*)
 				# Another errno: the failure came back through a
 				# layer that reports its own (the block layer's
 				# disk registration); logged, and the state check
 				# below still applies.
 				other=$((other + 1))
+				sig+=O
 				log "$name: allocation $n: $(printf '%s' "$out" | grep -o '([A-Z]*)') ($(dmesg | tail -n 2 | tr '\n' ' '))" ;;
 			*) fail "$name: allocation $n failed without an errno: $out" ;;
 			esac
-			after=$(state)
+			tick t_check
+			state_into after
+			tick t_state
 			[ "$after" = "$before" ] || fail "$name: allocation $n failed and the state changed:
 --- before
 $before
 --- after
 $after"
+			# The state is the set-up's: the next try runs on it.
 		fi
-		eval "$undo"
 		tried=$((tried + 1))
 		# Every point up to $FULL, then every $STRIDE-th (the block
 		# layer's disk registration alone has hundreds).
@@ -99,6 +142,7 @@ $after"
 		[ $n -le 2000 ] || fail "$name: more than 2000 allocations?"
 	done
 	log "ok: $name: $tried of its $((n - 1)) allocation points failed in turn ($fails made the command fail cleanly), then it ran through ($((SECONDS - t0)) s)"
+	log "$name: time in set-up $(ms $t_setup), state $(ms $t_state), armed command $(ms $t_run), checks $(ms $t_check), undo $(ms $t_undo); outcomes $sig"
 }
 
 exists() { rdmsetup info "$1" >/dev/null 2>&1; }
@@ -133,6 +177,7 @@ for c in "rdmsetup status f1" "rdmsetup ls" "rdmsetup table f1"; do
 	log "ok: $c: $warm allocation points, warm or after drop_caches"
 done
 rdmsetup remove f1 || fail "remove f1"
+log "allocation points counted ($SECONDS s since the start)"
 
 # DM_DEV_CREATE
 sweep "create" none \
@@ -197,6 +242,7 @@ rdmsetup create after --table "0 $LEN linear $VDC 0" || fail "create after the s
 dd if=/dev/urandom of=/dev/rdm/after bs=4k count=16 oflag=direct status=none || fail "I/O after the sweeps"
 rdmsetup remove after || fail "remove after the sweeps"
 rdm_unload || fail "rmmod after the sweeps"
+log "all sweeps done ($SECONDS s since the start)"
 log "fault injection: $injected_total allocation failures injected on the control path ($other answered with another errno than ENOMEM)"
 echo "# fault-injected: $injected_total"
 exit 0
