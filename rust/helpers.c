@@ -294,6 +294,16 @@ void rdm_limits_offer_nowait(struct queue_limits *lim)
 	lim->features |= BLK_FEAT_NOWAIT;
 }
 
+/*
+ * Keeps I/O statistics (BLK_FEAT_IO_STAT; queue/iostats reads 1 and the
+ * user may turn it off), as dm's stacking limits do: blk_stack_limits()
+ * leaves the feature as it is.
+ */
+void rdm_limits_io_stat(struct queue_limits *lim)
+{
+	lim->features |= BLK_FEAT_IO_STAT;
+}
+
 /* Whether @f's device is zoned (host-managed or host-aware). */
 bool rdm_bdev_is_zoned(struct file *f)
 {
@@ -488,6 +498,30 @@ struct bio *rdm_bio_alloc_pages(struct file *f, unsigned int nr_vecs, bool write
 bool rdm_bio_failed(const struct bio *bio)
 {
 	return bio->bi_status != BLK_STS_OK;
+}
+
+/*
+ * I/O statistics of a bio of a mapped device (rust/block/bio.rs, Acct), as
+ * dm keeps them: only while the disk's queue has BLK_FEAT_IO_STAT
+ * (queue/iostats). Starts @bio's accounting and stores its start time in
+ * @start; false (and nothing started) if the disk keeps no statistics.
+ */
+bool rdm_bio_start_acct(struct bio *bio, unsigned long *start)
+{
+	if (!blk_queue_io_stat(bio->bi_bdev->bd_disk->queue))
+		return false;
+	*start = bio_start_io_acct(bio);
+	return true;
+}
+
+/*
+ * Counts @bio, which ended without being sent on, as one I/O that started
+ * and ended now (dm: a target that ends a bio itself, successfully).
+ */
+void rdm_bio_acct_done(struct bio *bio)
+{
+	if (blk_queue_io_stat(bio->bi_bdev->bd_disk->queue))
+		bio_end_io_acct(bio, bio_start_io_acct(bio));
 }
 
 /* Records @from's error (if any) in @to. */

@@ -42,6 +42,7 @@ u64 rdm_bdev_devt(struct file *f);
 u64 rdm_bdev_nr_sectors(struct file *f);
 unsigned int rdm_bdev_logical_block_size(struct file *f);
 void rdm_limits_offer_nowait(struct queue_limits *lim);
+void rdm_limits_io_stat(struct queue_limits *lim);
 void rdm_limits_io_hints(struct queue_limits *lim, unsigned int chunk_sectors,
 			 unsigned int io_min, unsigned int io_opt);
 void rdm_bdev_stack_limits(struct queue_limits *lim, struct file *f, u64 offset,
@@ -76,6 +77,8 @@ struct bio *rdm_bio_alloc_pages(struct file *f, unsigned int nr_vecs, bool write
 				bool preflush,
 				u64 sector, bio_end_io_t *end_io, void *private);
 bool rdm_bio_failed(const struct bio *bio);
+bool rdm_bio_start_acct(struct bio *bio, unsigned long *start);
+void rdm_bio_acct_done(struct bio *bio);
 
 /* rust/srcu.rs */
 struct srcu_struct *rdm_srcu_alloc(void);

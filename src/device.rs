@@ -373,6 +373,10 @@ impl MappedDevice {
             // flush; an empty bio of another kind (a zone reset or finish)
             // is not: rdm maps no zone operations.
             if matches!(bio.op(), BioOp::Write | BioOp::Flush) {
+                // Counted as dm counts it: one write of no sectors (here
+                // when the flushes have been sent, not when they end).
+                let mut bio = bio;
+                bio.account();
                 this.flush_devices(&bio, table);
                 bio.end(false);
             } else {
@@ -465,7 +469,7 @@ impl MappedDevice {
             bio.end_would_block();
             return;
         }
-        let bio = if bio.sectors() > room {
+        let mut bio = if bio.sectors() > room {
             // Keep the part inside this target (or its boundary); the rest
             // comes back through submit_bio (and may land in the next
             // table, after a swap).
@@ -477,6 +481,12 @@ impl MappedDevice {
         } else {
             bio
         };
+        // What is mapped in one go is one I/O of the disk's statistics, as
+        // dm's `dm_io`: in flight from when the target clones it until it
+        // ends (whoever ends it); a rest split off above is counted when it
+        // comes back. Bios ended before this point (parked, refused, would
+        // block) are not counted, as in dm.
+        bio.account();
         // `io` carries the count the bio keeps until its clone ends.
         target.map(bio, offset, Io::new(count, &self.bioset));
     }

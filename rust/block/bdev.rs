@@ -162,7 +162,9 @@ pub struct Limits {
 
 impl Limits {
     /// Limits for stacking (`blk_set_stacking_limits`): permissive until
-    /// devices are stacked onto them. Discard and secure erase start off
+    /// devices are stacked onto them. I/O statistics are kept
+    /// (`BLK_FEAT_IO_STAT`, as dm's stacking limits: every table swap turns
+    /// them on again). Discard and secure erase start off
     /// (a device or a target turns them on), write zeroes on (the devices'
     /// limits lower it); the caller clears what the table does not offer.
     /// Zone append is off: the limits are never zoned.
@@ -174,6 +176,8 @@ impl Limits {
         // A non-zoned queue with a zone-append limit is a WARN in
         // `blk_validate_limits`.
         lim.max_zone_append_sectors = 0;
+        // SAFETY: as above.
+        unsafe { rdm_limits_io_stat(&mut lim) };
         Limits { lim }
     }
 

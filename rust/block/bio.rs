@@ -1,19 +1,43 @@
-//! Owned bios and lists of them.
+//! Owned bios and lists of them, and their share in the disk's I/O
+//! statistics.
 
 use super::ffi::*;
 use super::BdevFile;
 use core::ptr::NonNull;
 use kernel::bindings;
+use kernel::ffi::c_ulong;
 
 /// An owned bio: whoever holds it must end it ([`Bio::end`]) or hand it on
 /// ([`Bio::submit`]); dropping one ends it with an I/O error, so a bio can
 /// never be lost.
 ///
+/// A bio of a mapped device can be one I/O of the device's statistics
+/// (`/proc/diskstats`, `/sys/block/<disk>/stat`, as dm keeps them): see
+/// [`Bio::account`]. The handle that holds it then counts it when it ends,
+/// so it is counted once, whoever ends it.
+///
 /// # Invariants
 ///
 /// `bio` is a live bio no one else may end or submit while this exists.
+/// `acct` is [`Acct::Started`] only if this handle (and no other) owes the
+/// statistics of `bio`'s disk one `bio_end_io_acct()` for it.
 pub struct Bio {
     pub(super) bio: NonNull<bindings::bio>,
+    acct: Acct,
+}
+
+/// Where a bio stands in its disk's I/O statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Acct {
+    /// Not counted (a clone, a split's rest, a bio not mapped yet).
+    None,
+    /// Mapped by the device ([`Bio::account`]): counted from when it is
+    /// cloned, or, if it never is, when it ends without error (dm's rule
+    /// for a target that ends a bio itself).
+    Mapped,
+    /// In flight in the statistics since `start` (jiffies); counted when
+    /// it ends.
+    Started(c_ulong),
 }
 
 // SAFETY: a bio may be ended or submitted from any context; ownership is
@@ -46,17 +70,112 @@ impl Bio {
     ///
     /// `bio` must be live and owned by the caller, who gives it up.
     pub unsafe fn from_raw(bio: *mut bindings::bio) -> Self {
-        // INVARIANT: the caller gives us exclusive ownership of a live bio.
+        // INVARIANT: the caller gives us exclusive ownership of a live bio,
+        // and no accounting debt.
         Bio {
             // SAFETY: a live bio pointer is not null.
             bio: unsafe { NonNull::new_unchecked(bio) },
+            acct: Acct::None,
         }
     }
 
-    fn into_raw(self) -> *mut bindings::bio {
+    /// A handle for a live bio the caller owns (a bio just allocated).
+    pub(super) fn from_nonnull(bio: NonNull<bindings::bio>) -> Self {
+        // INVARIANT: the caller owns the live bio; no accounting debt.
+        Bio {
+            bio,
+            acct: Acct::None,
+        }
+    }
+
+    /// Gives up the bio, with its statistics settled first: counted if it
+    /// was in flight in them (or mapped, and did not fail).
+    fn into_raw(mut self) -> *mut bindings::bio {
+        self.settle_acct();
         let p = self.bio.as_ptr();
         core::mem::forget(self);
         p
+    }
+
+    /// Makes the bio one I/O of its disk's statistics, as dm counts each
+    /// part of a bio it maps in one go (a `dm_io`): in flight from when it
+    /// is cloned ([`BioSet::clone_bio`]) until it ends, or, if it is never
+    /// cloned, counted when it ends unless it failed. Nothing is counted
+    /// while the disk's `queue/iostats` is 0. The device calls this on the
+    /// bio it hands to a target; the bio must keep its device, operation
+    /// and size until it ends (a target redirects only its clone).
+    ///
+    /// [`BioSet::clone_bio`]: super::BioSet::clone_bio
+    pub fn account(&mut self) {
+        if self.acct == Acct::None {
+            self.acct = Acct::Mapped;
+        }
+    }
+
+    /// The bio is being cloned: starts its accounting if it was mapped and
+    /// the disk keeps statistics, and hands over what the clone must keep
+    /// for it (this handle is about to be forgotten).
+    pub(super) fn start_acct(&mut self) -> Acct {
+        let acct = match self.acct {
+            Acct::Mapped => {
+                let mut start: c_ulong = 0;
+                // SAFETY: by the invariant the bio is live and ours; it is
+                // a bio of the disk (`account`), whose queue outlives it.
+                if unsafe { rdm_bio_start_acct(self.bio.as_ptr(), &mut start) } {
+                    Acct::Started(start)
+                } else {
+                    Acct::None
+                }
+            }
+            other => other,
+        };
+        self.acct = Acct::None;
+        acct
+    }
+
+    /// Gives the handle what a clone kept for the bio (from
+    /// [`Bio::start_acct`]).
+    ///
+    /// # Safety
+    ///
+    /// `acct` came from `start_acct` on this bio, and no other handle has
+    /// it.
+    pub(super) unsafe fn restore_acct(&mut self, acct: Acct) {
+        // INVARIANT: the caller hands over the one debt there is.
+        self.acct = acct;
+    }
+
+    /// Counts the bio in its disk's statistics now, if it is owed: it is
+    /// ending (or leaving this handle for good).
+    fn settle_acct(&mut self) {
+        let p = self.bio.as_ptr();
+        match core::mem::replace(&mut self.acct, Acct::None) {
+            Acct::None => {}
+            Acct::Mapped => {
+                // SAFETY: by the invariant the bio is live and ours; of
+                // the disk, as `start_acct` says.
+                unsafe {
+                    if !rdm_bio_failed(p) {
+                        rdm_bio_acct_done(p);
+                    }
+                }
+            }
+            // SAFETY: the bio is live and ours; `start` is what
+            // bio_start_io_acct() returned for it, on its disk, whose
+            // device it has kept (`account`), and this is the one
+            // `bio_end_io_acct()` it is owed (invariant).
+            Acct::Started(start) => unsafe {
+                bindings::bio_end_io_acct_remapped(p, start, (*p).bi_bdev)
+            },
+        }
+    }
+
+    /// An error end: a mapped bio that was never cloned is not counted
+    /// (dm counts no I/O that fails before it is mapped).
+    fn failing(&mut self) {
+        if self.acct == Acct::Mapped {
+            self.acct = Acct::None;
+        }
     }
 
     /// First sector.
@@ -159,21 +278,26 @@ impl Bio {
 
     /// Ends the bio, successfully unless `error` (or an error a clone
     /// recorded in it).
-    pub fn end(self, error: bool) {
+    pub fn end(mut self, error: bool) {
+        if error {
+            self.failing();
+        }
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end(self.into_raw(), error) };
     }
 
     /// Ends the bio with "operation not supported" (user space sees
     /// EOPNOTSUPP).
-    pub fn end_unsupported(self) {
+    pub fn end_unsupported(mut self) {
+        self.failing();
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end_unsupported(self.into_raw()) };
     }
 
     /// Ends the bio with "no space" (user space sees ENOSPC): there is no
     /// room to keep what the write would change.
-    pub fn end_no_space(self) {
+    pub fn end_no_space(mut self) {
+        self.failing();
         // SAFETY: we own the bio and give it up here, once.
         unsafe { rdm_bio_end_nospace(self.into_raw()) };
     }
@@ -185,7 +309,9 @@ impl Bio {
         self.end(false);
     }
 
-    /// Sends the bio to the device it points at.
+    /// Sends the bio to the device it points at. (A bio in flight in the
+    /// statistics is counted as ended here: only clones, splits' rests and
+    /// parked bios are sent on, never a bio the device accounts.)
     pub fn submit(self) {
         // SAFETY: we own the bio and give it up to the block layer, once.
         unsafe { bindings::submit_bio_noacct(self.into_raw()) };
@@ -193,17 +319,20 @@ impl Bio {
 
     /// Lets the bio be ended one more time before it completes
     /// (`bio_inc_remaining`): for fanning one bio out to several clones,
-    /// each of which ends it. Returns a second owner handle.
+    /// each of which ends it. Returns a second owner handle, which owes
+    /// the statistics nothing.
     pub fn share(&self) -> Bio {
         // SAFETY: the bio is live; after this it needs one more `bio_endio`
         // before it completes, which the returned handle owns.
         unsafe { rdm_bio_inc_remaining(self.bio.as_ptr()) };
-        Bio { bio: self.bio }
+        Bio::from_nonnull(self.bio)
     }
 }
 
 impl Drop for Bio {
     fn drop(&mut self) {
+        self.failing();
+        self.settle_acct();
         // SAFETY: an owned bio that was neither ended nor submitted; end it
         // (with an error) rather than leave its submitter waiting forever.
         unsafe { rdm_bio_end(self.bio.as_ptr(), true) };
@@ -228,7 +357,8 @@ impl BioList {
         }
     }
 
-    /// Appends `bio`.
+    /// Appends `bio` (which should owe the statistics nothing: a bio in
+    /// flight in them would be counted as ended here).
     pub fn push(&mut self, bio: Bio) {
         let b = bio.into_raw();
         // SAFETY: we own `b` (from `Bio`) and the tail bio (owned by the

@@ -1,6 +1,7 @@
 //! Bio sets: splits and clones with typed per-clone data, and groups of
 //! empty flushes.
 
+use super::bio::Acct;
 use super::ffi::*;
 use super::{BdevFile, Bio};
 use core::cell::UnsafeCell;
@@ -45,16 +46,28 @@ unsafe impl<T: CloneEnd> Send for BioSet<T> {}
 // SAFETY: as above.
 unsafe impl<T: CloneEnd> Sync for BioSet<T> {}
 
+/// What the front pad of a clone holds: the caller's `T`, and the
+/// original bio's place in the disk's statistics while the clone has it.
+struct Pad<T> {
+    data: T,
+    acct: Acct,
+}
+
 const fn front_pad<T>() -> usize {
     // The bio after the pad must stay 8-aligned.
-    (size_of::<T>() + 7) & !7
+    (size_of::<Pad<T>>() + 7) & !7
+}
+
+/// The pad of `bio`, a bio of a [`BioSet<T>`].
+fn pad_of<T>(bio: *mut bindings::bio) -> *mut Pad<T> {
+    bio.cast::<u8>().wrapping_sub(front_pad::<T>()).cast()
 }
 
 impl<T: CloneEnd> BioSet<T> {
     /// A pool keeping `pool_size` bios in reserve.
     pub fn new(pool_size: u32) -> impl PinInit<Self, Error> {
         const {
-            assert!(core::mem::align_of::<T>() <= 8);
+            assert!(core::mem::align_of::<Pad<T>>() <= 8);
         }
         let init_bs = move |slot: *mut Opaque<bindings::bio_set>| -> Result {
             let slot = Opaque::raw_get(slot);
@@ -182,8 +195,8 @@ impl<T: CloneEnd> BioSet<T> {
                 )
             };
             match NonNull::new(flush) {
-                // INVARIANT: a new bio, ours until submitted.
-                Some(bio) => Bio { bio }.submit(),
+                // A new bio, ours until submitted.
+                Some(bio) => Bio::from_nonnull(bio).submit(),
                 // SAFETY: no bio took this flush's count: drop it, failed.
                 None => unsafe { FlushGroup::put(group, true) },
             }
@@ -195,22 +208,22 @@ impl<T: CloneEnd> BioSet<T> {
 
     /// Finishes a clone or flush bio made for `orig`: stores `data` in its
     /// front pad and hands `orig` over to it (or returns both on failure).
-    fn attach(&self, bio: *mut bindings::bio, orig: Bio, data: T) -> Result<Bio, (Bio, T)> {
+    /// A bio the device accounts ([`Bio::account`]) is in flight in its
+    /// disk's statistics from here on; the pad keeps its start time until
+    /// `clone_end_io` gives it back to `orig`'s handle.
+    fn attach(&self, bio: *mut bindings::bio, mut orig: Bio, data: T) -> Result<Bio, (Bio, T)> {
         let Some(bio) = NonNull::new(bio) else {
             return Err((orig, data));
         };
+        let acct = orig.start_acct();
         // SAFETY: the front pad of a bio from this pool is `front_pad::<T>()`
-        // bytes right before it, 8-aligned, unused by anyone else.
-        unsafe {
-            bio.as_ptr()
-                .cast::<u8>()
-                .sub(front_pad::<T>())
-                .cast::<T>()
-                .write(data)
-        };
-        // The bio's `bi_private` now owns `orig` (see `clone_end_io`).
+        // bytes right before it, 8-aligned (the pool's type invariant and
+        // `new`'s assertion), unused by anyone else.
+        unsafe { pad_of::<T>(bio.as_ptr()).write(Pad { data, acct }) };
+        // The bio's `bi_private` now owns `orig`, and its pad what `orig`
+        // owes the statistics (see `clone_end_io`).
         core::mem::forget(orig);
-        Ok(Bio { bio })
+        Ok(Bio::from_nonnull(bio))
     }
 }
 
@@ -220,13 +233,16 @@ impl<T: CloneEnd> BioSet<T> {
 /// [`BioSet::clone_bio`] completes.
 unsafe extern "C" fn clone_end_io<T: CloneEnd>(clone: *mut bindings::bio) {
     // SAFETY: `clone_bio` stored the original bio, which the clone owned, in
-    // `bi_private`, and a `T` in the front pad; both are taken back once.
+    // `bi_private`, and a `Pad<T>` in the front pad; both are taken back
+    // once, and the pad's accounting goes to the one handle of `orig`.
     let (orig, data) = unsafe {
         let orig = (*clone).bi_private.cast::<bindings::bio>();
-        let data = clone.cast::<u8>().sub(front_pad::<T>()).cast::<T>().read();
+        let Pad { data, acct } = pad_of::<T>(clone).read();
         rdm_bio_copy_error(orig, clone);
         bindings::bio_put(clone);
-        (Bio::from_raw(orig), data)
+        let mut orig = Bio::from_raw(orig);
+        orig.restore_acct(acct);
+        (orig, data)
     };
     data.end(orig);
 }

@@ -1,7 +1,7 @@
 //! The C helpers of the block abstractions (`helpers.c`).
 
 use kernel::bindings;
-use kernel::ffi::{c_char, c_int, c_uint, c_void};
+use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 
 #[allow(
     improper_ctypes,
@@ -42,6 +42,7 @@ extern "C" {
     pub(super) fn rdm_bdev_nr_sectors(f: *mut bindings::file) -> u64;
     pub(super) fn rdm_bdev_logical_block_size(f: *mut bindings::file) -> c_uint;
     pub(super) fn rdm_limits_offer_nowait(lim: *mut bindings::queue_limits);
+    pub(super) fn rdm_limits_io_stat(lim: *mut bindings::queue_limits);
     pub(super) fn rdm_limits_io_hints(
         lim: *mut bindings::queue_limits,
         chunk_sectors: c_uint,
@@ -100,6 +101,8 @@ extern "C" {
         private: *mut c_void,
     ) -> *mut bindings::bio;
     pub(super) fn rdm_bio_failed(bio: *const bindings::bio) -> bool;
+    pub(super) fn rdm_bio_start_acct(bio: *mut bindings::bio, start: *mut c_ulong) -> bool;
+    pub(super) fn rdm_bio_acct_done(bio: *mut bindings::bio);
     pub(super) fn rdm_bio_alloc_flush(
         f: *mut bindings::file,
         bs: *mut bindings::bio_set,
