@@ -23,7 +23,7 @@ require_disks "$VDA" "$VDB" "$VDC" "$VDD"
 command -v dmsetup >/dev/null || skip "dmsetup is not installed"
 [ -f "$RDM_DM_KO" ] || fail "$RDM_DM_KO was not built"
 export DM_DISABLE_UDEV=1
-M=/dev/mapper
+M=/dev/mapper DM_TOOL=dmsetup
 
 unload_all() {
 	dmsetup remove_all >/dev/null 2>&1
@@ -94,7 +94,7 @@ same "status after a reload" "$(dmsetup status ref-s)" "$(dmsetup status rdm-s)"
 expect_fail "origin and COW the same device" "rdm_dm: [0-9]+:[0-9]+: target at sector 0 \(snapshot\): origin and COW are the same device" \
 	dmsetup create bad --table "0 $LEN rdm-snapshot $VDC $VDC P 16"
 expect_fail "a chunk size that is not a power of two" "rdm_dm: [0-9]+:[0-9]+: target at sector 0 \(snapshot\): .*chunk" \
-	dmsetup create bad --table "0 $LEN rdm-snapshot $M/rdm-o $VDB P 24"
+	dmsetup create bad --table "0 $LEN rdm-snapshot $VDC $VDB P 24"
 dmsetup remove bad >/dev/null 2>&1
 expect_fail "a message the snapshot does not take" "rdm_dm: target does not accept message \"bogus\"" \
 	dmsetup message rdm-s 0 bogus
@@ -127,8 +127,8 @@ log "ok: suspend returned after the held write ended ($((t1 - t0)) ms)"
 
 # Overflow after the reload: the event wakes a waiter on the new table.
 dmsetup create cow-small --table "0 64 linear $VDB 4096" || fail "create a small COW"
-dmsetup create small --table "0 $LEN rdm-snapshot $M/rdm-o $M/cow-small N 8" || fail "create a small snapshot"
-dmsetup reload small --table "0 $LEN rdm-snapshot $M/rdm-o $M/cow-small N 8" && dmsetup resume small ||
+dmsetup create small --table "0 $LEN rdm-snapshot $VDC $M/cow-small N 8" || fail "create a small snapshot"
+dmsetup reload small --table "0 $LEN rdm-snapshot $VDC $M/cow-small N 8" && dmsetup resume small ||
 	fail "reload the small snapshot"
 ev=$(event_nr small)
 timeout 60 dmsetup wait small "$ev" >/dev/null &
