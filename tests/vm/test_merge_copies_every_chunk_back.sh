@@ -63,7 +63,7 @@ one_case() { # one_case LEN CHUNK SEED
 		# counts its targets' events, not table swaps).
 		ev1=$(event_nr orig) evs=2
 		dm_host && evs=1
-		expect_eq "$((ev1 - ev0))" $evs "$what: an event when the merge ended (event $ev0 -> $ev1)"
+		expect_eq "$((ev1 - ev0))" "$evs" "$what: an event when the merge ended (event $ev0 -> $ev1)"
 		expect_match "$(dm message orig 0 stats)" "merge done merged_chunks [0-9]+ batches [0-9]+ left 0" "$what: stats"
 		expect_match "$(klog_since_mark)" "snapshot-merge: COW device [0-9:]+: merge complete" "$what: logged"
 	fi

@@ -84,9 +84,9 @@ one_round() { # one_round WHAT SEED
 scenario() {
 	one_round "merge at full speed" 21
 	if [ "$IMPL" = rdm ]; then
-		echo 2048 >/sys/module/$SNAP_MOD/parameters/merge_kib_per_s || fail "set merge_kib_per_s"
+		echo 2048 >/sys/module/"$SNAP_MOD"/parameters/merge_kib_per_s || fail "set merge_kib_per_s"
 		one_round "merge at 2 MiB/s" 22
-		echo 0 >/sys/module/$SNAP_MOD/parameters/merge_kib_per_s
+		echo 0 >/sys/module/"$SNAP_MOD"/parameters/merge_kib_per_s
 	fi
 }
 

@@ -47,8 +47,8 @@ if snap_ref; then
 else
 	snap_load copy_delay_ms="$DELAY" cow_threshold=2
 	PARAMS=/sys/module/$SNAP_MOD/parameters
-	expect_eq "$(cat $PARAMS/copy_delay_ms)" "$DELAY" "copy_delay_ms given at load"
-	expect_eq "$(cat $PARAMS/cow_threshold)" 2 "cow_threshold given at load"
+	expect_eq "$(cat "$PARAMS"/copy_delay_ms)" "$DELAY" "copy_delay_ms given at load"
+	expect_eq "$(cat "$PARAMS"/cow_threshold)" 2 "cow_threshold given at load"
 fi
 
 orig=$DEVDIR/orig snap=$DEVDIR/snap
@@ -132,8 +132,8 @@ if [ "$DELAY" -gt 0 ]; then
 	expect_same "the origin has the rewritten chunk $E" "$orig" $new2 $CS $((E * CS)) $((E * CS))
 	expect_same "the origin has the new chunk $H" "$orig" $new $CS $((H * CS)) $((H * CS))
 
-	echo 0 >$PARAMS/copy_delay_ms && echo 2048 >$PARAMS/cow_threshold || fail "write the parameters"
-	expect_eq "$(cat $PARAMS/copy_delay_ms)/$(cat $PARAMS/cow_threshold)" 0/2048 "parameters back to 0 and 2048"
+	echo 0 >"$PARAMS"/copy_delay_ms && echo 2048 >"$PARAMS"/cow_threshold || fail "write the parameters"
+	expect_eq "$(cat "$PARAMS"/copy_delay_ms)/$(cat "$PARAMS"/cow_threshold)" 0/2048 "parameters back to 0 and 2048"
 	# Copies are immediate again.
 	t0=$(now_ms)
 	dwrite $new $((40 * CS)) "$orig" $((40 * CS)) $CS || fail "write after resetting the delay"
