@@ -18,6 +18,11 @@
 //!   [`TargetType`] and [`TargetTypes`] (the constructors, assembled once
 //!   in `rdm_main.rs`: the snapshot targets' constructors hold the
 //!   snapshot registry), and helpers to open and print devices.
+//!
+//! The same API serves the second host, rdm-dm.ko (`dmhost.rs`), whose
+//! device layer is the kernel's dm: it differs only in what [`Ctx`] says
+//! (where the target is, how devices are opened) and in what the event
+//! counter it hands the targets forwards to.
 
 use crate::kx::block::{BdevFile, Bio, BioOp, BioSet, CloneEnd, IoHints};
 use crate::kx::wait::{DrainToken, EventCounter};
@@ -339,7 +344,8 @@ pub(crate) struct Io<'a> {
 
 impl<'a> Io<'a> {
     /// The handle for one bio counted on a table (`table`), cloned from
-    /// `bioset`: made by the device layer only.
+    /// `bioset`: made by a host only (rdm's device layer, or rdm-dm's
+    /// `dmhost.rs`, where `table` counts on the hosted target).
     pub(crate) fn new(table: DrainToken, bioset: &'a BioSet<CloneData>) -> Self {
         Io { table, bioset }
     }
