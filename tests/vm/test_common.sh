@@ -142,6 +142,22 @@ rdm_unload() {
 	fi
 }
 
+# require_fail_nth: per-task fault injection (fail-nth) for slab and page
+# allocations, sleeping ones included, quietly; skips the test on a kernel
+# without it.
+require_fail_nth() {
+	local f d=/sys/kernel/debug
+	[ -e /proc/self/fail-nth ] || skip "the kernel has no fault injection (CONFIG_FAULT_INJECTION)"
+	[ -d $d/failslab ] || mount -t debugfs none $d 2>/dev/null
+	[ -d $d/failslab ] || skip "no failslab in debugfs"
+	for f in failslab fail_page_alloc; do
+		echo N >$d/$f/ignore-gfp-wait || fail "cannot make $f fail sleeping allocations"
+		echo 0 >$d/$f/verbose
+	done
+	[ -e $d/fail_page_alloc/ignore-gfp-highmem ] && echo N >$d/fail_page_alloc/ignore-gfp-highmem
+	return 0
+}
+
 # expect_eq ACTUAL EXPECTED WHAT
 expect_eq() {
 	[ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"

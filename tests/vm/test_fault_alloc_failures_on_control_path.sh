@@ -20,14 +20,7 @@
 . "$(dirname "$0")/test_common.sh"
 require_vm
 require_disks "$VDA" "$VDB" "$VDC"
-[ -e /proc/self/fail-nth ] || skip "the kernel has no fault injection (CONFIG_FAULT_INJECTION)"
-[ -d /sys/kernel/debug/failslab ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
-[ -d /sys/kernel/debug/failslab ] || skip "no failslab in debugfs"
-for f in failslab fail_page_alloc; do
-	echo N >/sys/kernel/debug/$f/ignore-gfp-wait || fail "cannot make $f fail sleeping allocations"
-	echo 0 >/sys/kernel/debug/$f/verbose
-done
-[ -e /sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem ] && echo N >/sys/kernel/debug/fail_page_alloc/ignore-gfp-highmem
+require_fail_nth
 defer rdm_cleanup
 rdm_load
 
