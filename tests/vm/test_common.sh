@@ -272,8 +272,7 @@ snap_load() {
 		if grep -q '^dm_snapshot ' /proc/modules; then
 			modprobe -r -d "$RDM_MODROOT" dm-snapshot || fail "dm-snapshot is loaded and cannot be unloaded"
 		fi
-		modprobe -d "$RDM_MODROOT" dm-mod || skip "the kernel's dm-mod is not available"
-		insmod "$RDM_DM_KO" dm_names=1 "$@" || fail "insmod $RDM_DM_KO dm_names=1 $*"
+		rdm_dm_load "$@"
 		log "dm host: rdm's engine (rdm-dm.ko dm_names=1) in the kernel's dm, driven by dmsetup"
 	elif snap_ref; then
 		command -v dmsetup >/dev/null || skip "dmsetup is not installed"
@@ -286,15 +285,25 @@ snap_load() {
 		rdm_load "$@"
 	fi
 }
+# rdm_dm_load [PARAMS...]: dm-mod (skips the test without it), then
+# rdm-dm.ko serving dm-snapshot's target names; rdm_dm_unload undoes it.
+rdm_dm_load() {
+	modprobe -d "$RDM_MODROOT" dm-mod || skip "the kernel's dm-mod is not available"
+	insmod "$RDM_DM_KO" dm_names=1 "$@" || fail "insmod $RDM_DM_KO dm_names=1 $*"
+}
+rdm_dm_unload() {
+	grep -q '^rdm_dm ' /proc/modules && { rmmod rdm_dm || fail "rmmod rdm_dm"; }
+	grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
+	modprobe -r -d "$RDM_MODROOT" dm-mod >/dev/null 2>&1
+	return 0
+}
 # dm_host: whether this run hosts rdm's engine in the kernel's dm.
 dm_host() { [ "${RDM_SNAP_HOST:-}" = dm ]; }
 dm() { "$DM_TOOL" "$@"; }
 snap_cleanup() {
 	if dm_host; then
 		dmsetup remove_all >/dev/null 2>&1
-		grep -q '^rdm_dm ' /proc/modules && { rmmod rdm_dm || fail "rmmod rdm_dm"; }
-		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
-		modprobe -r -d "$RDM_MODROOT" dm-mod >/dev/null 2>&1
+		rdm_dm_unload
 	elif snap_ref; then
 		dmsetup remove_all >/dev/null 2>&1
 		# dm-zero (loaded by some scenarios) would keep dm-mod loaded.
@@ -524,9 +533,8 @@ compat_load() {
 	if [ "$IMPL" = dm ]; then
 		modprobe -d "$RDM_MODROOT" dm-snapshot || exit $KSFT_SKIP
 	elif [ "$IMPL" = rdm-dm ]; then
-		modprobe -d "$RDM_MODROOT" dm-mod || exit $KSFT_SKIP
 		klog_mark
-		insmod "$RDM_DM_KO" dm_names=1 || fail "insmod $RDM_DM_KO dm_names=1"
+		rdm_dm_load
 		expect_match "$(klog_since_mark)" "rdm_dm: loaded: rdm's snapshot engine serves device-mapper targets snapshot-origin, snapshot and snapshot-merge" \
 			"rdm-dm: the log says rdm serves dm-snapshot's targets"
 		expect_match "$(dmsetup targets)" "^snapshot +v1\.16\.0$" "rdm-dm: dmsetup targets lists snapshot"
@@ -566,9 +574,7 @@ compat_unload() {
 		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
 		modprobe -r -d "$RDM_MODROOT" dm-snapshot dm-bufio dm-mod >/dev/null 2>&1
 	elif [ "${IMPL:-}" = rdm-dm ]; then
-		grep -q '^rdm_dm ' /proc/modules && { rmmod rdm_dm || fail "rmmod rdm_dm"; }
-		grep -q '^dm_zero ' /proc/modules && modprobe -r -d "$RDM_MODROOT" dm-zero
-		modprobe -r -d "$RDM_MODROOT" dm-mod >/dev/null 2>&1
+		rdm_dm_unload
 	else
 		rdm_unload
 	fi
